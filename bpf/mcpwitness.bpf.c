@@ -1,0 +1,553 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * mcpwitness kernel side: follow tracked process trees and report their
+ * forks, execs, exits, file opens and connects.
+ *
+ * Hooks:
+ *   tp_btf/sched_process_{fork,exec,exit}  process tree, in the kernel
+ *   tracepoint/syscalls/sys_exit_*         opens, connects, failed execs
+ * Syscall arguments are read at sys_exit from the task's saved user
+ * registers: one hook per syscall instead of an enter/exit pair, and user
+ * strings are read after the kernel itself faulted them in.
+ *
+ * Untracked processes pay one hash lookup (procs, by tgid) per hook.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include "mcpwitness.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define AT_FDCWD -100
+#define EBADF 9
+#define ENOTSOCK 88
+
+const volatile struct mw_config cfg = {
+	.argv_max = MW_ARGV_MAX,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 64 << 20);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct mw_proc);
+} procs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MW_C_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+struct mw_scratch {
+	struct mw_event ev; /* header template; data unused */
+	__u8 buf[MW_COMPOSE_SIZE];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mw_scratch);
+} scratch SEC(".maps");
+
+/* path walk area: a path is built backwards ending at MW_PATH_MAX - 1 */
+struct mw_walk {
+	__u8 buf[2 * MW_PATH_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mw_walk);
+} walkbuf SEC(".maps");
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
+	if (v)
+		*v += 1;
+}
+
+/*
+ * The tracked entry of tgid, or NULL. An entry whose start time does not
+ * match the running process is a leftover of a process whose pid was
+ * reused: it is dropped (and counted), never applied to the newcomer.
+ */
+static __always_inline struct mw_proc *lookup_tracked(struct task_struct *task, __u32 tgid)
+{
+	struct mw_proc *p = bpf_map_lookup_elem(&procs, &tgid);
+	if (!p)
+		return NULL;
+	__u64 st = BPF_CORE_READ(task, group_leader, start_boottime);
+	if (p->start_ns == st)
+		return p;
+	if ((p->flags & MW_P_TICKS) &&
+	    st / MW_NSEC_PER_TICK == p->start_ns / MW_NSEC_PER_TICK) {
+		p->start_ns = st;
+		p->flags &= ~MW_P_TICKS;
+		return p;
+	}
+	bpf_map_delete_elem(&procs, &tgid);
+	count(MW_C_STALE_ENTRY);
+	return NULL;
+}
+
+static __always_inline struct mw_scratch *begin(__u32 type, struct mw_proc *p,
+						struct task_struct *task, __s64 ret)
+{
+	__u32 zero = 0;
+	struct mw_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return NULL;
+	struct mw_event *e = &s->ev;
+	__u64 pt = bpf_get_current_pid_tgid();
+
+	e->ts_ns = bpf_ktime_get_ns();
+	e->start_ns = p->start_ns;
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->ret = ret;
+	e->args[0] = 0;
+	e->args[1] = 0;
+	e->args[2] = 0;
+	e->args[3] = 0;
+	e->type = type;
+	e->seq = 0;
+	e->flags = p->depth > MW_ANCESTORS ? MW_F_DEPTH : 0;
+	e->pid = pt >> 32;
+	e->tid = (__u32)pt;
+	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	e->uid = (__u32)bpf_get_current_uid_gid();
+	e->root = p->root;
+	e->depth = p->depth;
+#pragma unroll
+	for (int i = 0; i < MW_ANCESTORS; i++)
+		e->ancestors[i] = p->ancestors[i];
+	e->data_len = 0;
+	e->_pad = 0;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	return s;
+}
+
+struct emit_ctx {
+	__u32 len;
+	__u32 nchunks;
+};
+
+static long emit_chunk(__u32 i, struct emit_ctx *c)
+{
+	__u32 zero = 0;
+	struct mw_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s || i >= MW_MAX_CHUNKS)
+		return 1;
+	struct mw_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(i == 0 ? MW_C_RB_FULL : MW_C_RB_FULL_CHUNK);
+		return 1;
+	}
+	__u32 off = i * MW_DATA_LEN;
+	__builtin_memcpy(e, &s->ev, MW_HDR_SIZE);
+	bpf_probe_read_kernel(e->data, MW_DATA_LEN, s->buf + off);
+	e->seq = i;
+	__u32 left = c->len > off ? c->len - off : 0;
+	e->data_len = left > MW_DATA_LEN ? MW_DATA_LEN : left;
+	if (i + 1 >= c->nchunks)
+		e->flags |= MW_F_LAST;
+	bpf_ringbuf_submit(e, 0);
+	if (i == 0)
+		count(MW_C_EVENTS);
+	return 0;
+}
+
+/* Send the template header and len bytes of s->buf as one or more records. */
+static __always_inline void emit(struct mw_scratch *s, __u32 len)
+{
+	struct emit_ctx c = {.len = len};
+	if (len > MW_COMPOSE_SIZE)
+		c.len = len = MW_COMPOSE_SIZE;
+	c.nchunks = len ? (len + MW_DATA_LEN - 1) / MW_DATA_LEN : 1;
+	bpf_loop(c.nchunks, emit_chunk, &c, 0);
+}
+
+/*
+ * Absolute path of a struct path, built backwards in the walk buffer so that
+ * it ends at MW_PATH_MAX - 1, crossing mount points up to the root of the
+ * process's mount namespace. One bpf_loop step per component.
+ */
+#define MW_WALK_DEPTH 64
+struct walk_ctx {
+	struct dentry *d;
+	struct mount *m;
+	__u32 off;
+	int trunc;
+};
+
+static long walk_step(__u32 i, struct walk_ctx *c)
+{
+	__u32 zero = 0;
+	struct mw_walk *w = bpf_map_lookup_elem(&walkbuf, &zero);
+	if (!w)
+		return 1;
+	struct dentry *d = c->d;
+	struct mount *m = c->m;
+	struct dentry *mnt_root = BPF_CORE_READ(m, mnt.mnt_root);
+	struct dentry *parent = BPF_CORE_READ(d, d_parent);
+	if (d == mnt_root || d == parent) {
+		struct mount *mp = BPF_CORE_READ(m, mnt_parent);
+		if (d != mnt_root || mp == m)
+			return 1;
+		c->d = BPF_CORE_READ(m, mnt_mountpoint);
+		c->m = mp;
+		return 0;
+	}
+	__u32 len = BPF_CORE_READ(d, d_name.len) & 255;
+	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+	__u32 off = c->off;
+	if (len + 1 > off || off >= MW_PATH_MAX) {
+		c->trunc = 1;
+		return 1;
+	}
+	off -= len;
+	bpf_probe_read_kernel(&w->buf[off & (MW_PATH_MAX - 1)], len, name);
+	off -= 1;
+	w->buf[off & (MW_PATH_MAX - 1)] = '/';
+	c->off = off;
+	c->d = parent;
+	if (i == MW_WALK_DEPTH - 1)
+		c->trunc = 1;
+	return 0;
+}
+
+static __always_inline __u32 walk_path(const struct path *path, struct mw_walk *w, int *trunc)
+{
+	struct vfsmount *vm = BPF_CORE_READ(path, mnt);
+	struct walk_ctx c = {
+		.d = BPF_CORE_READ(path, dentry),
+		.m = (void *)vm - bpf_core_field_offset(struct mount, mnt),
+		.off = MW_PATH_MAX - 1,
+	};
+	bpf_loop(MW_WALK_DEPTH, walk_step, &c, 0);
+	*trunc = c.trunc;
+	__u32 off = c.off;
+	if (off == MW_PATH_MAX - 1) {
+		off -= 1;
+		w->buf[off] = '/';
+	}
+	return off;
+}
+
+/* Append the walked path of `path` to s->buf at pos; returns its length. */
+static __always_inline __u32 append_path(struct mw_scratch *s, __u32 pos, const struct path *path, int *trunc)
+{
+	__u32 zero = 0;
+	struct mw_walk *w = bpf_map_lookup_elem(&walkbuf, &zero);
+	if (!w)
+		return 0;
+	__u32 start = walk_path(path, w, trunc) & (MW_PATH_MAX - 1);
+	__u32 len = (MW_PATH_MAX - 1 - start) & (MW_PATH_MAX - 1);
+	pos &= MW_PATH_MAX - 1;
+	bpf_probe_read_kernel(&s->buf[pos], len, &w->buf[start]);
+	return len;
+}
+
+static __always_inline struct file *fd_file(struct task_struct *task, long fd)
+{
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	unsigned int max = BPF_CORE_READ(fdt, max_fds);
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+
+	if (fd < 0 || fd >= max)
+		return NULL;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
+static __always_inline struct pt_regs *user_regs(void)
+{
+	return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+}
+
+/* ------------------------------------------------------------------ */
+/* process tree                                                        */
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(mw_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 ptgid = BPF_CORE_READ(parent, tgid);
+	struct mw_proc *pp = lookup_tracked(parent, ptgid);
+	if (!pp)
+		return 0;
+	__u32 ctgid = BPF_CORE_READ(child, tgid);
+	if (BPF_CORE_READ(child, pid) != ctgid) {
+		count(MW_C_THREADS);
+		return 0;
+	}
+	struct mw_proc c = {};
+	c.start_ns = BPF_CORE_READ(child, start_boottime);
+	c.root = pp->root;
+	c.depth = pp->depth + 1;
+	c.ancestors[0] = ptgid;
+#pragma unroll
+	for (int i = 1; i < MW_ANCESTORS; i++)
+		c.ancestors[i] = pp->ancestors[i - 1];
+	if (bpf_map_update_elem(&procs, &ctgid, &c, BPF_ANY))
+		count(MW_C_PROC_MAP_FULL);
+	else
+		count(MW_C_FORKS);
+
+	struct mw_scratch *s = begin(MW_EV_FORK, pp, parent, 0);
+	if (!s)
+		return 0;
+	s->ev.args[0] = ctgid;
+	s->ev.args[1] = c.start_ns;
+	emit(s, 0);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(mw_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
+{
+	__u32 tgid = BPF_CORE_READ(task, tgid);
+	struct mw_proc *p = lookup_tracked(task, tgid);
+	if (!p)
+		return 0;
+	struct mw_scratch *s = begin(MW_EV_EXEC, p, task, 0);
+	if (!s)
+		return 0;
+
+	long n = bpf_probe_read_kernel_str(s->buf, MW_PATH_MAX, BPF_CORE_READ(bprm, filename));
+	__u32 n1 = n > 0 ? n - 1 : 0;
+	int trunc = 0;
+	struct file *f = BPF_CORE_READ(bprm, file);
+	__u32 n2 = append_path(s, n1, __builtin_preserve_access_index(&f->f_path), &trunc);
+
+	struct mm_struct *mm = BPF_CORE_READ(task, mm);
+	unsigned long a0 = BPF_CORE_READ(mm, arg_start);
+	unsigned long a1 = BPF_CORE_READ(mm, arg_end);
+	__u64 alen = a1 > a0 ? a1 - a0 : 0;
+	__u64 cap = alen;
+	__u32 pos = n1 + n2;
+	if (cap > cfg.argv_max)
+		cap = cfg.argv_max;
+	if (cap > MW_ARGV_MAX)
+		cap = MW_ARGV_MAX;
+	pos &= 2 * MW_PATH_MAX - 1; /* n1, n2 < MW_PATH_MAX: a no-op the verifier needs */
+	if (cap && bpf_probe_read_user(&s->buf[pos], cap, (void *)a0))
+		cap = 0;
+	if (trunc || cap < alen)
+		s->ev.flags |= MW_F_TRUNC;
+	s->ev.args[0] = n1;
+	s->ev.args[1] = n2;
+	s->ev.args[2] = alen;
+	s->ev.args[3] = cap;
+	emit(s, pos + cap);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(mw_exit, struct task_struct *task)
+{
+	__u32 tgid = BPF_CORE_READ(task, tgid);
+	struct mw_proc *p = lookup_tracked(task, tgid);
+	if (!p)
+		return 0;
+	/* only the last thread of the group ends the process */
+	if (BPF_CORE_READ(task, signal, live.counter) != 0)
+		return 0;
+	int code = BPF_CORE_READ(task, exit_code);
+	if (BPF_CORE_READ(task, signal, flags) & 0x4 /* SIGNAL_GROUP_EXIT */)
+		code = BPF_CORE_READ(task, signal, group_exit_code);
+	struct mw_scratch *s = begin(MW_EV_EXIT, p, task, code);
+	if (s)
+		emit(s, 0);
+	bpf_map_delete_elem(&procs, &tgid);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* file opens                                                          */
+
+static __always_inline int handle_open(long ret, long dirfd, const char *upath,
+				       __u64 flags, __u64 mode, __u64 sys)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct mw_proc *p = lookup_tracked(task, tgid);
+	if (!p)
+		return 0;
+	struct mw_scratch *s = begin(MW_EV_OPEN, p, task, ret);
+	if (!s)
+		return 0;
+
+	long n = bpf_probe_read_user_str(s->buf, MW_PATH_MAX, upath);
+	__u32 n1 = 0;
+	if (n > 0) {
+		n1 = n - 1;
+	} else {
+		s->ev.flags |= MW_F_PATHERR;
+		count(MW_C_USER_READ_FAIL);
+	}
+
+	__u64 kind = MW_OPEN_SECOND_NONE;
+	__u32 n2 = 0;
+	int trunc = 0;
+	if (ret >= 0) {
+		struct file *f = fd_file(task, ret);
+		if (f) {
+			n2 = append_path(s, n1, __builtin_preserve_access_index(&f->f_path), &trunc);
+			kind = MW_OPEN_SECOND_RESOLVED;
+		}
+	} else if (n1 > 0 && s->buf[0] != '/') {
+		if (dirfd == AT_FDCWD) {
+			struct fs_struct *fs = BPF_CORE_READ(task, fs);
+			n2 = append_path(s, n1, __builtin_preserve_access_index(&fs->pwd), &trunc);
+			kind = MW_OPEN_SECOND_BASEDIR;
+		} else {
+			struct file *f = fd_file(task, dirfd);
+			if (f) {
+				n2 = append_path(s, n1, __builtin_preserve_access_index(&f->f_path), &trunc);
+				kind = MW_OPEN_SECOND_BASEDIR;
+			}
+		}
+	}
+	if (trunc)
+		s->ev.flags |= MW_F_TRUNC;
+	s->ev.args[0] = flags;
+	s->ev.args[1] = mode;
+	s->ev.args[2] = dirfd;
+	s->ev.args[3] = n1 | ((__u64)n2 << 16) | (kind << 32) | (sys << 40);
+	emit(s, n1 + n2);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_openat")
+int mw_openat(struct trace_event_raw_sys_exit *ctx)
+{
+	struct pt_regs *r = user_regs();
+	return handle_open(ctx->ret, (int)PT_REGS_PARM1_CORE_SYSCALL(r),
+			   (const char *)PT_REGS_PARM2_CORE_SYSCALL(r),
+			   (__u32)PT_REGS_PARM3_CORE_SYSCALL(r),
+			   (__u32)PT_REGS_PARM4_CORE_SYSCALL(r), MW_SYS_OPENAT);
+}
+
+SEC("tracepoint/syscalls/sys_exit_open")
+int mw_open(struct trace_event_raw_sys_exit *ctx)
+{
+	struct pt_regs *r = user_regs();
+	return handle_open(ctx->ret, AT_FDCWD, (const char *)PT_REGS_PARM1_CORE_SYSCALL(r),
+			   (__u32)PT_REGS_PARM2_CORE_SYSCALL(r),
+			   (__u32)PT_REGS_PARM3_CORE_SYSCALL(r), MW_SYS_OPEN);
+}
+
+SEC("tracepoint/syscalls/sys_exit_creat")
+int mw_creat(struct trace_event_raw_sys_exit *ctx)
+{
+	struct pt_regs *r = user_regs();
+	/* creat(p, m) == open(p, O_CREAT|O_WRONLY|O_TRUNC, m) */
+	return handle_open(ctx->ret, AT_FDCWD, (const char *)PT_REGS_PARM1_CORE_SYSCALL(r),
+			   0x241, (__u32)PT_REGS_PARM2_CORE_SYSCALL(r), MW_SYS_CREAT);
+}
+
+SEC("tracepoint/syscalls/sys_exit_openat2")
+int mw_openat2(struct trace_event_raw_sys_exit *ctx)
+{
+	struct pt_regs *r = user_regs();
+	struct open_how how = {};
+	bpf_probe_read_user(&how, sizeof(how), (void *)PT_REGS_PARM3_CORE_SYSCALL(r));
+	return handle_open(ctx->ret, (int)PT_REGS_PARM1_CORE_SYSCALL(r),
+			   (const char *)PT_REGS_PARM2_CORE_SYSCALL(r), how.flags, how.mode,
+			   MW_SYS_OPENAT2);
+}
+
+/* ------------------------------------------------------------------ */
+/* failed execs (successful ones are reported by sched_process_exec)   */
+
+static __always_inline int handle_exec_fail(long ret, const char *ufile, __u64 sys)
+{
+	if (ret >= 0)
+		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct mw_proc *p = lookup_tracked(task, tgid);
+	if (!p)
+		return 0;
+	struct mw_scratch *s = begin(MW_EV_EXEC, p, task, ret);
+	if (!s)
+		return 0;
+	long n = bpf_probe_read_user_str(s->buf, MW_PATH_MAX, ufile);
+	__u32 n1 = n > 0 ? n - 1 : 0;
+	if (n <= 0) {
+		s->ev.flags |= MW_F_PATHERR;
+		count(MW_C_USER_READ_FAIL);
+	}
+	s->ev.args[0] = n1;
+	s->ev.args[1] = sys << 40;
+	emit(s, n1);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_execve")
+int mw_execve(struct trace_event_raw_sys_exit *ctx)
+{
+	return handle_exec_fail(ctx->ret, (const char *)PT_REGS_PARM1_CORE_SYSCALL(user_regs()),
+				MW_SYS_EXECVE);
+}
+
+SEC("tracepoint/syscalls/sys_exit_execveat")
+int mw_execveat(struct trace_event_raw_sys_exit *ctx)
+{
+	return handle_exec_fail(ctx->ret, (const char *)PT_REGS_PARM2_CORE_SYSCALL(user_regs()),
+				MW_SYS_EXECVEAT);
+}
+
+/* ------------------------------------------------------------------ */
+/* connects                                                            */
+
+SEC("tracepoint/syscalls/sys_exit_connect")
+int mw_connect(struct trace_event_raw_sys_exit *ctx)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct mw_proc *p = lookup_tracked(task, tgid);
+	if (!p)
+		return 0;
+	long ret = ctx->ret;
+	struct pt_regs *r = user_regs();
+	long fd = (int)PT_REGS_PARM1_CORE_SYSCALL(r);
+	void *uaddr = (void *)PT_REGS_PARM2_CORE_SYSCALL(r);
+	__u32 alen = (__u32)PT_REGS_PARM3_CORE_SYSCALL(r);
+
+	struct mw_scratch *s = begin(MW_EV_CONNECT, p, task, ret);
+	if (!s)
+		return 0;
+	__u32 n = alen > 128 ? 128 : alen;
+	if (n && bpf_probe_read_user(s->buf, n, uaddr)) {
+		n = 0;
+		s->ev.flags |= MW_F_PATHERR;
+		count(MW_C_USER_READ_FAIL);
+	}
+	s->ev.args[0] = fd;
+	s->ev.args[1] = alen;
+	if (ret != -EBADF && ret != -ENOTSOCK) {
+		struct file *f = fd_file(task, fd);
+		struct socket *sock = f ? BPF_CORE_READ(f, private_data) : NULL;
+		if (sock) {
+			struct sock *sk = BPF_CORE_READ(sock, sk);
+			s->ev.args[2] = BPF_CORE_READ(sock, type);
+			if (sk)
+				s->ev.args[3] = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol);
+		}
+	}
+	emit(s, n);
+	return 0;
+}

@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * mcpwitness.h: the only contract between the kernel programs and userspace.
+ *
+ * Every record in the ring buffer is one struct mw_event of exactly
+ * MW_EVENT_SIZE bytes (MW_RECORD_SIZE with the ring's 8-byte header), so
+ * userspace can decode a whole batch with one struct.iter_unpack call.
+ * An event whose data does not fit in one record continues in records with
+ * the same (tid, ts_ns), seq 1, 2, ...; the last record carries MW_F_LAST.
+ *
+ * src/mcpwitness/events.py mirrors this layout; tests/test_layout.py checks
+ * the mirror against the BTF of the compiled object.
+ */
+#ifndef MCPWITNESS_H
+#define MCPWITNESS_H
+
+#define MW_RECORD_SIZE 512
+#define MW_EVENT_SIZE (MW_RECORD_SIZE - 8)
+#define MW_HDR_SIZE 152
+#define MW_DATA_LEN (MW_EVENT_SIZE - MW_HDR_SIZE) /* 352 */
+#define MW_ANCESTORS 8
+#define MW_COMM_LEN 16
+
+#define MW_PATH_MAX 4096
+#define MW_ARGV_MAX 16384
+/* compose area: two paths and an argv, padded so the last chunk copy stays inside */
+#define MW_COMPOSE_MAX (2 * MW_PATH_MAX + MW_ARGV_MAX)
+#define MW_MAX_CHUNKS ((MW_COMPOSE_MAX + MW_DATA_LEN - 1) / MW_DATA_LEN)
+#define MW_COMPOSE_SIZE (MW_MAX_CHUNKS * MW_DATA_LEN)
+
+enum mw_event_type {
+	MW_EV_FORK = 1,    /* args: [0]=child tgid [1]=child start_boottime */
+	MW_EV_EXEC = 2,    /* ret: 0 or -errno; args: [0]=len filename [1]=len exe [2]=argv real len [3]=argv captured len */
+	MW_EV_EXIT = 3,    /* ret: raw wait status (exit code << 8 | signal) */
+	MW_EV_OPEN = 4,    /* ret: fd or -errno; args: [0]=flags [1]=mode [2]=dirfd [3]=lens (see MW_OPEN_*) */
+	MW_EV_CONNECT = 5, /* ret: 0 or -errno; args: [0]=fd [1]=addrlen [2]=sock type [3]=protocol; data: sockaddr */
+};
+
+/* record flags */
+#define MW_F_LAST 0x1     /* last record of this event */
+#define MW_F_TRUNC 0x2    /* data was cut short (lengths in args say by how much) */
+#define MW_F_PATHERR 0x4  /* a user string could not be read */
+#define MW_F_DEPTH 0x8    /* ancestry deeper than MW_ANCESTORS: the rest is in userspace's table */
+
+/* MW_EV_OPEN args[3]: len requested path | len second path << 16 | kind << 32 */
+#define MW_OPEN_SECOND_NONE 0
+#define MW_OPEN_SECOND_RESOLVED 1 /* the opened file's absolute path */
+#define MW_OPEN_SECOND_BASEDIR 2  /* failed relative open: the directory it was relative to */
+
+/* syscall behind an open event, in the high bits of args[3] (<< 40) */
+#define MW_SYS_OPENAT 0
+#define MW_SYS_OPEN 1
+#define MW_SYS_OPENAT2 2
+#define MW_SYS_CREAT 3
+#define MW_SYS_EXECVE 4
+#define MW_SYS_EXECVEAT 5
+
+struct mw_event {
+	__u64 ts_ns;     /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	__u64 start_ns;  /* process identity: group leader's start_boottime */
+	__u64 cgroup_id; /* cgroup v2 id */
+	__s64 ret;
+	__u64 args[4];
+	__u32 type;
+	__u16 seq;
+	__u16 flags;
+	__u32 pid;  /* tgid */
+	__u32 tid;
+	__u32 ppid; /* real parent's tgid now (after reparenting: the reaper) */
+	__u32 uid;
+	__u32 root;  /* tgid of the tracked root this process descends from */
+	__u32 depth; /* fork generations below the root */
+	__u32 ancestors[MW_ANCESTORS]; /* fork lineage: [0] = the tracked parent, ... */
+	__u32 data_len;
+	__u32 _pad;
+	char comm[MW_COMM_LEN];
+	__u8 data[MW_DATA_LEN];
+};
+
+/* value of the tracked-process map, keyed by tgid */
+struct mw_proc {
+	__u64 start_ns; /* start_boottime; in clock ticks * 10^7 when MW_P_TICKS */
+	__u32 root;
+	__u32 depth;
+	__u32 ancestors[MW_ANCESTORS];
+	__u32 flags;
+	__u32 _pad;
+};
+
+#define MW_P_TICKS 0x1 /* seeded from /proc: start_ns only known to 1/USER_HZ */
+#define MW_NSEC_PER_TICK 10000000ULL /* USER_HZ = 100 on every Linux ABI */
+
+/* per-CPU counters, index into the counters map */
+enum mw_counter {
+	MW_C_RB_FULL = 0,      /* events lost whole: ring buffer reservation failed */
+	MW_C_RB_FULL_CHUNK,    /* continuation records lost: event arrives truncated */
+	MW_C_PROC_MAP_FULL,    /* a child could not be tracked: process map full */
+	MW_C_USER_READ_FAIL,   /* a user string or struct could not be read */
+	MW_C_STALE_ENTRY,      /* map entry whose identity did not match (pid reuse) */
+	MW_C_EVENTS,           /* events emitted (first records) */
+	MW_C_FORKS,            /* tracked children added in the kernel */
+	MW_C_THREADS,          /* threads created in tracked processes */
+	MW_C_MAX,
+};
+
+/* set by userspace before load (.rodata) */
+struct mw_config {
+	__u32 argv_max; /* bytes of argv captured per exec, <= MW_ARGV_MAX */
+	__u32 _pad;
+};
+
+#endif

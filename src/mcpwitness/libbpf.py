@@ -1,0 +1,148 @@
+"""ctypes binding to the system's libbpf.so.1: the few calls mcpwitness needs.
+
+Why ctypes over libbpf (docs/loader.md): libbpf does the CO-RE relocation,
+map creation and attachment that every BPF tool needs, it is packaged by every
+distribution, and it has a stable C ABI; no maintained Python binding covers
+ring buffers, cgroup and uprobe attachment together.
+
+Every call that can fail raises BPFError with libbpf's own log lines (the
+verifier log among them) attached, never a bare errno.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import threading
+from ctypes import (CFUNCTYPE, POINTER, c_bool, c_char_p, c_int, c_long, c_size_t,
+                    c_uint, c_uint32, c_uint64, c_void_p)
+
+
+class BPFError(OSError):
+    """A libbpf call failed; .log holds what libbpf printed while it ran."""
+
+    def __init__(self, err: int, what: str, log: list[str] | None = None):
+        self.log = log or []
+        msg = f"{what}: {os.strerror(err)}"
+        tail = [line for line in self.log if line.strip()][-12:]
+        if tail:
+            msg += "\n  libbpf: " + "\n  libbpf: ".join(tail)
+        super().__init__(err, msg)
+
+
+def _load() -> ctypes.CDLL:
+    for name in ("libbpf.so.1", ctypes.util.find_library("bpf")):
+        if not name:
+            continue
+        try:
+            return ctypes.CDLL(name, use_errno=True)
+        except OSError:
+            continue
+    raise OSError(errno.ENOENT, "libbpf.so.1 not found: install the libbpf1 package")
+
+
+lib = _load()
+libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+libc.vsnprintf.argtypes = [c_char_p, c_size_t, c_char_p, c_void_p]
+
+_P = c_void_p
+
+
+def _fn(name, restype, *argtypes):
+    f = getattr(lib, name)
+    f.restype = restype
+    f.argtypes = list(argtypes)
+    return f
+
+
+bpf_object__open_file = _fn("bpf_object__open_file", _P, c_char_p, _P)
+bpf_object__load = _fn("bpf_object__load", c_int, _P)
+bpf_object__close = _fn("bpf_object__close", None, _P)
+bpf_object__next_program = _fn("bpf_object__next_program", _P, _P, _P)
+bpf_object__next_map = _fn("bpf_object__next_map", _P, _P, _P)
+bpf_program__name = _fn("bpf_program__name", c_char_p, _P)
+bpf_program__section_name = _fn("bpf_program__section_name", c_char_p, _P)
+bpf_program__set_autoload = _fn("bpf_program__set_autoload", c_int, _P, c_bool)
+bpf_program__fd = _fn("bpf_program__fd", c_int, _P)
+bpf_program__attach = _fn("bpf_program__attach", _P, _P)
+bpf_program__attach_cgroup = _fn("bpf_program__attach_cgroup", _P, _P, c_int)
+bpf_program__attach_uprobe = _fn("bpf_program__attach_uprobe", _P, _P, c_bool, c_int, c_char_p, c_size_t)
+bpf_link__destroy = _fn("bpf_link__destroy", c_int, _P)
+bpf_map__name = _fn("bpf_map__name", c_char_p, _P)
+bpf_map__fd = _fn("bpf_map__fd", c_int, _P)
+bpf_map__set_max_entries = _fn("bpf_map__set_max_entries", c_int, _P, c_uint32)
+bpf_map__max_entries = _fn("bpf_map__max_entries", c_uint32, _P)
+bpf_map__value_size = _fn("bpf_map__value_size", c_uint32, _P)
+bpf_map__initial_value = _fn("bpf_map__initial_value", _P, _P, POINTER(c_size_t))
+bpf_map_update_elem = _fn("bpf_map_update_elem", c_int, c_int, _P, _P, c_uint64)
+bpf_map_lookup_elem = _fn("bpf_map_lookup_elem", c_int, c_int, _P, _P)
+bpf_map_delete_elem = _fn("bpf_map_delete_elem", c_int, c_int, _P)
+bpf_map_get_next_key = _fn("bpf_map_get_next_key", c_int, c_int, _P, _P)
+libbpf_num_possible_cpus = _fn("libbpf_num_possible_cpus", c_int)
+libbpf_probe_bpf_map_type = _fn("libbpf_probe_bpf_map_type", c_int, c_int, _P)
+libbpf_probe_bpf_prog_type = _fn("libbpf_probe_bpf_prog_type", c_int, c_int, _P)
+
+RING_BUFFER_SAMPLE_FN = CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t)
+ring_buffer__new = _fn("ring_buffer__new", _P, c_int, RING_BUFFER_SAMPLE_FN, _P, _P)
+ring_buffer__poll = _fn("ring_buffer__poll", c_int, _P, c_int)
+ring_buffer__consume = _fn("ring_buffer__consume", c_int, _P)
+ring_buffer__free = _fn("ring_buffer__free", None, _P)
+
+BPF_ANY = 0
+BPF_NOEXIST = 1
+
+# libbpf's log goes through one callback; it is collected per thread so that a
+# failed call can carry the lines it produced.
+_PRINT_FN = CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
+_log = threading.local()
+
+
+@_PRINT_FN
+def _print(level, fmt, ap):  # pragma: no cover - called from C
+    buf = ctypes.create_string_buffer(4096)
+    libc.vsnprintf(buf, len(buf), fmt, ap)
+    lines = getattr(_log, "lines", None)
+    if lines is not None:
+        lines.extend(buf.value.decode("utf-8", "replace").rstrip("\n").split("\n"))
+        del lines[:-400]
+    return 0
+
+
+lib.libbpf_set_print.restype = c_void_p
+lib.libbpf_set_print.argtypes = [_PRINT_FN]
+lib.libbpf_set_print(_print)
+
+
+class capture_log:
+    """Collect libbpf's messages on this thread while the block runs."""
+
+    def __enter__(self) -> list[str]:
+        self.prev = getattr(_log, "lines", None)
+        _log.lines = []
+        return _log.lines
+
+    def __exit__(self, *exc) -> None:
+        _log.lines = self.prev
+
+
+def check_ptr(ptr: int | None, what: str, log: list[str]) -> int:
+    if not ptr:
+        raise BPFError(ctypes.get_errno() or errno.EINVAL, what, log)
+    return ptr
+
+
+def check_int(ret: int, what: str, log: list[str] | None = None) -> int:
+    if ret < 0:
+        raise BPFError(-ret if ret != -1 else (ctypes.get_errno() or errno.EINVAL), what, log)
+    return ret
+
+
+def possible_cpus() -> int:
+    return check_int(libbpf_num_possible_cpus(), "libbpf_num_possible_cpus")
+
+
+__all__ = [n for n in dir() if n.startswith(("bpf_", "ring_buffer", "libbpf_"))] + [
+    "BPFError", "capture_log", "check_ptr", "check_int", "possible_cpus", "BPF_ANY",
+    "BPF_NOEXIST", "RING_BUFFER_SAMPLE_FN", "c_long", "c_uint",
+]

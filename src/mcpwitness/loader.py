@@ -1,0 +1,220 @@
+"""Load, configure and attach the kernel programs; own their maps.
+
+    with Kernel.load() as k:
+        k.track(pid)                # pid and its future children
+        reader = k.batch_reader()   # ring buffer records
+        k.counters()                # per-CPU drop counters, summed
+
+Nothing here parses events (events.py) or decides what to track (agent.py).
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import resource
+import struct
+from dataclasses import dataclass, field
+from importlib import resources
+
+from . import libbpf
+from .events import ANCESTORS, COUNTERS, PROC
+from .proc import ProcStat, read_stat
+
+TRACEFS = "/sys/kernel/tracing"
+BPFFS = "/sys/fs/bpf"
+P_TICKS = 0x1
+CONFIG = struct.Struct("<II")  # struct mw_config
+
+
+def object_path(name: str = "mcpwitness") -> str:
+    ref = resources.files("mcpwitness") / "bpf" / f"{name}.{platform.machine()}.bpf.o"
+    path = str(ref)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"no BPF object for {platform.machine()} at {path}: this architecture is not built yet")
+    return path
+
+
+def _mounted(target: str, fstype: str) -> bool:
+    with open("/proc/self/mounts") as f:
+        return any(line.split()[1] == target and line.split()[2] == fstype for line in f)
+
+
+def ensure_mount(target: str, fstype: str) -> str:
+    """Mount fstype at target if missing. Returns 'mounted', 'was mounted' or an error."""
+    if _mounted(target, fstype):
+        return "was mounted"
+    if fstype == "tracefs" and _mounted("/sys/kernel/debug", "debugfs") and \
+            os.path.isdir("/sys/kernel/debug/tracing/events"):
+        return "was mounted (debugfs)"
+    os.makedirs(target, exist_ok=True)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(fstype.encode(), target.encode(), fstype.encode(), 0, None) != 0:
+        return f"mount failed: {os.strerror(ctypes.get_errno())}"
+    return "mounted"
+
+
+def raise_memlock() -> None:
+    # kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK
+    try:
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    except (ValueError, OSError):
+        pass
+
+
+def tracepoint_exists(category: str, name: str) -> bool:
+    for base in (TRACEFS, "/sys/kernel/debug/tracing"):
+        if os.path.isdir(os.path.join(base, "events", category, name)):
+            return True
+    return False
+
+
+@dataclass
+class LoadOptions:
+    ring_size: int = 64 << 20     # bytes, power of two
+    max_procs: int = 65536        # tracked processes at once
+    argv_max: int = 16384         # argv bytes captured per exec (<= 16384)
+
+
+@dataclass
+class Kernel:
+    obj: int
+    links: list = field(default_factory=list)
+    maps: dict = field(default_factory=dict)
+    programs: dict = field(default_factory=dict)  # name -> section
+    skipped: dict = field(default_factory=dict)   # name -> reason not attached
+    options: LoadOptions = field(default_factory=LoadOptions)
+    mounts: dict = field(default_factory=dict)
+
+    # --- life cycle -------------------------------------------------------
+    @classmethod
+    def load(cls, options: LoadOptions | None = None, path: str | None = None) -> "Kernel":
+        options = options or LoadOptions()
+        if options.ring_size & (options.ring_size - 1) or options.ring_size < 4096:
+            raise ValueError("ring size must be a power of two of at least 4096 bytes")
+        if not 0 <= options.argv_max <= 16384:
+            raise ValueError("argv_max must be between 0 and 16384")
+        mounts = {"tracefs": ensure_mount(TRACEFS, "tracefs")}
+        raise_memlock()
+        path = path or object_path()
+        with libbpf.capture_log() as log:
+            obj = libbpf.check_ptr(libbpf.bpf_object__open_file(path.encode(), None), f"open {path}", log)
+        k = cls(obj=obj, options=options, mounts=mounts)
+        try:
+            k._configure()
+            with libbpf.capture_log() as log:
+                libbpf.check_int(libbpf.bpf_object__load(obj), "loading BPF programs", log)
+            k._attach()
+        except BaseException:
+            k.close()
+            raise
+        return k
+
+    def _configure(self) -> None:
+        m = libbpf.bpf_object__next_map(self.obj, None)
+        while m:
+            self.maps[libbpf.bpf_map__name(m).decode()] = m
+            m = libbpf.bpf_object__next_map(self.obj, m)
+        libbpf.check_int(libbpf.bpf_map__set_max_entries(self.maps["events"], self.options.ring_size), "ring size")
+        libbpf.check_int(libbpf.bpf_map__set_max_entries(self.maps["procs"], self.options.max_procs), "procs size")
+        ro = next(m for n, m in self.maps.items() if n.endswith(".rodata"))
+        size = ctypes.c_size_t()
+        ptr = libbpf.bpf_map__initial_value(ro, ctypes.byref(size))
+        if size.value != CONFIG.size:
+            raise RuntimeError(f".rodata is {size.value} bytes, expected struct mw_config ({CONFIG.size})")
+        ctypes.memmove(ptr, CONFIG.pack(self.options.argv_max, 0), CONFIG.size)
+        p = libbpf.bpf_object__next_program(self.obj, None)
+        while p:
+            name = libbpf.bpf_program__name(p).decode()
+            sec = libbpf.bpf_program__section_name(p).decode()
+            self.programs[name] = sec
+            if sec.startswith("tracepoint/"):
+                _, cat, tp = sec.split("/")
+                if not tracepoint_exists(cat, tp):
+                    # e.g. open/creat do not exist on arm64
+                    libbpf.bpf_program__set_autoload(p, False)
+                    self.skipped[name] = f"no tracepoint {cat}:{tp} on this kernel"
+            p = libbpf.bpf_object__next_program(self.obj, p)
+
+    def _attach(self) -> None:
+        p = libbpf.bpf_object__next_program(self.obj, None)
+        while p:
+            name = libbpf.bpf_program__name(p).decode()
+            if name not in self.skipped:
+                with libbpf.capture_log() as log:
+                    link = libbpf.check_ptr(libbpf.bpf_program__attach(p), f"attach {name}", log)
+                self.links.append(link)
+            p = libbpf.bpf_object__next_program(self.obj, p)
+
+    def close(self) -> None:
+        for link in self.links:
+            libbpf.bpf_link__destroy(link)
+        self.links = []
+        if self.obj:
+            libbpf.bpf_object__close(self.obj)
+            self.obj = 0
+
+    def __enter__(self) -> "Kernel":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- maps -------------------------------------------------------------
+    def map_fd(self, name: str) -> int:
+        return libbpf.bpf_map__fd(self.maps[name])
+
+    def batch_reader(self, **kw):
+        from .ringbuf import BatchReader
+        return BatchReader(self.map_fd("events"), self.options.ring_size, **kw)
+
+    def libbpf_reader(self):
+        from .ringbuf import LibbpfReader
+        return LibbpfReader(self.map_fd("events"))
+
+    def track(self, pid: int, stat: ProcStat | None = None, root: int | None = None,
+              ancestors: list[int] | None = None) -> None:
+        """Put pid in the tracked map. Its identity is its start time as /proc
+        shows it (clock ticks); the kernel refines it to nanoseconds on first
+        sight and refuses the entry for any other process that reuses the pid."""
+        stat = stat or read_stat(pid)
+        anc = (ancestors or [])[:ANCESTORS]
+        value = PROC.pack(stat.start_ticks * 10_000_000, root if root is not None else pid, len(ancestors or []),
+                          *(anc + [0] * (ANCESTORS - len(anc))), P_TICKS, 0)
+        key = ctypes.c_uint32(pid)
+        buf = ctypes.create_string_buffer(value, len(value))
+        with libbpf.capture_log() as log:
+            libbpf.check_int(libbpf.bpf_map_update_elem(self.map_fd("procs"), ctypes.byref(key), buf, libbpf.BPF_ANY),
+                             f"track pid {pid}", log)
+
+    def untrack(self, pid: int) -> None:
+        key = ctypes.c_uint32(pid)
+        libbpf.bpf_map_delete_elem(self.map_fd("procs"), ctypes.byref(key))
+
+    def tracked(self) -> dict[int, tuple]:
+        """pid -> (start_ns, root, depth, ancestors, flags) for every tracked process."""
+        fd = self.map_fd("procs")
+        out = {}
+        key, nxt = ctypes.c_uint32(), ctypes.c_uint32()
+        val = ctypes.create_string_buffer(PROC.size)
+        prev = None
+        while libbpf.bpf_map_get_next_key(fd, prev, ctypes.byref(nxt)) == 0:
+            key.value = nxt.value
+            prev = ctypes.byref(key)
+            if libbpf.bpf_map_lookup_elem(fd, ctypes.byref(key), val) == 0:
+                v = PROC.unpack(val.raw)
+                out[key.value] = (v[0], v[1], v[2], list(v[3:3 + ANCESTORS]), v[3 + ANCESTORS])
+        return out
+
+    def counters(self) -> dict[str, int]:
+        """The kernel's per-CPU counters, summed over CPUs."""
+        fd = self.map_fd("counters")
+        ncpu = libbpf.possible_cpus()
+        buf = (ctypes.c_uint64 * ncpu)()
+        out = {}
+        for i, name in enumerate(COUNTERS):
+            key = ctypes.c_uint32(i)
+            if libbpf.bpf_map_lookup_elem(fd, ctypes.byref(key), buf) == 0:
+                out[name] = sum(buf)
+        return out

@@ -1,0 +1,94 @@
+"""What /proc says about processes: identity, parents, descendants, and
+userspace's table of the tracked tree (fed by fork/exec/exit events)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ProcStat:
+    pid: int
+    comm: str
+    state: str
+    ppid: int
+    start_ticks: int  # clock ticks since boot: the /proc view of start_boottime
+
+
+def read_stat(pid: int) -> ProcStat:
+    """Raises ProcessLookupError when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        raise ProcessLookupError(pid) from None
+    lp, rp = raw.index(b"("), raw.rindex(b")")
+    rest = raw[rp + 2:].split()
+    return ProcStat(pid=pid, comm=raw[lp + 1:rp].decode("utf-8", "replace"), state=rest[0].decode(),
+                    ppid=int(rest[1]), start_ticks=int(rest[19]))
+
+
+def all_stats() -> dict[int, ProcStat]:
+    out = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                out[int(name)] = read_stat(int(name))
+            except (ProcessLookupError, ValueError, IndexError, PermissionError):
+                continue
+    return out
+
+
+def descendants(pid: int, stats: dict[int, ProcStat] | None = None) -> list[tuple[int, int]]:
+    """(pid, parent) for every live descendant of pid, parents before children."""
+    stats = stats if stats is not None else all_stats()
+    children: dict[int, list[int]] = {}
+    for s in stats.values():
+        children.setdefault(s.ppid, []).append(s.pid)
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop(0)
+        for c in sorted(children.get(p, [])):
+            out.append((c, p))
+            todo.append(c)
+    return out
+
+
+def read_cmdline(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    return [a.decode("utf-8", "backslashreplace") for a in raw.split(b"\0")[:-1]]
+
+
+class ProcTable:
+    """Lineage of the tracked tree as userspace learned it: pid -> parent.
+
+    The kernel puts MW_ANCESTORS ancestors in every event; deeper trees are
+    completed from here. Entries are kept after exit (events of a process can
+    still be in flight), bounded in number.
+    """
+
+    def __init__(self, limit: int = 200_000):
+        self.parent: dict[int, int] = {}
+        self.limit = limit
+
+    def add(self, pid: int, parent: int) -> None:
+        if len(self.parent) >= self.limit:
+            for k in list(self.parent)[: self.limit // 10]:
+                del self.parent[k]
+        self.parent[pid] = parent
+
+    def extend(self, pid: int, inline: list[int]) -> list[int]:
+        chain = list(inline)
+        cur = chain[-1] if chain else pid
+        seen = set(chain) | {pid}
+        while cur in self.parent and len(chain) < 4096:
+            cur = self.parent[cur]
+            if cur in seen:
+                break
+            seen.add(cur)
+            chain.append(cur)
+        return chain

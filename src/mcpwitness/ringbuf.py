@@ -1,0 +1,120 @@
+"""Reading the BPF ring buffer.
+
+BatchReader is the one mcpwitness runs: it maps the ring into this process
+and decodes every committed record since the last read with one
+struct.iter_unpack call. That works because every record has the same size
+(bpf/mcpwitness.h) and the kernel maps the data area twice in a row, so the
+region from the consumer to the producer position is contiguous even when it
+wraps. The BUSY bit is checked per record: reading stops at the first record
+still being written, and the consumer position (one aligned 8-byte store)
+only moves past what was read.
+
+LibbpfReader is libbpf's own consumer (a ctypes callback per record): slower,
+kept as the reference the tests cross-check BatchReader against.
+"""
+from __future__ import annotations
+
+import ctypes
+import mmap
+import select
+import struct
+
+from . import libbpf
+from .events import RECORD, RECORD_SIZE, EVENT_SIZE
+
+BUSY = 1 << 31
+DISCARD = 1 << 30
+_U64 = struct.Struct("<Q")
+
+
+class RingCorrupt(RuntimeError):
+    pass
+
+
+class BatchReader:
+    def __init__(self, map_fd: int, size: int, max_batch_bytes: int = 8 << 20):
+        if size & (size - 1):
+            raise ValueError("ring size must be a power of two")
+        page = mmap.PAGESIZE
+        self.fd = map_fd
+        self.size = size
+        self.mask = size - 1
+        self._cons_map = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+        self._prod_map = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+        self._cons = ctypes.c_uint64.from_buffer(self._cons_map)
+        self._data = memoryview(self._prod_map)[page:]
+        self.max_batch = max(RECORD_SIZE, max_batch_bytes - max_batch_bytes % RECORD_SIZE)
+        self._ep = select.epoll()
+        self._ep.register(map_fd, select.EPOLLIN)
+        self.discarded = 0
+
+    def pending_bytes(self) -> int:
+        return _U64.unpack_from(self._prod_map, 0)[0] - self._cons.value
+
+    def read(self) -> list[tuple]:
+        """Every committed record since the last call, as RECORD tuples (at most max_batch bytes)."""
+        cons = self._cons.value
+        prod = _U64.unpack_from(self._prod_map, 0)[0]
+        n = prod - cons
+        if n <= 0:
+            return []
+        if n > self.max_batch:
+            n = self.max_batch
+        start = cons & self.mask
+        out: list[tuple] = []
+        append = out.append
+        skipped = 0
+        for r in RECORD.iter_unpack(self._data[start:start + n - n % RECORD_SIZE]):
+            h = r[0]
+            if h == EVENT_SIZE:
+                append(r)
+            elif h & BUSY:
+                break
+            elif h & DISCARD:
+                skipped += 1
+            else:
+                raise RingCorrupt(f"record of {h & ~(BUSY | DISCARD)} bytes, expected {EVENT_SIZE}")
+        self.discarded += skipped
+        self._cons.value = cons + (len(out) + skipped) * RECORD_SIZE
+        return out
+
+    def wait(self, timeout: float) -> bool:
+        """Block until the kernel signals data (or timeout). True if data is there."""
+        if self.pending_bytes() > 0:
+            return True
+        self._ep.poll(timeout)
+        return self.pending_bytes() > 0
+
+    def close(self) -> None:
+        self._ep.close()
+        self._data.release()
+        del self._cons
+        self._cons_map.close()
+        self._prod_map.close()
+
+
+class LibbpfReader:
+    """libbpf's ring_buffer__poll with a per-record callback (the reference)."""
+
+    def __init__(self, map_fd: int):
+        self._out: list[tuple] = []
+        pad = b"\0" * 8
+
+        def cb(_ctx, data, size):
+            self._out.append(RECORD.unpack(pad + ctypes.string_at(data, size)))
+            return 0
+
+        self._cb = libbpf.RING_BUFFER_SAMPLE_FN(cb)
+        with libbpf.capture_log() as log:
+            self._rb = libbpf.check_ptr(libbpf.ring_buffer__new(map_fd, self._cb, None, None),
+                                        "ring_buffer__new", log)
+
+    def read(self, timeout_ms: int = 0) -> list[tuple]:
+        libbpf.check_int(libbpf.ring_buffer__poll(self._rb, timeout_ms), "ring_buffer__poll")
+        out, self._out = self._out, []
+        return out
+
+    def close(self) -> None:
+        if self._rb:
+            libbpf.ring_buffer__free(self._rb)
+            self._rb = None
