@@ -197,6 +197,17 @@ class Decoder:
             import time
             wall_offset_ns = time.time_ns() - time.monotonic_ns()
         self.wall_offset_ns = wall_offset_ns
+        self._sec = -1
+        self._prefix = ""
+
+    def wall_time(self, ktime_ns: int) -> str:
+        """ISO 8601 UTC with nanoseconds, from the kernel's monotonic stamp."""
+        ns = ktime_ns + self.wall_offset_ns
+        sec, frac = divmod(ns, 1_000_000_000)
+        if sec != self._sec:
+            import time
+            self._sec, self._prefix = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        return f"{self._prefix}.{frac:09d}Z"
 
     def feed(self, records: Iterable[tuple]) -> Iterator[AnyEvent]:
         stats = self.stats
@@ -258,7 +269,7 @@ class Decoder:
         if r[R_FLAGS] & F_PATHERR:
             notes.append("user memory unreadable: string or struct not captured")
         return dict(
-            ktime_ns=ts, pid=r[R_PID], tid=r[R_TID], ppid=r[R_PPID], uid=r[R_UID],
+            ktime_ns=ts, time=self.wall_time(ts), pid=r[R_PID], tid=r[R_TID], ppid=r[R_PPID], uid=r[R_UID],
             comm=_comm(r[R_COMM]), start_ns=r[R_START], cgroup_id=r[R_CGROUP], root=r[R_ROOT],
             ancestry=anc, truncated=bool(truncated or r[R_FLAGS] & F_TRUNC), notes=notes,
         )

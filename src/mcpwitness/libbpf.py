@@ -146,3 +146,19 @@ __all__ = [n for n in dir() if n.startswith(("bpf_", "ring_buffer", "libbpf_"))]
     "BPFError", "capture_log", "check_ptr", "check_int", "possible_cpus", "BPF_ANY",
     "BPF_NOEXIST", "RING_BUFFER_SAMPLE_FN", "c_long", "c_uint",
 ]
+
+
+class UprobeOpts(ctypes.Structure):
+    """struct bpf_uprobe_opts as of libbpf 1.1 (sz tells newer libbpfs which fields we know)."""
+    _fields_ = [("sz", c_size_t), ("ref_ctr_offset", c_size_t), ("bpf_cookie", c_uint64),
+                ("retprobe", c_bool), ("func_name", c_char_p)]
+
+
+bpf_program__attach_uprobe_opts = _fn("bpf_program__attach_uprobe_opts", _P, _P, c_int, c_char_p, c_size_t,
+                                      ctypes.POINTER(UprobeOpts))
+libbpf_major_version = _fn("libbpf_major_version", c_uint32)
+libbpf_minor_version = _fn("libbpf_minor_version", c_uint32)
+
+
+def version() -> str:
+    return f"{libbpf_major_version()}.{libbpf_minor_version()}"

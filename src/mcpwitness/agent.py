@@ -1,0 +1,232 @@
+"""The running agent: kernel programs -> ring reader -> decoder -> sink,
+on one consumer thread, plus the two ways a tree gets tracked:
+
+- spawn_tracked(): fork CMD, hold it before exec, put it in the kernel map,
+  then let it exec: CMD runs no instruction untracked.
+- attach(): put a running process and its existing descendants in the map
+  (parents first, rescanned until stable), from /proc.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import threading
+import time
+from collections import Counter
+from typing import Callable
+
+from . import __version__
+from .events import Decoder, ExitEvent, ForkEvent
+from .loader import Kernel, LoadOptions
+from .proc import ProcStat, ProcTable, all_stats, descendants, read_stat
+
+
+class CommandNotFound(Exception):
+    pass
+
+
+class Agent:
+    def __init__(self, sink, options: LoadOptions | None = None,
+                 on_event: Callable | None = None):
+        self.kernel = Kernel.load(options)
+        self.reader = self.kernel.batch_reader()
+        self.table = ProcTable()
+        self.decoder = Decoder(ancestry=self.table.extend)
+        self.sink = sink
+        self.on_event = on_event
+        self.counts: Counter = Counter()
+        self.exits: dict[int, ExitEvent] = {}
+        self.roots: set[int] = set()
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.started = time.time()
+
+    # --- consumer ---------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="mcpwitness-ring", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self.reader.wait(0.1):
+                    self.drain(once=True)
+            except Exception as e:  # keep consuming; the error is reported at the end
+                self.errors.append(f"{type(e).__name__}: {e}")
+                time.sleep(0.01)
+
+    def drain(self, once: bool = False) -> int:
+        """Read and process what the ring holds. Returns records read."""
+        total = 0
+        with self._lock:
+            while True:
+                recs = self.reader.read()
+                if not recs:
+                    break
+                total += len(recs)
+                self._process(self.decoder.feed(recs))
+                if once and len(recs) < 1024:
+                    break
+        return total
+
+    def _process(self, events) -> None:
+        batch = []
+        for ev in events:
+            batch.append(ev)
+            self.counts[type(ev).__struct_config__.tag] += 1
+            if isinstance(ev, ForkEvent):
+                self.table.add(ev.child_pid, ev.pid)
+            elif isinstance(ev, ExitEvent):
+                self.exits[ev.pid] = ev
+            if self.on_event is not None:
+                self.on_event(ev)
+        self.sink.write(batch)
+
+    def stop(self, settle: float = 0.05) -> dict:
+        """Stop consuming, drain what the kernel already wrote, write the
+        stats record and unload. Returns the stats record."""
+        if settle:
+            time.sleep(settle)
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+        self.drain()
+        with self._lock:
+            self._process(self.decoder.flush())
+        stats = self.stats()
+        self.sink.write_record(stats)
+        self.reader.close()
+        self.kernel.close()
+        return stats
+
+    def stats(self) -> dict:
+        kc = self.kernel.counters()
+        still = sorted(self.kernel.tracked())
+        return {
+            "type": "stats",
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "version": __version__,
+            "events": dict(self.counts),
+            "kernel": kc,
+            "lost": {
+                "events": kc.get("ringbuf_full_events", 0),
+                "event_chunks": kc.get("ringbuf_full_chunks", 0),
+                "untracked_children": kc.get("proc_map_full", 0),
+            },
+            "decoder": dict(self.decoder.stats),
+            "ring_discarded": self.reader.discarded,
+            "still_running": still,
+            "errors": self.errors[-20:],
+        }
+
+    # --- tracking ---------------------------------------------------------
+    def start_record(self, **extra) -> None:
+        u = os.uname()
+        self.sink.write_record({
+            "type": "start", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "version": __version__, "agent_pid": os.getpid(), "kernel": u.release, "arch": u.machine,
+            "mechanisms": {"process": "tp_btf sched_process_fork/exec/exit",
+                           "open": "tracepoint syscalls sys_exit_open*",
+                           "connect": "tracepoint syscalls sys_exit_connect",
+                           "exec_failures": "tracepoint syscalls sys_exit_execve*"},
+            "programs_skipped": self.kernel.skipped, "mounts": self.kernel.mounts, **extra})
+
+    def attach(self, pid: int) -> list[int]:
+        """Track a running process and its descendants. Returns the pids tracked."""
+        stats = all_stats()
+        if pid not in stats:
+            raise ProcessLookupError(pid)
+        lineage: dict[int, list[int]] = {pid: []}
+        used: dict[int, ProcStat] = {pid: stats[pid]}
+        self.kernel.track(pid, stats[pid], root=pid, ancestors=[])
+        self.roots.add(pid)
+        # parents are in the map before their children are looked for, so a
+        # child forked meanwhile is caught by the kernel; rescan until stable
+        for _ in range(10):
+            new = 0
+            for child, parent in descendants(pid, stats):
+                if child in lineage or parent not in lineage:
+                    continue
+                anc = [parent] + lineage[parent]
+                self.kernel.track(child, stats[child], root=pid, ancestors=anc)
+                self.table.add(child, parent)
+                lineage[child], used[child] = anc, stats[child]
+                new += 1
+            if not new:
+                break
+            stats = all_stats()
+        # a pid that died (and was perhaps reused) between the scan and the
+        # map update is removed; the kernel would refuse a reused one anyway
+        for p, st in used.items():
+            try:
+                alive = read_stat(p).start_ticks == st.start_ticks
+            except ProcessLookupError:
+                alive = False
+            if not alive:
+                self.kernel.untrack(p)
+                del lineage[p]
+        return sorted(lineage)
+
+    def spawn_tracked(self, argv: list[str], env: dict | None = None) -> int:
+        """Start argv tracked before its first instruction. Returns its pid."""
+        exe = argv[0] if "/" in argv[0] else shutil.which(argv[0])
+        if not exe or not os.path.isfile(exe):
+            raise CommandNotFound(f"{argv[0]}: command not found")
+        if not os.access(exe, os.X_OK):
+            raise CommandNotFound(f"{argv[0]}: permission denied")
+        go_r, go_w = os.pipe()
+        err_r, err_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: wait to be tracked, then become CMD
+            try:
+                os.close(go_w)
+                os.close(err_r)
+                for s in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
+                    signal.signal(s, signal.SIG_DFL)
+                _pdeathsig(signal.SIGTERM)
+                os.read(go_r, 1)
+                os.close(go_r)
+                if env is None:
+                    os.execv(exe, argv)
+                os.execve(exe, argv, env)
+            except BaseException as e:
+                try:
+                    os.write(err_w, f"{getattr(e, 'errno', 0) or 0}:{e}".encode()[:200])
+                finally:
+                    os._exit(127)
+        os.close(go_r)
+        os.close(err_w)
+        try:
+            self.kernel.track(pid, _wait_stat(pid), root=pid, ancestors=[])
+        except BaseException:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise
+        self.roots.add(pid)
+        os.write(go_w, b"x")
+        os.close(go_w)
+        msg = os.read(err_r, 256)  # empty once exec succeeded (CLOEXEC)
+        os.close(err_r)
+        if msg:
+            os.waitpid(pid, 0)
+            raise CommandNotFound(f"{argv[0]}: {msg.decode(errors='replace').split(':', 1)[-1]}")
+        return pid
+
+
+def _wait_stat(pid: int) -> ProcStat:
+    for _ in range(100):
+        try:
+            return read_stat(pid)
+        except ProcessLookupError:
+            time.sleep(0.001)
+    return read_stat(pid)
+
+
+def _pdeathsig(sig: int) -> None:
+    """CMD gets sig if the agent dies without forwarding (SIGKILL to the agent)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, int(sig), 0, 0, 0)  # PR_SET_PDEATHSIG

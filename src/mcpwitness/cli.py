@@ -1,0 +1,209 @@
+"""The `mcpwitness` command: a thin layer over agent.py and doctor.py.
+
+mcpwitness never writes to the wrapped command's stdout; on stderr (which it
+shares with the command) it writes at most the events path at start and one
+summary line at exit, both prefixed `mcpwitness:`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import signal
+import sys
+import threading
+
+from . import __version__
+
+
+def _size(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().rstrip("b").rstrip("i")
+    mult = units.get(t[-1:], 1)
+    try:
+        return int(t[:-1] if t[-1:] in units else t) * mult
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 64M)") from None
+
+
+def _say(msg: str) -> None:
+    print(f"mcpwitness: {msg}", file=sys.stderr, flush=True)
+
+
+def _foreground_of_tty() -> bool:
+    try:
+        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY)
+    except OSError:
+        return False
+    try:
+        return os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _exit_status(st: int) -> int:
+    code = os.waitstatus_to_exitcode(st)
+    return 128 - code if code < 0 else code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="mcpwitness", description="Audit what MCP tool calls really do, from the kernel.")
+    ap.add_argument("--version", action="version", version=f"mcpwitness {__version__}")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    run = sub.add_parser("run", help="run a command (or attach to a pid) and record what its process tree does",
+                         description="mcpwitness run [options] -- CMD [ARGS...]   |   mcpwitness run [options] --pid PID")
+    run.add_argument("--jsonl", metavar="PATH", help="write events here (default: a new file in the state directory)")
+    run.add_argument("--pid", type=int, help="attach to a running process and its descendants instead of starting one")
+    run.add_argument("--ring-size", type=_size, default=64 << 20, metavar="SIZE",
+                     help="kernel ring buffer size, a power of two (default 64M)")
+    run.add_argument("--argv-max", type=int, default=16384, metavar="BYTES",
+                     help="argv bytes captured per exec, at most 16384 (default 16384)")
+    run.add_argument("-q", "--quiet", action="store_true", help="print nothing on stderr unless events were lost")
+    run.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
+
+    doc = sub.add_parser("doctor", help="probe what this kernel allows and which mechanism each feature uses")
+    doc.add_argument("--json", action="store_true", help="machine-readable output")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    a = ap.parse_args(argv)
+    if a.cmd == "doctor":
+        return cmd_doctor(a)
+    if a.cmd == "run":
+        return cmd_run(a, ap)
+    return 2
+
+
+def cmd_doctor(a) -> int:
+    from .doctor import diagnose, render
+    try:
+        report = diagnose()
+    except OSError as e:
+        _say(f"doctor failed: {e}")
+        return 1
+    print(json.dumps(report, indent=2) if a.json else render(report))
+    return 0 if report["ok"] else 1
+
+
+def cmd_run(a, ap) -> int:
+    command = list(a.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if bool(command) == (a.pid is not None):
+        ap.error("run takes either -- CMD [ARGS...] or --pid PID")
+    if a.ring_size & (a.ring_size - 1) or a.ring_size < 4096:
+        ap.error("--ring-size must be a power of two of at least 4K")
+    if not 0 <= a.argv_max <= 16384:
+        ap.error("--argv-max must be between 0 and 16384")
+
+    from .agent import Agent, CommandNotFound
+    from .loader import LoadOptions
+    from .proc import read_cmdline
+    from .sinks import JsonlSink, default_jsonl_path
+
+    try:
+        path = a.jsonl or default_jsonl_path("run")
+        sink = JsonlSink(path)
+    except OSError as e:
+        _say(f"cannot write events: {e}")
+        return 1
+    try:
+        agent = Agent(sink, LoadOptions(ring_size=a.ring_size, argv_max=a.argv_max))
+    except (OSError, RuntimeError) as e:
+        _say(f"cannot load the kernel programs: {e}")
+        if os.geteuid() != 0:
+            _say("mcpwitness needs root (or CAP_BPF + CAP_PERFMON + CAP_SYS_RESOURCE); `mcpwitness doctor` says more")
+        sink.close()
+        return 1
+    if not a.quiet and not a.jsonl:
+        _say(f"events -> {path}")
+
+    if a.pid is not None:
+        return _attach(agent, a.pid, a.quiet, read_cmdline)
+
+    try:
+        pid = agent.spawn_tracked(command)
+    except CommandNotFound as e:
+        _say(str(e))
+        agent.stop(settle=0)
+        sink.close()
+        return 127
+    agent.start_record(mode="run", command=command, root_pid=pid)
+    agent.start()
+
+    forward_int = not _foreground_of_tty()
+
+    def forward(sig, _frame):
+        if sig in (signal.SIGINT, signal.SIGQUIT) and not forward_int:
+            return  # the terminal already sent it to the whole foreground group
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+    for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
+              signal.SIGWINCH, signal.SIGCONT):
+        signal.signal(s, forward)
+    _, st = os.waitpid(pid, 0)
+    stats = agent.stop()
+    sink.close()
+    _summary(stats, path, a.quiet)
+    return _exit_status(st)
+
+
+def _attach(agent, pid: int, quiet: bool, read_cmdline) -> int:
+    try:
+        pids = agent.attach(pid)
+    except ProcessLookupError:
+        _say(f"no process {pid}")
+        agent.stop(settle=0)
+        agent.sink.close()
+        return 1
+    agent.start_record(mode="attach", root_pid=pid, attached=pids, command=read_cmdline(pid))
+    agent.start()
+    stop = threading.Event()
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, lambda *_: stop.set())
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        pidfd = None
+    while not stop.is_set():
+        if pidfd is None:
+            if not os.path.exists(f"/proc/{pid}"):
+                break
+            stop.wait(0.2)
+        elif select.select([pidfd], [], [], 0.2)[0]:
+            break
+    if pidfd is not None:
+        os.close(pidfd)
+    stats = agent.stop()
+    agent.sink.close()
+    path = agent.sink.path
+    _summary(stats, path, quiet)
+    ev = agent.exits.get(pid)
+    if ev is None:
+        return 0
+    return ev.exit_code if ev.signal is None else 128 + ev.signal
+
+
+def _summary(stats: dict, path: str, quiet: bool) -> None:
+    lost = stats["lost"]
+    n_lost = sum(lost.values())
+    if quiet and not n_lost and not stats["errors"]:
+        return
+    total = sum(stats["events"].values())
+    msg = f"{total} events, {lost['events']} lost, {lost['event_chunks']} truncated by a full ring"
+    if lost["untracked_children"]:
+        msg += f", {lost['untracked_children']} children not tracked (process map full)"
+    if stats["still_running"]:
+        msg += f"; still running when mcpwitness stopped (no longer followed): {', '.join(map(str, stats['still_running'][:10]))}"
+    if stats["errors"]:
+        msg += f"; {len(stats['errors'])} consumer errors (see the stats record)"
+    _say(f"{msg} -> {path}")

@@ -1,0 +1,268 @@
+"""`mcpwitness doctor`: what this kernel lets mcpwitness do, found by trying.
+
+Every mechanism is probed by loading (and where it means anything,
+attaching) a trivial program from bpf/probe.bpf.c, one at a time, so the
+answer is what the running kernel does, not what its config claims. Then
+each feature is mapped to the best mechanism present, with the fallback named.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+from dataclasses import dataclass
+
+from . import __version__, libbpf
+from .loader import BPFFS, TRACEFS, Kernel, LoadOptions, ensure_mount, object_path, raise_memlock
+
+
+@dataclass
+class Probe:
+    name: str
+    ok: bool
+    detail: str
+
+
+# probe program -> (mechanism shown to the user, how to test it)
+PROBES = [
+    ("probe_tracepoint", "tracepoint", "attach"),
+    ("probe_raw_tp", "raw_tracepoint", "attach"),
+    ("probe_tp_btf", "tp_btf", "attach"),
+    ("probe_fentry", "fentry", "attach"),
+    ("probe_kprobe", "kprobe", "attach"),
+    ("probe_uprobe", "uprobe", "uprobe"),
+    ("probe_lsm_file_open", "lsm/file_open", "attach"),
+    ("probe_lsm_bprm_check", "lsm/bprm_check_security", "attach"),
+    ("probe_lsm_socket_connect", "lsm/socket_connect", "attach"),
+    ("probe_connect4", "cgroup/connect4", "cgroup"),
+    ("probe_connect6", "cgroup/connect6", "cgroup"),
+    ("probe_sendmsg4", "cgroup/sendmsg4", "cgroup"),
+    ("probe_sendmsg6", "cgroup/sendmsg6", "cgroup"),
+    ("probe_send_signal", "helper bpf_send_signal", "load"),
+    ("probe_ringbuf", "ring buffer output", "load"),
+    ("probe_loop", "helper bpf_loop", "load"),
+    ("probe_task_pt_regs", "helper bpf_task_pt_regs", "load"),
+]
+
+MAP_TYPES = [("hash", 1), ("percpu_array", 6), ("lru_hash", 9), ("lpm_trie", 11), ("ringbuf", 27)]
+
+CAPS = {"CAP_SYS_ADMIN": 21, "CAP_BPF": 39, "CAP_PERFMON": 38, "CAP_NET_ADMIN": 12,
+        "CAP_SYS_RESOURCE": 24, "CAP_KILL": 5, "CAP_SYS_PTRACE": 19}
+
+
+def cgroup2_mount() -> str | None:
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if parts[2] == "cgroup2":
+                return parts[1]
+    return None
+
+
+def _libc_path() -> str | None:
+    with open("/proc/self/maps") as f:
+        for line in f:
+            p = line.split()[-1]
+            if "/libc.so" in p or "/libc-" in p:
+                return p
+    return None
+
+
+def _err(what: str, log: list[str]) -> str:
+    e = ctypes.get_errno()
+    msg = f"{what}: {os.strerror(e) if e else 'failed'}"
+    useful = [ln for ln in log if "failed" in ln and "failed to load object" not in ln][:1]
+    return msg + (f" ({useful[0].strip()[:160]})" if useful else "")
+
+
+def run_probe(prog_name: str, how: str) -> Probe:
+    path = object_path("probe")
+    with libbpf.capture_log() as log:
+        obj = libbpf.bpf_object__open_file(path.encode(), None)
+        if not obj:
+            return Probe(prog_name, False, _err("open probe object", log))
+        link = None
+        cg_dir = None
+        try:
+            target = None
+            p = libbpf.bpf_object__next_program(obj, None)
+            while p:
+                is_target = libbpf.bpf_program__name(p).decode() == prog_name
+                libbpf.bpf_program__set_autoload(p, is_target)
+                if is_target:
+                    target = p
+                p = libbpf.bpf_object__next_program(obj, p)
+            if libbpf.bpf_object__load(obj) != 0:
+                return Probe(prog_name, False, _err("load", log))
+            if how == "load":
+                return Probe(prog_name, True, "loads")
+            if how == "attach":
+                link = libbpf.bpf_program__attach(target)
+            elif how == "uprobe":
+                libc = _libc_path()
+                if not libc:
+                    return Probe(prog_name, False, "no libc mapped to attach to")
+                opts = libbpf.UprobeOpts(sz=ctypes.sizeof(libbpf.UprobeOpts), func_name=b"getpid")
+                link = libbpf.bpf_program__attach_uprobe_opts(target, os.getpid(), libc.encode(), 0,
+                                                              ctypes.byref(opts))
+            elif how == "cgroup":
+                root = cgroup2_mount()
+                if not root:
+                    return Probe(prog_name, False, "no cgroup2 hierarchy mounted")
+                cg_dir = os.path.join(root, f"mcpwitness-probe-{os.getpid()}")
+                os.makedirs(cg_dir, exist_ok=True)
+                fd = os.open(cg_dir, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    link = libbpf.bpf_program__attach_cgroup(target, fd)
+                finally:
+                    os.close(fd)
+            if not link:
+                return Probe(prog_name, False, _err("attach", log))
+            return Probe(prog_name, True, "loads and attaches")
+        finally:
+            if link:
+                libbpf.bpf_link__destroy(link)
+            libbpf.bpf_object__close(obj)
+            if cg_dir:
+                try:
+                    os.rmdir(cg_dir)
+                except OSError:
+                    pass
+
+
+def capabilities() -> dict[str, bool]:
+    eff = 0
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                eff = int(line.split()[1], 16)
+    return {name: bool(eff >> bit & 1) for name, bit in CAPS.items()}
+
+
+def features(mech: dict[str, bool]) -> list[dict]:
+    """Each feature, the mechanism it will use here, and what falls back where."""
+    def row(feature, status, chosen, alternatives, note=""):
+        return {"feature": feature, "status": status, "mechanism": chosen,
+                "alternatives": alternatives, "note": note}
+
+    tp, tpbtf = mech.get("tracepoint"), mech.get("tp_btf")
+    out = [
+        row("process tree (fork/exec/exit)", "active" if tpbtf else "unavailable",
+            "tp_btf sched_process_fork/exec/exit" if tpbtf else "none", "raw_tracepoint (not built)",
+            "" if tpbtf else "needs BTF-typed tracepoints (kernel >= 5.5 with BTF)"),
+        row("file opens", "active" if tp else "unavailable",
+            "tracepoint syscalls/sys_exit_open{,at,at2}, creat" if tp else "none", "fentry (not built)",
+            "path read at syscall exit; absolute path from the kernel's dentries"),
+        row("connects", "active" if tp else "unavailable",
+            "tracepoint syscalls/sys_exit_connect" if tp else "none", "", ""),
+        row("failed execs", "active" if tp else "unavailable",
+            "tracepoint syscalls/sys_exit_execve{,at}" if tp else "none", "", ""),
+        row("event transport", "active" if mech.get("ring buffer output") else "unavailable",
+            "BPF ring buffer, batch mmap reader", "", "per-CPU drop counters"),
+        row("MCP payload capture (stdio, sockets)", "planned", "tracepoint syscalls read/write/send/recv",
+            "", "issue 3"),
+        row("TLS plaintext", "planned",
+            "uprobe SSL_read/SSL_write" if mech.get("uprobe") else "none (uprobes unavailable)", "", "issue 5"),
+    ]
+    if mech.get("cgroup/connect4") and mech.get("cgroup/connect6"):
+        net = "cgroup sock_addr connect4/6, sendmsg4/6 (refuses before any packet)"
+    elif mech.get("lsm/socket_connect"):
+        net = "lsm/socket_connect"
+    else:
+        net = "none: monitor only"
+    alt = "lsm/socket_connect" + (" (available)" if mech.get("lsm/socket_connect") else " (unavailable here)")
+    out.append(row("network enforcement", "planned", net, alt, "issue 7"))
+    if mech.get("lsm/file_open"):
+        fo, fnote = "lsm/file_open (refuses before the open)", ""
+    elif mech.get("helper bpf_send_signal"):
+        fo = "fallback: SIGKILL from sys_exit_openat via bpf_send_signal"
+        fnote = ("weaker: the process dies before it can use the fd, but the open itself happened: "
+                 "O_CREAT/O_TRUNC side effects are not undone")
+    else:
+        fo, fnote = "none: monitor only", ""
+    out.append(row("file enforcement", "planned", fo,
+                   "lsm/file_open" + (" (available)" if mech.get("lsm/file_open") else " (unavailable here)"),
+                   fnote + ("; " if fnote else "") + "issue 7"))
+    if mech.get("lsm/bprm_check_security"):
+        ex, enote = "lsm/bprm_check_security (refuses before the exec)", ""
+    elif mech.get("helper bpf_send_signal"):
+        ex = "fallback: SIGKILL at sched_process_exec via bpf_send_signal"
+        enote = "weaker: the new image is killed before its first instruction, but the exec happened"
+    else:
+        ex, enote = "none: monitor only", ""
+    out.append(row("exec enforcement", "planned", ex,
+                   "lsm/bprm_check_security" + (" (available)" if mech.get("lsm/bprm_check_security")
+                                                else " (unavailable here)"),
+                   enote + ("; " if enote else "") + "issue 7"))
+    return out
+
+
+def diagnose() -> dict:
+    raise_memlock()
+    mounts = {"tracefs": ensure_mount(TRACEFS, "tracefs"), "bpffs": ensure_mount(BPFFS, "bpf")}
+    u = os.uname()
+    report: dict = {
+        "version": __version__,
+        "kernel": u.release, "arch": platform.machine(),
+        "btf": os.path.exists("/sys/kernel/btf/vmlinux"),
+        "libbpf": libbpf.version(),
+        "mounts": {"tracefs": f"{TRACEFS}: {mounts['tracefs']}", "bpffs": f"{BPFFS}: {mounts['bpffs']}",
+                   "cgroup2": f"cgroup2: {cgroup2_mount() or 'not mounted'}"},
+        "capabilities": capabilities(),
+    }
+    maps = {}
+    for name, t in MAP_TYPES:
+        r = libbpf.libbpf_probe_bpf_map_type(t, None)
+        maps[name] = r == 1
+    report["map_types"] = maps
+    probes = []
+    for prog, label, how in PROBES:
+        try:
+            pr = run_probe(prog, how)
+        except OSError as e:
+            pr = Probe(prog, False, str(e))
+        probes.append({"mechanism": label, "ok": pr.ok, "detail": pr.detail})
+    report["mechanisms"] = probes
+    mech = {p["mechanism"]: p["ok"] for p in probes}
+    mech["ring buffer output"] = mech.get("ring buffer output", False) and maps["ringbuf"]
+    report["features"] = features(mech)
+    # the real thing: does the main object load and attach here?
+    try:
+        with Kernel.load(LoadOptions(ring_size=1 << 16, max_procs=64)) as k:
+            report["main_object"] = {"ok": True, "detail": "loads and attaches",
+                                     "skipped": k.skipped}
+    except OSError as e:
+        report["main_object"] = {"ok": False, "detail": str(e).splitlines()[0]}
+    report["ok"] = report["main_object"]["ok"]
+    return report
+
+
+def render(report: dict) -> str:
+    lines = [f"mcpwitness {report['version']}  kernel {report['kernel']} ({report['arch']})  "
+             f"libbpf {report['libbpf']}  BTF {'yes' if report['btf'] else 'NO'}", ""]
+    lines.append("mounts:")
+    for v in report["mounts"].values():
+        lines.append(f"  {v}")
+    lines.append("capabilities: " + " ".join(f"{k}{'' if v else '(missing)'}"
+                                               for k, v in report["capabilities"].items()))
+    lines.append("map types: " + " ".join(f"{k}:{'yes' if v else 'NO'}" for k, v in report["map_types"].items()))
+    lines.append("")
+    w = max(len(p["mechanism"]) for p in report["mechanisms"])
+    lines.append("mechanism".ljust(w) + "  ok   detail")
+    for p in report["mechanisms"]:
+        lines.append(f"{p['mechanism'].ljust(w)}  {'yes' if p['ok'] else 'NO '}  {p['detail']}")
+    lines.append("")
+    lines.append("feature -> mechanism used here")
+    for f in report["features"]:
+        lines.append(f"  {f['feature']} [{f['status']}]")
+        lines.append(f"      uses: {f['mechanism']}")
+        if f["alternatives"]:
+            lines.append(f"      alternatives: {f['alternatives']}")
+        if f["note"]:
+            lines.append(f"      note: {f['note']}")
+    lines.append("")
+    mo = report["main_object"]
+    lines.append(f"main BPF object: {'OK' if mo['ok'] else 'FAILED'}: {mo['detail']}")
+    for name, why in (mo.get("skipped") or {}).items():
+        lines.append(f"  {name} not attached: {why}")
+    return "\n".join(lines)

@@ -1,0 +1,54 @@
+"""Where events go. JSON Lines for now: one object per line, `type` first."""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Iterable
+
+import msgspec
+
+
+def default_state_dir() -> str:
+    env = os.environ.get("MCPWITNESS_STATE_DIR")
+    if env:
+        return env
+    if os.geteuid() == 0:
+        return "/var/lib/mcpwitness"
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "mcpwitness")
+
+
+def default_jsonl_path(kind: str = "run") -> str:
+    d = os.path.join(default_state_dir(), "events")
+    os.makedirs(d, mode=0o700, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return os.path.join(d, f"{kind}-{stamp}-{os.getpid()}.jsonl")
+
+
+class JsonlSink:
+    """Appends events to a JSON Lines file, one flush per batch so that a
+    reader (tail -f, a crash) sees whole lines. Payloads hold secrets: the file
+    is created 0600."""
+
+    def __init__(self, path: str):
+        self.path = path
+        d = os.path.dirname(os.path.abspath(path))
+        os.makedirs(d, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self._f = os.fdopen(fd, "ab", buffering=1 << 20)
+        self._enc = msgspec.json.Encoder()
+        self.lines = 0
+
+    def write(self, events: Iterable[Any]) -> None:
+        events = list(events)
+        if not events:
+            return
+        self._f.write(self._enc.encode_lines(events))
+        self._f.flush()
+        self.lines += len(events)
+
+    def write_record(self, record: dict) -> None:
+        self.write([record])
+
+    def close(self) -> None:
+        self._f.close()
