@@ -29,9 +29,10 @@ class CommandNotFound(Exception):
 
 class Agent:
     def __init__(self, sink, options: LoadOptions | None = None,
-                 on_event: Callable | None = None):
+                 on_event: Callable | None = None, reader: str = "batch"):
         self.kernel = Kernel.load(options)
-        self.reader = self.kernel.batch_reader()
+        # "libbpf": libbpf's own per-record callback consumer, the reference
+        self.reader = self.kernel.libbpf_reader() if reader == "libbpf" else self.kernel.batch_reader()
         self.table = ProcTable()
         self.decoder = Decoder(ancestry=self.table.extend)
         self.sink = sink

@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="kernel ring buffer size, a power of two (default 64M)")
     run.add_argument("--argv-max", type=int, default=16384, metavar="BYTES",
                      help="argv bytes captured per exec, at most 16384 (default 16384)")
+    run.add_argument("--reader", choices=["batch", "libbpf"], default="batch",
+                     help="ring buffer consumer: batch mmap reader (default) or libbpf's (the reference)")
     run.add_argument("-q", "--quiet", action="store_true", help="print nothing on stderr unless events were lost")
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
 
@@ -114,7 +116,7 @@ def cmd_run(a, ap) -> int:
         _say(f"cannot write events: {e}")
         return 1
     try:
-        agent = Agent(sink, LoadOptions(ring_size=a.ring_size, argv_max=a.argv_max))
+        agent = Agent(sink, LoadOptions(ring_size=a.ring_size, argv_max=a.argv_max), reader=a.reader)
     except (OSError, RuntimeError) as e:
         _say(f"cannot load the kernel programs: {e}")
         if os.geteuid() != 0:

@@ -109,8 +109,14 @@ class LibbpfReader:
             self._rb = libbpf.check_ptr(libbpf.ring_buffer__new(map_fd, self._cb, None, None),
                                         "ring_buffer__new", log)
 
-    def read(self, timeout_ms: int = 0) -> list[tuple]:
-        libbpf.check_int(libbpf.ring_buffer__poll(self._rb, timeout_ms), "ring_buffer__poll")
+        self.discarded = 0  # libbpf skips discarded records itself
+
+    def wait(self, timeout: float) -> bool:
+        libbpf.check_int(libbpf.ring_buffer__poll(self._rb, int(timeout * 1000)), "ring_buffer__poll")
+        return bool(self._out)
+
+    def read(self) -> list[tuple]:
+        libbpf.check_int(libbpf.ring_buffer__consume(self._rb), "ring_buffer__consume")
         out, self._out = self._out, []
         return out
 

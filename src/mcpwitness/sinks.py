@@ -52,3 +52,22 @@ class JsonlSink:
 
     def close(self) -> None:
         self._f.close()
+
+
+class ListSink:
+    """Keeps events in memory (for library users and tests)."""
+
+    def __init__(self):
+        self.events: list = []
+        self.records: list[dict] = []
+        self.path = "<memory>"
+
+    def write(self, events: Iterable[Any]) -> None:
+        for ev in events:
+            (self.records if isinstance(ev, dict) else self.events).append(ev)
+
+    def write_record(self, record: dict) -> None:
+        self.records.append(record)
+
+    def close(self) -> None:
+        pass

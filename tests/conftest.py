@@ -1,0 +1,99 @@
+import os
+import socket
+import threading
+import time
+import uuid
+
+import pytest
+
+from mcpwitness.agent import Agent
+from mcpwitness.sinks import ListSink
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.geteuid() != 0:
+        skip = pytest.mark.skip(reason="needs root to load BPF programs")
+        for item in items:
+            if "kernel" in item.keywords:
+                item.add_marker(skip)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "kernel: loads real BPF programs on the running kernel")
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    """A directory whose name is unique to the test, to find its events by."""
+    d = tmp_path / f"mw-{uuid.uuid4().hex[:8]}"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def agent():
+    sink = ListSink()
+    a = Agent(sink)
+    a.start()
+    yield a
+    if a.kernel.obj:
+        a.stop(settle=0)
+
+
+class Listener:
+    def __init__(self, sock, accepted):
+        self.sock, self.accepted = sock, accepted
+        self.port = sock.getsockname()[1]
+
+    def getsockname(self):
+        return self.sock.getsockname()
+
+
+@pytest.fixture
+def listener():
+    """A TCP listener on a loopback address that counts accepted connections."""
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    srv.settimeout(0.2)
+    accepted = []
+    stop = threading.Event()
+
+    def loop():
+        while not stop.is_set():
+            try:
+                c, peer = srv.accept()
+                accepted.append(peer)
+                c.close()
+            except OSError:
+                continue
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    yield Listener(srv, accepted)
+    stop.set()
+    t.join()
+    srv.close()
+
+
+def wait_for(pred, timeout=10.0, step=0.02):
+    end = time.time() + timeout
+    while time.time() < end:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
+
+
+def run_tracked(agent, argv, done_marker=None, timeout=20.0):
+    """Run argv tracked, wait for it (and for done_marker, written by a
+    descendant that outlives it), stop the agent, return its events."""
+    pid = agent.spawn_tracked(argv)
+    _, status = os.waitpid(pid, 0)
+    if done_marker is not None:
+        assert wait_for(lambda: os.path.exists(done_marker), timeout), f"{done_marker} never appeared"
+        # let the descendant that wrote it exit
+        wait_for(lambda: not [p for p in agent.kernel.tracked()], 5.0)
+    agent.stop()
+    return pid, os.waitstatus_to_exitcode(status), agent.sink.events
