@@ -14,13 +14,14 @@ import shutil
 import signal
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from typing import Callable
 
 from . import __version__
-from .events import Decoder, ExitEvent, ForkEvent
+from .events import RECORD_SIZE, Decoder, ExitEvent, ForkEvent
 from .loader import Kernel, LoadOptions
 from .proc import ProcStat, ProcTable, all_stats, descendants, read_stat
+from .ringbuf import records
 
 
 class CommandNotFound(Exception):
@@ -29,7 +30,7 @@ class CommandNotFound(Exception):
 
 class Agent:
     def __init__(self, sink, options: LoadOptions | None = None,
-                 on_event: Callable | None = None, reader: str = "batch"):
+                 on_event: Callable | None = None, reader: str = "batch", backlog_max: int = 512 << 20):
         self.kernel = Kernel.load(options)
         # "libbpf": libbpf's own per-record callback consumer, the reference
         self.reader = self.kernel.libbpf_reader() if reader == "libbpf" else self.kernel.batch_reader()
@@ -41,38 +42,69 @@ class Agent:
         self.exits: dict[int, ExitEvent] = {}
         self.roots: set[int] = set()
         self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self.backlog_max = backlog_max
+        self._backlog: deque = deque()
+        self._backlog_bytes = 0
+        self.backlog_peak = 0
+        self._cond = threading.Condition()
+        self._stop = threading.Event()     # drain thread: stop
+        self._drained = threading.Event()  # process thread: nothing more will come
+        self._threads: list[threading.Thread] = []
         self.started = time.time()
 
     # --- consumer ---------------------------------------------------------
+    # Two threads: one drains the kernel ring into a userspace backlog as fast
+    # as memcpy allows (so a burst never fills the ring while events are being
+    # decoded), one decodes the backlog and writes the sink. When the backlog
+    # reaches backlog_max the drain thread waits: the kernel ring then fills
+    # and the kernel counts what it cannot store. Losses have one source.
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="mcpwitness-ring", daemon=True)
-        self._thread.start()
+        for target, name in ((self._drain_loop, "mcpwitness-drain"), (self._process_loop, "mcpwitness-decode")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
 
-    def _loop(self) -> None:
+    def _read(self):
+        r = self.reader
+        return r.read_blob() if hasattr(r, "read_blob") else r.read()
+
+    def _push(self, batch) -> None:
+        size = len(batch) if isinstance(batch, bytes) else len(batch) * RECORD_SIZE
+        with self._cond:
+            self._backlog.append(batch)
+            self._backlog_bytes += size
+            self.backlog_peak = max(self.backlog_peak, self._backlog_bytes)
+            self._cond.notify_all()
+            while self._backlog_bytes > self.backlog_max and not self._stop.is_set():
+                self._cond.wait(0.1)
+
+    def _drain_loop(self) -> None:
         while not self._stop.is_set():
             try:
                 if self.reader.wait(0.1):
-                    self.drain(once=True)
-            except Exception as e:  # keep consuming; the error is reported at the end
-                self.errors.append(f"{type(e).__name__}: {e}")
+                    while not self._stop.is_set():
+                        batch = self._read()
+                        if not len(batch):
+                            break
+                        self._push(batch)
+            except Exception as e:  # keep draining; reported in the stats record
+                self.errors.append(f"drain: {type(e).__name__}: {e}")
                 time.sleep(0.01)
 
-    def drain(self, once: bool = False) -> int:
-        """Read and process what the ring holds. Returns records read."""
-        total = 0
-        with self._lock:
-            while True:
-                recs = self.reader.read()
-                if not recs:
-                    break
-                total += len(recs)
-                self._process(self.decoder.feed(recs))
-                if once and len(recs) < 1024:
-                    break
-        return total
+    def _process_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._backlog and not self._drained.is_set():
+                    self._cond.wait(0.1)
+                if not self._backlog:
+                    return
+                batch = self._backlog.popleft()
+                self._backlog_bytes -= len(batch) if isinstance(batch, bytes) else len(batch) * RECORD_SIZE
+                self._cond.notify_all()
+            try:
+                self._process(self.decoder.feed(records(batch) if isinstance(batch, bytes) else batch))
+            except Exception as e:
+                self.errors.append(f"decode: {type(e).__name__}: {e}")
 
     def _process(self, events) -> None:
         batch = []
@@ -88,16 +120,28 @@ class Agent:
         self.sink.write(batch)
 
     def stop(self, settle: float = 0.05) -> dict:
-        """Stop consuming, drain what the kernel already wrote, write the
-        stats record and unload. Returns the stats record."""
+        """Stop, drain what the kernel already wrote, decode all of it, write
+        the stats record and unload. Returns the stats record."""
         if settle:
             time.sleep(settle)
         self._stop.set()
-        if self._thread:
-            self._thread.join()
-        self.drain()
-        with self._lock:
-            self._process(self.decoder.flush())
+        if self._threads:
+            self._threads[0].join()
+        while True:  # what came after the drain thread's last look
+            batch = self._read()
+            if not len(batch):
+                break
+            self._push(batch)
+        self._drained.set()
+        with self._cond:
+            self._cond.notify_all()
+        if len(self._threads) > 1:
+            self._threads[1].join()
+        else:  # never started: decode here
+            while self._backlog:
+                b = self._backlog.popleft()
+                self._process(self.decoder.feed(records(b) if isinstance(b, bytes) else b))
+        self._process(self.decoder.flush())
         stats = self.stats()
         self.sink.write_record(stats)
         self.reader.close()
@@ -120,6 +164,7 @@ class Agent:
             },
             "decoder": dict(self.decoder.stats),
             "ring_discarded": self.reader.discarded,
+            "backlog_peak_bytes": self.backlog_peak,
             "still_running": still,
             "errors": self.errors[-20:],
         }
@@ -174,48 +219,54 @@ class Agent:
 
     def spawn_tracked(self, argv: list[str], env: dict | None = None) -> int:
         """Start argv tracked before its first instruction. Returns its pid."""
-        exe = argv[0] if "/" in argv[0] else shutil.which(argv[0])
-        if not exe or not os.path.isfile(exe):
-            raise CommandNotFound(f"{argv[0]}: command not found")
-        if not os.access(exe, os.X_OK):
-            raise CommandNotFound(f"{argv[0]}: permission denied")
-        go_r, go_w = os.pipe()
-        err_r, err_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child: wait to be tracked, then become CMD
-            try:
-                os.close(go_w)
-                os.close(err_r)
-                for s in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
-                    signal.signal(s, signal.SIG_DFL)
-                _pdeathsig(signal.SIGTERM)
-                os.read(go_r, 1)
-                os.close(go_r)
-                if env is None:
-                    os.execv(exe, argv)
-                os.execve(exe, argv, env)
-            except BaseException as e:
-                try:
-                    os.write(err_w, f"{getattr(e, 'errno', 0) or 0}:{e}".encode()[:200])
-                finally:
-                    os._exit(127)
-        os.close(go_r)
-        os.close(err_w)
-        try:
-            self.kernel.track(pid, _wait_stat(pid), root=pid, ancestors=[])
-        except BaseException:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            raise
+        pid = spawn_tracked(self.kernel, argv, env)
         self.roots.add(pid)
-        os.write(go_w, b"x")
-        os.close(go_w)
-        msg = os.read(err_r, 256)  # empty once exec succeeded (CLOEXEC)
-        os.close(err_r)
-        if msg:
-            os.waitpid(pid, 0)
-            raise CommandNotFound(f"{argv[0]}: {msg.decode(errors='replace').split(':', 1)[-1]}")
         return pid
+
+
+def spawn_tracked(kernel: Kernel, argv: list[str], env: dict | None = None) -> int:
+    """Start argv tracked before its first instruction. Returns its pid."""
+    exe = argv[0] if "/" in argv[0] else shutil.which(argv[0])
+    if not exe or not os.path.isfile(exe):
+        raise CommandNotFound(f"{argv[0]}: command not found")
+    if not os.access(exe, os.X_OK):
+        raise CommandNotFound(f"{argv[0]}: permission denied")
+    go_r, go_w = os.pipe()
+    err_r, err_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: wait to be tracked, then become CMD
+        try:
+            os.close(go_w)
+            os.close(err_r)
+            for s in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
+                signal.signal(s, signal.SIG_DFL)
+            _pdeathsig(signal.SIGTERM)
+            os.read(go_r, 1)
+            os.close(go_r)
+            if env is None:
+                os.execv(exe, argv)
+            os.execve(exe, argv, env)
+        except BaseException as e:
+            try:
+                os.write(err_w, f"{getattr(e, 'errno', 0) or 0}:{e}".encode()[:200])
+            finally:
+                os._exit(127)
+    os.close(go_r)
+    os.close(err_w)
+    try:
+        kernel.track(pid, _wait_stat(pid), root=pid, ancestors=[])
+    except BaseException:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
+    os.write(go_w, b"x")
+    os.close(go_w)
+    msg = os.read(err_r, 256)  # empty once exec succeeded (CLOEXEC)
+    os.close(err_r)
+    if msg:
+        os.waitpid(pid, 0)
+        raise CommandNotFound(f"{argv[0]}: {msg.decode(errors='replace').split(':', 1)[-1]}")
+    return pid
 
 
 def _wait_stat(pid: int) -> ProcStat:

@@ -53,20 +53,21 @@ OPEN_SYSCALLS = {0: "openat", 1: "open", 2: "openat2", 3: "creat"}
 EXEC_SYSCALLS = {4: "execve", 5: "execveat"}
 
 
-class Event(msgspec.Struct, kw_only=True, tag_field="type", omit_defaults=False):
-    ktime_ns: int
-    time: str = ""
+class Event(msgspec.Struct, tag_field="type", gc=False):
+    """Fields every event has. Built positionally (fast): keep BASE_FIELDS in step."""
+    time: str            # wall clock, ISO 8601 UTC, from ktime_ns
+    ktime_ns: int        # CLOCK_MONOTONIC, the kernel's stamp
     pid: int
     tid: int
     ppid: int
     uid: int
     comm: str
-    start_ns: int
+    start_ns: int        # with pid: the process identity (start_boottime)
     cgroup_id: int
-    root: int
-    ancestry: list[int]
-    truncated: bool = False
-    notes: list[str] = []
+    root: int            # the tracked root this process descends from
+    ancestry: list[int]  # fork lineage: parent, grandparent, ..., root
+    truncated: bool
+    notes: list[str]
 
 
 class ForkEvent(Event, tag="fork"):
@@ -80,8 +81,8 @@ class ExecEvent(Event, tag="exec"):
     argv: list[str]
     argv_bytes: int
     result: int
-    error: str | None = None
-    syscall: str | None = None
+    error: str | None
+    syscall: str | None
 
 
 class ExitEvent(Event, tag="exit"):
@@ -131,7 +132,18 @@ _O_FLAGS = [  # x86_64/generic values; access mode handled apart
 _ACCESS = {0: ("O_RDONLY", "read"), 1: ("O_WRONLY", "write"), 2: ("O_RDWR", "readwrite"), 3: ("O_ACCMODE", "invalid")}
 
 
+_FLAGS_CACHE: dict[int, tuple[list[str], str]] = {}
+
+
 def decode_open_flags(flags: int) -> tuple[list[str], str]:
+    """(names, access) of open(2) flags; the names list is shared: do not mutate."""
+    hit = _FLAGS_CACHE.get(flags)
+    if hit is None:
+        hit = _FLAGS_CACHE[flags] = _decode_open_flags(flags)
+    return hit
+
+
+def _decode_open_flags(flags: int) -> tuple[list[str], str]:
     name, access = _ACCESS[flags & 3]
     names = [name]
     for bit, n in _O_FLAGS:
@@ -146,8 +158,11 @@ def decode_open_flags(flags: int) -> tuple[list[str], str]:
     return names, access
 
 
+_ERRNAMES = {-k: v for k, v in errno.errorcode.items()}
+
+
 def errname(neg: int) -> str:
-    return errno.errorcode.get(-neg, f"E{-neg}")
+    return _ERRNAMES.get(neg) or f"E{-neg}"
 
 
 _SIGNALS = {int(s): s.name for s in __import__("signal").Signals}
@@ -178,8 +193,16 @@ def _s(b: bytes) -> str:
     return b.decode("utf-8", "backslashreplace")
 
 
+_COMMS: dict[bytes, str] = {}
+
+
 def _comm(b: bytes) -> str:
-    return b.split(b"\0", 1)[0].decode("utf-8", "replace")
+    c = _COMMS.get(b)
+    if c is None:
+        if len(_COMMS) > 65536:
+            _COMMS.clear()
+        c = _COMMS[b] = b.split(b"\0", 1)[0].decode("utf-8", "replace")
+    return c
 
 
 class Decoder:
@@ -225,7 +248,7 @@ class Decoder:
                     if ev is not None:
                         yield ev
                 else:
-                    pending[(r[R_TID], r[R_TS])] = [r, [r[R_DATA][: r[R_DLEN]]], 0]
+                    pending[(r[R_TID], r[R_TS])] = [r, [r[R_DATA][: r[R_DLEN]]], 0, False]
                 continue
             key = (r[R_TID], r[R_TS])
             p = pending.get(key)
@@ -233,14 +256,12 @@ class Decoder:
                 stats["bad_records"] += 1
                 continue
             if r[R_SEQ] != p[2] + 1:
-                p.append("continuation records lost (ring buffer full)")
+                p[3] = True  # a continuation record in between was lost
             p[1].append(r[R_DATA][: r[R_DLEN]])
             p[2] = r[R_SEQ]
             if flags & F_LAST:
                 del pending[key]
-                ev = self._build(p[0], b"".join(p[1]), len(p) > 3)
-                if ev is not None:
-                    yield ev
+                yield from self._finish(p)
 
     def _close_tid(self, tid: int) -> Iterator[AnyEvent]:
         for key in [k for k in self.pending if k[0] == tid]:
@@ -248,10 +269,15 @@ class Decoder:
 
     def _incomplete(self, key) -> Iterator[AnyEvent]:
         p = self.pending.pop(key)
+        p[3] = True
         self.stats["incomplete"] += 1
-        ev = self._build(p[0], b"".join(p[1]), True)
+        yield from self._finish(p)
+
+    def _finish(self, p) -> Iterator[AnyEvent]:
+        ev = self._build(p[0], b"".join(p[1]), p[3])
         if ev is not None:
-            ev.notes.append("continuation records lost (ring buffer full)")
+            if p[3]:
+                ev.notes = ev.notes + ["continuation records lost (ring buffer full): data cut short"]
             yield ev
 
     def flush(self) -> Iterator[AnyEvent]:
@@ -259,73 +285,79 @@ class Decoder:
         for key in list(self.pending):
             yield from self._incomplete(key)
 
-    def _common(self, r, truncated: bool) -> dict:
+    def _base(self, r, truncated: bool, notes: list[str]) -> tuple:
         depth = r[R_DEPTH]
-        anc = [a for a in r[R_ANC:R_ANC + min(depth, ANCESTORS)]]
-        if depth > ANCESTORS and self.ancestry is not None:
-            anc = self.ancestry(r[R_PID], anc)
+        if depth == 0:
+            anc = []
+        elif depth <= ANCESTORS:
+            anc = list(r[R_ANC:R_ANC + depth])
+        else:
+            anc = list(r[R_ANC:R_ANC + ANCESTORS])
+            if self.ancestry is not None:
+                anc = self.ancestry(r[R_PID], anc)
+        flags = r[R_FLAGS]
+        if flags & F_PATHERR:
+            notes = notes + ["user memory unreadable: string or struct not captured"]
         ts = r[R_TS]
-        notes = []
-        if r[R_FLAGS] & F_PATHERR:
-            notes.append("user memory unreadable: string or struct not captured")
-        return dict(
-            ktime_ns=ts, time=self.wall_time(ts), pid=r[R_PID], tid=r[R_TID], ppid=r[R_PPID], uid=r[R_UID],
-            comm=_comm(r[R_COMM]), start_ns=r[R_START], cgroup_id=r[R_CGROUP], root=r[R_ROOT],
-            ancestry=anc, truncated=bool(truncated or r[R_FLAGS] & F_TRUNC), notes=notes,
-        )
+        return (self.wall_time(ts), ts, r[R_PID], r[R_TID], r[R_PPID], r[R_UID], _comm(r[R_COMM]),
+                r[R_START], r[R_CGROUP], r[R_ROOT], anc, bool(truncated or flags & F_TRUNC), notes)
 
     def _build(self, r, data: bytes, truncated: bool) -> AnyEvent | None:
         self.stats["events"] += 1
         t = r[R_TYPE]
-        c = self._common(r, truncated)
         a0, a1, a2, a3 = r[R_ARG0:R_ARG0 + 4]
         ret = r[R_RET]
         if t == EV_OPEN:
-            n1, n2, kind, sysno = a3 & 0xFFFF, (a3 >> 16) & 0xFFFF, (a3 >> 32) & 0xFF, (a3 >> 40) & 0xFF
-            path = _s(data[:n1])
-            second = _s(data[n1:n1 + n2]) if n2 else None
+            n1, n2, kind = a3 & 0xFFFF, (a3 >> 16) & 0xFFFF, (a3 >> 32) & 0xFF
+            path = data[:n1].decode("utf-8", "backslashreplace")
+            notes = _NO_NOTES
             if kind == 1:
-                resolved = second
-            elif kind == 2 and second is not None:
-                resolved = os.path.normpath(os.path.join(second, path))
-                c["notes"].append("resolved against the cwd/dirfd; the file was not opened")
+                resolved = data[n1:n1 + n2].decode("utf-8", "backslashreplace")
+            elif kind == 2 and n2:
+                base = data[n1:n1 + n2].decode("utf-8", "backslashreplace")
+                resolved = os.path.normpath(os.path.join(base, path))
+                notes = ["resolved against the cwd/dirfd; the file was not opened"]
             else:
-                resolved = path if path.startswith("/") else None
+                resolved = path if path[:1] == "/" else None
             names, access = decode_open_flags(a0)
-            mode = f"{a1:04o}" if a0 & 0o100 or (a0 & 0o20200000) == 0o20200000 else None
-            dirfd = struct.unpack("<i", struct.pack("<I", a2 & 0xFFFFFFFF))[0]
-            return OpenEvent(**c, syscall=OPEN_SYSCALLS.get(sysno, str(sysno)), path=path,
-                             resolved=resolved, flags=names, flags_raw=a0, access=access,
-                             mode=mode, dirfd=None if dirfd == -100 else dirfd,
-                             result=ret if ret >= 0 else None, error=errname(ret) if ret < 0 else None)
+            dirfd = a2 & 0xFFFFFFFF
+            if dirfd & 0x80000000:
+                dirfd -= 1 << 32
+            return OpenEvent(*self._base(r, truncated, notes), OPEN_SYSCALLS.get((a3 >> 40) & 0xFF, "?"),
+                             path, resolved, names, a0, access,
+                             f"{a1:04o}" if a0 & 0o100 or (a0 & 0o20200000) == 0o20200000 else None,
+                             None if dirfd == -100 else dirfd,
+                             ret if ret >= 0 else None, errname(ret) if ret < 0 else None)
         if t == EV_EXEC:
             if ret < 0:
-                return ExecEvent(**c, filename=_s(data[:a0]), exe=None, argv=[], argv_bytes=0,
-                                 result=ret, error=errname(ret),
-                                 syscall=EXEC_SYSCALLS.get((a1 >> 40) & 0xFF))
+                return ExecEvent(*self._base(r, truncated, _NO_NOTES), _s(data[:a0]), None, [], 0, ret,
+                                 errname(ret), EXEC_SYSCALLS.get((a1 >> 40) & 0xFF))
             argv_raw = data[a0 + a1:a0 + a1 + a3]
             argv = [_s(x) for x in argv_raw.split(b"\0")]
             if argv and argv[-1] == "" and argv_raw.endswith(b"\0"):
                 argv.pop()
+            notes = _NO_NOTES
             if a3 < a2:
-                c["truncated"] = True
-                c["notes"].append(f"argv cut at {a3} of {a2} bytes")
-            return ExecEvent(**c, filename=_s(data[:a0]), exe=_s(data[a0:a0 + a1]) or None,
-                             argv=argv, argv_bytes=a2, result=0)
+                truncated = True
+                notes = [f"argv cut at {a3} of {a2} bytes"]
+            return ExecEvent(*self._base(r, truncated, notes), _s(data[:a0]), _s(data[a0:a0 + a1]) or None,
+                             argv, a2, 0, None, None)
         if t == EV_EXIT:
             st = ret & 0xFFFF
             sig = st & 0x7F
-            return ExitEvent(**c, status=st, exit_code=None if sig else (st >> 8) & 0xFF,
-                             signal=sig or None, signal_name=_SIGNALS.get(sig) if sig else None,
-                             core_dumped=bool(st & 0x80))
+            return ExitEvent(*self._base(r, truncated, _NO_NOTES), st, None if sig else (st >> 8) & 0xFF,
+                             sig or None, _SIGNALS.get(sig) if sig else None, bool(st & 0x80))
         if t == EV_CONNECT:
             fam, addr, port, upath = decode_sockaddr(data)
-            return ConnectEvent(**c, fd=a0, family=fam, address=addr, port=port, unix_path=upath,
-                                sock_type=_SOCK_TYPES.get(a2 & 0xF) if a2 else None,
-                                protocol=_PROTOS.get(a3) if a3 else None,
-                                result=ret, error=errname(ret) if ret < 0 else None)
+            return ConnectEvent(*self._base(r, truncated, _NO_NOTES), a0, fam, addr, port, upath,
+                                _SOCK_TYPES.get(a2 & 0xF) if a2 else None, _PROTOS.get(a3) if a3 else None,
+                                ret, errname(ret) if ret < 0 else None)
         if t == EV_FORK:
-            return ForkEvent(**c, child_pid=a0, child_start_ns=a1)
+            return ForkEvent(*self._base(r, truncated, _NO_NOTES), a0, a1)
         self.stats["events"] -= 1
         self.stats["bad_records"] += 1
         return None
+
+
+# shared, never mutated: code that adds a note builds a new list
+_NO_NOTES: list[str] = []
