@@ -377,14 +377,20 @@ int BPF_PROG(mw_exit, struct task_struct *task)
 /* ------------------------------------------------------------------ */
 /* file opens                                                          */
 
-static __always_inline int handle_open(long ret, long dirfd, const char *upath,
+/* The tracked entry of the current process, or NULL: the one map lookup an
+ * untracked process pays. Every handler calls it before anything else. */
+static __always_inline struct mw_proc *current_tracked(void)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!bpf_map_lookup_elem(&procs, &tgid))
+		return NULL;
+	return lookup_tracked(bpf_get_current_task_btf(), tgid);
+}
+
+static __always_inline int handle_open(struct mw_proc *p, long ret, long dirfd, const char *upath,
 				       __u64 flags, __u64 mode, __u64 sys)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct mw_proc *p = lookup_tracked(task, tgid);
-	if (!p)
-		return 0;
 	struct mw_scratch *s = begin(MW_EV_OPEN, p, task, ret);
 	if (!s)
 		return 0;
@@ -433,8 +439,11 @@ static __always_inline int handle_open(long ret, long dirfd, const char *upath,
 SEC("tracepoint/syscalls/sys_exit_openat")
 int mw_openat(struct trace_event_raw_sys_exit *ctx)
 {
+	struct mw_proc *p = current_tracked();
+	if (!p)
+		return 0;
 	struct pt_regs *r = user_regs();
-	return handle_open(ctx->ret, (int)PT_REGS_PARM1_CORE_SYSCALL(r),
+	return handle_open(p, ctx->ret, (int)PT_REGS_PARM1_CORE_SYSCALL(r),
 			   (const char *)PT_REGS_PARM2_CORE_SYSCALL(r),
 			   (__u32)PT_REGS_PARM3_CORE_SYSCALL(r),
 			   (__u32)PT_REGS_PARM4_CORE_SYSCALL(r), MW_SYS_OPENAT);
@@ -443,8 +452,11 @@ int mw_openat(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_exit_open")
 int mw_open(struct trace_event_raw_sys_exit *ctx)
 {
+	struct mw_proc *p = current_tracked();
+	if (!p)
+		return 0;
 	struct pt_regs *r = user_regs();
-	return handle_open(ctx->ret, AT_FDCWD, (const char *)PT_REGS_PARM1_CORE_SYSCALL(r),
+	return handle_open(p, ctx->ret, AT_FDCWD, (const char *)PT_REGS_PARM1_CORE_SYSCALL(r),
 			   (__u32)PT_REGS_PARM2_CORE_SYSCALL(r),
 			   (__u32)PT_REGS_PARM3_CORE_SYSCALL(r), MW_SYS_OPEN);
 }
@@ -452,19 +464,25 @@ int mw_open(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_exit_creat")
 int mw_creat(struct trace_event_raw_sys_exit *ctx)
 {
+	struct mw_proc *p = current_tracked();
+	if (!p)
+		return 0;
 	struct pt_regs *r = user_regs();
 	/* creat(p, m) == open(p, O_CREAT|O_WRONLY|O_TRUNC, m) */
-	return handle_open(ctx->ret, AT_FDCWD, (const char *)PT_REGS_PARM1_CORE_SYSCALL(r),
+	return handle_open(p, ctx->ret, AT_FDCWD, (const char *)PT_REGS_PARM1_CORE_SYSCALL(r),
 			   0x241, (__u32)PT_REGS_PARM2_CORE_SYSCALL(r), MW_SYS_CREAT);
 }
 
 SEC("tracepoint/syscalls/sys_exit_openat2")
 int mw_openat2(struct trace_event_raw_sys_exit *ctx)
 {
+	struct mw_proc *p = current_tracked();
+	if (!p)
+		return 0;
 	struct pt_regs *r = user_regs();
 	struct open_how how = {};
 	bpf_probe_read_user(&how, sizeof(how), (void *)PT_REGS_PARM3_CORE_SYSCALL(r));
-	return handle_open(ctx->ret, (int)PT_REGS_PARM1_CORE_SYSCALL(r),
+	return handle_open(p, ctx->ret, (int)PT_REGS_PARM1_CORE_SYSCALL(r),
 			   (const char *)PT_REGS_PARM2_CORE_SYSCALL(r), how.flags, how.mode,
 			   MW_SYS_OPENAT2);
 }
@@ -472,15 +490,9 @@ int mw_openat2(struct trace_event_raw_sys_exit *ctx)
 /* ------------------------------------------------------------------ */
 /* failed execs (successful ones are reported by sched_process_exec)   */
 
-static __always_inline int handle_exec_fail(long ret, const char *ufile, __u64 sys)
+static __always_inline int handle_exec_fail(struct mw_proc *p, long ret, const char *ufile, __u64 sys)
 {
-	if (ret >= 0)
-		return 0;
 	struct task_struct *task = bpf_get_current_task_btf();
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct mw_proc *p = lookup_tracked(task, tgid);
-	if (!p)
-		return 0;
 	struct mw_scratch *s = begin(MW_EV_EXEC, p, task, ret);
 	if (!s)
 		return 0;
@@ -499,14 +511,20 @@ static __always_inline int handle_exec_fail(long ret, const char *ufile, __u64 s
 SEC("tracepoint/syscalls/sys_exit_execve")
 int mw_execve(struct trace_event_raw_sys_exit *ctx)
 {
-	return handle_exec_fail(ctx->ret, (const char *)PT_REGS_PARM1_CORE_SYSCALL(user_regs()),
+	struct mw_proc *p = ctx->ret < 0 ? current_tracked() : NULL;
+	if (!p)
+		return 0;
+	return handle_exec_fail(p, ctx->ret, (const char *)PT_REGS_PARM1_CORE_SYSCALL(user_regs()),
 				MW_SYS_EXECVE);
 }
 
 SEC("tracepoint/syscalls/sys_exit_execveat")
 int mw_execveat(struct trace_event_raw_sys_exit *ctx)
 {
-	return handle_exec_fail(ctx->ret, (const char *)PT_REGS_PARM2_CORE_SYSCALL(user_regs()),
+	struct mw_proc *p = ctx->ret < 0 ? current_tracked() : NULL;
+	if (!p)
+		return 0;
+	return handle_exec_fail(p, ctx->ret, (const char *)PT_REGS_PARM2_CORE_SYSCALL(user_regs()),
 				MW_SYS_EXECVEAT);
 }
 
@@ -516,11 +534,10 @@ int mw_execveat(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_exit_connect")
 int mw_connect(struct trace_event_raw_sys_exit *ctx)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct mw_proc *p = lookup_tracked(task, tgid);
+	struct mw_proc *p = current_tracked();
 	if (!p)
 		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
 	long ret = ctx->ret;
 	struct pt_regs *r = user_regs();
 	long fd = (int)PT_REGS_PARM1_CORE_SYSCALL(r);
