@@ -26,10 +26,12 @@ for e in events:
         peer = e["unix_path"] or f"{e['address']}:{e['port']}"
         what = f"connect {e['family']} {e['protocol'] or ''} {peer} -> {e['error'] or 'ok'}"
     elif t == "open":
-        p = e["resolved"] or e["path"]
+        p = e["path"] if e["path"].startswith("/") else (e["resolved"] or e["path"])
         if p.startswith(NOISE) or ("/python3" in p and "/lib/" in p):
             hidden += 1
             continue
+        if e["resolved"] and e["resolved"] != p:
+            p += f" (= {e['resolved']})"
         what = f"open    {p} {'|'.join(e['flags'])} -> {e['error'] or 'fd ' + str(e['result'])}"
     else:
         continue

@@ -62,7 +62,7 @@ def build(out_dir: str, clang: str = "clang", strip: str = "llvm-strip") -> list
     for name, src in OBJECTS.items():
         obj = os.path.join(os.path.abspath(out_dir), object_name(name))
         cmd = [clang, "-g", "-O2", "-target", "bpf", f"-D__TARGET_ARCH_{ARCHES[machine]}",
-               "-Wall", "-Werror", "-Ibpf", "-c", src, "-o", obj]
+               "-Wall", "-Werror", f"-ffile-prefix-map={ROOT}=.", "-Ibpf", "-c", src, "-o", obj]
         subprocess.run(cmd, cwd=ROOT, check=True)
         # drop DWARF, keep .BTF/.BTF.ext (CO-RE needs them)
         subprocess.run([strip, "-g", obj], check=True)
@@ -73,7 +73,7 @@ def build(out_dir: str, clang: str = "clang", strip: str = "llvm-strip") -> list
             "sha256": digest,
             "sources": sources_digest(name),
             "compiler": clang_version(clang),
-            "command": " ".join(cmd[:-1] + ["<out>"]),
+            "command": " ".join(cmd[:-1] + ["<out>"]).replace(ROOT, "<repo>"),
         }
         with open(obj[: -len(".bpf.o")] + ".json", "w") as f:
             json.dump(manifest, f, indent=2, sort_keys=True)
