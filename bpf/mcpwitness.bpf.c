@@ -23,10 +23,21 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define AT_FDCWD -100
 #define EBADF 9
 #define ENOTSOCK 88
+#define AF_UNIX 1
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define S_IFIFO 0010000
 
 const volatile struct mw_config cfg = {
 	.argv_max = MW_ARGV_MAX,
 };
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} iolimit SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -47,8 +58,16 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct mw_stream_key);
+	__type(value, struct mw_stream);
+} streams SEC(".maps");
+
 struct mw_scratch {
 	struct mw_event ev; /* header template; data unused */
+	__u64 size;         /* see io_chunk */
 	__u8 buf[MW_COMPOSE_SIZE];
 };
 
@@ -568,3 +587,247 @@ int mw_connect(struct trace_event_raw_sys_exit *ctx)
 	emit(s, n);
 	return 0;
 }
+
+/* ------------------------------------------------------------------ */
+/* payload: reads and writes on pipes and Unix sockets                 */
+
+/* One buffer's share of an event's records. The callback keeps no state
+ * from one step to the next (the offset is the loop index), so the
+ * verifier's simulation of it converges at once. */
+struct chunk_ctx {
+	__u64 base;    /* user address of the buffer */
+	__u64 len;     /* bytes of it to capture */
+	__u32 seq0;    /* seq of its first record */
+	__u32 last;    /* this buffer ends the event */
+	__u32 failed;  /* out: a reservation failed */
+	__u32 _pad;
+};
+
+static long chunk_step(__u32 i, struct chunk_ctx *c)
+{
+	__u64 off = (__u64)i * MW_DATA_LEN;
+	if (off >= c->len)
+		return 1;
+	__u32 zero = 0;
+	struct mw_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return 1;
+	__u32 seq = c->seq0 + i;
+	struct mw_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(seq ? MW_C_RB_FULL_CHUNK : MW_C_RB_FULL);
+		c->failed = 1;
+		return 1;
+	}
+	__builtin_memcpy(e, &s->ev, MW_HDR_SIZE);
+	/* the copy size goes through map memory so that the verifier does not
+	 * mark the values it came from as precise */
+	*(volatile __u64 *)&s->size = c->len - off;
+	__u64 sz = *(volatile __u64 *)&s->size;
+	if (sz > MW_DATA_LEN)
+		sz = MW_DATA_LEN;
+	if (bpf_probe_read_user(e->data, sz, (void *)(c->base + off)))
+		e->flags |= MW_F_PATHERR;
+	e->seq = seq;
+	e->data_len = sz;
+	if (c->last && off + sz >= c->len)
+		e->flags |= MW_F_LAST;
+	bpf_ringbuf_submit(e, 0);
+	if (!seq)
+		count(MW_C_EVENTS);
+	return 0;
+}
+
+#define MW_IOV_MAX 8
+
+/* Send cap bytes from a buffer or an iovec array as one event. */
+static __always_inline void emit_user(struct mw_scratch *s, __u64 ubuf, const struct iovec *iov,
+				      __u64 iovcnt, __u64 cap)
+{
+	if (!iov) {
+		struct chunk_ctx c = {.base = ubuf, .len = cap, .last = 1};
+		bpf_loop(cap / MW_DATA_LEN + 1, chunk_step, &c, 0);
+		return;
+	}
+	__u64 left = cap;
+	__u32 seq = 0;
+	for (int j = 0; j < MW_IOV_MAX; j++) {
+		if (j >= iovcnt || left == 0)
+			break;
+		struct iovec v = {};
+		if (bpf_probe_read_user(&v, sizeof(v), (void *)(iov + j)))
+			break;
+		__u64 take = v.iov_len < left ? v.iov_len : left;
+		if (take == 0)
+			continue;
+		struct chunk_ctx c = {.base = (__u64)v.iov_base, .len = take, .seq0 = seq, .last = take == left};
+		bpf_loop(take / MW_DATA_LEN + 1, chunk_step, &c, 0);
+		if (c.failed)
+			return;
+		seq += (take + MW_DATA_LEN - 1) / MW_DATA_LEN;
+		left -= take;
+	}
+	if (left) {
+		/* more iovecs than followed: close the event, marked cut short */
+		s->ev.flags |= MW_F_TRUNC;
+		count(MW_C_IO_TRUNC);
+		struct mw_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+		if (!e) {
+			count(seq ? MW_C_RB_FULL_CHUNK : MW_C_RB_FULL);
+			return;
+		}
+		__builtin_memcpy(e, &s->ev, MW_HDR_SIZE);
+		e->seq = seq;
+		e->data_len = 0;
+		e->flags |= MW_F_LAST;
+		bpf_ringbuf_submit(e, 0);
+		if (!seq)
+			count(MW_C_EVENTS);
+	}
+}
+
+/* first non-blank byte of a chunk: '{' or '[' says JSON */
+struct head_ctx {
+	__u8 buf[8];
+	__u64 limit;
+	int verdict;
+};
+
+static long head_step(__u32 i, struct head_ctx *h)
+{
+	if (i >= h->limit || i >= sizeof(h->buf))
+		return 1;
+	__u8 ch = h->buf[i & 7];
+	if (ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n')
+		return 0;
+	h->verdict = (ch == '{' || ch == '[') ? 1 : -1;
+	return 1;
+}
+
+static __always_inline int handle_io(struct mw_proc *p, long ret, long fd, __u64 ubuf,
+				     const struct iovec *iov, __u64 iovcnt, __u32 dir, __u32 sys)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct file *f = fd_file(task, fd);
+	if (!f)
+		return 0;
+	struct inode *ino = BPF_CORE_READ(f, f_inode);
+	__u32 mode = BPF_CORE_READ(ino, i_mode) & S_IFMT;
+	__u64 kind;
+	if (mode == S_IFIFO) {
+		kind = MW_KIND_PIPE;
+	} else if (mode == S_IFSOCK) {
+		struct socket *sock = BPF_CORE_READ(f, private_data);
+		if (BPF_CORE_READ(sock, sk, __sk_common.skc_family) != AF_UNIX)
+			return 0;
+		kind = MW_KIND_UNIX;
+	} else {
+		return 0;
+	}
+
+	struct mw_stream_key k = {.ino = BPF_CORE_READ(ino, i_ino), .dev = BPF_CORE_READ(ino, i_sb, s_dev), .dir = dir};
+	struct mw_stream *st = bpf_map_lookup_elem(&streams, &k);
+	__u32 state = st ? st->state : MW_S_UNKNOWN;
+	if (state == MW_S_OTHER)
+		return 0;
+	if (state == MW_S_UNKNOWN) {
+		__u64 first = ubuf;
+		if (iov) {
+			struct iovec v = {};
+			bpf_probe_read_user(&v, sizeof(v), (void *)iov);
+			first = (__u64)v.iov_base;
+		}
+		struct head_ctx h = {.limit = ret < 8 ? ret : 8};
+		bpf_probe_read_user(h.buf, sizeof(h.buf), (void *)first);
+		bpf_loop(8, head_step, &h, 0);
+		int verdict = h.verdict; /* 1 json, -1 not, 0 only whitespace seen */
+		struct mw_stream nst = {.state = MW_S_JSON};
+		if (verdict <= 0) {
+			count(MW_C_IO_SKIPPED);
+			if (verdict == 0)
+				return 0;
+			nst.nonjson = (st ? st->nonjson : 0) + 1;
+			nst.state = nst.nonjson >= MW_NONJSON_GIVEUP ? MW_S_OTHER : MW_S_UNKNOWN;
+			bpf_map_update_elem(&streams, &k, &nst, BPF_ANY);
+			return 0;
+		}
+		bpf_map_update_elem(&streams, &k, &nst, BPF_ANY);
+	}
+
+	struct mw_scratch *s = begin(MW_EV_IO, p, task, ret);
+	if (!s)
+		return 0;
+	__u32 zero = 0;
+	__u64 *lim = bpf_map_lookup_elem(&iolimit, &zero);
+	__u64 io_max = lim ? *lim : 0;
+	__u64 cap = ret;
+	if (cap > io_max) {
+		cap = io_max;
+		s->ev.flags |= MW_F_TRUNC;
+		count(MW_C_IO_TRUNC);
+	}
+	s->ev.args[0] = (__u32)fd | ((__u64)dir << 32) | (kind << 40) | ((__u64)sys << 48);
+	s->ev.args[1] = k.ino;
+	s->ev.args[2] = k.dev;
+	s->ev.args[3] = cap;
+	if (cap == 0) /* io_max 0: the event alone, no bytes */
+		emit(s, 0);
+	else
+		emit_user(s, ubuf, iov, iovcnt, cap);
+	return 0;
+}
+
+#define IO_PROG(name, sys, dir, bufarg)                                               \
+	SEC("tracepoint/syscalls/sys_exit_" #name)                                    \
+	int mw_##name(struct trace_event_raw_sys_exit *ctx)                           \
+	{                                                                             \
+		if (ctx->ret <= 0)                                                    \
+			return 0;                                                     \
+		struct mw_proc *p = current_tracked();                                \
+		if (!p)                                                               \
+			return 0;                                                     \
+		struct pt_regs *r = user_regs();                                      \
+		return handle_io(p, ctx->ret, (int)PT_REGS_PARM1_CORE_SYSCALL(r),     \
+				 PT_REGS_PARM2_CORE_SYSCALL(r), NULL, 0, dir, sys);   \
+	}
+
+#define IOV_PROG(name, sys, dir)                                                      \
+	SEC("tracepoint/syscalls/sys_exit_" #name)                                    \
+	int mw_##name(struct trace_event_raw_sys_exit *ctx)                           \
+	{                                                                             \
+		if (ctx->ret <= 0)                                                    \
+			return 0;                                                     \
+		struct mw_proc *p = current_tracked();                                \
+		if (!p)                                                               \
+			return 0;                                                     \
+		struct pt_regs *r = user_regs();                                      \
+		return handle_io(p, ctx->ret, (int)PT_REGS_PARM1_CORE_SYSCALL(r), 0,  \
+				 (const struct iovec *)PT_REGS_PARM2_CORE_SYSCALL(r), \
+				 PT_REGS_PARM3_CORE_SYSCALL(r), dir, sys);            \
+	}
+
+#define MSG_PROG(name, sys, dir)                                                      \
+	SEC("tracepoint/syscalls/sys_exit_" #name)                                    \
+	int mw_##name(struct trace_event_raw_sys_exit *ctx)                           \
+	{                                                                             \
+		if (ctx->ret <= 0)                                                    \
+			return 0;                                                     \
+		struct mw_proc *p = current_tracked();                                \
+		if (!p)                                                               \
+			return 0;                                                     \
+		struct pt_regs *r = user_regs();                                      \
+		struct user_msghdr m = {};                                            \
+		if (bpf_probe_read_user(&m, sizeof(m), (void *)PT_REGS_PARM2_CORE_SYSCALL(r))) \
+			return 0;                                                     \
+		return handle_io(p, ctx->ret, (int)PT_REGS_PARM1_CORE_SYSCALL(r), 0,  \
+				 m.msg_iov, m.msg_iovlen, dir, sys);                  \
+	}
+
+IO_PROG(read, MW_IOSYS_READ, MW_IO_READ, 2)
+IO_PROG(write, MW_IOSYS_WRITE, MW_IO_WRITE, 2)
+IO_PROG(recvfrom, MW_IOSYS_RECVFROM, MW_IO_READ, 2)
+IO_PROG(sendto, MW_IOSYS_SENDTO, MW_IO_WRITE, 2)
+IOV_PROG(readv, MW_IOSYS_READV, MW_IO_READ)
+IOV_PROG(writev, MW_IOSYS_WRITEV, MW_IO_WRITE)
+MSG_PROG(recvmsg, MW_IOSYS_RECVMSG, MW_IO_READ)
+MSG_PROG(sendmsg, MW_IOSYS_SENDMSG, MW_IO_WRITE)

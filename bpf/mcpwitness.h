@@ -34,7 +34,42 @@ enum mw_event_type {
 	MW_EV_EXIT = 3,    /* ret: raw wait status (exit code << 8 | signal) */
 	MW_EV_OPEN = 4,    /* ret: fd or -errno; args: [0]=flags [1]=mode [2]=dirfd [3]=lens (see MW_OPEN_*) */
 	MW_EV_CONNECT = 5, /* ret: 0 or -errno; args: [0]=fd [1]=addrlen [2]=sock type [3]=protocol; data: sockaddr */
+	MW_EV_IO = 6,      /* ret: bytes moved; args: [0]=fd | dir << 32 | kind << 40 | syscall << 48
+			    * [1]=inode [2]=device [3]=bytes captured; data: the bytes, in order */
 };
+
+/* MW_EV_IO: direction, kind of file behind the fd, syscall */
+#define MW_IO_READ 0
+#define MW_IO_WRITE 1
+#define MW_KIND_PIPE 1
+#define MW_KIND_UNIX 2
+#define MW_IOSYS_READ 0
+#define MW_IOSYS_WRITE 1
+#define MW_IOSYS_READV 2
+#define MW_IOSYS_WRITEV 3
+#define MW_IOSYS_RECVFROM 4
+#define MW_IOSYS_SENDTO 5
+#define MW_IOSYS_RECVMSG 6
+#define MW_IOSYS_SENDMSG 7
+
+/* In-kernel classification of a byte stream (one direction of one pipe or
+ * socket): JSON once its first bytes look like a JSON value, from then on
+ * everything is sent; OTHER after MW_NONJSON_GIVEUP chunks that do not. */
+struct mw_stream_key {
+	__u64 ino;
+	__u32 dev;
+	__u32 dir;
+};
+
+struct mw_stream {
+	__u32 state;
+	__u32 nonjson;
+};
+
+#define MW_S_UNKNOWN 0
+#define MW_S_JSON 1
+#define MW_S_OTHER 2
+#define MW_NONJSON_GIVEUP 8
 
 /* record flags */
 #define MW_F_LAST 0x1     /* last record of this event */
@@ -100,6 +135,8 @@ enum mw_counter {
 	MW_C_EVENTS,           /* events emitted (first records) */
 	MW_C_FORKS,            /* tracked children added in the kernel */
 	MW_C_THREADS,          /* threads created in tracked processes */
+	MW_C_IO_SKIPPED,       /* reads/writes not sent: the stream is not JSON */
+	MW_C_IO_TRUNC,         /* reads/writes cut at io_max (real length kept) */
 	MW_C_MAX,
 };
 
@@ -108,5 +145,9 @@ struct mw_config {
 	__u32 argv_max; /* bytes of argv captured per exec, <= MW_ARGV_MAX */
 	__u32 _pad;
 };
+/* The payload limit per read/write syscall is not in .rodata but in the
+ * one-entry array map `iolimit`, written by userspace after load: a value
+ * the verifier cannot see lets it converge on the capture loop (with a
+ * frozen constant it simulates every chunk of a 16 MiB write and gives up). */
 
 #endif

@@ -18,7 +18,7 @@ from collections import Counter, deque
 from typing import Callable
 
 from . import __version__
-from .events import RECORD_SIZE, Decoder, ExitEvent, ForkEvent
+from .events import RECORD_SIZE, Decoder, ExitEvent, ForkEvent, IoEvent
 from .loader import Kernel, LoadOptions
 from .proc import ProcStat, ProcTable, all_stats, descendants, read_stat
 from .ringbuf import records
@@ -109,8 +109,14 @@ class Agent:
     def _process(self, events) -> None:
         batch = []
         for ev in events:
-            batch.append(ev)
             self.counts[type(ev).__struct_config__.tag] += 1
+            if isinstance(ev, IoEvent):
+                # raw payload bytes hold secrets: never written as they are;
+                # they are for the stream/MCP stages (and on_event listeners)
+                if self.on_event is not None:
+                    self.on_event(ev)
+                continue
+            batch.append(ev)
             if isinstance(ev, ForkEvent):
                 self.table.add(ev.child_pid, ev.pid)
             elif isinstance(ev, ExitEvent):

@@ -35,7 +35,7 @@ R_TYPE, R_SEQ, R_FLAGS, R_PID, R_TID, R_PPID, R_UID, R_ROOT, R_DEPTH = range(10,
 R_ANC = 19
 R_DLEN, R_COMM, R_DATA = 27, 29, 30
 
-EV_FORK, EV_EXEC, EV_EXIT, EV_OPEN, EV_CONNECT = 1, 2, 3, 4, 5
+EV_FORK, EV_EXEC, EV_EXIT, EV_OPEN, EV_CONNECT, EV_IO = 1, 2, 3, 4, 5, 6
 F_LAST, F_TRUNC, F_PATHERR, F_DEPTH = 0x1, 0x2, 0x4, 0x8
 
 COUNTERS = [
@@ -47,10 +47,15 @@ COUNTERS = [
     "events",                # events emitted
     "forks_tracked",         # children tracked in the kernel
     "threads_created",       # threads created in tracked processes
+    "io_skipped",            # reads/writes not sent: the stream is not JSON
+    "io_truncated",          # reads/writes cut at io_max
 ]
 
 OPEN_SYSCALLS = {0: "openat", 1: "open", 2: "openat2", 3: "creat"}
 EXEC_SYSCALLS = {4: "execve", 5: "execveat"}
+IO_SYSCALLS = {0: "read", 1: "write", 2: "readv", 3: "writev", 4: "recvfrom", 5: "sendto", 6: "recvmsg",
+               7: "sendmsg"}
+IO_KINDS = {1: "pipe", 2: "unix"}
 
 
 class Event(msgspec.Struct, tag_field="type", gc=False):
@@ -118,7 +123,20 @@ class ConnectEvent(Event, tag="connect"):
     error: str | None
 
 
-AnyEvent = ForkEvent | ExecEvent | ExitEvent | OpenEvent | ConnectEvent
+class IoEvent(Event, tag="io"):
+    """Bytes a tracked process read or wrote on a pipe or Unix socket whose
+    stream looks like JSON. Consumed by streams.py; not written by default."""
+    fd: int
+    direction: str       # "read" or "write", as the process did it
+    kind: str            # "pipe" or "unix"
+    syscall: str
+    inode: int
+    dev: int
+    bytes: int           # what the syscall really moved
+    data: bytes          # what was captured (shorter when truncated)
+
+
+AnyEvent = ForkEvent | ExecEvent | ExitEvent | OpenEvent | ConnectEvent | IoEvent
 
 # --- decoding helpers -----------------------------------------------------
 
@@ -307,6 +325,14 @@ class Decoder:
         t = r[R_TYPE]
         a0, a1, a2, a3 = r[R_ARG0:R_ARG0 + 4]
         ret = r[R_RET]
+        if t == EV_IO:
+            notes = _NO_NOTES
+            if a3 < ret or len(data) < a3:
+                truncated = True
+                notes = [f"captured {len(data)} of {ret} bytes"]
+            return IoEvent(*self._base(r, truncated, notes), a0 & 0xFFFFFFFF,
+                           "write" if (a0 >> 32) & 0xFF else "read", IO_KINDS.get((a0 >> 40) & 0xFF, "other"),
+                           IO_SYSCALLS.get((a0 >> 48) & 0xFF, "?"), a1, a2, ret, data)
         if t == EV_OPEN:
             n1, n2, kind = a3 & 0xFFFF, (a3 >> 16) & 0xFFFF, (a3 >> 32) & 0xFF
             path = data[:n1].decode("utf-8", "backslashreplace")

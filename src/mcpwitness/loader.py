@@ -75,6 +75,7 @@ class LoadOptions:
     ring_size: int = 64 << 20     # bytes, power of two
     max_procs: int = 65536        # tracked processes at once
     argv_max: int = 16384         # argv bytes captured per exec (<= 16384)
+    io_max: int = 16 << 20        # payload bytes captured per read/write syscall
 
 
 @dataclass
@@ -95,6 +96,8 @@ class Kernel:
             raise ValueError("ring size must be a power of two of at least 4096 bytes")
         if not 0 <= options.argv_max <= 16384:
             raise ValueError("argv_max must be between 0 and 16384")
+        if not 0 <= options.io_max < 1 << 31:
+            raise ValueError("io_max must be between 0 and 2 GiB")
         mounts = {"tracefs": ensure_mount(TRACEFS, "tracefs")}
         raise_memlock()
         path = path or object_path()
@@ -105,6 +108,7 @@ class Kernel:
             k._configure()
             with libbpf.capture_log() as log:
                 libbpf.check_int(libbpf.bpf_object__load(obj), "loading BPF programs", log)
+            k._set_iolimit(options.io_max)
             k._attach()
         except BaseException:
             k.close()
@@ -136,6 +140,11 @@ class Kernel:
                     libbpf.bpf_program__set_autoload(p, False)
                     self.skipped[name] = f"no tracepoint {cat}:{tp} on this kernel"
             p = libbpf.bpf_object__next_program(self.obj, p)
+
+    def _set_iolimit(self, n: int) -> None:
+        key, val = ctypes.c_uint32(0), ctypes.c_uint64(n)
+        libbpf.check_int(libbpf.bpf_map_update_elem(self.map_fd("iolimit"), ctypes.byref(key), ctypes.byref(val),
+                                                     libbpf.BPF_ANY), "set the payload limit")
 
     def _attach(self) -> None:
         p = libbpf.bpf_object__next_program(self.obj, None)
