@@ -21,7 +21,10 @@ from . import __version__
 from .events import RECORD_SIZE, Decoder, ExitEvent, ForkEvent, IoEvent
 from .loader import Kernel, LoadOptions
 from .proc import ProcStat, ProcTable, all_stats, descendants, read_stat
+from .mcp import McpDecoder
+from .redact import Redactor
 from .ringbuf import records
+from .streams import Reassembler
 
 
 class CommandNotFound(Exception):
@@ -30,12 +33,15 @@ class CommandNotFound(Exception):
 
 class Agent:
     def __init__(self, sink, options: LoadOptions | None = None,
-                 on_event: Callable | None = None, reader: str = "batch", backlog_max: int = 512 << 20):
+                 on_event: Callable | None = None, reader: str = "batch", backlog_max: int = 512 << 20,
+                 redactor: Redactor | None = None):
         self.kernel = Kernel.load(options)
         # "libbpf": libbpf's own per-record callback consumer, the reference
         self.reader = self.kernel.libbpf_reader() if reader == "libbpf" else self.kernel.batch_reader()
         self.table = ProcTable()
         self.decoder = Decoder(ancestry=self.table.extend)
+        self.streams = Reassembler()
+        self.mcp = McpDecoder(redactor or Redactor(), wall=self.decoder.wall_time)
         self.sink = sink
         self.on_event = on_event
         self.counts: Counter = Counter()
@@ -111,16 +117,22 @@ class Agent:
         for ev in events:
             self.counts[type(ev).__struct_config__.tag] += 1
             if isinstance(ev, IoEvent):
-                # raw payload bytes hold secrets: never written as they are;
-                # they are for the stream/MCP stages (and on_event listeners)
+                # raw payload bytes hold secrets: never written as they are,
+                # only as decoded, redacted MCP records
                 if self.on_event is not None:
                     self.on_event(ev)
+                for frame in self.streams.feed(ev):
+                    batch.extend(self.mcp.feed(frame))
                 continue
             batch.append(ev)
             if isinstance(ev, ForkEvent):
                 self.table.add(ev.child_pid, ev.pid)
             elif isinstance(ev, ExitEvent):
                 self.exits[ev.pid] = ev
+                # a process that died mid-message: what it left is kept
+                for frame in self.streams.flush(ev.pid):
+                    batch.extend(self.mcp.feed(frame))
+                batch.extend(self.mcp.end_process(ev.pid, ev.ktime_ns))
             if self.on_event is not None:
                 self.on_event(ev)
         self.sink.write(batch)
@@ -148,6 +160,11 @@ class Agent:
                 b = self._backlog.popleft()
                 self._process(self.decoder.feed(records(b) if isinstance(b, bytes) else b))
         self._process(self.decoder.flush())
+        tail = []
+        for frame in self.streams.flush():
+            tail.extend(self.mcp.feed(frame))
+        tail.extend(self.mcp.end_all(time.monotonic_ns()))
+        self.sink.write(tail)
         stats = self.stats()
         self.sink.write_record(stats)
         self.reader.close()
@@ -169,6 +186,9 @@ class Agent:
                 "untracked_children": kc.get("proc_map_full", 0),
             },
             "decoder": dict(self.decoder.stats),
+            "streams": dict(self.streams.stats),
+            "mcp": dict(self.mcp.stats),
+            "redactions": self.mcp.redactor.count,
             "ring_discarded": self.reader.discarded,
             "backlog_peak_bytes": self.backlog_peak,
             "still_running": still,

@@ -1,0 +1,330 @@
+"""Frames -> MCP messages, sessions and request/response pairs.
+
+A session is one client-server conversation as one tracked process saw it:
+a pair of pipes (its stdio, whatever fds it moved them to) or one Unix socket. Both protocol eras:
+
+- up to 2025-11-25, `initialize` / `notifications/initialized` opens the
+  session and carries protocolVersion, clientInfo, serverInfo, capabilities;
+- from 2026-07-28 there is no handshake: `server/discover` is usually first,
+  and every request carries `io.modelcontextprotocol/protocolVersion`,
+  `.../clientInfo` and `.../clientCapabilities` in `params._meta`; results
+  carry `resultType` ("input_required": the server asks the client something
+  inside the result, and the client repeats the request with the answers).
+
+Request ids are only unique within a session and direction, so pending
+requests are keyed by (session, sender side, id). Responses are paired the
+other way for server-to-client requests (sampling, elicitation, roots).
+"""
+from __future__ import annotations
+
+import os
+
+import msgspec
+
+from .redact import Redactor
+from .streams import Frame
+
+META = "io.modelcontextprotocol/"
+# requests only a client sends (their receiver is the server)
+CLIENT_METHODS = {
+    "initialize", "server/discover", "ping", "tools/list", "tools/call", "resources/list", "resources/read",
+    "resources/templates/list", "resources/subscribe", "resources/unsubscribe", "prompts/list", "prompts/get",
+    "completion/complete", "logging/setLevel", "tasks/get", "tasks/list", "tasks/cancel", "tasks/result",
+}
+SERVER_METHODS = {"sampling/createMessage", "elicitation/create", "roots/list"}
+C2S, S2C = "client->server", "server->client"
+
+
+class McpMessage(msgspec.Struct, tag="mcp", tag_field="type", gc=False):
+    time: str
+    ktime_ns: int
+    session: str
+    direction: str                 # client->server or server->client
+    kind: str                      # request, notification, response, error, invalid
+    id: int | str | None
+    method: str | None             # for responses: the paired request's method
+    paired: bool | None            # responses: matched to their request (null for requests, notifications)
+    latency_ms: float | None       # responses: from the request's syscall to this one's
+    size: int                      # bytes of the line (of the whole batch for batch members)
+    pid: int
+    tid: int
+    comm: str
+    fd: int
+    transport: str                 # stdio or unix
+    batch: int | None              # index inside a JSON-RPC batch
+    params: object = None
+    result: object = None
+    error: object = None
+    protocol_version: str | None = None
+    truncated: bool = False
+    notes: list[str] = []
+
+
+class SessionRecord(msgspec.Struct, tag="session", tag_field="type", gc=False):
+    time: str
+    ktime_ns: int
+    event: str                     # start, identified, end
+    session: str
+    transport: str
+    pid: int                       # the tracked process at this end
+    role: str | None               # its role: server or client
+    exe: str | None
+    cmdline: list[str] | None
+    era: str | None                # handshake (<= 2025-11-25) or stateless (>= 2026-07-28)
+    protocol_version: str | None
+    client_info: object = None
+    server_info: object = None
+    client_capabilities: object = None
+    server_capabilities: object = None
+    messages: int = 0
+    unanswered: int = 0
+
+
+class NonJson(msgspec.Struct, tag="nonjson", tag_field="type", gc=False):
+    time: str
+    ktime_ns: int
+    session: str
+    direction: str
+    pid: int
+    fd: int
+    size: int
+    reason: str
+    preview: str
+
+
+class _Session:
+    __slots__ = ("id", "transport", "pid", "role", "era", "version", "client_info", "server_info",
+                 "client_caps", "server_caps", "pending", "messages", "exe", "cmdline", "sides")
+
+    def __init__(self, sid, transport, pid):
+        self.id, self.transport, self.pid = sid, transport, pid
+        self.role = self.era = self.version = None
+        self.client_info = self.server_info = self.client_caps = self.server_caps = None
+        self.pending: dict[tuple, tuple] = {}
+        self.messages = 0
+        self.sides: dict[str, int] = {}  # pipes: read/write -> inode
+        self.exe = self.cmdline = None
+
+
+def _proc_identity(pid: int):
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        exe = None
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = [a.decode("utf-8", "backslashreplace") for a in f.read().split(b"\0")[:-1]]
+    except OSError:
+        cmd = None
+    return exe, cmd
+
+
+class McpDecoder:
+    """Frames in, records (McpMessage, SessionRecord, NonJson) out, in order."""
+
+    def __init__(self, redactor: Redactor | None = None, wall=None, identity=_proc_identity):
+        self.redactor = redactor or Redactor()
+        self.wall = wall or (lambda ns: "")
+        self.identity = identity
+        self.sessions: dict[tuple, _Session] = {}
+        self._open_pipes: dict[int, list[_Session]] = {}
+        self.stats = {"messages": 0, "nonjson": 0, "invalid_utf8": 0, "sessions": 0,
+                      "unpaired_responses": 0}
+        self._dec = msgspec.json.Decoder()
+
+    # --- sessions ---------------------------------------------------------
+    def _session(self, f: Frame, out: list):
+        """The session of this frame. A Unix socket is one session. Pipes come
+        in pairs: a process's session joins the first pipe it reads JSON from
+        with the first pipe it writes JSON to (servers often dup their stdio,
+        so fd numbers say nothing); further pairs are further sessions."""
+        if f.kind == "pipe":
+            key = (f.pid, "pipe", f.dev, f.inode, f.direction)
+            s = self.sessions.get(key)
+            if s is None:
+                other = "write" if f.direction == "read" else "read"
+                s = next((x for x in self._open_pipes.get(f.pid, ()) if x.sides.get(other) and
+                          not x.sides.get(f.direction)), None)
+                if s is None:
+                    s = self._new(f, "stdio", out)
+                    self._open_pipes.setdefault(f.pid, []).append(s)
+                s.sides[f.direction] = f.inode
+                self.sessions[key] = s
+            return s
+        key = (f.pid, "unix", f.dev, f.inode)
+        s = self.sessions.get(key)
+        if s is None:
+            s = self.sessions[key] = self._new(f, "unix", out)
+        return s
+
+    def _new(self, f: Frame, transport: str, out: list) -> _Session:
+        sid = f"{f.pid}-{transport}-{f.inode}-{f.first_ktime_ns}"
+        s = _Session(sid, transport, f.pid)
+        s.exe, s.cmdline = self.identity(f.pid)
+        self.stats["sessions"] += 1
+        out.append(self._record(s, "start", f.first_ktime_ns))
+        return s
+
+    def _record(self, s: _Session, event: str, ktime: int) -> SessionRecord:
+        r = self.redactor.value
+        return SessionRecord(self.wall(ktime), ktime, event, s.id, s.transport, s.pid, s.role, s.exe,
+                             s.cmdline, s.era, s.version, r(s.client_info), r(s.server_info), s.client_caps,
+                             s.server_caps, s.messages, len(s.pending))
+
+    def end_process(self, pid: int, ktime: int) -> list:
+        return self._end([k for k, s in self.sessions.items() if s.pid == pid], ktime)
+
+    def end_all(self, ktime: int) -> list:
+        return self._end(list(self.sessions), ktime)
+
+    def _end(self, keys, ktime: int) -> list:
+        out, done = [], set()
+        for key in keys:
+            s = self.sessions.pop(key)
+            if id(s) not in done:
+                done.add(id(s))
+                out.append(self._record(s, "end", ktime))
+            pipes = self._open_pipes.get(s.pid)
+            if pipes and s in pipes:
+                pipes.remove(s)
+        return out
+
+    # --- messages ---------------------------------------------------------
+    def feed(self, f: Frame) -> list:
+        out: list = []
+        s = self._session(f, out)
+        notes = list(f.notes)
+        if not f.complete:
+            notes.append("incomplete: the stream ended inside this message")
+        try:
+            doc = self._dec.decode(f.data)
+        except msgspec.DecodeError as e:
+            doc, reason = None, f"not JSON: {e}"
+            try:
+                f.data.decode("utf-8")
+            except UnicodeDecodeError:
+                self.stats["invalid_utf8"] += 1
+                reason = "invalid UTF-8"
+                try:  # keep what can be kept
+                    doc = msgspec.json.decode(f.data.decode("utf-8", "replace"))
+                    notes.append("invalid UTF-8 replaced with U+FFFD")
+                except msgspec.DecodeError:
+                    doc = None
+            if doc is None:
+                self.stats["nonjson"] += 1
+                preview = self.redactor.text(f.data[:200].decode("utf-8", "replace"))
+                out.append(NonJson(self.wall(f.ktime_ns), f.ktime_ns, s.id, self._direction(s, f), f.pid, f.fd,
+                                   len(f.data), reason, preview))
+                return out
+        if isinstance(doc, list):
+            if not doc:
+                out.append(self._invalid(s, f, "empty batch", notes))
+            for i, m in enumerate(doc):
+                self._message(s, f, m, i, notes, out)
+        else:
+            self._message(s, f, doc, None, notes, out)
+        return out
+
+    def _direction(self, s: _Session, f: Frame) -> str:
+        # the tracked process reads what its peer sent
+        if s.role == "server":
+            return C2S if f.direction == "read" else S2C
+        if s.role == "client":
+            return S2C if f.direction == "read" else C2S
+        return "unknown"
+
+    def _learn_role(self, s: _Session, f: Frame, method: str) -> None:
+        if s.role is not None:
+            return
+        if method in CLIENT_METHODS:
+            # whoever receives a client request is the server
+            s.role = "server" if f.direction == "read" else "client"
+        elif method in SERVER_METHODS:
+            s.role = "client" if f.direction == "read" else "server"
+
+    def _invalid(self, s, f, why, notes, batch=None):
+        return McpMessage(self.wall(f.ktime_ns), f.ktime_ns, s.id, self._direction(s, f), "invalid", None, None,
+                          None, None, len(f.data), f.pid, f.tid, f.comm, f.fd, s.transport, batch,
+                          truncated=f.truncated, notes=notes + [why])
+
+    def _message(self, s: _Session, f: Frame, m, batch, notes, out) -> None:
+        if not isinstance(m, dict) or m.get("jsonrpc") != "2.0":
+            out.append(self._invalid(s, f, "not a JSON-RPC 2.0 object", notes, batch))
+            return
+        self.stats["messages"] += 1
+        s.messages += 1
+        red = self.redactor.value
+        method = m.get("method")
+        mid = m.get("id")
+        has_id = "id" in m
+        version = None
+        if isinstance(method, str):
+            self._learn_role(s, f, method)
+            params = m.get("params")
+            meta = params.get("_meta") if isinstance(params, dict) else None
+            if isinstance(meta, dict) and META + "protocolVersion" in meta:
+                version = meta.get(META + "protocolVersion")
+                self._identify(s, f, "stateless", version, client_info=meta.get(META + "clientInfo"),
+                               client_caps=meta.get(META + "clientCapabilities"), out=out)
+            if method == "initialize" and isinstance(params, dict):
+                self._identify(s, f, "handshake", params.get("protocolVersion"),
+                               client_info=params.get("clientInfo"), client_caps=params.get("capabilities"),
+                               out=out)
+            direction = self._direction(s, f)
+            kind = "request" if has_id else "notification"
+            if has_id:
+                s.pending[(direction, _idkey(mid))] = (method, f.ktime_ns)
+            out.append(McpMessage(self.wall(f.ktime_ns), f.ktime_ns, s.id, direction, kind, mid, method,
+                                  None, None, len(f.data), f.pid, f.tid, f.comm, f.fd, s.transport, batch,
+                                  params=red(params), protocol_version=version, truncated=f.truncated,
+                                  notes=notes))
+            return
+        if has_id and ("result" in m or "error" in m):
+            direction = self._direction(s, f)
+            other = C2S if direction == S2C else S2C if direction == C2S else "unknown"
+            req = s.pending.pop((other, _idkey(mid)), None)
+            if req is None and direction == "unknown":
+                for k in [k for k in s.pending if k[1] == _idkey(mid)]:
+                    req = s.pending.pop(k)
+                    break
+            req_method, latency = None, None
+            if req is not None:
+                req_method, t0 = req[0], req[1]
+                latency = round((f.ktime_ns - t0) / 1e6, 3)
+            else:
+                self.stats["unpaired_responses"] += 1
+            result = m.get("result")
+            if req_method in ("initialize", "server/discover") and isinstance(result, dict):
+                rmeta = result.get("_meta") if isinstance(result.get("_meta"), dict) else {}
+                self._identify(s, f, "handshake" if req_method == "initialize" else "stateless",
+                               result.get("protocolVersion") or s.version,
+                               server_info=result.get("serverInfo") or rmeta.get(META + "serverInfo"),
+                               server_caps=result.get("capabilities"), out=out)
+            elif isinstance(result, dict) and isinstance(result.get("_meta"), dict) \
+                    and s.server_info is None and META + "serverInfo" in result["_meta"]:
+                s.server_info = result["_meta"][META + "serverInfo"]
+            kind = "error" if "error" in m else "response"
+            out.append(McpMessage(self.wall(f.ktime_ns), f.ktime_ns, s.id, direction, kind, mid, req_method,
+                                  req is not None, latency, len(f.data), f.pid, f.tid, f.comm, f.fd, s.transport,
+                                  batch, result=red(result), error=red(m.get("error")), truncated=f.truncated,
+                                  notes=notes if req is not None else notes + ["no request with this id was seen"]))
+            return
+        out.append(self._invalid(s, f, "neither request, notification nor response", notes, batch))
+        self.stats["messages"] -= 1
+
+    def _identify(self, s, f, era, version, out, client_info=None, server_info=None, client_caps=None,
+                  server_caps=None) -> None:
+        """Fill in what this message says about the session; a record each time something new is learnt."""
+        changed = False
+        for attr, val in (("era", era), ("version", version), ("client_info", client_info),
+                          ("server_info", server_info), ("client_caps", client_caps), ("server_caps", server_caps)):
+            if val is not None and getattr(s, attr) is None:
+                setattr(s, attr, val)
+                changed = True
+        if changed:
+            out.append(self._record(s, "identified", f.ktime_ns))
+
+
+def _idkey(mid):
+    # JSON-RPC ids: 1 and "1" are different ids
+    return (type(mid).__name__, mid)

@@ -1,0 +1,81 @@
+"""Secrets out of payloads before anything is written.
+
+Two rules, both configurable: values under secret-looking keys are replaced
+whole, and secret-looking substrings in any string are replaced in place.
+The replacement names what was removed (`[REDACTED:github-token]`), so an
+auditor still sees that a token was passed and where.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+# keys whose values are secrets, compared lowercased with - and _ removed
+SECRET_KEYS = {
+    "authorization", "proxyauthorization", "password", "passwd", "pwd", "secret", "clientsecret",
+    "token", "accesstoken", "refreshtoken", "idtoken", "apikey", "xapikey", "apitoken", "authtoken",
+    "sessiontoken", "privatekey", "cookie", "setcookie", "credentials", "credential", "passphrase",
+    "awssecretaccesskey", "secretaccesskey", "mcpsessionid",
+}
+
+PATTERNS = [
+    ("private-key", r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)"),
+    ("bearer", r"(?i:\bbearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
+    ("basic-auth", r"(?i:\bbasic\s+)[A-Za-z0-9+/=]{8,}"),
+    ("jwt", r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"),
+    ("aws-access-key-id", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
+    ("github-token", r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{40,})"),
+    ("slack-token", r"\bxox[abposr]-[A-Za-z0-9-]{10,}"),
+    ("anthropic-key", r"\bsk-ant-[A-Za-z0-9_-]{20,}"),
+    ("openai-key", r"\bsk-(?:proj-)?[A-Za-z0-9_-]{20,}"),
+    ("google-api-key", r"\bAIza[0-9A-Za-z_-]{35}\b"),
+    ("stripe-key", r"\b[rs]k_(?:live|test)_[A-Za-z0-9]{16,}"),
+    ("url-password", r"(?<=://)[^/\s:@]+:[^/\s@]+(?=@)"),
+    ("assignment", r"(?i:\b(?:password|passwd|secret|token|api[_-]?key)\s*[=:]\s*)[^\s&;,'\"]{4,}"),
+]
+
+
+@dataclass
+class Redactor:
+    enabled: bool = True
+    extra_keys: set[str] = field(default_factory=set)
+    extra_patterns: list[tuple[str, str]] = field(default_factory=list)
+    count: int = 0
+
+    def __post_init__(self):
+        self.keys = SECRET_KEYS | {self._norm(k) for k in self.extra_keys}
+        self.regex = re.compile("|".join(f"(?P<p{i}>{p})" for i, (_, p) in
+                                         enumerate(PATTERNS + list(self.extra_patterns))))
+        self.names = [n for n, _ in PATTERNS + list(self.extra_patterns)]
+
+    @staticmethod
+    def _norm(k: str) -> str:
+        return k.lower().replace("-", "").replace("_", "")
+
+    def _sub(self, m: re.Match) -> str:
+        self.count += 1
+        return f"[REDACTED:{self.names[int(m.lastgroup[1:])]}]"
+
+    def text(self, s: str) -> str:
+        if not self.enabled or len(s) < 8:
+            return s
+        return self.regex.sub(self._sub, s)
+
+    def value(self, v):
+        """A redacted copy of a decoded JSON value (the input is not changed)."""
+        if not self.enabled:
+            return v
+        if isinstance(v, str):
+            return self.text(v)
+        if isinstance(v, dict):
+            out = {}
+            for k, x in v.items():
+                if isinstance(k, str) and self._norm(k) in self.keys and x not in (None, "", {}, []):
+                    self.count += 1
+                    out[k] = "[REDACTED]"
+                else:
+                    out[k] = self.value(x)
+            return out
+        if isinstance(v, list):
+            return [self.value(x) for x in v]
+        return v

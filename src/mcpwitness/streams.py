@@ -1,0 +1,123 @@
+"""Captured bytes -> newline-delimited frames, per byte stream.
+
+A stream is one direction of one pipe or socket as one process used it:
+(pid, fd, dev, inode, direction). Bytes arrive in syscall-sized pieces; a
+message may span many of them, and one of them may hold many messages or end
+in the middle of one. Frames are the complete lines (without the newline),
+stamped with the kernel time of the syscall that completed them; what is
+left when a stream ends is flushed as an incomplete frame, never dropped.
+"""
+from __future__ import annotations
+
+import msgspec
+
+from .events import IoEvent
+
+
+class Frame(msgspec.Struct, gc=False):
+    pid: int
+    tid: int
+    comm: str
+    fd: int
+    kind: str              # "pipe" or "unix"
+    direction: str         # "read" or "write", as the process did it
+    inode: int
+    dev: int
+    first_ktime_ns: int    # the syscall that moved its first byte
+    ktime_ns: int          # the syscall that moved its last byte
+    data: bytes
+    complete: bool         # ended by a newline (False: flushed at end of stream)
+    truncated: bool        # bytes of it were not captured
+    notes: list[str]
+
+
+class _Pending:
+    __slots__ = ("parts", "size", "first", "truncated", "notes")
+
+    def __init__(self):
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.first = 0
+        self.truncated = False
+        self.notes: list[str] = []
+
+
+class Reassembler:
+    def __init__(self, max_frame: int = 64 << 20):
+        self.max_frame = max_frame
+        self.pending: dict[tuple, _Pending] = {}
+        self.meta: dict[tuple, IoEvent] = {}
+        self.stats = {"frames": 0, "incomplete": 0, "oversized": 0, "blank": 0}
+
+    @staticmethod
+    def key(ev: IoEvent) -> tuple:
+        return (ev.pid, ev.fd, ev.dev, ev.inode, ev.direction)
+
+    def feed(self, ev: IoEvent) -> list[Frame]:
+        k = self.key(ev)
+        self.meta[k] = ev
+        p = self.pending.get(k)
+        data = ev.data
+        out: list[Frame] = []
+        if ev.truncated:
+            if p is None:
+                p = self.pending[k] = _Pending()
+                p.first = ev.ktime_ns
+            p.truncated = True
+            p.notes = p.notes + [f"a syscall moved {ev.bytes} bytes, {len(ev.data)} were captured: "
+                                 "line boundaries after the gap are a guess"]
+        start = 0
+        while True:
+            i = data.find(b"\n", start)
+            if i < 0:
+                break
+            if p is None:
+                line = data[start:i]
+                first, trunc, notes = ev.ktime_ns, False, []
+            else:
+                p.parts.append(data[start:i])
+                line = b"".join(p.parts)
+                first, trunc, notes = p.first, p.truncated, p.notes
+                del self.pending[k]
+                p = None
+            start = i + 1
+            if not line.strip():
+                self.stats["blank"] += 1
+                continue
+            out.append(self._frame(ev, line, first, True, trunc, notes))
+        if start < len(data):
+            if p is None:
+                p = self.pending[k] = _Pending()
+                p.first = ev.ktime_ns
+            p.parts.append(data[start:])
+            p.size += len(data) - start
+            if p.size > self.max_frame:
+                self.stats["oversized"] += 1
+                out.append(self._frame(ev, b"".join(p.parts), p.first, False, True,
+                                       p.notes + [f"line longer than {self.max_frame} bytes: cut here"]))
+                del self.pending[k]
+        return out
+
+    def _frame(self, ev: IoEvent, data: bytes, first: int, complete: bool, truncated: bool,
+               notes: list[str]) -> Frame:
+        self.stats["frames"] += 1
+        return Frame(ev.pid, ev.tid, ev.comm, ev.fd, ev.kind, ev.direction, ev.inode, ev.dev, first,
+                     ev.ktime_ns, data, complete, truncated, notes)
+
+    def flush(self, pid: int | None = None) -> list[Frame]:
+        """Frames for what is still buffered (of one process, or all): the
+        stream ended in the middle of a message."""
+        out = []
+        for k in [k for k in self.pending if pid is None or k[0] == pid]:
+            p = self.pending.pop(k)
+            ev = self.meta[k]
+            data = b"".join(p.parts)
+            if not data.strip():
+                continue
+            self.stats["incomplete"] += 1
+            out.append(self._frame(ev, data, p.first, False, p.truncated,
+                                   p.notes + ["stream ended before the end of this line"]))
+        if pid is not None:
+            for k in [k for k in self.meta if k[0] == pid]:
+                del self.meta[k]
+        return out
