@@ -198,7 +198,7 @@ class McpDecoder:
             notes.append("incomplete: the stream ended inside this message")
         try:
             doc = self._dec.decode(f.data)
-        except msgspec.DecodeError as e:
+        except (msgspec.DecodeError, UnicodeDecodeError, ValueError) as e:
             doc, reason = None, f"not JSON: {e}"
             try:
                 f.data.decode("utf-8")
@@ -208,9 +208,11 @@ class McpDecoder:
                 try:  # keep what can be kept
                     doc = msgspec.json.decode(f.data.decode("utf-8", "replace"))
                     notes.append("invalid UTF-8 replaced with U+FFFD")
-                except msgspec.DecodeError:
+                except (msgspec.DecodeError, ValueError):
                     doc = None
             if doc is None:
+                if not f.complete:
+                    reason = "incomplete: the stream ended inside this message"
                 self.stats["nonjson"] += 1
                 preview = self.redactor.text(f.data[:200].decode("utf-8", "replace"))
                 out.append(NonJson(self.wall(f.ktime_ns), f.ktime_ns, s.id, self._direction(s, f), f.pid, f.fd,
