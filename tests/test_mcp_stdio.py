@@ -1,0 +1,97 @@
+"""MCP over stdio, end to end: a real server under `mcpwitness run`, driven by
+the official SDK client, whose own record of the conversation is the truth."""
+import json
+import os
+import shutil
+import sys
+
+import anyio
+import pytest
+
+from mcp_client import RecordingStdio, client
+
+pytestmark = pytest.mark.kernel
+MW = shutil.which("mcpwitness") or os.path.join(os.path.dirname(sys.executable), "mcpwitness")
+SERVER = os.path.join(os.path.dirname(__file__), "workloads", "sdk_server.py")
+
+
+def records(path, type_):
+    with open(path) as f:
+        return [r for r in map(json.loads, f) if r["type"] == type_]
+
+
+def check_against_client(log, mcp):
+    """Every message the client sent or received appears exactly once, in
+    order, with its id, method, kind and pairing; nothing extra."""
+    assert len(mcp) == len(log), (len(mcp), len(log))
+    requests = {}
+    for (way, m), r in zip(log, mcp):
+        assert r["direction"] == ("client->server" if way == "sent" else "server->client")
+        assert r["id"] == m.get("id")
+        if "method" in m:
+            assert r["kind"] == ("request" if "id" in m else "notification") and r["method"] == m["method"]
+            requests[(way, json.dumps(m.get("id")))] = m["method"]
+        else:
+            assert r["kind"] == ("error" if "error" in m else "response")
+            other = "received" if way == "sent" else "sent"
+            assert r["paired"] and r["method"] == requests[(other, json.dumps(m["id"]))]
+            assert r["latency_ms"] > 0
+        if way == "sent":  # the client's own serialization is what crossed the pipe
+            assert r["size"] == len(json.dumps(m, separators=(",", ":"), ensure_ascii=False).encode())
+    assert len({r["session"] for r in mcp}) == 1
+
+
+def drive(out, calls, mode="auto"):
+    t = RecordingStdio(MW, ["run", "-q", "--jsonl", str(out), "--", sys.executable, SERVER])
+    results = []
+
+    async def main():
+        async with client(t, mode=mode) as c:
+            await c.list_tools()
+            for name, args in calls:
+                results.append(await c.call_tool(name, args))
+
+    anyio.run(main)
+    return t.log, results
+
+
+def test_sdk_server_stateless_era(tmp_path):
+    out = tmp_path / "ev.jsonl"
+    big = 5 << 20
+    log, results = drive(out, [("echo", {"text": "hello"}), ("big", {"n": big}), ("echo", {"text": "again"})])
+    assert len(results[1].content[0].text) == big
+    mcp = records(out, "mcp")
+    check_against_client(log, mcp)
+    assert mcp[0]["method"] == "server/discover" and mcp[0]["protocol_version"] == "2026-07-28"
+    bigresp = [r for r in mcp if r["kind"] == "response" and r["method"] == "tools/call"][1]
+    assert bigresp["size"] > big and not bigresp["truncated"]
+    assert bigresp["result"]["content"][0]["text"] == "x" * big
+    sess = records(out, "session")
+    assert [s["event"] for s in sess][0] == "start" and sess[-1]["event"] == "end"
+    ident = [s for s in sess if s["event"] == "identified"][-1]
+    assert ident["role"] == "server" and ident["era"] == "stateless"
+    assert ident["client_info"]["name"] == "mcp" and ident["server_info"]["name"] == "witness-test-server"
+    assert ident["cmdline"] == [sys.executable, SERVER]
+    stats = records(out, "stats")[0]
+    assert stats["lost"]["events"] == 0 and stats["mcp"]["nonjson"] == 0
+
+
+def test_sdk_server_handshake_era(tmp_path):
+    out = tmp_path / "ev.jsonl"
+    log, _ = drive(out, [("echo", {"text": "legacy"})], mode="legacy")
+    mcp = records(out, "mcp")
+    check_against_client(log, mcp)
+    assert [r["method"] for r in mcp[:3]] == ["initialize", "initialize", "notifications/initialized"]
+    ident = [s for s in records(out, "session") if s["event"] == "identified"][-1]
+    assert ident["era"] == "handshake" and ident["protocol_version"] == mcp[1]["result"]["protocolVersion"]
+    assert ident["client_info"]["name"] and ident["server_info"]["name"] == "witness-test-server"
+    assert "tools" in ident["server_capabilities"]
+
+
+def test_secrets_in_arguments_are_redacted(tmp_path):
+    out = tmp_path / "ev.jsonl"
+    secret = "ghp_" + "A1b2C3d4" * 5
+    drive(out, [("echo", {"text": f"use {secret} please"})])
+    text = out.read_text()
+    assert secret not in text and "[REDACTED:github-token]" in text
+    assert records(out, "stats")[0]["redactions"] >= 2
