@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="kernel ring buffer size, a power of two (default 64M)")
     run.add_argument("--argv-max", type=int, default=16384, metavar="BYTES",
                      help="argv bytes captured per exec, at most 16384 (default 16384)")
+    run.add_argument("--io-max", type=_size, default=16 << 20, metavar="SIZE",
+                     help="payload bytes captured per read/write syscall (default 16M); longer ones are cut, marked")
+    run.add_argument("--no-redact", action="store_true",
+                     help="write MCP payloads without removing secrets (the default redacts them)")
     run.add_argument("--reader", choices=["batch", "libbpf"], default="batch",
                      help="ring buffer consumer: batch mmap reader (default) or libbpf's (the reference)")
     run.add_argument("-q", "--quiet", action="store_true", help="print nothing on stderr unless events were lost")
@@ -107,6 +111,7 @@ def cmd_run(a, ap) -> int:
     from .agent import Agent, CommandNotFound
     from .loader import LoadOptions
     from .proc import read_cmdline
+    from .redact import Redactor
     from .sinks import JsonlSink, default_jsonl_path
 
     try:
@@ -116,7 +121,8 @@ def cmd_run(a, ap) -> int:
         _say(f"cannot write events: {e}")
         return 1
     try:
-        agent = Agent(sink, LoadOptions(ring_size=a.ring_size, argv_max=a.argv_max), reader=a.reader)
+        agent = Agent(sink, LoadOptions(ring_size=a.ring_size, argv_max=a.argv_max, io_max=a.io_max),
+                      reader=a.reader, redactor=Redactor(enabled=not a.no_redact))
     except (OSError, RuntimeError) as e:
         _say(f"cannot load the kernel programs: {e}")
         if os.geteuid() != 0:
