@@ -88,3 +88,30 @@ class RecordingStdio:
 
 def client(transport, **kw):
     return Client(transport, **kw)
+
+
+def check_against_client(log, mcp):
+    """Every message the client sent or received appears exactly once, in
+    order within each direction, with its id, method, kind and pairing;
+    nothing extra. (Across directions the client and the server can see the
+    interleaving differently: the server's syscalls are what the kernel saw.)"""
+    assert len(mcp) == len(log), (len(mcp), len(log))
+    assert len({r["session"] for r in mcp}) == 1
+    methods = {}
+    for way, direction in (("sent", "client->server"), ("received", "server->client")):
+        mine = [m for w, m in log if w == way]
+        seen = [r for r in mcp if r["direction"] == direction]
+        assert len(mine) == len(seen), (way, len(mine), len(seen))
+        for m, r in zip(mine, seen):
+            assert r["id"] == m.get("id")
+            if "method" in m:
+                assert r["kind"] == ("request" if "id" in m else "notification") and r["method"] == m["method"]
+                if "id" in m:
+                    methods[(direction, json.dumps(m["id"]))] = m["method"]
+            if way == "sent":  # the client's own serialization is what crossed the pipe
+                assert r["size"] == len(json.dumps(m, separators=(",", ":"), ensure_ascii=False).encode())
+    for r in mcp:
+        if r["kind"] in ("response", "error"):
+            other = "server->client" if r["direction"] == "client->server" else "client->server"
+            assert r["paired"] and r["method"] == methods[(other, json.dumps(r["id"]))]
+            assert r["latency_ms"] > 0

@@ -8,7 +8,7 @@ import sys
 import anyio
 import pytest
 
-from mcp_client import RecordingStdio, client
+from mcp_client import RecordingStdio, check_against_client, client
 
 pytestmark = pytest.mark.kernel
 MW = shutil.which("mcpwitness") or os.path.join(os.path.dirname(sys.executable), "mcpwitness")
@@ -18,27 +18,6 @@ SERVER = os.path.join(os.path.dirname(__file__), "workloads", "sdk_server.py")
 def records(path, type_):
     with open(path) as f:
         return [r for r in map(json.loads, f) if r["type"] == type_]
-
-
-def check_against_client(log, mcp):
-    """Every message the client sent or received appears exactly once, in
-    order, with its id, method, kind and pairing; nothing extra."""
-    assert len(mcp) == len(log), (len(mcp), len(log))
-    requests = {}
-    for (way, m), r in zip(log, mcp):
-        assert r["direction"] == ("client->server" if way == "sent" else "server->client")
-        assert r["id"] == m.get("id")
-        if "method" in m:
-            assert r["kind"] == ("request" if "id" in m else "notification") and r["method"] == m["method"]
-            requests[(way, json.dumps(m.get("id")))] = m["method"]
-        else:
-            assert r["kind"] == ("error" if "error" in m else "response")
-            other = "received" if way == "sent" else "sent"
-            assert r["paired"] and r["method"] == requests[(other, json.dumps(m["id"]))]
-            assert r["latency_ms"] > 0
-        if way == "sent":  # the client's own serialization is what crossed the pipe
-            assert r["size"] == len(json.dumps(m, separators=(",", ":"), ensure_ascii=False).encode())
-    assert len({r["session"] for r in mcp}) == 1
 
 
 def drive(out, calls, mode="auto"):

@@ -271,7 +271,7 @@ class McpDecoder:
             if method == "initialize" and isinstance(params, dict):
                 self._identify(s, f, "handshake", params.get("protocolVersion"),
                                client_info=params.get("clientInfo"), client_caps=params.get("capabilities"),
-                               out=out)
+                               out=out, force=True)
             direction = self._direction(s, f)
             kind = "request" if has_id else "notification"
             if has_id:
@@ -301,7 +301,7 @@ class McpDecoder:
                 self._identify(s, f, "handshake" if req_method == "initialize" else "stateless",
                                result.get("protocolVersion") or s.version,
                                server_info=result.get("serverInfo") or rmeta.get(META + "serverInfo"),
-                               server_caps=result.get("capabilities"), out=out)
+                               server_caps=result.get("capabilities"), out=out, force=req_method == "initialize")
             elif isinstance(result, dict) and isinstance(result.get("_meta"), dict) \
                     and s.server_info is None and META + "serverInfo" in result["_meta"]:
                 s.server_info = result["_meta"][META + "serverInfo"]
@@ -315,12 +315,15 @@ class McpDecoder:
         self.stats["messages"] -= 1
 
     def _identify(self, s, f, era, version, out, client_info=None, server_info=None, client_caps=None,
-                  server_caps=None) -> None:
-        """Fill in what this message says about the session; a record each time something new is learnt."""
+                  server_caps=None, force=False) -> None:
+        """Fill in what this message says about the session; a record each time something new is learnt.
+        force: an initialize handshake settles the era and version even after a
+        stateless probe (a client that tried server/discover first and fell back)."""
         changed = False
         for attr, val in (("era", era), ("version", version), ("client_info", client_info),
                           ("server_info", server_info), ("client_caps", client_caps), ("server_caps", server_caps)):
-            if val is not None and getattr(s, attr) is None:
+            if val is not None and (getattr(s, attr) is None or (force and attr in ("era", "version")
+                                                                 and getattr(s, attr) != val)):
                 setattr(s, attr, val)
                 changed = True
         if changed:
