@@ -235,14 +235,15 @@ class McpDecoder:
             return S2C if f.direction == "read" else C2S
         return "unknown"
 
-    def _learn_role(self, s: _Session, f: Frame, method: str) -> None:
+    def _learn_role(self, s: _Session, f: Frame, method: str, is_request: bool) -> None:
         if s.role is not None:
             return
-        if method in CLIENT_METHODS:
-            # whoever receives a client request is the server
-            s.role = "server" if f.direction == "read" else "client"
-        elif method in SERVER_METHODS:
+        if method in SERVER_METHODS:
             s.role = "client" if f.direction == "read" else "server"
+        elif method in CLIENT_METHODS or is_request:
+            # whoever receives a client request is the server; for a method
+            # the spec does not name, the first request decides the same way
+            s.role = "server" if f.direction == "read" else "client"
 
     def _invalid(self, s, f, why, notes, batch=None):
         return McpMessage(self.wall(f.ktime_ns), f.ktime_ns, s.id, self._direction(s, f), "invalid", None, None,
@@ -261,7 +262,7 @@ class McpDecoder:
         has_id = "id" in m
         version = None
         if isinstance(method, str):
-            self._learn_role(s, f, method)
+            self._learn_role(s, f, method, has_id)
             params = m.get("params")
             meta = params.get("_meta") if isinstance(params, dict) else None
             if isinstance(meta, dict) and META + "protocolVersion" in meta:
