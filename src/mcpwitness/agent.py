@@ -34,7 +34,7 @@ class CommandNotFound(Exception):
 class Agent:
     def __init__(self, sink, options: LoadOptions | None = None,
                  on_event: Callable | None = None, reader: str = "batch", backlog_max: int = 512 << 20,
-                 redactor: Redactor | None = None):
+                 redactor: Redactor | None = None, coalesce: float = 0.005):
         self.kernel = Kernel.load(options)
         # "libbpf": libbpf's own per-record callback consumer, the reference
         self.reader = self.kernel.libbpf_reader() if reader == "libbpf" else self.kernel.batch_reader()
@@ -49,6 +49,8 @@ class Agent:
         self.roots: set[int] = set()
         self.errors: list[str] = []
         self.backlog_max = backlog_max
+        self.coalesce = coalesce                   # seconds to gather records after a wake-up
+        self.coalesce_bytes = 1 << 20
         self._backlog: deque = deque()
         self._backlog_bytes = 0
         self.backlog_peak = 0
@@ -85,9 +87,16 @@ class Agent:
                 self._cond.wait(0.1)
 
     def _drain_loop(self) -> None:
+        pending = getattr(self.reader, "pending_bytes", None)
         while not self._stop.is_set():
             try:
                 if self.reader.wait(0.1):
+                    # the kernel wakes us at the first record after we caught
+                    # up: let a few milliseconds of records gather, so a
+                    # conversation is read, decoded and written in batches
+                    # rather than a thread hand-off and a write per message
+                    if self.coalesce and pending is not None and pending() < self.coalesce_bytes:
+                        self._stop.wait(self.coalesce)
                     while not self._stop.is_set():
                         batch = self._read()
                         if not len(batch):
