@@ -146,9 +146,10 @@ class Agent:
                 self.on_event(ev)
         self.sink.write(batch)
 
-    def stop(self, settle: float = 0.05) -> dict:
+    def stop(self, settle: float = 0.05, unload: bool = True) -> dict:
         """Stop, drain what the kernel already wrote, decode all of it, write
-        the stats record and unload. Returns the stats record."""
+        the stats record and unload (unless unload=False: the caller unloads,
+        see cli._unload_in_background). Returns the stats record."""
         if settle:
             time.sleep(settle)
         self._stop.set()
@@ -177,7 +178,8 @@ class Agent:
         stats = self.stats()
         self.sink.write_record(stats)
         self.reader.close()
-        self.kernel.close()
+        if unload:
+            self.kernel.close()
         return stats
 
     def stats(self) -> dict:

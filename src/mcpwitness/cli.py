@@ -82,7 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "doctor":
         return cmd_doctor(a)
     if a.cmd == "run":
-        return cmd_run(a, ap)
+        code = cmd_run(a, ap)
+        if argv is None:
+            # Standing in for a server: the client waits for this exit. All
+            # output is flushed and closed by now; interpreter finalization
+            # would add about a second for nothing.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
     return 2
 
 
@@ -159,10 +167,34 @@ def cmd_run(a, ap) -> int:
               signal.SIGWINCH, signal.SIGCONT):
         signal.signal(s, forward)
     _, st = os.waitpid(pid, 0)
-    stats = agent.stop()
+    stats = agent.stop(unload=False)
     sink.close()
     _summary(stats, path, a.quiet)
+    _unload_in_background(agent.kernel)
     return _exit_status(st)
+
+
+def _unload_in_background(kernel) -> None:
+    """Detaching the programs takes ~0.5 s (the kernel unregisters syscall
+    tracepoints one at a time). The MCP client waiting for this wrapper to
+    exit should not wait for that: a detached child unloads them, and this
+    process exits at once (its own fd closes only drop references)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        child = os.fork()
+    except OSError:
+        kernel.close()
+        return
+    if child == 0:
+        try:
+            os.setsid()
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)  # never hold the client's pipes open
+            kernel.close()
+        finally:
+            os._exit(0)
 
 
 def _attach(agent, pid: int, quiet: bool, read_cmdline) -> int:

@@ -157,8 +157,12 @@ class Kernel:
             p = libbpf.bpf_object__next_program(self.obj, p)
 
     def close(self) -> None:
-        for link in self.links:
-            libbpf.bpf_link__destroy(link)
+        # each detach waits for an RCU grace period; done in parallel the
+        # waits overlap (ctypes releases the GIL around the call)
+        if self.links:
+            from concurrent.futures import ThreadPoolExecutor
+            with ThreadPoolExecutor(max_workers=len(self.links)) as pool:
+                list(pool.map(libbpf.bpf_link__destroy, self.links))
         self.links = []
         if self.obj:
             libbpf.bpf_object__close(self.obj)
