@@ -704,10 +704,9 @@ static long head_step(__u32 i, struct head_ctx *h)
 	return 1;
 }
 
-static __always_inline int handle_io(struct mw_proc *p, long ret, long fd, __u64 ubuf,
-				     const struct iovec *iov, __u64 iovcnt, __u32 dir, __u32 sys)
+/* Pipe or Unix socket behind fd (with its stream key), else 0. */
+static __always_inline __u64 fd_kind(struct task_struct *task, long fd, __u32 dir, struct mw_stream_key *k)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
 	struct file *f = fd_file(task, fd);
 	if (!f)
 		return 0;
@@ -724,8 +723,20 @@ static __always_inline int handle_io(struct mw_proc *p, long ret, long fd, __u64
 	} else {
 		return 0;
 	}
+	k->ino = BPF_CORE_READ(ino, i_ino);
+	k->dev = BPF_CORE_READ(ino, i_sb, s_dev);
+	k->dir = dir;
+	return kind;
+}
 
-	struct mw_stream_key k = {.ino = BPF_CORE_READ(ino, i_ino), .dev = BPF_CORE_READ(ino, i_sb, s_dev), .dir = dir};
+static __always_inline int handle_io(struct mw_proc *p, long ret, long fd, __u64 ubuf,
+				     const struct iovec *iov, __u64 iovcnt, __u32 dir, __u32 sys)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct mw_stream_key k = {};
+	__u64 kind = fd_kind(task, fd, dir, &k);
+	if (!kind)
+		return 0;
 	struct mw_stream *st = bpf_map_lookup_elem(&streams, &k);
 	__u32 state = st ? st->state : MW_S_UNKNOWN;
 	if (state == MW_S_OTHER)
@@ -777,6 +788,71 @@ static __always_inline int handle_io(struct mw_proc *p, long ret, long fd, __u64
 	return 0;
 }
 
+/* ---- watch mode: find servers nobody wrapped ---------------------- */
+
+/* "method" (with its quotes) somewhere in the first bytes of a chunk */
+struct scan_ctx {
+	__u64 limit;
+	int found;
+};
+
+static long scan_step(__u32 i, struct scan_ctx *c)
+{
+	__u32 zero = 0;
+	struct mw_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s || i + 8 > c->limit || i >= 56)
+		return 1;
+	__u64 j = i;
+	asm volatile("%[j] &= 63" : [j] "+r"(j)); /* clang would drop a C mask here */
+	__u8 *b = &s->buf[j];
+	if (b[0] == '"' && b[1] == 'm' && b[2] == 'e' && b[3] == 't' && b[4] == 'h' && b[5] == 'o' &&
+	    b[6] == 'd' && b[7] == '"') {
+		c->found = 1;
+		return 1;
+	}
+	return 0;
+}
+
+/* An untracked process read a chunk: if it is the first JSON on a pipe or
+ * Unix socket and reads like a request ("method" near the start), the
+ * process is an MCP server: track it from this chunk on. A first JSON chunk
+ * without "method" (a client reading a response) marks the stream JSON
+ * without tracking, so the client is never taken for a server later. */
+static __always_inline struct mw_proc *watch_discover(long ret, long fd, __u64 first)
+{
+	struct head_ctx h = {.limit = ret < 8 ? ret : 8};
+	if (bpf_probe_read_user(h.buf, sizeof(h.buf), (void *)first))
+		return NULL;
+	bpf_loop(8, head_step, &h, 0);
+	if (h.verdict != 1)
+		return NULL;
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct mw_stream_key k = {};
+	if (!fd_kind(task, fd, MW_IO_READ, &k) || bpf_map_lookup_elem(&streams, &k))
+		return NULL;
+	__u32 zero = 0;
+	struct mw_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return NULL;
+	struct scan_ctx c = {.limit = ret < 64 ? ret : 64};
+	if (bpf_probe_read_user(s->buf, 64, (void *)first))
+		return NULL;
+	bpf_loop(56, scan_step, &c, 0);
+	struct mw_stream st = {.state = MW_S_JSON};
+	bpf_map_update_elem(&streams, &k, &st, BPF_ANY);
+	if (!c.found)
+		return NULL;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct mw_proc np = {};
+	np.start_ns = BPF_CORE_READ(task, group_leader, start_boottime);
+	np.root = tgid;
+	np.flags = MW_P_WATCHED;
+	if (bpf_map_update_elem(&procs, &tgid, &np, BPF_NOEXIST))
+		return NULL;
+	count(MW_C_WATCH_FOUND);
+	return bpf_map_lookup_elem(&procs, &tgid);
+}
+
 #define IO_PROG(name, sys, dir, bufarg)                                               \
 	SEC("tracepoint/syscalls/sys_exit_" #name)                                    \
 	int mw_##name(struct trace_event_raw_sys_exit *ctx)                           \
@@ -784,11 +860,14 @@ static __always_inline int handle_io(struct mw_proc *p, long ret, long fd, __u64
 		if (ctx->ret <= 0)                                                    \
 			return 0;                                                     \
 		struct mw_proc *p = current_tracked();                                \
-		if (!p)                                                               \
+		if (!p && !(cfg.watch && dir == MW_IO_READ))                          \
 			return 0;                                                     \
 		struct pt_regs *r = user_regs();                                      \
-		return handle_io(p, ctx->ret, (int)PT_REGS_PARM1_CORE_SYSCALL(r),     \
-				 PT_REGS_PARM2_CORE_SYSCALL(r), NULL, 0, dir, sys);   \
+		long fd = (int)PT_REGS_PARM1_CORE_SYSCALL(r);                         \
+		__u64 buf = PT_REGS_PARM2_CORE_SYSCALL(r);                            \
+		if (!p && !(p = watch_discover(ctx->ret, fd, buf)))                   \
+			return 0;                                                     \
+		return handle_io(p, ctx->ret, fd, buf, NULL, 0, dir, sys);            \
 	}
 
 #define IOV_PROG(name, sys, dir)                                                      \
@@ -798,12 +877,18 @@ static __always_inline int handle_io(struct mw_proc *p, long ret, long fd, __u64
 		if (ctx->ret <= 0)                                                    \
 			return 0;                                                     \
 		struct mw_proc *p = current_tracked();                                \
-		if (!p)                                                               \
+		if (!p && !(cfg.watch && dir == MW_IO_READ))                          \
 			return 0;                                                     \
 		struct pt_regs *r = user_regs();                                      \
-		return handle_io(p, ctx->ret, (int)PT_REGS_PARM1_CORE_SYSCALL(r), 0,  \
-				 (const struct iovec *)PT_REGS_PARM2_CORE_SYSCALL(r), \
-				 PT_REGS_PARM3_CORE_SYSCALL(r), dir, sys);            \
+		long fd = (int)PT_REGS_PARM1_CORE_SYSCALL(r);                         \
+		const struct iovec *iov = (const struct iovec *)PT_REGS_PARM2_CORE_SYSCALL(r); \
+		if (!p) {                                                             \
+			struct iovec v = {};                                          \
+			bpf_probe_read_user(&v, sizeof(v), (void *)iov);              \
+			if (!(p = watch_discover(ctx->ret, fd, (__u64)v.iov_base)))   \
+				return 0;                                             \
+		}                                                                     \
+		return handle_io(p, ctx->ret, fd, 0, iov, PT_REGS_PARM3_CORE_SYSCALL(r), dir, sys); \
 	}
 
 #define MSG_PROG(name, sys, dir)                                                      \
@@ -813,14 +898,20 @@ static __always_inline int handle_io(struct mw_proc *p, long ret, long fd, __u64
 		if (ctx->ret <= 0)                                                    \
 			return 0;                                                     \
 		struct mw_proc *p = current_tracked();                                \
-		if (!p)                                                               \
+		if (!p && !(cfg.watch && dir == MW_IO_READ))                          \
 			return 0;                                                     \
 		struct pt_regs *r = user_regs();                                      \
+		long fd = (int)PT_REGS_PARM1_CORE_SYSCALL(r);                         \
 		struct user_msghdr m = {};                                            \
 		if (bpf_probe_read_user(&m, sizeof(m), (void *)PT_REGS_PARM2_CORE_SYSCALL(r))) \
 			return 0;                                                     \
-		return handle_io(p, ctx->ret, (int)PT_REGS_PARM1_CORE_SYSCALL(r), 0,  \
-				 m.msg_iov, m.msg_iovlen, dir, sys);                  \
+		if (!p) {                                                             \
+			struct iovec v = {};                                          \
+			bpf_probe_read_user(&v, sizeof(v), (void *)m.msg_iov);        \
+			if (!(p = watch_discover(ctx->ret, fd, (__u64)v.iov_base)))   \
+				return 0;                                             \
+		}                                                                     \
+		return handle_io(p, ctx->ret, fd, 0, m.msg_iov, m.msg_iovlen, dir, sys); \
 	}
 
 IO_PROG(read, MW_IOSYS_READ, MW_IO_READ, 2)

@@ -123,6 +123,7 @@ struct mw_proc {
 };
 
 #define MW_P_TICKS 0x1 /* seeded from /proc: start_ns only known to 1/USER_HZ */
+#define MW_P_WATCHED 0x2 /* tracked by the kernel itself: it read a JSON-RPC request (watch mode) */
 #define MW_NSEC_PER_TICK 10000000ULL /* USER_HZ = 100 on every Linux ABI */
 
 /* per-CPU counters, index into the counters map */
@@ -137,13 +138,14 @@ enum mw_counter {
 	MW_C_THREADS,          /* threads created in tracked processes */
 	MW_C_IO_SKIPPED,       /* reads/writes not sent: the stream is not JSON */
 	MW_C_IO_TRUNC,         /* reads/writes cut at io_max (real length kept) */
+	MW_C_WATCH_FOUND,      /* watch mode: processes the kernel started tracking */
 	MW_C_MAX,
 };
 
 /* set by userspace before load (.rodata) */
 struct mw_config {
 	__u32 argv_max; /* bytes of argv captured per exec, <= MW_ARGV_MAX */
-	__u32 _pad;
+	__u32 watch;    /* discover servers: track untracked processes that read a JSON-RPC request */
 };
 /* The payload limit per read/write syscall is not in .rodata but in the
  * one-entry array map `iolimit`, written by userspace after load: a value

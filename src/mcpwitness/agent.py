@@ -34,7 +34,8 @@ class CommandNotFound(Exception):
 class Agent:
     def __init__(self, sink, options: LoadOptions | None = None,
                  on_event: Callable | None = None, reader: str = "batch", backlog_max: int = 512 << 20,
-                 redactor: Redactor | None = None, coalesce: float = 0.005):
+                 redactor: Redactor | None = None, coalesce: float = 0.005,
+                 accept: Callable[[int], bool] | None = None):
         self.kernel = Kernel.load(options)
         # "libbpf": libbpf's own per-record callback consumer, the reference
         self.reader = self.kernel.libbpf_reader() if reader == "libbpf" else self.kernel.batch_reader()
@@ -47,6 +48,9 @@ class Agent:
         self.counts: Counter = Counter()
         self.exits: dict[int, ExitEvent] = {}
         self.roots: set[int] = set()
+        self.rejected: set[int] = set()
+        self.accept = accept          # watch mode: keep a process the kernel discovered?
+        self.watch = bool(options and options.watch)
         self.errors: list[str] = []
         self.backlog_max = backlog_max
         self.coalesce = coalesce                   # seconds to gather records after a wake-up
@@ -124,6 +128,10 @@ class Agent:
     def _process(self, events) -> None:
         batch = []
         for ev in events:
+            if self.watch and ev.root not in self.roots:
+                if ev.root in self.rejected or not self._discovered(ev, batch):
+                    self.counts["dropped_by_filter"] += 1
+                    continue
             self.counts[type(ev).__struct_config__.tag] += 1
             if isinstance(ev, IoEvent):
                 # raw payload bytes hold secrets: never written as they are,
@@ -145,6 +153,63 @@ class Agent:
             if self.on_event is not None:
                 self.on_event(ev)
         self.sink.write(batch)
+
+    def _discovered(self, ev, batch: list) -> bool:
+        """The kernel started tracking ev.root on its own (watch mode): keep it
+        if the filters accept it, and follow the children it already has."""
+        root = ev.root
+        try:
+            ok = self.accept is None or self.accept(root)
+        except Exception as e:
+            self.errors.append(f"filter: {type(e).__name__}: {e}")
+            ok = False
+        if not ok:
+            self.rejected.add(root)
+            self.kernel.untrack(root)
+            return False
+        self.roots.add(root)
+        from .proc import read_cmdline
+        try:
+            exe = os.readlink(f"/proc/{root}/exe")
+        except OSError:
+            exe = None
+        seeded = self._seed_descendants(root, [])
+        batch.append({"type": "discovered", "time": self.decoder.wall_time(ev.ktime_ns), "ktime_ns": ev.ktime_ns,
+                      "pid": root, "comm": ev.comm, "exe": exe, "cmdline": read_cmdline(root), "ppid": ev.ppid,
+                      "cgroup_id": ev.cgroup_id, "children_seeded": seeded,
+                      "reason": "read a JSON-RPC request on a pipe or Unix socket"})
+        return True
+
+    def _seed_descendants(self, root: int, root_ancestors: list[int]) -> list[int]:
+        """Track the live descendants of a tracked root, parents first,
+        rescanning until stable. Returns the pids seeded."""
+        stats = all_stats()
+        lineage: dict[int, list[int]] = {root: root_ancestors}
+        used: dict[int, ProcStat] = {}
+        for _ in range(10):
+            new = 0
+            for child, parent in descendants(root, stats):
+                if child in lineage or parent not in lineage:
+                    continue
+                anc = [parent] + lineage[parent]
+                self.kernel.track(child, stats[child], root=root, ancestors=anc)
+                self.table.add(child, parent)
+                lineage[child], used[child] = anc, stats[child]
+                new += 1
+            if not new:
+                break
+            stats = all_stats()
+        # a pid that died (and was perhaps reused) between the scan and the
+        # map update is removed; the kernel would refuse a reused one anyway
+        for p, st in used.items():
+            try:
+                alive = read_stat(p).start_ticks == st.start_ticks
+            except ProcessLookupError:
+                alive = False
+            if not alive:
+                self.kernel.untrack(p)
+                del lineage[p]
+        return sorted(p for p in lineage if p != root)
 
     def stop(self, settle: float = 0.05, unload: bool = True) -> dict:
         """Stop, drain what the kernel already wrote, decode all of it, write
@@ -203,6 +268,8 @@ class Agent:
             "ring_discarded": self.reader.discarded,
             "backlog_peak_bytes": self.backlog_peak,
             "still_running": still,
+            "discovered": sorted(self.roots) if self.watch else None,
+            "rejected_by_filter": len(self.rejected),
             "errors": self.errors[-20:],
         }
 
@@ -223,35 +290,17 @@ class Agent:
         stats = all_stats()
         if pid not in stats:
             raise ProcessLookupError(pid)
-        lineage: dict[int, list[int]] = {pid: []}
-        used: dict[int, ProcStat] = {pid: stats[pid]}
         self.kernel.track(pid, stats[pid], root=pid, ancestors=[])
         self.roots.add(pid)
         # parents are in the map before their children are looked for, so a
-        # child forked meanwhile is caught by the kernel; rescan until stable
-        for _ in range(10):
-            new = 0
-            for child, parent in descendants(pid, stats):
-                if child in lineage or parent not in lineage:
-                    continue
-                anc = [parent] + lineage[parent]
-                self.kernel.track(child, stats[child], root=pid, ancestors=anc)
-                self.table.add(child, parent)
-                lineage[child], used[child] = anc, stats[child]
-                new += 1
-            if not new:
-                break
-            stats = all_stats()
-        # a pid that died (and was perhaps reused) between the scan and the
-        # map update is removed; the kernel would refuse a reused one anyway
-        for p, st in used.items():
-            try:
-                alive = read_stat(p).start_ticks == st.start_ticks
-            except ProcessLookupError:
-                alive = False
-            if not alive:
-                self.kernel.untrack(p)
-                del lineage[p]
+        # child forked meanwhile is caught by the kernel
+        try:
+            if read_stat(pid).start_ticks != stats[pid].start_ticks:
+                raise ProcessLookupError(pid)
+        except ProcessLookupError:
+            self.kernel.untrack(pid)
+            raise
+        lineage = [pid] + self._seed_descendants(pid, [])
         return sorted(lineage)
 
     def spawn_tracked(self, argv: list[str], env: dict | None = None) -> int:

@@ -71,6 +71,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-q", "--quiet", action="store_true", help="print nothing on stderr unless events were lost")
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
 
+    w = sub.add_parser("watch", help="find and record the MCP servers on this host that nobody wrapped",
+                       description="The kernel starts tracking any process that reads a JSON-RPC request on a pipe "
+                                   "or Unix socket (an MCP server), from that message on; the filters narrow it.")
+    w.add_argument("--jsonl", metavar="PATH", help="write records here (default: a new file in the state directory)")
+    w.add_argument("--pid", type=int, action="append", default=[],
+                   help="only servers that are PID or descend from it (a client's pid); repeatable")
+    w.add_argument("--comm", action="append", default=[],
+                   help="only servers whose command name (or executable's basename) is COMM; repeatable")
+    w.add_argument("--cgroup", help="only servers in this cgroup v2 path or below it (e.g. /system.slice)")
+    w.add_argument("--duration", type=float, help="stop after this many seconds (default: until SIGINT/SIGTERM)")
+    w.add_argument("--ring-size", type=_size, default=64 << 20, metavar="SIZE")
+    w.add_argument("--io-max", type=_size, default=16 << 20, metavar="SIZE")
+    w.add_argument("--no-redact", action="store_true")
+    w.add_argument("-q", "--quiet", action="store_true")
+
     doc = sub.add_parser("doctor", help="probe what this kernel allows and which mechanism each feature uses")
     doc.add_argument("--json", action="store_true", help="machine-readable output")
     return ap
@@ -81,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.cmd == "doctor":
         return cmd_doctor(a)
-    if a.cmd == "run":
-        code = cmd_run(a, ap)
+    if a.cmd in ("run", "watch"):
+        code = cmd_run(a, ap) if a.cmd == "run" else cmd_watch(a)
         if argv is None:
             # Standing in for a server: the client waits for this exit. All
             # output is flushed and closed by now; interpreter finalization
@@ -195,6 +210,69 @@ def _unload_in_background(kernel) -> None:
             kernel.close()
         finally:
             os._exit(0)
+
+
+def server_filter(pids: list[int], comms: list[str], cgroup: str | None):
+    """accept(pid) for watch mode: all given filters must hold."""
+    from .proc import read_stat
+
+    def accept(pid: int) -> bool:
+        if comms:
+            try:
+                exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+            except OSError:
+                exe = None
+            if read_stat(pid).comm not in comms and exe not in comms:
+                return False
+        if pids:
+            p, seen = pid, 0
+            while p > 0 and p not in pids and seen < 4096:
+                p, seen = read_stat(p).ppid, seen + 1
+            if p not in pids:
+                return False
+        if cgroup:
+            with open(f"/proc/{pid}/cgroup") as f:
+                paths = [line.rstrip("\n").split(":", 2)[2] for line in f if line.startswith("0::")]
+            base = cgroup.rstrip("/") or "/"
+            if not paths or not (paths[0] == base or paths[0].startswith(base + "/") or base == "/"):
+                return False
+        return True
+
+    return accept
+
+
+def cmd_watch(a) -> int:
+    from .agent import Agent
+    from .loader import LoadOptions
+    from .redact import Redactor
+    from .sinks import JsonlSink, default_jsonl_path
+
+    try:
+        path = a.jsonl or default_jsonl_path("watch")
+        sink = JsonlSink(path)
+    except OSError as e:
+        _say(f"cannot write events: {e}")
+        return 1
+    try:
+        agent = Agent(sink, LoadOptions(ring_size=a.ring_size, io_max=a.io_max, watch=True),
+                      redactor=Redactor(enabled=not a.no_redact), accept=server_filter(a.pid, a.comm, a.cgroup))
+    except (OSError, RuntimeError) as e:
+        _say(f"cannot load the kernel programs: {e}")
+        sink.close()
+        return 1
+    if not a.quiet and not a.jsonl:
+        _say(f"events -> {path}")
+    agent.start_record(mode="watch", filters={"pid": a.pid, "comm": a.comm, "cgroup": a.cgroup})
+    agent.start()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait(a.duration)
+    stats = agent.stop(unload=False)
+    sink.close()
+    _summary(stats, path, a.quiet)
+    _unload_in_background(agent.kernel)
+    return 0
 
 
 def _attach(agent, pid: int, quiet: bool, read_cmdline) -> int:

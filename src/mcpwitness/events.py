@@ -49,6 +49,7 @@ COUNTERS = [
     "threads_created",       # threads created in tracked processes
     "io_skipped",            # reads/writes not sent: the stream is not JSON
     "io_truncated",          # reads/writes cut at io_max
+    "watch_found",           # watch mode: processes the kernel started tracking
 ]
 
 OPEN_SYSCALLS = {0: "openat", 1: "open", 2: "openat2", 3: "creat"}

@@ -76,6 +76,7 @@ class LoadOptions:
     max_procs: int = 65536        # tracked processes at once
     argv_max: int = 16384         # argv bytes captured per exec (<= 16384)
     io_max: int = 16 << 20        # payload bytes captured per read/write syscall
+    watch: bool = False           # the kernel tracks untracked processes that read a JSON-RPC request
 
 
 @dataclass
@@ -127,7 +128,7 @@ class Kernel:
         ptr = libbpf.bpf_map__initial_value(ro, ctypes.byref(size))
         if size.value != CONFIG.size:
             raise RuntimeError(f".rodata is {size.value} bytes, expected struct mw_config ({CONFIG.size})")
-        ctypes.memmove(ptr, CONFIG.pack(self.options.argv_max, 0), CONFIG.size)
+        ctypes.memmove(ptr, CONFIG.pack(self.options.argv_max, int(self.options.watch)), CONFIG.size)
         p = libbpf.bpf_object__next_program(self.obj, None)
         while p:
             name = libbpf.bpf_program__name(p).decode()
