@@ -14,7 +14,7 @@ import time
 
 from common import build, median, pct
 
-from mcpwitness.loader import Kernel
+from mcpwitness.loader import Kernel, LoadOptions
 
 
 def micro(exe, iters):
@@ -33,6 +33,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--quick", action="store_true", help="a short run to check that it works")
+    ap.add_argument("--watch", action="store_true",
+                    help="load in watch mode (every read on the host is checked for a JSON-RPC request)")
     a = ap.parse_args()
     rounds = 2 if a.quick else a.rounds
     iters = 50_000 if a.quick else 400_000
@@ -48,14 +50,15 @@ def main():
     for r in range(rounds):
         order = ["off", "on"] if r % 2 == 0 else ["on", "off"]
         for state in order:
-            k = Kernel.load() if state == "on" else None
+            k = Kernel.load(LoadOptions(watch=a.watch)) if state == "on" else None
             try:
                 for name, fn in workloads.items():
                     res[name][state].append(fn())
             finally:
                 if k:
                     k.close()
-    print(f"untracked workloads, programs loaded vs not, median of {rounds} rounds (alternating)")
+    print(f"untracked workloads, programs loaded{' in watch mode' if a.watch else ''} vs not, "
+          f"median of {rounds} rounds (alternating)")
     print(f"{'workload':38} {'not loaded':>12} {'loaded':>12} {'overhead':>10}")
     worst = 0.0
     for name, v in res.items():

@@ -296,6 +296,21 @@ static __always_inline struct pt_regs *user_regs(void)
 	return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 }
 
+/* Syscall arguments from the saved user registers. bpf_task_pt_regs gives a
+ * BTF-typed pointer, so these are direct (fault-safe) loads, not helper
+ * calls: they run on every hooked syscall of every process in watch mode. */
+#if defined(__TARGET_ARCH_x86)
+#define MW_ARG1(r) ((r)->di)
+#define MW_ARG2(r) ((r)->si)
+#define MW_ARG3(r) ((r)->dx)
+#define MW_ARG4(r) ((r)->r10)
+#else
+#define MW_ARG1(r) PT_REGS_PARM1_CORE_SYSCALL(r)
+#define MW_ARG2(r) PT_REGS_PARM2_CORE_SYSCALL(r)
+#define MW_ARG3(r) PT_REGS_PARM3_CORE_SYSCALL(r)
+#define MW_ARG4(r) PT_REGS_PARM4_CORE_SYSCALL(r)
+#endif
+
 /* ------------------------------------------------------------------ */
 /* process tree                                                        */
 
@@ -462,10 +477,10 @@ int mw_openat(struct trace_event_raw_sys_exit *ctx)
 	if (!p)
 		return 0;
 	struct pt_regs *r = user_regs();
-	return handle_open(p, ctx->ret, (int)PT_REGS_PARM1_CORE_SYSCALL(r),
-			   (const char *)PT_REGS_PARM2_CORE_SYSCALL(r),
-			   (__u32)PT_REGS_PARM3_CORE_SYSCALL(r),
-			   (__u32)PT_REGS_PARM4_CORE_SYSCALL(r), MW_SYS_OPENAT);
+	return handle_open(p, ctx->ret, (int)MW_ARG1(r),
+			   (const char *)MW_ARG2(r),
+			   (__u32)MW_ARG3(r),
+			   (__u32)MW_ARG4(r), MW_SYS_OPENAT);
 }
 
 SEC("tracepoint/syscalls/sys_exit_open")
@@ -475,9 +490,9 @@ int mw_open(struct trace_event_raw_sys_exit *ctx)
 	if (!p)
 		return 0;
 	struct pt_regs *r = user_regs();
-	return handle_open(p, ctx->ret, AT_FDCWD, (const char *)PT_REGS_PARM1_CORE_SYSCALL(r),
-			   (__u32)PT_REGS_PARM2_CORE_SYSCALL(r),
-			   (__u32)PT_REGS_PARM3_CORE_SYSCALL(r), MW_SYS_OPEN);
+	return handle_open(p, ctx->ret, AT_FDCWD, (const char *)MW_ARG1(r),
+			   (__u32)MW_ARG2(r),
+			   (__u32)MW_ARG3(r), MW_SYS_OPEN);
 }
 
 SEC("tracepoint/syscalls/sys_exit_creat")
@@ -488,8 +503,8 @@ int mw_creat(struct trace_event_raw_sys_exit *ctx)
 		return 0;
 	struct pt_regs *r = user_regs();
 	/* creat(p, m) == open(p, O_CREAT|O_WRONLY|O_TRUNC, m) */
-	return handle_open(p, ctx->ret, AT_FDCWD, (const char *)PT_REGS_PARM1_CORE_SYSCALL(r),
-			   0x241, (__u32)PT_REGS_PARM2_CORE_SYSCALL(r), MW_SYS_CREAT);
+	return handle_open(p, ctx->ret, AT_FDCWD, (const char *)MW_ARG1(r),
+			   0x241, (__u32)MW_ARG2(r), MW_SYS_CREAT);
 }
 
 SEC("tracepoint/syscalls/sys_exit_openat2")
@@ -500,9 +515,9 @@ int mw_openat2(struct trace_event_raw_sys_exit *ctx)
 		return 0;
 	struct pt_regs *r = user_regs();
 	struct open_how how = {};
-	bpf_probe_read_user(&how, sizeof(how), (void *)PT_REGS_PARM3_CORE_SYSCALL(r));
-	return handle_open(p, ctx->ret, (int)PT_REGS_PARM1_CORE_SYSCALL(r),
-			   (const char *)PT_REGS_PARM2_CORE_SYSCALL(r), how.flags, how.mode,
+	bpf_probe_read_user(&how, sizeof(how), (void *)MW_ARG3(r));
+	return handle_open(p, ctx->ret, (int)MW_ARG1(r),
+			   (const char *)MW_ARG2(r), how.flags, how.mode,
 			   MW_SYS_OPENAT2);
 }
 
@@ -533,7 +548,7 @@ int mw_execve(struct trace_event_raw_sys_exit *ctx)
 	struct mw_proc *p = ctx->ret < 0 ? current_tracked() : NULL;
 	if (!p)
 		return 0;
-	return handle_exec_fail(p, ctx->ret, (const char *)PT_REGS_PARM1_CORE_SYSCALL(user_regs()),
+	return handle_exec_fail(p, ctx->ret, (const char *)MW_ARG1(user_regs()),
 				MW_SYS_EXECVE);
 }
 
@@ -543,7 +558,7 @@ int mw_execveat(struct trace_event_raw_sys_exit *ctx)
 	struct mw_proc *p = ctx->ret < 0 ? current_tracked() : NULL;
 	if (!p)
 		return 0;
-	return handle_exec_fail(p, ctx->ret, (const char *)PT_REGS_PARM2_CORE_SYSCALL(user_regs()),
+	return handle_exec_fail(p, ctx->ret, (const char *)MW_ARG2(user_regs()),
 				MW_SYS_EXECVEAT);
 }
 
@@ -559,9 +574,9 @@ int mw_connect(struct trace_event_raw_sys_exit *ctx)
 	struct task_struct *task = bpf_get_current_task_btf();
 	long ret = ctx->ret;
 	struct pt_regs *r = user_regs();
-	long fd = (int)PT_REGS_PARM1_CORE_SYSCALL(r);
-	void *uaddr = (void *)PT_REGS_PARM2_CORE_SYSCALL(r);
-	__u32 alen = (__u32)PT_REGS_PARM3_CORE_SYSCALL(r);
+	long fd = (int)MW_ARG1(r);
+	void *uaddr = (void *)MW_ARG2(r);
+	__u32 alen = (__u32)MW_ARG3(r);
 
 	struct mw_scratch *s = begin(MW_EV_CONNECT, p, task, ret);
 	if (!s)
@@ -820,6 +835,12 @@ static long scan_step(__u32 i, struct scan_ctx *c)
  * without tracking, so the client is never taken for a server later. */
 static __always_inline struct mw_proc *watch_discover(long ret, long fd, __u64 first)
 {
+	/* every read on the host comes here in watch mode: one byte decides
+	 * for nearly all of them */
+	__u8 c0 = 0;
+	if (bpf_probe_read_user(&c0, 1, (void *)first) ||
+	    (c0 != '{' && c0 != ' ' && c0 != '\n' && c0 != '\r' && c0 != '\t'))
+		return NULL;
 	struct head_ctx h = {.limit = ret < 8 ? ret : 8};
 	if (bpf_probe_read_user(h.buf, sizeof(h.buf), (void *)first))
 		return NULL;
@@ -863,8 +884,8 @@ static __always_inline struct mw_proc *watch_discover(long ret, long fd, __u64 f
 		if (!p && !(cfg.watch && dir == MW_IO_READ))                          \
 			return 0;                                                     \
 		struct pt_regs *r = user_regs();                                      \
-		long fd = (int)PT_REGS_PARM1_CORE_SYSCALL(r);                         \
-		__u64 buf = PT_REGS_PARM2_CORE_SYSCALL(r);                            \
+		long fd = (int)MW_ARG1(r);                         \
+		__u64 buf = MW_ARG2(r);                            \
 		if (!p && !(p = watch_discover(ctx->ret, fd, buf)))                   \
 			return 0;                                                     \
 		return handle_io(p, ctx->ret, fd, buf, NULL, 0, dir, sys);            \
@@ -880,15 +901,15 @@ static __always_inline struct mw_proc *watch_discover(long ret, long fd, __u64 f
 		if (!p && !(cfg.watch && dir == MW_IO_READ))                          \
 			return 0;                                                     \
 		struct pt_regs *r = user_regs();                                      \
-		long fd = (int)PT_REGS_PARM1_CORE_SYSCALL(r);                         \
-		const struct iovec *iov = (const struct iovec *)PT_REGS_PARM2_CORE_SYSCALL(r); \
+		long fd = (int)MW_ARG1(r);                         \
+		const struct iovec *iov = (const struct iovec *)MW_ARG2(r); \
 		if (!p) {                                                             \
 			struct iovec v = {};                                          \
 			bpf_probe_read_user(&v, sizeof(v), (void *)iov);              \
 			if (!(p = watch_discover(ctx->ret, fd, (__u64)v.iov_base)))   \
 				return 0;                                             \
 		}                                                                     \
-		return handle_io(p, ctx->ret, fd, 0, iov, PT_REGS_PARM3_CORE_SYSCALL(r), dir, sys); \
+		return handle_io(p, ctx->ret, fd, 0, iov, MW_ARG3(r), dir, sys); \
 	}
 
 #define MSG_PROG(name, sys, dir)                                                      \
@@ -901,9 +922,9 @@ static __always_inline struct mw_proc *watch_discover(long ret, long fd, __u64 f
 		if (!p && !(cfg.watch && dir == MW_IO_READ))                          \
 			return 0;                                                     \
 		struct pt_regs *r = user_regs();                                      \
-		long fd = (int)PT_REGS_PARM1_CORE_SYSCALL(r);                         \
+		long fd = (int)MW_ARG1(r);                         \
 		struct user_msghdr m = {};                                            \
-		if (bpf_probe_read_user(&m, sizeof(m), (void *)PT_REGS_PARM2_CORE_SYSCALL(r))) \
+		if (bpf_probe_read_user(&m, sizeof(m), (void *)MW_ARG2(r))) \
 			return 0;                                                     \
 		if (!p) {                                                             \
 			struct iovec v = {};                                          \
