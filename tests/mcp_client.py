@@ -11,10 +11,26 @@ def as_dict(session_message):
     return json.loads(session_message.message.model_dump_json(by_alias=True, exclude_none=True))
 
 
-class _Read:
+class _Wrapped:
+    """An SDK stream with our logging in front; the rest passes through."""
+
     def __init__(self, inner, log):
         self.inner, self.log = inner, log
 
+    async def aclose(self):
+        await self.inner.aclose()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *a):
+        return await self.inner.__aexit__(*a)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+class _Read(_Wrapped):
     async def receive(self):
         m = await self.inner.receive()
         if not isinstance(m, Exception):
@@ -32,38 +48,11 @@ class _Read:
                 raise StopAsyncIteration from None
             raise
 
-    async def aclose(self):
-        await self.inner.aclose()
 
-    async def __aenter__(self):
-        return self
-
-    async def __aexit__(self, *a):
-        return await self.inner.__aexit__(*a)
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-
-class _Write:
-    def __init__(self, inner, log):
-        self.inner, self.log = inner, log
-
+class _Write(_Wrapped):
     async def send(self, m):
         self.log.append(("sent", as_dict(m)))
         await self.inner.send(m)
-
-    async def aclose(self):
-        await self.inner.aclose()
-
-    async def __aenter__(self):
-        return self
-
-    async def __aexit__(self, *a):
-        return await self.inner.__aexit__(*a)
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
 
 
 class RecordingStdio:

@@ -131,30 +131,15 @@ def cmd_run(a, ap) -> int:
     if not 0 <= a.argv_max <= 16384:
         ap.error("--argv-max must be between 0 and 16384")
 
-    from .agent import Agent, CommandNotFound
+    from .agent import CommandNotFound
     from .loader import LoadOptions
     from .proc import read_cmdline
-    from .redact import Redactor
-    from .sinks import JsonlSink, default_jsonl_path
 
-    try:
-        path = a.jsonl or default_jsonl_path("run")
-        sink = JsonlSink(path)
-    except OSError as e:
-        _say(f"cannot write events: {e}")
+    agent = _start("run", a, LoadOptions(ring_size=a.ring_size, argv_max=a.argv_max, io_max=a.io_max),
+                   reader=a.reader)
+    if agent is None:
         return 1
-    try:
-        agent = Agent(sink, LoadOptions(ring_size=a.ring_size, argv_max=a.argv_max, io_max=a.io_max),
-                      reader=a.reader, redactor=Redactor(enabled=not a.no_redact))
-    except (OSError, RuntimeError) as e:
-        _say(f"cannot load the kernel programs: {e}")
-        if os.geteuid() != 0:
-            _say("mcpwitness needs root (or CAP_BPF + CAP_PERFMON + CAP_SYS_RESOURCE); `mcpwitness doctor` says more")
-        sink.close()
-        return 1
-    if not a.quiet and not a.jsonl:
-        _say(f"events -> {path}")
-
+    sink = agent.sink
     if a.pid is not None:
         return _attach(agent, a.pid, a.quiet, read_cmdline)
 
@@ -182,11 +167,42 @@ def cmd_run(a, ap) -> int:
               signal.SIGWINCH, signal.SIGCONT):
         signal.signal(s, forward)
     _, st = os.waitpid(pid, 0)
-    stats = agent.stop(unload=False)
-    sink.close()
-    _summary(stats, path, a.quiet)
-    _unload_in_background(agent.kernel)
+    _finish(agent, a.quiet)
     return _exit_status(st)
+
+
+def _start(kind: str, a, options, **agent_kw):
+    """The sink and the agent for run/watch, or None after saying why not."""
+    from .agent import Agent
+    from .redact import Redactor
+    from .sinks import JsonlSink, default_jsonl_path
+
+    try:
+        path = a.jsonl or default_jsonl_path(kind)
+        sink = JsonlSink(path)
+    except OSError as e:
+        _say(f"cannot write events: {e}")
+        return None
+    try:
+        agent = Agent(sink, options, redactor=Redactor(enabled=not a.no_redact), **agent_kw)
+    except (OSError, RuntimeError) as e:
+        _say(f"cannot load the kernel programs: {e}")
+        if os.geteuid() != 0:
+            _say("mcpwitness needs root (or CAP_BPF + CAP_PERFMON + CAP_SYS_RESOURCE); `mcpwitness doctor` says more")
+        sink.close()
+        return None
+    if not a.quiet and not a.jsonl:
+        _say(f"events -> {path}")
+    return agent
+
+
+def _finish(agent, quiet: bool) -> dict:
+    """Drain, write the stats record, say the summary; unload in the background."""
+    stats = agent.stop(unload=False)
+    agent.sink.close()
+    _summary(stats, agent.sink.path, quiet)
+    _unload_in_background(agent.kernel)
+    return stats
 
 
 def _unload_in_background(kernel) -> None:
@@ -242,36 +258,19 @@ def server_filter(pids: list[int], comms: list[str], cgroup: str | None):
 
 
 def cmd_watch(a) -> int:
-    from .agent import Agent
     from .loader import LoadOptions
-    from .redact import Redactor
-    from .sinks import JsonlSink, default_jsonl_path
 
-    try:
-        path = a.jsonl or default_jsonl_path("watch")
-        sink = JsonlSink(path)
-    except OSError as e:
-        _say(f"cannot write events: {e}")
+    agent = _start("watch", a, LoadOptions(ring_size=a.ring_size, io_max=a.io_max, watch=True),
+                   accept=server_filter(a.pid, a.comm, a.cgroup))
+    if agent is None:
         return 1
-    try:
-        agent = Agent(sink, LoadOptions(ring_size=a.ring_size, io_max=a.io_max, watch=True),
-                      redactor=Redactor(enabled=not a.no_redact), accept=server_filter(a.pid, a.comm, a.cgroup))
-    except (OSError, RuntimeError) as e:
-        _say(f"cannot load the kernel programs: {e}")
-        sink.close()
-        return 1
-    if not a.quiet and not a.jsonl:
-        _say(f"events -> {path}")
     agent.start_record(mode="watch", filters={"pid": a.pid, "comm": a.comm, "cgroup": a.cgroup})
     agent.start()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait(a.duration)
-    stats = agent.stop(unload=False)
-    sink.close()
-    _summary(stats, path, a.quiet)
-    _unload_in_background(agent.kernel)
+    _finish(agent, a.quiet)
     return 0
 
 
@@ -301,10 +300,7 @@ def _attach(agent, pid: int, quiet: bool, read_cmdline) -> int:
             break
     if pidfd is not None:
         os.close(pidfd)
-    stats = agent.stop()
-    agent.sink.close()
-    path = agent.sink.path
-    _summary(stats, path, quiet)
+    _finish(agent, quiet)
     ev = agent.exits.get(pid)
     if ev is None:
         return 0
