@@ -163,3 +163,29 @@ def test_pipe_pairs_make_sessions_and_crash_flush_ends_them():
     assert isinstance(cut, NonJson) and cut.reason.startswith("incomplete") and cut.session == m[0].session
     assert cut.size == len(b'{"jsonrpc":"2.0","id":1,"resu') and cut.direction == "server->client"
     assert isinstance(recs[-1], SessionRecord) and recs[-1].event == "end" and recs[-1].unanswered == 1
+
+
+def test_multi_round_trip_input_required_is_linked():
+    meta = '"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}'
+    ask = ('{"jsonrpc":"2.0","id":%d,"result":{"resultType":"input_required","requestState":"%s",'
+           '"inputRequests":{"confirm":{"method":"elicitation/create","params":{"message":"Really?",'
+           '"requestedSchema":{"type":"object","properties":{}}}}}}}')
+    lines = [
+        ('{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"rm","arguments":{},%s}}' % meta).encode(),
+        (ask % (7, "st-1")).encode(),
+        ('{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"rm","arguments":{},"requestState":"st-1",'
+         '"inputResponses":{"confirm":{"action":"accept","content":{}}},%s}}' % meta).encode(),
+        (ask % (8, "st-2")).encode(),
+        ('{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"rm","arguments":{},"requestState":"st-2",'
+         '"inputResponses":{"confirm":{"action":"accept","content":{}}},%s}}' % meta).encode(),
+        b'{"jsonrpc":"2.0","id":9,"result":{"resultType":"complete","content":[]}}',
+        ('{"jsonrpc":"2.0","id":10,"method":"tools/call","params":{"name":"rm","requestState":"forged",%s}}'
+         % meta).encode(),
+    ]
+    recs, _ = run(lines)
+    m = msgs(recs)
+    assert m[1].result_type == "input_required" and m[1].input_requests == {"confirm": "elicitation/create"}
+    assert m[2].continues == {"id": 7, "round": 1}
+    assert m[4].continues == {"id": 7, "round": 2}
+    assert m[5].result_type == "complete" and m[5].input_requests is None
+    assert m[6].continues is None  # a state the server never handed out links to nothing

@@ -56,6 +56,9 @@ class McpMessage(msgspec.Struct, tag="mcp", tag_field="type", gc=False):
     result: object = None
     error: object = None
     protocol_version: str | None = None
+    result_type: str | None = None        # 2026-07-28: "complete" or "input_required"
+    input_requests: object = None         # input_required: {key: method} the server asks the client
+    continues: object = None              # a retry carrying answers: {"id": first request's id, "round": n}
     truncated: bool = False
     notes: list[str] = []
 
@@ -94,7 +97,7 @@ class NonJson(msgspec.Struct, tag="nonjson", tag_field="type", gc=False):
 
 class _Session:
     __slots__ = ("id", "transport", "pid", "role", "era", "version", "client_info", "server_info",
-                 "client_caps", "server_caps", "pending", "messages", "exe", "cmdline", "sides")
+                 "client_caps", "server_caps", "pending", "messages", "exe", "cmdline", "sides", "rounds")
 
     def __init__(self, sid, transport, pid):
         self.id, self.transport, self.pid = sid, transport, pid
@@ -103,6 +106,9 @@ class _Session:
         self.pending: dict[tuple, tuple] = {}
         self.messages = 0
         self.sides: dict[str, int] = {}  # pipes: read/write -> inode
+        # multi round-trip (input_required) chains waiting for the client's retry:
+        # [(requestState or None, frozenset of input keys, first id, method, round)]
+        self.rounds: list[tuple] = []
         self.exe = self.cmdline = None
 
 
@@ -275,12 +281,15 @@ class McpDecoder:
                                out=out, force=True)
             direction = self._direction(s, f)
             kind = "request" if has_id else "notification"
+            continues = None
+            if has_id and isinstance(params, dict) and ("requestState" in params or "inputResponses" in params):
+                continues = self._continues(s, method, params)
             if has_id:
-                s.pending[(direction, _idkey(mid))] = (method, f.ktime_ns)
+                s.pending[(direction, _idkey(mid))] = (method, f.ktime_ns, continues)
             out.append(McpMessage(self.wall(f.ktime_ns), f.ktime_ns, s.id, direction, kind, mid, method,
                                   None, None, len(f.data), f.pid, f.tid, f.comm, f.fd, s.transport, batch,
-                                  params=red(params), protocol_version=version, truncated=f.truncated,
-                                  notes=notes))
+                                  params=red(params), protocol_version=version, continues=continues,
+                                  truncated=f.truncated, notes=notes))
             return
         if has_id and ("result" in m or "error" in m):
             direction = self._direction(s, f)
@@ -297,6 +306,17 @@ class McpDecoder:
             else:
                 self.stats["unpaired_responses"] += 1
             result = m.get("result")
+            result_type = input_requests = None
+            if isinstance(result, dict):
+                result_type = result.get("resultType")
+                if result_type == "input_required":
+                    asks = result.get("inputRequests")
+                    input_requests = {k: v.get("method") for k, v in asks.items() if isinstance(v, dict)} \
+                        if isinstance(asks, dict) else {}
+                    first = req[2] if req is not None and req[2] else {"id": mid, "round": 0}
+                    s.rounds.append((result.get("requestState"), frozenset(input_requests), first["id"],
+                                     req_method, first["round"] + 1))
+                    del s.rounds[:-64]
             if req_method in ("initialize", "server/discover") and isinstance(result, dict):
                 rmeta = result.get("_meta") if isinstance(result.get("_meta"), dict) else {}
                 self._identify(s, f, "handshake" if req_method == "initialize" else "stateless",
@@ -309,11 +329,26 @@ class McpDecoder:
             kind = "error" if "error" in m else "response"
             out.append(McpMessage(self.wall(f.ktime_ns), f.ktime_ns, s.id, direction, kind, mid, req_method,
                                   req is not None, latency, len(f.data), f.pid, f.tid, f.comm, f.fd, s.transport,
-                                  batch, result=red(result), error=red(m.get("error")), truncated=f.truncated,
+                                  batch, result=red(result), error=red(m.get("error")), result_type=result_type,
+                                  input_requests=input_requests, truncated=f.truncated,
                                   notes=notes if req is not None else notes + ["no request with this id was seen"]))
             return
         out.append(self._invalid(s, f, "neither request, notification nor response", notes, batch))
         self.stats["messages"] -= 1
+
+    @staticmethod
+    def _continues(s: _Session, method: str, params: dict):
+        """The input_required chain this retry answers: by requestState, else
+        by the keys it answers. None when nothing matches (a state we never saw)."""
+        state = params.get("requestState")
+        answers = params.get("inputResponses")
+        keys = frozenset(answers) if isinstance(answers, dict) else frozenset()
+        for i in range(len(s.rounds) - 1, -1, -1):
+            st, asked, first, m, rnd = s.rounds[i]
+            if m == method and ((state is not None and st == state) or (state is None and asked and asked == keys)):
+                del s.rounds[i]
+                return {"id": first, "round": rnd}
+        return None
 
     def _identify(self, s, f, era, version, out, client_info=None, server_info=None, client_caps=None,
                   server_caps=None, force=False) -> None:
