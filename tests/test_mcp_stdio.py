@@ -74,3 +74,27 @@ def test_secrets_in_arguments_are_redacted(tmp_path):
     text = out.read_text()
     assert secret not in text and "[REDACTED:github-token]" in text
     assert records(out, "stats")[0]["redactions"] >= 2
+
+
+def test_both_ends_tracked_each_message_once(tmp_path):
+    """`mcpwitness run` in front of a client that spawns its own server: the
+    kernel sees every message twice (the client's write, the server's read),
+    the record has it once, in one session naming both ends."""
+    go, log, out = tmp_path / "go", tmp_path / "client.json", tmp_path / "ev.jsonl"
+    go.write_text("go")
+    cfg = json.dumps({"command": sys.executable, "args": [SERVER],
+                      "calls": [["echo", {"text": "one"}], ["echo", {"text": "two"}]]})
+    client_script = os.path.join(os.path.dirname(__file__), "workloads", "watched_client.py")
+    import subprocess
+    p = subprocess.run([MW, "run", "-q", "--jsonl", str(out), "--", sys.executable, client_script, str(go), str(log),
+                        cfg], timeout=60)
+    assert p.returncode == 0
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    mcp = [r for r in recs if r["type"] == "mcp"]
+    check_against_client([tuple(x) for x in json.loads(log.read_text())], mcp)
+    ident = [r for r in recs if r["type"] == "session" and r["event"] == "identified"][-1]
+    roles = {x["role"] for x in ident["peers"]}
+    assert roles == {"client", "server"} and ident["role"] == "server"
+    assert ident["pid"] == next(x["pid"] for x in ident["peers"] if x["role"] == "server")
+    assert recs[-1]["mcp"]["duplicates"] == len(mcp)
+    assert len([r for r in recs if r["type"] == "session" and r["event"] == "end"]) == 1

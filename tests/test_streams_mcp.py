@@ -46,10 +46,11 @@ def test_truncated_capture_is_marked():
 
 def run(lines, directions=None, pid=10):
     d = McpDecoder(Redactor(), identity=lambda pid: ("/bin/srv", ["srv"]))
+    r = Reassembler()
     recs = []
     for i, line in enumerate(lines):
         direction = (directions or [])[i] if directions else ("read" if i % 2 == 0 else "write")
-        for f in Reassembler().feed(io(line + b"\n", direction, pid=pid, inode=100 if direction == "read" else 101)):
+        for f in r.feed(io(line + b"\n", direction, pid=pid, inode=100 if direction == "read" else 101)):
             recs += d.feed(f)
     return recs, d
 

@@ -81,6 +81,7 @@ class SessionRecord(msgspec.Struct, tag="session", tag_field="type", gc=False):
     server_capabilities: object = None
     messages: int = 0
     unanswered: int = 0
+    peers: object = None           # both ends tracked: [{pid, role, exe}] of every process seen
 
 
 class NonJson(msgspec.Struct, tag="nonjson", tag_field="type", gc=False):
@@ -97,7 +98,8 @@ class NonJson(msgspec.Struct, tag="nonjson", tag_field="type", gc=False):
 
 class _Session:
     __slots__ = ("id", "transport", "pid", "role", "era", "version", "client_info", "server_info",
-                 "client_caps", "server_caps", "pending", "messages", "exe", "cmdline", "sides", "rounds")
+                 "client_caps", "server_caps", "pending", "messages", "exe", "cmdline", "sides", "rounds",
+                 "roles", "flow", "emitted", "pids", "idents")
 
     def __init__(self, sid, transport, pid):
         self.id, self.transport, self.pid = sid, transport, pid
@@ -105,7 +107,12 @@ class _Session:
         self.client_info = self.server_info = self.client_caps = self.server_caps = None
         self.pending: dict[tuple, tuple] = {}
         self.messages = 0
-        self.sides: dict[str, int] = {}  # pipes: read/write -> inode
+        self.sides: dict[int, dict[str, int]] = {}  # pipes: pid -> read/write -> inode
+        self.roles: dict[int, str] = {}              # pid -> server/client
+        self.flow: dict[tuple, str] = {}             # pipe (dev, inode) -> C2S/S2C
+        self.emitted: dict[tuple, int] = {}          # pipe (dev, inode) -> stream offset recorded up to
+        self.pids: set[int] = {pid}
+        self.idents: dict[int, tuple] = {}
         # multi round-trip (input_required) chains waiting for the client's retry:
         # [(requestState or None, frozenset of input keys, first id, method, round)]
         self.rounds: list[tuple] = []
@@ -134,7 +141,8 @@ class McpDecoder:
         self.identity = identity
         self.sessions: dict[tuple, _Session] = {}
         self._open_pipes: dict[int, list[_Session]] = {}
-        self.stats = {"messages": 0, "nonjson": 0, "invalid_utf8": 0, "sessions": 0,
+        self._pipe_conv: dict[tuple, _Session] = {}  # pipe (dev, inode) -> its conversation
+        self.stats = {"messages": 0, "nonjson": 0, "invalid_utf8": 0, "sessions": 0, "duplicates": 0,
                       "unpaired_responses": 0}
         self._dec = msgspec.json.Decoder()
 
@@ -143,19 +151,26 @@ class McpDecoder:
         """The session of this frame. A Unix socket is one session. Pipes come
         in pairs: a process's session joins the first pipe it reads JSON from
         with the first pipe it writes JSON to (servers often dup their stdio,
-        so fd numbers say nothing); further pairs are further sessions."""
+        so fd numbers say nothing); further pairs are further sessions. A pipe
+        is one conversation whoever uses it: when both ends are tracked, the
+        second process joins the session the first one started."""
         if f.kind == "pipe":
             key = (f.pid, "pipe", f.dev, f.inode, f.direction)
             s = self.sessions.get(key)
             if s is None:
-                other = "write" if f.direction == "read" else "read"
-                s = next((x for x in self._open_pipes.get(f.pid, ()) if x.sides.get(other) and
-                          not x.sides.get(f.direction)), None)
+                s = self._pipe_conv.get((f.dev, f.inode))
+                if s is None:
+                    other = "write" if f.direction == "read" else "read"
+                    s = next((x for x in self._open_pipes.get(f.pid, ()) if x.sides.get(f.pid, {}).get(other)
+                              and not x.sides.get(f.pid, {}).get(f.direction)), None)
                 if s is None:
                     s = self._new(f, "stdio", out)
-                    self._open_pipes.setdefault(f.pid, []).append(s)
-                s.sides[f.direction] = f.inode
+                self._join(s, f)
+                s.sides.setdefault(f.pid, {})[f.direction] = f.inode
+                self._pipe_conv[(f.dev, f.inode)] = s
                 self.sessions[key] = s
+                if f.pid in s.roles:
+                    self._set_flows(s, f.pid)
             return s
         key = (f.pid, "unix", f.dev, f.inode)
         s = self.sessions.get(key)
@@ -163,42 +178,89 @@ class McpDecoder:
             s = self.sessions[key] = self._new(f, "unix", out)
         return s
 
+    def _join(self, s: _Session, f: Frame) -> None:
+        s.pids.add(f.pid)
+        if f.pid not in s.idents:
+            s.idents[f.pid] = self.identity(f.pid)
+        mine = self._open_pipes.setdefault(f.pid, [])
+        if s not in mine:
+            mine.append(s)
+        flow = s.flow.get((f.dev, f.inode))
+        if flow is not None and f.pid not in s.roles:  # the pipe says which end this is
+            s.roles[f.pid] = "server" if (flow == C2S) == (f.direction == "read") else "client"
+
+    def _set_flows(self, s: _Session, pid: int) -> None:
+        """pid's role is known: every pipe it uses now has a direction."""
+        role = s.roles[pid]
+        for d, ino in s.sides.get(pid, {}).items():
+            for k in [k for k in self._pipe_conv if k[1] == ino and self._pipe_conv[k] is s]:
+                s.flow[k] = C2S if (role == "server") == (d == "read") else S2C
+
     def _new(self, f: Frame, transport: str, out: list) -> _Session:
         sid = f"{f.pid}-{transport}-{f.inode}-{f.first_ktime_ns}"
         s = _Session(sid, transport, f.pid)
-        s.exe, s.cmdline = self.identity(f.pid)
+        s.exe, s.cmdline = s.idents[f.pid] = self.identity(f.pid)
         self.stats["sessions"] += 1
         out.append(self._record(s, "start", f.first_ktime_ns))
         return s
 
     def _record(self, s: _Session, event: str, ktime: int) -> SessionRecord:
         r = self.redactor.value
-        return SessionRecord(self.wall(ktime), ktime, event, s.id, s.transport, s.pid, s.role, s.exe,
-                             s.cmdline, s.era, s.version, r(s.client_info), r(s.server_info), s.client_caps,
-                             s.server_caps, s.messages, len(s.pending))
+        # the server's end when it is tracked, else the first process seen
+        pid = next((p for p, role in s.roles.items() if role == "server"), s.pid)
+        exe, cmdline = s.idents.get(pid, (s.exe, s.cmdline))
+        peers = [{"pid": p, "role": s.roles.get(p), "exe": s.idents.get(p, (None, None))[0]}
+                 for p in sorted(s.pids)] if len(s.pids) > 1 else None
+        return SessionRecord(self.wall(ktime), ktime, event, s.id, s.transport, pid, s.roles.get(pid), exe,
+                             cmdline, s.era, s.version, r(s.client_info), r(s.server_info), s.client_caps,
+                             s.server_caps, s.messages, len(s.pending), peers)
 
     def end_process(self, pid: int, ktime: int) -> list:
-        return self._end([k for k, s in self.sessions.items() if s.pid == pid], ktime)
-
-    def end_all(self, ktime: int) -> list:
-        return self._end(list(self.sessions), ktime)
-
-    def _end(self, keys, ktime: int) -> list:
+        """pid exited: its sessions end when no tracked process is left in them."""
         out, done = [], set()
-        for key in keys:
-            s = self.sessions.pop(key)
-            if id(s) not in done:
-                done.add(id(s))
-                out.append(self._record(s, "end", ktime))
-            pipes = self._open_pipes.get(s.pid)
+        for key in [k for k in self.sessions if k[0] == pid]:
+            s = self.sessions.pop(key, None)
+            if s is None or id(s) in done:
+                continue
+            done.add(id(s))
+            s.pids.discard(pid)
+            pipes = self._open_pipes.get(pid)
             if pipes and s in pipes:
                 pipes.remove(s)
+            if not s.pids or all(k[0] not in s.pids for k in self.sessions if self.sessions[k] is s):
+                out.extend(self._end_session(s, ktime))
+        self._open_pipes.pop(pid, None)
         return out
+
+    def end_all(self, ktime: int) -> list:
+        out, done = [], set()
+        for s in list(self.sessions.values()):
+            if id(s) not in done:
+                done.add(id(s))
+                out.extend(self._end_session(s, ktime))
+        return out
+
+    def _end_session(self, s: _Session, ktime: int) -> list:
+        for k in [k for k, x in self.sessions.items() if x is s]:
+            del self.sessions[k]
+        for k in [k for k, x in self._pipe_conv.items() if x is s]:
+            del self._pipe_conv[k]
+        for pipes in self._open_pipes.values():
+            if s in pipes:
+                pipes.remove(s)
+        return [self._record(s, "end", ktime)]
 
     # --- messages ---------------------------------------------------------
     def feed(self, f: Frame) -> list:
         out: list = []
         s = self._session(f, out)
+        if f.kind == "pipe":
+            k = (f.dev, f.inode)
+            if f.offset < s.emitted.get(k, -1):
+                # the same bytes as seen from the pipe's other end: recorded once
+                self.stats["duplicates"] += 1
+                return out
+            s.emitted[k] = f.offset + len(f.data) + 1
         notes = list(f.notes)
         if not f.complete:
             notes.append("incomplete: the stream ended inside this message")
@@ -234,22 +296,41 @@ class McpDecoder:
         return out
 
     def _direction(self, s: _Session, f: Frame) -> str:
-        # the tracked process reads what its peer sent
-        if s.role == "server":
+        flow = s.flow.get((f.dev, f.inode)) if f.kind == "pipe" else None
+        if flow is not None:
+            return flow
+        role = s.roles.get(f.pid)
+        # a process reads what its peer sent
+        if role == "server":
             return C2S if f.direction == "read" else S2C
-        if s.role == "client":
+        if role == "client":
             return S2C if f.direction == "read" else C2S
         return "unknown"
 
     def _learn_role(self, s: _Session, f: Frame, method: str, is_request: bool) -> None:
-        if s.role is not None:
+        if f.pid in s.roles or (f.kind == "pipe" and (f.dev, f.inode) in s.flow):
             return
         if method in SERVER_METHODS:
-            s.role = "client" if f.direction == "read" else "server"
+            role = "client" if f.direction == "read" else "server"
         elif method in CLIENT_METHODS or is_request:
             # whoever receives a client request is the server; for a method
             # the spec does not name, the first request decides the same way
-            s.role = "server" if f.direction == "read" else "client"
+            role = "server" if f.direction == "read" else "client"
+        else:
+            return
+        s.roles[f.pid] = role
+        if f.pid == s.pid:
+            s.role = role
+        if f.kind == "pipe":
+            self._set_flows(s, f.pid)
+            for p in s.pids:  # the other ends follow from the pipes they share
+                if p not in s.roles:
+                    for d, ino in s.sides.get(p, {}).items():
+                        flow = s.flow.get((f.dev, ino))
+                        if flow is not None:
+                            s.roles[p] = "server" if (flow == C2S) == (d == "read") else "client"
+                            self._set_flows(s, p)
+                            break
 
     def _invalid(self, s, f, why, notes, batch=None):
         return McpMessage(self.wall(f.ktime_ns), f.ktime_ns, s.id, self._direction(s, f), "invalid", None, None,

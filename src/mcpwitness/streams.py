@@ -26,18 +26,20 @@ class Frame(msgspec.Struct, gc=False):
     first_ktime_ns: int    # the syscall that moved its first byte
     ktime_ns: int          # the syscall that moved its last byte
     data: bytes
+    offset: int            # position of its first byte in the byte stream (as this process saw it)
     complete: bool         # ended by a newline (False: flushed at end of stream)
     truncated: bool        # bytes of it were not captured
     notes: list[str]
 
 
 class _Pending:
-    __slots__ = ("parts", "size", "first", "truncated", "notes")
+    __slots__ = ("parts", "size", "first", "offset", "truncated", "notes")
 
     def __init__(self):
         self.parts: list[bytes] = []
         self.size = 0
         self.first = 0
+        self.offset = 0
         self.truncated = False
         self.notes: list[str] = []
 
@@ -47,6 +49,7 @@ class Reassembler:
         self.max_frame = max_frame
         self.pending: dict[tuple, _Pending] = {}
         self.meta: dict[tuple, IoEvent] = {}
+        self.pos: dict[tuple, int] = {}  # bytes of each stream moved so far
         self.stats = {"frames": 0, "incomplete": 0, "oversized": 0, "blank": 0}
 
     @staticmethod
@@ -58,11 +61,15 @@ class Reassembler:
         self.meta[k] = ev
         p = self.pending.get(k)
         data = ev.data
+        base = self.pos.get(k, 0)
+        # positions advance by what the syscall moved, captured or not
+        self.pos[k] = base + ev.bytes
         out: list[Frame] = []
         if ev.truncated:
             if p is None:
                 p = self.pending[k] = _Pending()
                 p.first = ev.ktime_ns
+                p.offset = base
             p.truncated = True
             p.notes = p.notes + [f"a syscall moved {ev.bytes} bytes, {len(ev.data)} were captured: "
                                  "line boundaries after the gap are a guess"]
@@ -73,36 +80,37 @@ class Reassembler:
                 break
             if p is None:
                 line = data[start:i]
-                first, trunc, notes = ev.ktime_ns, False, []
+                first, off, trunc, notes = ev.ktime_ns, base + start, False, []
             else:
                 p.parts.append(data[start:i])
                 line = b"".join(p.parts)
-                first, trunc, notes = p.first, p.truncated, p.notes
+                first, off, trunc, notes = p.first, p.offset, p.truncated, p.notes
                 del self.pending[k]
                 p = None
             start = i + 1
             if not line.strip():
                 self.stats["blank"] += 1
                 continue
-            out.append(self._frame(ev, line, first, True, trunc, notes))
+            out.append(self._frame(ev, line, first, off, True, trunc, notes))
         if start < len(data):
             if p is None:
                 p = self.pending[k] = _Pending()
                 p.first = ev.ktime_ns
+                p.offset = base + start
             p.parts.append(data[start:])
             p.size += len(data) - start
             if p.size > self.max_frame:
                 self.stats["oversized"] += 1
-                out.append(self._frame(ev, b"".join(p.parts), p.first, False, True,
+                out.append(self._frame(ev, b"".join(p.parts), p.first, p.offset, False, True,
                                        p.notes + [f"line longer than {self.max_frame} bytes: cut here"]))
                 del self.pending[k]
         return out
 
-    def _frame(self, ev: IoEvent, data: bytes, first: int, complete: bool, truncated: bool,
+    def _frame(self, ev: IoEvent, data: bytes, first: int, offset: int, complete: bool, truncated: bool,
                notes: list[str]) -> Frame:
         self.stats["frames"] += 1
         return Frame(ev.pid, ev.tid, ev.comm, ev.fd, ev.kind, ev.direction, ev.inode, ev.dev, first,
-                     ev.ktime_ns, data, complete, truncated, notes)
+                     ev.ktime_ns, data, offset, complete, truncated, notes)
 
     def flush(self, pid: int | None = None) -> list[Frame]:
         """Frames for what is still buffered (of one process, or all): the
@@ -115,9 +123,10 @@ class Reassembler:
             if not data.strip():
                 continue
             self.stats["incomplete"] += 1
-            out.append(self._frame(ev, data, p.first, False, p.truncated,
+            out.append(self._frame(ev, data, p.first, p.offset, False, p.truncated,
                                    p.notes + ["stream ended before the end of this line"]))
         if pid is not None:
             for k in [k for k in self.meta if k[0] == pid]:
                 del self.meta[k]
+                self.pos.pop(k, None)
         return out
