@@ -190,3 +190,19 @@ def test_multi_round_trip_input_required_is_linked():
     assert m[4].continues == {"id": 7, "round": 2}
     assert m[5].result_type == "complete" and m[5].input_requests is None
     assert m[6].continues is None  # a state the server never handed out links to nothing
+
+
+def test_every_builtin_pattern_passes_the_hint_gate():
+    """Strings skip the regex unless they contain one of redact.HINTS: a new
+    pattern needs a hint, or its secrets would go through unredacted."""
+    from mcpwitness.redact import PATTERNS
+    samples = {"private-key": "-----BEGIN RSA PRIVATE KEY-----abc", "bearer": "Authorization: Bearer abcdefgh12345",
+               "basic-auth": "Basic dXNlcjpwYXNzd29yZA==", "jwt": "eyJhbGciOiJI.eyJzdWIiOiIx.sflKxwRJSMeKKF2QT4",
+               "aws-access-key-id": "id AKIAABCDEFGHIJKLMNOP", "github-token": "ghp_" + "a" * 36,
+               "slack-token": "xoxb-1234567890-abc", "anthropic-key": "sk-ant-" + "a" * 24,
+               "openai-key": "sk-" + "a" * 24, "google-api-key": "AIza" + "a" * 35, "stripe-key": "sk_live_" + "a" * 20,
+               "url-password": "https://bob:hunter2@host/x", "assignment": "password=hunter22"}
+    r = Redactor()
+    for name, _ in PATTERNS:
+        assert f"[REDACTED:{name}]" in r.text(samples[name]), name
+    assert r.text("an ordinary sentence with words") == "an ordinary sentence with words"
