@@ -282,7 +282,10 @@ class Agent:
             "mechanisms": {"process": "tp_btf sched_process_fork/exec/exit",
                            "open": "tracepoint syscalls sys_exit_open*",
                            "connect": "tracepoint syscalls sys_exit_connect",
-                           "exec_failures": "tracepoint syscalls sys_exit_execve*"},
+                           "exec_failures": "tracepoint syscalls sys_exit_execve*",
+                           "payload": "tracepoint syscalls sys_exit_{read,write,readv,writev,recvfrom,sendto,"
+                                      "recvmsg,sendmsg} on pipes and Unix sockets",
+                           "watch": self.watch},
             "programs_skipped": self.kernel.skipped, "mounts": self.kernel.mounts, **extra})
 
     def attach(self, pid: int) -> list[int]:

@@ -159,8 +159,12 @@ def features(mech: dict[str, bool]) -> list[dict]:
             "tracepoint syscalls/sys_exit_execve{,at}" if tp else "none", "", ""),
         row("event transport", "active" if mech.get("ring buffer output") else "unavailable",
             "BPF ring buffer, batch mmap reader", "", "per-CPU drop counters"),
-        row("MCP payload capture (stdio, sockets)", "planned", "tracepoint syscalls read/write/send/recv",
-            "", "issue 3"),
+        row("MCP payload capture (pipes, Unix sockets)", "active" if tp else "unavailable",
+            "tracepoint syscalls/sys_exit_{read,write,readv,writev,recvfrom,sendto,recvmsg,sendmsg}"
+            if tp else "none", "fexit (not built)", "JSON streams classified in the kernel; TCP: issue 5"),
+        row("server discovery (watch)", "active" if tp else "unavailable",
+            "the same read hooks: a first JSON read with \"method\" near its start tracks the reader",
+            "", "every read on the host pays a 1-byte check"),
         row("TLS plaintext", "planned",
             "uprobe SSL_read/SSL_write" if mech.get("uprobe") else "none (uprobes unavailable)", "", "issue 5"),
     ]
