@@ -701,6 +701,16 @@ static __always_inline void emit_user(struct mw_scratch *s, __u64 ubuf, const st
 	}
 }
 
+/* The user address of a chunk's first byte: the buffer, or iov[0]'s. */
+static __always_inline __u64 first_buffer(__u64 ubuf, const struct iovec *iov)
+{
+	if (!iov)
+		return ubuf;
+	struct iovec v = {};
+	bpf_probe_read_user(&v, sizeof(v), (void *)iov);
+	return (__u64)v.iov_base;
+}
+
 /* first non-blank byte of a chunk: '{' or '[' says JSON */
 struct head_ctx {
 	__u8 buf[8];
@@ -717,6 +727,16 @@ static long head_step(__u32 i, struct head_ctx *h)
 		return 0;
 	h->verdict = (ch == '{' || ch == '[') ? 1 : -1;
 	return 1;
+}
+
+/* 1: the chunk at first starts like JSON; -1: it does not; 0: only blanks */
+static __always_inline int json_head(__u64 first, long ret)
+{
+	struct head_ctx h = {.limit = ret < 8 ? ret : 8};
+	if (bpf_probe_read_user(h.buf, sizeof(h.buf), (void *)first))
+		return -1;
+	bpf_loop(8, head_step, &h, 0);
+	return h.verdict;
 }
 
 /* Pipe or Unix socket behind fd (with its stream key), else 0. */
@@ -757,16 +777,7 @@ static __always_inline int handle_io(struct mw_proc *p, long ret, long fd, __u64
 	if (state == MW_S_OTHER)
 		return 0;
 	if (state == MW_S_UNKNOWN) {
-		__u64 first = ubuf;
-		if (iov) {
-			struct iovec v = {};
-			bpf_probe_read_user(&v, sizeof(v), (void *)iov);
-			first = (__u64)v.iov_base;
-		}
-		struct head_ctx h = {.limit = ret < 8 ? ret : 8};
-		bpf_probe_read_user(h.buf, sizeof(h.buf), (void *)first);
-		bpf_loop(8, head_step, &h, 0);
-		int verdict = h.verdict; /* 1 json, -1 not, 0 only whitespace seen */
+		int verdict = json_head(first_buffer(ubuf, iov), ret);
 		struct mw_stream nst = {.state = MW_S_JSON};
 		if (verdict <= 0) {
 			count(MW_C_IO_SKIPPED);
@@ -841,11 +852,7 @@ static __always_inline struct mw_proc *watch_discover(long ret, long fd, __u64 f
 	if (bpf_probe_read_user(&c0, 1, (void *)first) ||
 	    (c0 != '{' && c0 != ' ' && c0 != '\n' && c0 != '\r' && c0 != '\t'))
 		return NULL;
-	struct head_ctx h = {.limit = ret < 8 ? ret : 8};
-	if (bpf_probe_read_user(h.buf, sizeof(h.buf), (void *)first))
-		return NULL;
-	bpf_loop(8, head_step, &h, 0);
-	if (h.verdict != 1)
+	if (json_head(first, ret) != 1)
 		return NULL;
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct mw_stream_key k = {};
@@ -874,71 +881,60 @@ static __always_inline struct mw_proc *watch_discover(long ret, long fd, __u64 f
 	return bpf_map_lookup_elem(&procs, &tgid);
 }
 
-#define IO_PROG(name, sys, dir, bufarg)                                               \
+/* Every payload syscall: untracked processes leave after one lookup (in
+ * watch mode a read may first make its reader tracked), then capture. */
+static __always_inline int io_exit(struct mw_proc *p, long ret, long fd, __u64 ubuf, const struct iovec *iov,
+				   __u64 iovcnt, __u32 dir, __u32 sys)
+{
+	if (!p && !(p = watch_discover(ret, fd, first_buffer(ubuf, iov))))
+		return 0;
+	return handle_io(p, ret, fd, ubuf, iov, iovcnt, dir, sys);
+}
+
+/* Untracked, and not a read that watch mode must look at: leave. */
+#define IO_SKIP(p, dir) (!(p) && !(cfg.watch && (dir) == MW_IO_READ))
+
+#define IO_PROG(name, sys, dir)                                                       \
 	SEC("tracepoint/syscalls/sys_exit_" #name)                                    \
 	int mw_##name(struct trace_event_raw_sys_exit *ctx)                           \
 	{                                                                             \
-		if (ctx->ret <= 0)                                                    \
-			return 0;                                                     \
-		struct mw_proc *p = current_tracked();                                \
-		if (!p && !(cfg.watch && dir == MW_IO_READ))                          \
+		struct mw_proc *p = ctx->ret > 0 ? current_tracked() : NULL;          \
+		if (ctx->ret <= 0 || IO_SKIP(p, dir))                                 \
 			return 0;                                                     \
 		struct pt_regs *r = user_regs();                                      \
-		long fd = (int)MW_ARG1(r);                         \
-		__u64 buf = MW_ARG2(r);                            \
-		if (!p && !(p = watch_discover(ctx->ret, fd, buf)))                   \
-			return 0;                                                     \
-		return handle_io(p, ctx->ret, fd, buf, NULL, 0, dir, sys);            \
+		return io_exit(p, ctx->ret, (int)MW_ARG1(r), MW_ARG2(r), NULL, 0, dir, sys); \
 	}
 
 #define IOV_PROG(name, sys, dir)                                                      \
 	SEC("tracepoint/syscalls/sys_exit_" #name)                                    \
 	int mw_##name(struct trace_event_raw_sys_exit *ctx)                           \
 	{                                                                             \
-		if (ctx->ret <= 0)                                                    \
-			return 0;                                                     \
-		struct mw_proc *p = current_tracked();                                \
-		if (!p && !(cfg.watch && dir == MW_IO_READ))                          \
+		struct mw_proc *p = ctx->ret > 0 ? current_tracked() : NULL;          \
+		if (ctx->ret <= 0 || IO_SKIP(p, dir))                                 \
 			return 0;                                                     \
 		struct pt_regs *r = user_regs();                                      \
-		long fd = (int)MW_ARG1(r);                         \
-		const struct iovec *iov = (const struct iovec *)MW_ARG2(r); \
-		if (!p) {                                                             \
-			struct iovec v = {};                                          \
-			bpf_probe_read_user(&v, sizeof(v), (void *)iov);              \
-			if (!(p = watch_discover(ctx->ret, fd, (__u64)v.iov_base)))   \
-				return 0;                                             \
-		}                                                                     \
-		return handle_io(p, ctx->ret, fd, 0, iov, MW_ARG3(r), dir, sys); \
+		return io_exit(p, ctx->ret, (int)MW_ARG1(r), 0, (const struct iovec *)MW_ARG2(r), \
+			       MW_ARG3(r), dir, sys);                                 \
 	}
 
 #define MSG_PROG(name, sys, dir)                                                      \
 	SEC("tracepoint/syscalls/sys_exit_" #name)                                    \
 	int mw_##name(struct trace_event_raw_sys_exit *ctx)                           \
 	{                                                                             \
-		if (ctx->ret <= 0)                                                    \
-			return 0;                                                     \
-		struct mw_proc *p = current_tracked();                                \
-		if (!p && !(cfg.watch && dir == MW_IO_READ))                          \
+		struct mw_proc *p = ctx->ret > 0 ? current_tracked() : NULL;          \
+		if (ctx->ret <= 0 || IO_SKIP(p, dir))                                 \
 			return 0;                                                     \
 		struct pt_regs *r = user_regs();                                      \
-		long fd = (int)MW_ARG1(r);                         \
 		struct user_msghdr m = {};                                            \
-		if (bpf_probe_read_user(&m, sizeof(m), (void *)MW_ARG2(r))) \
+		if (bpf_probe_read_user(&m, sizeof(m), (void *)MW_ARG2(r)))           \
 			return 0;                                                     \
-		if (!p) {                                                             \
-			struct iovec v = {};                                          \
-			bpf_probe_read_user(&v, sizeof(v), (void *)m.msg_iov);        \
-			if (!(p = watch_discover(ctx->ret, fd, (__u64)v.iov_base)))   \
-				return 0;                                             \
-		}                                                                     \
-		return handle_io(p, ctx->ret, fd, 0, m.msg_iov, m.msg_iovlen, dir, sys); \
+		return io_exit(p, ctx->ret, (int)MW_ARG1(r), 0, m.msg_iov, m.msg_iovlen, dir, sys); \
 	}
 
-IO_PROG(read, MW_IOSYS_READ, MW_IO_READ, 2)
-IO_PROG(write, MW_IOSYS_WRITE, MW_IO_WRITE, 2)
-IO_PROG(recvfrom, MW_IOSYS_RECVFROM, MW_IO_READ, 2)
-IO_PROG(sendto, MW_IOSYS_SENDTO, MW_IO_WRITE, 2)
+IO_PROG(read, MW_IOSYS_READ, MW_IO_READ)
+IO_PROG(write, MW_IOSYS_WRITE, MW_IO_WRITE)
+IO_PROG(recvfrom, MW_IOSYS_RECVFROM, MW_IO_READ)
+IO_PROG(sendto, MW_IOSYS_SENDTO, MW_IO_WRITE)
 IOV_PROG(readv, MW_IOSYS_READV, MW_IO_READ)
 IOV_PROG(writev, MW_IOSYS_WRITEV, MW_IO_WRITE)
 MSG_PROG(recvmsg, MW_IOSYS_RECVMSG, MW_IO_READ)

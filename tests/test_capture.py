@@ -1,6 +1,5 @@
 """Payload capture in the kernel: what a tracked process reads and writes on
 pipes and Unix sockets, byte for byte, and nothing of non-JSON streams."""
-import os
 import sys
 
 import pytest

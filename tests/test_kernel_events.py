@@ -3,11 +3,10 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
-from conftest import run_tracked, wait_for
+from conftest import run_tracked
 from mcpwitness.agent import Agent
 from mcpwitness.events import ConnectEvent, ExecEvent, OpenEvent
 from mcpwitness.loader import LoadOptions

@@ -20,7 +20,7 @@ from typing import Callable
 from . import __version__
 from .events import RECORD_SIZE, Decoder, ExitEvent, ForkEvent, IoEvent
 from .loader import Kernel, LoadOptions
-from .proc import ProcStat, ProcTable, all_stats, descendants, read_stat
+from .proc import ProcStat, ProcTable, all_stats, descendants, identity, read_stat
 from .mcp import McpDecoder
 from .redact import Redactor
 from .ringbuf import records
@@ -168,14 +168,10 @@ class Agent:
             self.kernel.untrack(root)
             return False
         self.roots.add(root)
-        from .proc import read_cmdline
-        try:
-            exe = os.readlink(f"/proc/{root}/exe")
-        except OSError:
-            exe = None
+        exe, cmdline = identity(root)
         seeded = self._seed_descendants(root, [])
         batch.append({"type": "discovered", "time": self.decoder.wall_time(ev.ktime_ns), "ktime_ns": ev.ktime_ns,
-                      "pid": root, "comm": ev.comm, "exe": exe, "cmdline": read_cmdline(root), "ppid": ev.ppid,
+                      "pid": root, "comm": ev.comm, "exe": exe, "cmdline": cmdline, "ppid": ev.ppid,
                       "cgroup_id": ev.cgroup_id, "children_seeded": seeded,
                       "reason": "read a JSON-RPC request on a pipe or Unix socket"})
         return True

@@ -133,7 +133,6 @@ def cmd_run(a, ap) -> int:
 
     from .agent import CommandNotFound
     from .loader import LoadOptions
-    from .proc import read_cmdline
 
     agent = _start("run", a, LoadOptions(ring_size=a.ring_size, argv_max=a.argv_max, io_max=a.io_max),
                    reader=a.reader)
@@ -141,7 +140,7 @@ def cmd_run(a, ap) -> int:
         return 1
     sink = agent.sink
     if a.pid is not None:
-        return _attach(agent, a.pid, a.quiet, read_cmdline)
+        return _attach(agent, a.pid, a.quiet)
 
     try:
         pid = agent.spawn_tracked(command)
@@ -230,15 +229,12 @@ def _unload_in_background(kernel) -> None:
 
 def server_filter(pids: list[int], comms: list[str], cgroup: str | None):
     """accept(pid) for watch mode: all given filters must hold."""
-    from .proc import read_stat
+    from .proc import read_exe, read_stat
 
     def accept(pid: int) -> bool:
         if comms:
-            try:
-                exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
-            except OSError:
-                exe = None
-            if read_stat(pid).comm not in comms and exe not in comms:
+            exe = read_exe(pid)
+            if read_stat(pid).comm not in comms and (exe is None or os.path.basename(exe) not in comms):
                 return False
         if pids:
             p, seen = pid, 0
@@ -274,7 +270,9 @@ def cmd_watch(a) -> int:
     return 0
 
 
-def _attach(agent, pid: int, quiet: bool, read_cmdline) -> int:
+def _attach(agent, pid: int, quiet: bool) -> int:
+    from .proc import read_cmdline
+
     try:
         pids = agent.attach(pid)
     except ProcessLookupError:

@@ -165,12 +165,12 @@ def decode_open_flags(flags: int) -> tuple[list[str], str]:
 def _decode_open_flags(flags: int) -> tuple[list[str], str]:
     name, access = _ACCESS[flags & 3]
     names = [name]
+    tmpfile = flags & 0o20200000 == 0o20200000  # O_TMPFILE includes the O_DIRECTORY bit
     for bit, n in _O_FLAGS:
         if n == "O_TMPFILE":
-            if flags & bit == bit:
+            if tmpfile:
                 names.append(n)
-                names.remove("O_DIRECTORY") if "O_DIRECTORY" in names else None
-        elif flags & bit and n != "O_LARGEFILE":
+        elif flags & bit and n != "O_LARGEFILE" and not (tmpfile and n == "O_DIRECTORY"):
             names.append(n)
     if flags & 0o10000000:
         access = "path"

@@ -17,10 +17,10 @@ other way for server-to-client requests (sampling, elicitation, roots).
 """
 from __future__ import annotations
 
-import os
 
 import msgspec
 
+from .proc import identity as proc_identity
 from .redact import Redactor
 from .streams import Frame
 
@@ -119,23 +119,10 @@ class _Session:
         self.exe = self.cmdline = None
 
 
-def _proc_identity(pid: int):
-    try:
-        exe = os.readlink(f"/proc/{pid}/exe")
-    except OSError:
-        exe = None
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmd = [a.decode("utf-8", "backslashreplace") for a in f.read().split(b"\0")[:-1]]
-    except OSError:
-        cmd = None
-    return exe, cmd
-
-
 class McpDecoder:
     """Frames in, records (McpMessage, SessionRecord, NonJson) out, in order."""
 
-    def __init__(self, redactor: Redactor | None = None, wall=None, identity=_proc_identity):
+    def __init__(self, redactor: Redactor | None = None, wall=None, identity=proc_identity):
         self.redactor = redactor or Redactor()
         self.wall = wall or (lambda ns: "")
         self.identity = identity

@@ -63,6 +63,18 @@ def read_cmdline(pid: int) -> list[str] | None:
     return [a.decode("utf-8", "backslashreplace") for a in raw.split(b"\0")[:-1]]
 
 
+def read_exe(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+
+
+def identity(pid: int) -> tuple[str | None, list[str] | None]:
+    """(executable, command line) of pid, None where /proc no longer says."""
+    return read_exe(pid), read_cmdline(pid)
+
+
 class ProcTable:
     """Lineage of the tracked tree as userspace learned it: pid -> parent.
 

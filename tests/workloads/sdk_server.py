@@ -1,6 +1,5 @@
 """An MCP server written with the official Python SDK (mcp 2.x, MCPServer)."""
 import os
-import sys
 
 from mcp.server import MCPServer
 
