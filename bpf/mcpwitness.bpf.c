@@ -323,7 +323,14 @@ int BPF_PROG(mw_fork, struct task_struct *parent, struct task_struct *child)
 		return 0;
 	__u32 ctgid = BPF_CORE_READ(child, tgid);
 	if (BPF_CORE_READ(child, pid) != ctgid) {
+		/* attribution needs to know which thread started which (a server
+		 * that starts a thread per request) */
 		count(MW_C_THREADS);
+		struct mw_scratch *t = begin(MW_EV_THREAD, pp, parent, 0);
+		if (t) {
+			t->ev.args[0] = BPF_CORE_READ(child, pid);
+			emit(t, 0);
+		}
 		return 0;
 	}
 	struct mw_proc c = {};

@@ -36,6 +36,7 @@ enum mw_event_type {
 	MW_EV_CONNECT = 5, /* ret: 0 or -errno; args: [0]=fd [1]=addrlen [2]=sock type [3]=protocol; data: sockaddr */
 	MW_EV_IO = 6,      /* ret: bytes moved; args: [0]=fd | dir << 32 | kind << 40 | syscall << 48
 			    * [1]=inode [2]=device [3]=bytes captured; data: the bytes, in order */
+	MW_EV_THREAD = 7,  /* a tracked process created a thread; tid = the creating thread; args: [0]=new tid */
 };
 
 /* MW_EV_IO: direction, kind of file behind the fd, syscall */

@@ -35,7 +35,7 @@ R_TYPE, R_SEQ, R_FLAGS, R_PID, R_TID, R_PPID, R_UID, R_ROOT, R_DEPTH = range(10,
 R_ANC = 19
 R_DLEN, R_COMM, R_DATA = 27, 29, 30
 
-EV_FORK, EV_EXEC, EV_EXIT, EV_OPEN, EV_CONNECT, EV_IO = 1, 2, 3, 4, 5, 6
+EV_FORK, EV_EXEC, EV_EXIT, EV_OPEN, EV_CONNECT, EV_IO, EV_THREAD = 1, 2, 3, 4, 5, 6, 7
 F_LAST, F_TRUNC, F_PATHERR, F_DEPTH = 0x1, 0x2, 0x4, 0x8
 
 COUNTERS = [
@@ -79,6 +79,12 @@ class Event(msgspec.Struct, tag_field="type", gc=False):
 class ForkEvent(Event, tag="fork"):
     child_pid: int
     child_start_ns: int
+    attribution: object = None   # set by audit.py: the MCP request this event belongs to
+
+
+class ThreadEvent(Event, tag="thread"):
+    """tid (of process pid) started thread new_tid. Used by attribution, not written."""
+    new_tid: int
 
 
 class ExecEvent(Event, tag="exec"):
@@ -89,6 +95,9 @@ class ExecEvent(Event, tag="exec"):
     result: int
     error: str | None
     syscall: str | None
+    category: str | None = None  # flags.py: shell, downloader, interpreter
+    sensitive: str | None = None
+    attribution: object = None
 
 
 class ExitEvent(Event, tag="exit"):
@@ -97,6 +106,7 @@ class ExitEvent(Event, tag="exit"):
     signal: int | None
     signal_name: str | None
     core_dumped: bool
+    attribution: object = None
 
 
 class OpenEvent(Event, tag="open"):
@@ -110,6 +120,9 @@ class OpenEvent(Event, tag="open"):
     dirfd: int | None
     result: int | None
     error: str | None
+    risk: str | None = None       # flags.py: read, write, create, truncate
+    sensitive: str | None = None  # flags.py: the sensitive-path list it is on
+    attribution: object = None
 
 
 class ConnectEvent(Event, tag="connect"):
@@ -122,6 +135,8 @@ class ConnectEvent(Event, tag="connect"):
     protocol: str | None
     result: int
     error: str | None
+    scope: str | None = None      # flags.py: loopback, private, link-local, public, unix
+    attribution: object = None
 
 
 class IoEvent(Event, tag="io"):
@@ -137,7 +152,7 @@ class IoEvent(Event, tag="io"):
     data: bytes          # what was captured (shorter when truncated)
 
 
-AnyEvent = ForkEvent | ExecEvent | ExitEvent | OpenEvent | ConnectEvent | IoEvent
+AnyEvent = ForkEvent | ExecEvent | ExitEvent | OpenEvent | ConnectEvent | IoEvent | ThreadEvent
 
 # --- decoding helpers -----------------------------------------------------
 
@@ -381,6 +396,8 @@ class Decoder:
                                 ret, errname(ret) if ret < 0 else None)
         if t == EV_FORK:
             return ForkEvent(*self._base(r, truncated, _NO_NOTES), a0, a1)
+        if t == EV_THREAD:
+            return ThreadEvent(*self._base(r, truncated, _NO_NOTES), a0)
         self.stats["events"] -= 1
         self.stats["bad_records"] += 1
         return None

@@ -96,10 +96,27 @@ class NonJson(msgspec.Struct, tag="nonjson", tag_field="type", gc=False):
     preview: str
 
 
+class Seen(msgspec.Struct, gc=False):
+    """Internal, never written: process pid (thread tid) read or wrote these
+    messages at ktime_ns. Every tracked end produces one, the deduplicated
+    end too: attribution needs the server's own read of a request and write
+    of its response, whoever was seen first."""
+    session: str
+    pid: int
+    tid: int
+    ktime_ns: int
+    role: str | None     # pid's role in the session (server, client, None: unknown yet)
+    io: str              # read or write, as the process did it
+    items: list          # [(kind, direction, id)] of the messages in these bytes
+
+
+_SEEN_KEEP = 4096  # per pipe: offsets of recent frames, to name what a duplicate end saw
+
+
 class _Session:
     __slots__ = ("id", "transport", "pid", "role", "era", "version", "client_info", "server_info",
                  "client_caps", "server_caps", "pending", "messages", "exe", "cmdline", "sides", "rounds",
-                 "roles", "flow", "emitted", "pids", "idents")
+                 "roles", "flow", "emitted", "pids", "idents", "seen_at")
 
     def __init__(self, sid, transport, pid):
         self.id, self.transport, self.pid = sid, transport, pid
@@ -111,6 +128,7 @@ class _Session:
         self.roles: dict[int, str] = {}              # pid -> server/client
         self.flow: dict[tuple, str] = {}             # pipe (dev, inode) -> C2S/S2C
         self.emitted: dict[tuple, int] = {}          # pipe (dev, inode) -> stream offset recorded up to
+        self.seen_at: dict[tuple, dict] = {}         # pipe (dev, inode) -> {offset: items} of recent frames
         self.pids: set[int] = {pid}
         self.idents: dict[int, tuple] = {}
         # multi round-trip (input_required) chains waiting for the client's retry:
@@ -246,8 +264,24 @@ class McpDecoder:
             if f.offset < s.emitted.get(k, -1):
                 # the same bytes as seen from the pipe's other end: recorded once
                 self.stats["duplicates"] += 1
+                items = s.seen_at.get(k, {}).get(f.offset)
+                if items:
+                    out.append(Seen(s.id, f.pid, f.tid, f.ktime_ns, s.roles.get(f.pid), f.direction, items))
                 return out
             s.emitted[k] = f.offset + len(f.data) + 1
+        n = len(out)
+        self._decode(s, f, out)
+        items = [(m.kind, m.direction, m.id) for m in out[n:] if type(m) is McpMessage and m.kind != "invalid"]
+        if items:
+            out.append(Seen(s.id, f.pid, f.tid, f.ktime_ns, s.roles.get(f.pid), f.direction, items))
+            if f.kind == "pipe":
+                at = s.seen_at.setdefault((f.dev, f.inode), {})
+                at[f.offset] = items
+                if len(at) > _SEEN_KEEP:
+                    del at[next(iter(at))]
+        return out
+
+    def _decode(self, s: _Session, f: Frame, out: list) -> None:
         notes = list(f.notes)
         if not f.complete:
             notes.append("incomplete: the stream ended inside this message")
@@ -272,7 +306,7 @@ class McpDecoder:
                 preview = self.redactor.text(f.data[:200].decode("utf-8", "replace"))
                 out.append(NonJson(self.wall(f.ktime_ns), f.ktime_ns, s.id, self._direction(s, f), f.pid, f.fd,
                                    len(f.data), reason, preview))
-                return out
+                return
         if isinstance(doc, list):
             if not doc:
                 out.append(self._invalid(s, f, "empty batch", notes))
@@ -280,7 +314,6 @@ class McpDecoder:
                 self._message(s, f, m, i, notes, out)
         else:
             self._message(s, f, doc, None, notes, out)
-        return out
 
     def _direction(self, s: _Session, f: Frame) -> str:
         flow = s.flow.get((f.dev, f.inode)) if f.kind == "pipe" else None

@@ -1,0 +1,561 @@
+"""MCP records + kernel events -> one `call` record per request/response pair.
+
+Input, in ring order: what mcp.py produces (McpMessage, SessionRecord,
+NonJson and the internal Seen) and the kernel events. Output: the same
+records to write (kernel events once their attribution is settled, with an
+`attribution` field and the flags of flags.py), plus a CallRecord per request
+when its response is seen and everything it caused is settled: its branch
+processes exited (or `linger` passed: the record lists what still runs),
+or on timeout / end of session / exit, marked incomplete.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+
+import msgspec
+
+from .attribute import Attributor, Request, Verdict
+from .events import ThreadEvent
+from .flags import Flagger
+from .mcp import C2S, S2C, McpMessage, Seen, SessionRecord, _idkey
+
+KERNEL_TAGS = {"fork", "exec", "exit", "open", "connect"}
+
+
+class CallRecord(msgspec.Struct, tag="call", tag_field="type", gc=False):
+    time: str
+    ktime_ns: int
+    call_id: str
+    session: str
+    direction: str                 # client->server (a tool call...) or server->client (sampling...)
+    request_id: object
+    method: str | None
+    tool: str | None               # tools/call and prompts/get: the name; resources/read: the uri
+    arguments: object              # redacted
+    status: str                    # ok, tool_error, error, input_required, cancelled, incomplete
+    complete: bool
+    incomplete_reason: str | None
+    latency_ms: float | None
+    client: object                 # {pid, exe, info}
+    server: object                 # {pid, exe, cmdline, info, tracked}
+    result: object                 # {is_error, content_types, items, bytes, structured}
+    error: object
+    attribution: object            # {quality, exact, thread, ambiguous, reason}
+    processes: list
+    lineage: list
+    timeline: list
+    violations: list
+    summary: str
+    still_running: list
+    end_ktime_ns: int | None = None
+    notes: list = []
+
+
+class _Call:
+    __slots__ = ("id", "session", "direction", "req", "resp", "areq", "events", "end_ts", "reason", "status",
+                 "written", "key", "record")
+
+    def __init__(self, cid: str, req: McpMessage, key: tuple):
+        self.id, self.req, self.key = cid, req, key
+        self.session, self.direction = req.session, req.direction
+        self.resp: McpMessage | None = None
+        self.areq: Request | None = None
+        self.events: list = []
+        self.end_ts: int | None = None
+        self.reason: str | None = None
+        self.status: str | None = None
+        self.written = False
+        self.record: CallRecord | None = None
+
+
+def call_id(session: str, mid, ktime: int) -> str:
+    return hashlib.blake2b(f"{session}|{mid!r}|{ktime}".encode(), digest_size=6).hexdigest()
+
+
+class Auditor:
+    def __init__(self, flagger: Flagger | None = None, wall=None, redact=None, grace_ns: int = 50_000_000,
+                 linger_ns: int = 10_000_000_000, timeout_ns: int = 300_000_000_000):
+        self.flagger = flagger or Flagger()
+        self.wall = wall or (lambda ns: "")
+        self.redact_text = redact or (lambda s: s)
+        self.grace_ns, self.linger_ns, self.timeout_ns = grace_ns, linger_ns, timeout_ns
+        self.attr = Attributor(hint=named_by_arguments)
+        self.calls: dict[tuple, _Call] = {}     # (session, direction, id) -> call not written yet
+        self.closing: list[_Call] = []          # answered or ended, waiting to be written
+        self.sessions: dict[str, SessionRecord] = {}
+        self.roots: dict[str, list[str]] = {}   # session -> declared roots (paths)
+        self.now = 0
+        self.stats = {"calls": 0, "incomplete": 0, "late_events": 0}
+
+    # --- input ------------------------------------------------------------
+    def feed(self, records) -> list:
+        out: list = []
+        for rec in records:
+            t = type(rec)
+            if t is Seen:
+                self._seen(rec, out)
+                continue
+            if t is ThreadEvent:
+                self.attr.thread_created(rec)
+                continue
+            tag = getattr(t, "__struct_config__", None)
+            tag = tag.tag if tag is not None else None
+            if tag in KERNEL_TAGS:
+                self.now = max(self.now, rec.ktime_ns)
+                self.flagger.flag(rec)
+                self._place(self.attr.event(rec), out)
+                continue
+            out.append(rec)
+            if t is McpMessage:
+                self.now = max(self.now, rec.ktime_ns)
+                self._message(rec, out)
+            elif t is SessionRecord:
+                self.sessions[rec.session] = rec
+                if rec.event == "end":
+                    for c in [c for c in self.calls.values() if c.session == rec.session and c.end_ts is None]:
+                        self._end(c, rec.ktime_ns, "incomplete", "the session ended before the response", out)
+        out += self._ready()
+        return out
+
+    def _message(self, m: McpMessage, out: list) -> None:
+        if m.kind == "request":
+            key = (m.session, m.direction, _idkey(m.id))
+            old = self.calls.get(key)
+            if old is not None and old.end_ts is None:
+                self._end(old, m.ktime_ns, "incomplete", "a new request reused its id", out)
+            c = _Call(call_id(m.session, m.id, m.ktime_ns), m, key)
+            self.calls[key] = c
+            self.stats["calls"] += 1
+            if isinstance(m.params, dict):
+                self._learn_roots(m.session, m.params.get("inputResponses"))
+        elif m.kind in ("response", "error"):
+            other = C2S if m.direction == S2C else S2C
+            c = self.calls.get((m.session, other, _idkey(m.id)))
+            if c is None or c.resp is not None:
+                return
+            c.resp = m
+            if m.method == "roots/list" and isinstance(m.result, dict):
+                self._learn_roots(m.session, {"r": m.result})
+            if m.kind == "error":
+                status = "error"
+            elif isinstance(m.result, dict) and m.result.get("isError") is True:
+                status = "tool_error"
+            elif m.result_type == "input_required":
+                status = "input_required"
+            else:
+                status = "ok"
+            c.status = status
+            c.end_ts = m.ktime_ns
+            self.closing.append(c)
+        elif m.kind == "notification" and m.method == "notifications/cancelled" and isinstance(m.params, dict):
+            rid = m.params.get("requestId")
+            c = self.calls.get((m.session, m.direction, _idkey(rid)))
+            if c is not None and c.end_ts is None:
+                self._end(c, m.ktime_ns, "cancelled", f"cancelled by the {'client' if m.direction == C2S else 'server'}"
+                          + (f": {m.params['reason']}" if isinstance(m.params.get("reason"), str) else ""), out)
+
+    def _learn_roots(self, session: str, answers) -> None:
+        if not isinstance(answers, dict):
+            return
+        for v in answers.values():
+            roots = v.get("roots") if isinstance(v, dict) else None
+            if isinstance(v, dict) and isinstance(v.get("result"), dict):
+                roots = v["result"].get("roots", roots)
+            if isinstance(roots, list):
+                paths = []
+                for r in roots:
+                    uri = r.get("uri") if isinstance(r, dict) else None
+                    if isinstance(uri, str) and uri.startswith("file://"):
+                        paths.append(os.path.normpath(uri[7:] or "/"))
+                self.roots[session] = paths
+
+    def _seen(self, s: Seen, out: list) -> None:
+        if s.role != "server":
+            return
+        self.now = max(self.now, s.ktime_ns)
+        for kind, direction, mid in s.items:
+            if kind == "request" and direction == C2S and s.io == "read":
+                c = self.calls.get((s.session, C2S, _idkey(mid)))
+                if c is not None and c.areq is None and c.end_ts is None:
+                    c.areq = self.attr.request_read(s.pid, s.tid, s.ktime_ns, c)
+            elif kind in ("response", "error") and direction == S2C and s.io == "write":
+                c = self.calls.get((s.session, C2S, _idkey(mid)))
+                if c is not None and c.areq is not None:
+                    self._place(self.attr.response_written(c.areq, s.tid, s.ktime_ns), out)
+
+    def _end(self, c: _Call, ts: int, status: str, reason: str, out: list) -> None:
+        c.status, c.reason, c.end_ts = status, reason, ts
+        self.closing.append(c)
+        if c.areq is not None:
+            self._place(self.attr.request_gone(c.areq, reason), out)
+
+    def _place(self, pairs, out: list) -> None:
+        for ev, v in pairs:
+            late = [r.call.id for r in v.requests if r.call.written]
+            ev.attribution = _attribution(v, late)
+            if late:
+                self.stats["late_events"] += 1
+            out.append(ev)
+            for r in v.requests:
+                if not r.call.written:
+                    r.call.events.append((ev, v))
+
+    # --- output -----------------------------------------------------------
+    def _ready(self, force: bool = False) -> list:
+        out: list = []
+        keep = []
+        now = self.now
+        for c in self.closing:
+            if c.written:
+                continue
+            a = c.areq
+            settled = a is None or (a.done and a.waiting == 0)
+            live = self.attr.live_branches(a) if a is not None else []
+            if force or now >= c.end_ts + self.linger_ns or (settled and not live and now >= c.end_ts + self.grace_ns):
+                if a is not None and not a.done:  # the server's write of the response was never seen
+                    self._place(self.attr.request_gone(a, "the server's write of the response was not seen"), out)
+                out.append(self._write(c, live))
+            else:
+                keep.append(c)
+        self.closing = keep
+        return out
+
+    def tick(self, now: int) -> list:
+        """Timers: now is CLOCK_MONOTONIC ns (the kernel's clock)."""
+        self.now = max(self.now, now)
+        out = self._place_list(self.attr.tick(now))
+        for c in list(self.calls.values()):
+            if c.end_ts is None and now - c.req.ktime_ns > self.timeout_ns:
+                self._end(c, now, "incomplete", f"no response after {self.timeout_ns / 1e9:.0f} s", out)
+        return out + self._ready()
+
+    def flush(self, now: int) -> list:
+        """Everything still open is written, marked incomplete (the agent stops)."""
+        self.now = max(self.now, now)
+        out: list = []
+        for c in list(self.calls.values()):
+            if c.end_ts is None:
+                self._end(c, now, "incomplete", "mcpwitness stopped before the response", out)
+        self._place(self.attr.flush(), out)
+        return out + self._ready(force=True)
+
+    def _place_list(self, pairs) -> list:
+        out: list = []
+        self._place(pairs, out)
+        return out
+
+    def _write(self, c: _Call, live: list[int]) -> CallRecord:
+        c.written = True
+        if self.calls.get(c.key) is c:
+            del self.calls[c.key]
+        if c.status in ("incomplete", "cancelled"):
+            self.stats["incomplete"] += 1
+        c.record = rec = build_record(c, self.sessions.get(c.session), self.roots.get(c.session), live,
+                                      self.wall, self.redact_text)
+        c.events = []
+        return rec
+
+
+def _strings(v, out: list, depth: int = 0) -> list:
+    if isinstance(v, str):
+        out.append(v)
+    elif depth < 4 and isinstance(v, dict):
+        for x in v.values():
+            _strings(x, out, depth + 1)
+    elif depth < 4 and isinstance(v, list):
+        for x in v[:64]:
+            _strings(x, out, depth + 1)
+    return out
+
+
+def _arg_paths(params) -> list[str]:
+    """Absolute paths named by a request's arguments (file:// URIs too)."""
+    if not isinstance(params, dict):
+        return []
+    paths = []
+    for s in _strings({k: v for k, v in params.items() if k != "_meta"}, []):
+        if s.startswith("file://"):
+            s = s[7:]
+        if s.startswith("/") and len(s) < 4096:
+            paths.append(os.path.normpath(s))
+    return paths
+
+
+def named_by_arguments(ev, cands: list) -> list:
+    """The candidate requests whose arguments name the file this open touched
+    (the path itself or a directory above it)."""
+    if type(ev).__struct_config__.tag != "open":
+        return []
+    path = ev.resolved or ev.path
+    if not path.startswith("/"):
+        return []
+    hits = []
+    for r in cands:
+        for p in _arg_paths(r.call.req.params):
+            if path == p or path.startswith(p.rstrip("/") + "/"):
+                hits.append(r)
+                break
+    return hits
+
+
+def _attribution(v: Verdict, late: list[str]) -> dict:
+    d = {"quality": v.quality, "call": v.requests[0].call.id if len(v.requests) == 1 else None,
+         "reason": v.reason}
+    if len(v.requests) > 1:
+        d["candidates"] = [r.call.id for r in v.requests]
+    elif v.others:
+        d["candidates"] = [r.call.id for r in v.requests + v.others]
+    if v.server is not None:
+        d["server_pid"] = v.server
+    if v.branch is not None:
+        d["branch"] = v.branch
+    if late:
+        d["after_record"] = True
+    return d
+
+
+# --- building the record --------------------------------------------------
+
+def _tool(method: str | None, params) -> tuple:
+    if not isinstance(params, dict):
+        return None, None
+    if method in ("tools/call", "prompts/get"):
+        return params.get("name"), params.get("arguments")
+    if method in ("resources/read", "resources/subscribe", "resources/unsubscribe"):
+        return params.get("uri"), None
+    args = {k: v for k, v in params.items() if k != "_meta"}
+    return None, args or None
+
+
+def _result_summary(m: McpMessage | None) -> dict | None:
+    if m is None or m.kind != "response":
+        return None
+    r = m.result
+    d: dict = {"bytes": m.size}
+    if isinstance(r, dict):
+        if "isError" in r:
+            d["is_error"] = r.get("isError")
+        items = r.get("content") if isinstance(r.get("content"), list) else \
+            r.get("contents") if isinstance(r.get("contents"), list) else \
+            r.get("messages") if isinstance(r.get("messages"), list) else None
+        if items is not None:
+            types: dict[str, int] = {}
+            for it in items:
+                k = it.get("type") if isinstance(it, dict) else None
+                if k is None and isinstance(it, dict):
+                    k = "blob" if "blob" in it else "text" if "text" in it else "message" if "role" in it else "?"
+                types[k] = types.get(k, 0) + 1
+            d["items"] = len(items)
+            d["content_types"] = types
+        if "structuredContent" in r:
+            d["structured"] = True
+        if r.get("resultType"):
+            d["result_type"] = r["resultType"]
+    return d
+
+
+def _under(path: str, roots: list[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+def _entry(ev, v: Verdict, t0: int, roots, redact) -> dict:
+    tag = type(ev).__struct_config__.tag
+    e: dict = {"t_ms": round((ev.ktime_ns - t0) / 1e6, 3), "time": ev.time, "type": tag, "pid": ev.pid,
+               "tid": ev.tid, "comm": ev.comm}
+    if tag == "open":
+        path = ev.resolved or ev.path
+        e.update(path=path, flags=ev.flags, risk=ev.risk)
+        if ev.error:
+            e["error"] = ev.error
+        else:
+            e["fd"] = ev.result
+        if ev.sensitive:
+            e["sensitive"] = ev.sensitive
+        if roots and path.startswith("/") and not _under(path, roots):
+            e["outside_roots"] = True
+    elif tag == "exec":
+        e.update(file=ev.exe or ev.filename, argv=[redact(a) for a in ev.argv])
+        if ev.category:
+            e["category"] = ev.category
+        if ev.error:
+            e["error"] = ev.error
+    elif tag == "connect":
+        e.update(family=ev.family, address=ev.address, port=ev.port)
+        if ev.unix_path:
+            e["unix_path"] = ev.unix_path
+        if ev.scope:
+            e["scope"] = ev.scope
+        if ev.error:
+            e["error"] = ev.error
+    elif tag == "fork":
+        e["child_pid"] = ev.child_pid
+    elif tag == "exit":
+        if ev.signal_name:
+            e["signal"] = ev.signal_name
+        else:
+            e["exit_code"] = ev.exit_code
+    e["attribution"] = v.quality
+    if len(v.requests) > 1 or v.others:
+        e["candidates"] = [r.call.id for r in v.requests + v.others]
+    if ev.truncated:
+        e["truncated"] = True
+    return e
+
+
+def _violations(timeline: list) -> list:
+    out = []
+    for i, e in enumerate(timeline):
+        sure = e["attribution"] != "ambiguous"
+        if e.get("sensitive") and e["type"] in ("open", "exec"):
+            out.append({"kind": "sensitive_path", "detail": f"{e['type']} {e.get('path') or e.get('file')} "
+                        f"({e['sensitive']})", "event": i, "certain": sure})
+        if e.get("outside_roots") and e.get("risk") not in (None, "read"):
+            out.append({"kind": "write_outside_roots", "detail": f"{e['risk']} {e['path']}", "event": i,
+                        "certain": sure})
+        if e["type"] == "exec" and e.get("category") in ("shell", "downloader") and not e.get("error"):
+            out.append({"kind": f"{e['category']}_exec", "detail": " ".join(e["argv"])[:200] or e["file"],
+                        "event": i, "certain": sure})
+    return out
+
+
+def _lineage(timeline: list, server_pid: int | None, parents: dict, names: dict) -> list[str]:
+    pids = [p for p in dict.fromkeys(e["pid"] for e in timeline) if p != server_pid]
+    kids = {parents.get(p) for p in pids}
+    chains = []
+    for p in pids:
+        if p in kids:
+            continue  # not a leaf
+        chain, q, seen = [], p, set()
+        while q is not None and q not in seen:
+            seen.add(q)
+            chain.append(f"{q} ({names.get(q, '?')})")
+            if q == server_pid:
+                break
+            q = parents.get(q)
+        chains.append(" -> ".join(reversed(chain)))
+    return chains
+
+
+def build_record(c: _Call, sess: SessionRecord | None, roots, live: list[int], wall, redact) -> CallRecord:
+    req, resp = c.req, c.resp
+    tool, args = _tool(req.method, req.params)
+    t0 = c.areq.read_ts if c.areq is not None else req.ktime_ns
+    evs = sorted(c.events, key=lambda p: p[0].ktime_ns)
+    timeline = [_entry(ev, v, t0, roots, redact) for ev, v in evs]
+    # processes: who did what, with the lineage from the server down
+    parents: dict[int, int] = {}
+    names: dict[int, str] = {}
+    procs: dict[int, dict] = {}
+    for ev, _ in evs:
+        tag = type(ev).__struct_config__.tag
+        p = procs.setdefault(ev.pid, {"pid": ev.pid, "parent": ev.ancestry[0] if ev.ancestry else None,
+                                      "comm": ev.comm})
+        names.setdefault(ev.pid, ev.comm)
+        if ev.ancestry:
+            parents.setdefault(ev.pid, ev.ancestry[0])
+        if tag == "exec" and not ev.error:
+            p["exe"], p["argv"] = ev.exe or ev.filename, [redact(a) for a in ev.argv]
+            names[ev.pid] = os.path.basename(ev.exe or ev.filename) or ev.comm
+        elif tag == "fork":
+            parents[ev.child_pid] = ev.pid
+    server_pid = c.areq.server if c.areq is not None else None
+    qualities = [e["attribution"] for e in timeline]
+    counts = {q: qualities.count(q) for q in ("exact", "thread", "argument", "ambiguous", "unknown")
+              if q in qualities}
+    if c.areq is None:
+        quality = "server not tracked" if c.direction == C2S else "not applicable (server->client request)"
+    elif not timeline:
+        quality = "nothing to attribute"
+    elif "ambiguous" in counts:
+        quality = "ambiguous" if len(counts) == 1 else "partly ambiguous"
+    elif "argument" in counts:
+        quality = "by argument" if len(counts) == 1 else "partly by argument"
+    else:
+        quality = "exact"
+    att = {"quality": quality, **counts}
+    if c.areq is not None and c.areq.binding:
+        att["thread_evidence"] = c.areq.binding[3]
+
+    client = server = None
+    if sess is not None:
+        peers = sess.peers or []
+        cpeer = next((p for p in peers if p.get("role") == "client"), None)
+        server = {"pid": server_pid or (sess.pid if sess.role == "server" else None),
+                  "exe": sess.exe if sess.role == "server" else None,
+                  "cmdline": sess.cmdline if sess.role == "server" else None,
+                  "info": sess.server_info, "tracked": c.areq is not None}
+        client = {"pid": cpeer["pid"] if cpeer else (sess.pid if sess.role == "client" else None),
+                  "exe": cpeer["exe"] if cpeer else (sess.exe if sess.role == "client" else None),
+                  "info": sess.client_info}
+    err = resp.error if resp is not None and resp.kind == "error" else None
+    viol = _violations(timeline)
+    status = c.status or "incomplete"
+    rec = CallRecord(
+        wall(req.ktime_ns), req.ktime_ns, c.id, c.session, c.direction, req.id, req.method, tool, args, status,
+        status not in ("incomplete", "cancelled"), c.reason, resp.latency_ms if resp is not None else None,
+        client, server, _result_summary(resp), err, att, list(procs.values()),
+        _lineage(timeline, server_pid, parents, names), timeline, viol, "", sorted(live), c.end_ts)
+    rec.summary = summarize(rec)
+    if live:
+        rec.notes = [f"processes of this call were still running when the record was written: {sorted(live)}; "
+                     "their later events carry this call id"]
+    return rec
+
+
+def summarize(r: CallRecord) -> str:
+    """What the application reported, against what the kernel saw."""
+    if r.status == "ok":
+        app = "completed successfully"
+        if r.result and r.result.get("items") is not None:
+            kinds = ", ".join(f"{n} {k}" for k, n in r.result.get("content_types", {}).items())
+            app += f" ({kinds or 'no content'}, {r.result['bytes']} bytes)"
+    elif r.status == "tool_error":
+        app = "the tool reported an error (isError)"
+    elif r.status == "error":
+        e = r.error if isinstance(r.error, dict) else {}
+        app = f"JSON-RPC error {e.get('code')}: {str(e.get('message'))[:80]}"
+    elif r.status == "input_required":
+        app = "asked the client for input (input_required)"
+    else:
+        app = f"{r.status}: {r.incomplete_reason}"
+    if not r.server or not r.server.get("tracked"):
+        return f"{app} / the server process is not tracked: no kernel view"
+    tl = r.timeline
+    parts = []
+    opens = [e for e in tl if e["type"] == "open"]
+    if opens:
+        s = f"{len(opens)} file{'s' if len(opens) != 1 else ''} opened"
+        extra = []
+        n = sum(1 for e in opens if e.get("sensitive"))
+        if n:
+            extra.append(f"{n} sensitive")
+        n = sum(1 for e in opens if e.get("risk") not in (None, "read"))
+        if n:
+            extra.append(f"{n} for writing")
+        n = sum(1 for e in opens if e.get("outside_roots"))
+        if n:
+            extra.append(f"{n} outside the declared roots")
+        n = sum(1 for e in opens if e.get("error"))
+        if n:
+            extra.append(f"{n} failed")
+        parts.append(s + (f" ({', '.join(extra)})" if extra else ""))
+    execs = [e for e in tl if e["type"] == "exec" and not e.get("error")]
+    if execs:
+        names = ", ".join(dict.fromkeys(os.path.basename(e["file"]) for e in execs))
+        parts.append(f"{len(execs)} program{'s' if len(execs) != 1 else ''} run: {names}")
+    forks = [e for e in tl if e["type"] == "fork"]
+    if forks and not execs:
+        parts.append(f"{len(forks)} subprocess{'es' if len(forks) != 1 else ''}")
+    conns = [e for e in tl if e["type"] == "connect"]
+    if conns:
+        dests = ", ".join(dict.fromkeys(
+            (e.get("unix_path") or f"{e.get('address')}:{e.get('port')}") + (f" ({e['error']})" if e.get("error") else "")
+            for e in conns))
+        parts.append(f"{len(conns)} connect{'s' if len(conns) != 1 else ''}: {dests}")
+    amb = sum(1 for e in tl if e["attribution"] == "ambiguous")
+    if amb:
+        parts.append(f"{amb} of these shared with overlapping calls (ambiguous)")
+    if r.still_running:
+        parts.append(f"still running: {', '.join(map(str, r.still_running))}")
+    return f"{app} / " + ("; ".join(parts) if parts else "no file, process or network activity")

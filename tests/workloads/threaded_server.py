@@ -1,0 +1,52 @@
+"""A hand-written MCP server (2025-11-25 handshake era) that starts one thread
+per tools/call; that thread does the work and writes the response. The
+reader thread answers everything else itself.
+
+Tool `touch`: {"path": P, "delay": S} sleeps S, opens P for writing, sleeps S.
+"""
+import json
+import os
+import sys
+import threading
+import time
+
+OUT = sys.stdout.fileno()
+lock = threading.Lock()
+
+
+def send(obj):
+    data = json.dumps(obj).encode() + b"\n"
+    with lock:
+        os.write(OUT, data)
+
+
+def touch(mid, args):
+    time.sleep(float(args.get("delay", 0)))
+    with open(args["path"], "w") as f:
+        f.write("x")
+    time.sleep(float(args.get("delay", 0)))
+    send({"jsonrpc": "2.0", "id": mid, "result": {"content": [{"type": "text", "text": args["path"]}],
+                                                  "isError": False}})
+
+
+TOOLS = [{"name": "touch", "description": "open a file", "inputSchema": {
+    "type": "object", "properties": {"path": {"type": "string"}, "delay": {"type": "number"}},
+    "required": ["path"]}}]
+
+for line in sys.stdin.buffer:
+    msg = json.loads(line)
+    method, mid = msg.get("method"), msg.get("id")
+    if mid is None:
+        continue  # notifications
+    if method == "initialize":
+        send({"jsonrpc": "2.0", "id": mid, "result": {
+            "protocolVersion": msg["params"].get("protocolVersion", "2025-11-25"),
+            "capabilities": {"tools": {}}, "serverInfo": {"name": "threaded-test-server", "version": "1"}}})
+    elif method == "tools/list":
+        send({"jsonrpc": "2.0", "id": mid, "result": {"tools": TOOLS}})
+    elif method == "tools/call":
+        threading.Thread(target=touch, args=(mid, msg["params"].get("arguments", {}))).start()
+    elif method == "ping":
+        send({"jsonrpc": "2.0", "id": mid, "result": {}})
+    else:
+        send({"jsonrpc": "2.0", "id": mid, "error": {"code": -32601, "message": f"method not found: {method}"}})
