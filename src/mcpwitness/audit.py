@@ -550,7 +550,9 @@ def summarize(r: CallRecord) -> str:
     conns = [e for e in tl if e["type"] == "connect"]
     if conns:
         dests = ", ".join(dict.fromkeys(
-            (e.get("unix_path") or f"{e.get('address')}:{e.get('port')}") + (f" ({e['error']})" if e.get("error") else "")
+            (e.get("unix_path") or f"{e.get('address')}:{e.get('port')}")
+            + (" (in progress, outcome not seen)" if e.get("error") == "EINPROGRESS"
+               else f" ({e['error']})" if e.get("error") else "")
             for e in conns))
         parts.append(f"{len(conns)} connect{'s' if len(conns) != 1 else ''}: {dests}")
     amb = sum(1 for e in tl if e["attribution"] == "ambiguous")

@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--reader", choices=["batch", "libbpf"], default="batch",
                      help="ring buffer consumer: batch mmap reader (default) or libbpf's (the reference)")
     run.add_argument("-q", "--quiet", action="store_true", help="print nothing on stderr unless events were lost")
+    _audit_options(run)
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
 
     w = sub.add_parser("watch", help="find and record the MCP servers on this host that nobody wrapped",
@@ -85,10 +86,38 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--io-max", type=_size, default=16 << 20, metavar="SIZE")
     w.add_argument("--no-redact", action="store_true")
     w.add_argument("-q", "--quiet", action="store_true")
+    _audit_options(w)
+
+    c = sub.add_parser("calls", help="list recent tool calls from the store",
+                       description="Newest first. Filters combine (AND).")
+    c.add_argument("--db", metavar="PATH", help="the store (default: mcpwitness.db in the state directory)")
+    c.add_argument("--server", help="server name (serverInfo), executable, command line (substring) or pid")
+    c.add_argument("--tool", help="tool, prompt or resource uri, or method (tools/list...)")
+    c.add_argument("--status", choices=["ok", "tool_error", "error", "input_required", "cancelled", "incomplete"])
+    c.add_argument("--since", help="e.g. 10m, 2h, 1d, or 2026-11-22T10:00:00 (UTC)")
+    c.add_argument("--until", help="same forms as --since")
+    c.add_argument("--has-violations", action="store_true", help="only calls with a violation (sensitive path...)")
+    c.add_argument("--limit", type=int, default=50)
+    c.add_argument("--json", action="store_true", help="one call record per line")
+
+    sh = sub.add_parser("show", help="one call as a timeline: what was asked, answered, and what the kernel saw")
+    sh.add_argument("call_id", help="the call id (a unique prefix is enough)")
+    sh.add_argument("--db", metavar="PATH")
+    sh.add_argument("--json", action="store_true", help="the whole record as JSON")
 
     doc = sub.add_parser("doctor", help="probe what this kernel allows and which mechanism each feature uses")
     doc.add_argument("--json", action="store_true", help="machine-readable output")
     return ap
+
+
+def _audit_options(p) -> None:
+    p.add_argument("--config", metavar="FILE", help="YAML configuration (flags, audit, store): see docs/audit.md")
+    p.add_argument("--db", metavar="PATH", help="the store (default: mcpwitness.db in the state directory)")
+    p.add_argument("--no-store", action="store_true", help="JSON Lines only, no SQLite store")
+    p.add_argument("--linger", type=float, metavar="SECONDS",
+                   help="how long a call record waits for the processes the call started (default 10)")
+    p.add_argument("--call-timeout", type=float, metavar="SECONDS",
+                   help="a request unanswered this long is written as incomplete (default 300)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.cmd == "doctor":
         return cmd_doctor(a)
+    if a.cmd in ("calls", "show"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `mcpwitness calls | head`
+        return cmd_calls(a) if a.cmd == "calls" else cmd_show(a)
     if a.cmd in ("run", "watch"):
         code = cmd_run(a, ap) if a.cmd == "run" else cmd_watch(a)
         if argv is None:
@@ -173,17 +205,38 @@ def cmd_run(a, ap) -> int:
 def _start(kind: str, a, options, **agent_kw):
     """The sink and the agent for run/watch, or None after saying why not."""
     from .agent import Agent
+    from .config import ConfigError, load
+    from .flags import Flagger
     from .redact import Redactor
-    from .sinks import JsonlSink, default_jsonl_path
+    from .sinks import JsonlSink, TeeSink, default_db_path, default_jsonl_path
 
+    try:
+        cfg = load(a.config)
+    except ConfigError as e:
+        _say(f"configuration refused: {e}")
+        return None
+    if a.linger is not None:
+        cfg.linger = a.linger
+    if a.call_timeout is not None:
+        cfg.call_timeout = a.call_timeout
     try:
         path = a.jsonl or default_jsonl_path(kind)
         sink = JsonlSink(path)
     except OSError as e:
         _say(f"cannot write events: {e}")
         return None
+    if not a.no_store:
+        from .store import Store
+        db = a.db or cfg.db or default_db_path()
+        try:
+            sink = TeeSink(sink, Store(db, max_age=cfg.retention, max_bytes=cfg.max_size))
+        except Exception as e:  # sqlite3.Error, OSError
+            _say(f"cannot open the store {db}: {e}")
+            sink.close()
+            return None
     try:
-        agent = Agent(sink, options, redactor=Redactor(enabled=not a.no_redact), **agent_kw)
+        agent = Agent(sink, options, redactor=Redactor(enabled=not a.no_redact), flagger=Flagger(cfg.flags),
+                      linger=cfg.linger, call_timeout=cfg.call_timeout, **agent_kw)
     except (OSError, RuntimeError) as e:
         _say(f"cannot load the kernel programs: {e}")
         if os.geteuid() != 0:
@@ -303,6 +356,59 @@ def _attach(agent, pid: int, quiet: bool) -> int:
     if ev is None:
         return 0
     return ev.exit_code if ev.signal is None else 128 + ev.signal
+
+
+def _open_db(a):
+    from .sinks import default_db_path
+    from .store import connect
+    path = a.db or default_db_path()
+    try:
+        return connect(path, readonly=True)
+    except (FileNotFoundError, OSError) as e:
+        _say(f"cannot read the store: {e}")
+    except Exception as e:  # sqlite3.Error
+        _say(f"cannot read the store {path}: {e}")
+    return None
+
+
+def cmd_calls(a) -> int:
+    from .store import list_calls, parse_since
+    try:
+        since = parse_since(a.since) if a.since else None
+        until = parse_since(a.until) if a.until else None
+    except ValueError as e:
+        _say(str(e))
+        return 2
+    db = _open_db(a)
+    if db is None:
+        return 1
+    rows = list_calls(db, server=a.server, tool=a.tool, status=a.status, since=since, until=until,
+                      has_violations=a.has_violations, limit=a.limit)
+    if a.json:
+        for r in rows:
+            print(r["record"])
+        return 0
+    from .render import calls_table
+    print(calls_table(rows))
+    return 0
+
+
+def cmd_show(a) -> int:
+    from .store import get_call
+    db = _open_db(a)
+    if db is None:
+        return 1
+    try:
+        rec, later = get_call(db, a.call_id)
+    except KeyError as e:
+        _say(e.args[0])
+        return 1
+    if a.json:
+        print(json.dumps({**rec, "later_events": later} if later else rec, indent=2))
+        return 0
+    from .render import call_timeline
+    print(call_timeline(rec, later))
+    return 0
 
 
 def _summary(stats: dict, path: str, quiet: bool) -> None:

@@ -71,3 +71,28 @@ class ListSink:
 
     def close(self) -> None:
         pass
+
+
+class TeeSink:
+    """Every record to several sinks (JSON Lines and the store); the first names the output."""
+
+    def __init__(self, *sinks):
+        self.sinks = [s for s in sinks if s is not None]
+        self.path = self.sinks[0].path
+
+    def write(self, events: Iterable[Any]) -> None:
+        events = list(events)
+        for s in self.sinks:
+            s.write(events)
+
+    def write_record(self, record: dict) -> None:
+        for s in self.sinks:
+            s.write_record(record)
+
+    def close(self) -> None:
+        for s in self.sinks:
+            s.close()
+
+
+def default_db_path() -> str:
+    return os.path.join(default_state_dir(), "mcpwitness.db")

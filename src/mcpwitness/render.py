@@ -1,0 +1,112 @@
+"""Call records -> text for a terminal (`mcpwitness calls`, `mcpwitness show`)."""
+from __future__ import annotations
+
+import json
+
+
+def _local(t: str | None) -> str:
+    """ISO UTC -> 'YYYY-MM-DD HH:MM:SS.mmm' UTC, compact."""
+    if not t:
+        return "-"
+    return t[:10] + " " + t[11:23]
+
+
+def _short(v, n: int = 60) -> str:
+    s = v if isinstance(v, str) else json.dumps(v, separators=(",", ":"), ensure_ascii=False)
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def calls_table(rows) -> str:
+    if not rows:
+        return "no calls recorded (match)"
+    head = f"{'TIME (UTC)':23}  {'CALL':12}  {'SERVER':18}  {'TOOL / METHOD':28}  {'STATUS':12}  {'MS':>8}  " \
+           f"{'ATTRIBUTION':16}  {'!':>2}  SUMMARY"
+    lines = [head]
+    for r in rows:
+        what = r["tool"] if r["tool"] else r["method"] or "?"
+        if r["tool"] and r["method"] != "tools/call":
+            what = f"{r['method']} {r['tool']}"
+        server = r["server_name"] or (r["server_exe"] or "").rsplit("/", 1)[-1] or "?"
+        ms = f"{r['latency_ms']:.1f}" if r["latency_ms"] is not None else "-"
+        summary = (r["summary"] or "").split(" / ", 1)[-1]
+        lines.append(f"{_local(r['time']):23}  {r['call_id']:12}  {_short(server, 18):18}  {_short(what, 28):28}  "
+                     f"{r['status']:12}  {ms:>8}  {_short(r['quality'] or '-', 16):16}  "
+                     f"{r['violations'] or '':>2}  {_short(summary, 70)}")
+    return "\n".join(lines)
+
+
+def _event_line(e: dict) -> str:
+    t = e["type"]
+    who = f"{e['pid']}/{e['tid']} {e['comm']}"
+    if t == "open":
+        what = f"open   {e.get('path')}  [{e.get('risk')}{', ' + e['sensitive'] if e.get('sensitive') else ''}" \
+               f"{', outside roots' if e.get('outside_roots') else ''}]" \
+               + (f"  -> {e['error']}" if e.get("error") else f"  -> fd {e.get('fd')}")
+    elif t == "exec":
+        what = f"exec   {e.get('file')}  {_short(' '.join(e.get('argv') or []), 80)}" \
+               + (f"  [{e['category']}]" if e.get("category") else "") + (f"  -> {e['error']}" if e.get("error") else "")
+    elif t == "connect":
+        dest = e.get("unix_path") or f"{e.get('address')}:{e.get('port')}"
+        what = f"connect {dest}" + (f"  [{e['scope']}]" if e.get("scope") else "") \
+               + (f"  -> {e['error']}" if e.get("error") else "  -> ok")
+    elif t == "fork":
+        what = f"fork   -> child {e.get('child_pid')}"
+    elif t == "exit":
+        what = f"exit   {('signal ' + e['signal']) if e.get('signal') else 'code ' + str(e.get('exit_code'))}"
+    else:
+        what = t
+    att = e.get("attribution", "?")
+    if e.get("candidates"):
+        att += f" of {len(e['candidates'])}: {', '.join(e['candidates'][:4])}" + ("…" if len(e["candidates"]) > 4 else "")
+    return f"  {e['t_ms']:>10.3f} ms  {who:24}  {what}   ({att})"
+
+
+def call_timeline(r: dict, later: list | None = None) -> str:
+    out = []
+    what = r.get("tool") or ""
+    out.append(f"call {r['call_id']}  {r.get('method')} {what}".rstrip())
+    out.append(f"  time      {_local(r.get('time'))} UTC   session {r.get('session')}   request id {r.get('request_id')}")
+    srv, cli = r.get("server") or {}, r.get("client") or {}
+    si = srv.get("info") or {}
+    ci = cli.get("info") or {}
+    out.append(f"  server    {si.get('name', '?')} {si.get('version', '')}".rstrip()
+               + f"  pid {srv.get('pid')}  {' '.join(srv.get('cmdline') or []) or srv.get('exe') or ''}"
+               + ("" if srv.get("tracked") else "  (not tracked: no kernel view)"))
+    out.append(f"  client    {ci.get('name', '?')} {ci.get('version', '')}".rstrip() + f"  pid {cli.get('pid')}"
+               + (f"  {cli.get('exe')}" if cli.get("exe") else ""))
+    if r.get("arguments") is not None:
+        out.append(f"  arguments {_short(r['arguments'], 200)}")
+    lat = f"{r['latency_ms']:.3f} ms" if r.get("latency_ms") is not None else "-"
+    out.append(f"  status    {r.get('status')}   latency {lat}"
+               + (f"   ({r['incomplete_reason']})" if r.get("incomplete_reason") else ""))
+    if r.get("result"):
+        out.append(f"  result    {_short(r['result'], 200)}")
+    if r.get("error"):
+        out.append(f"  error     {_short(r['error'], 200)}")
+    att = r.get("attribution") or {}
+    out.append(f"  attribution {att.get('quality')}"
+               + "".join(f"  {k} {v}" for k, v in att.items() if k not in ("quality", "thread_evidence")))
+    if att.get("thread_evidence"):
+        out.append(f"            ({att['thread_evidence']})")
+    for chain in r.get("lineage") or []:
+        out.append(f"  lineage   {chain}")
+    out.append(f"  summary   {r.get('summary')}")
+    tl = r.get("timeline") or []
+    out.append("")
+    out.append(f"  timeline ({len(tl)} kernel events, ms from the server's read of the request)")
+    out += [_event_line(e) for e in tl] or ["    (none)"]
+    if later:
+        out.append(f"  after the record was written ({len(later)}):")
+        for ev in later:
+            out.append(f"    {ev.get('time')}  {ev.get('type')}  pid {ev.get('pid')}  "
+                       f"{ev.get('resolved') or ev.get('path') or ev.get('exe') or ev.get('address') or ''}")
+    if r.get("violations"):
+        out.append("")
+        out.append("  violations")
+        for v in r["violations"]:
+            out.append(f"    {v['kind']}: {v['detail']}" + ("" if v.get("certain", True) else "  (ambiguous)"))
+    if r.get("still_running"):
+        out.append(f"  still running when written: {', '.join(map(str, r['still_running']))}")
+    return "\n".join(out)
+
+

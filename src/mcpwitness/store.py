@@ -1,0 +1,270 @@
+"""The embedded store: records in SQLite, no server to run.
+
+One writer thread takes what the agent writes, in batches (one transaction
+per batch: every ~200 ms or 2000 records). WAL journal with synchronous=NORMAL: a
+crash of the agent (even SIGKILL) loses at most the batch being written and
+leaves a database that opens and reads. Retention: records older than
+max_age and, past max_bytes, the oldest records are deleted (every minute,
+and at start), the space given back with incremental vacuum.
+
+Tables: calls (one row per call record, the record as JSON plus the columns
+the filters use), events (kernel events with the call they are attributed
+to), messages, sessions, other (start, stats, discovery, non-JSON...).
+"""
+from __future__ import annotations
+
+import calendar
+import os
+import queue
+import sqlite3
+import threading
+import time
+
+import msgspec
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS calls (
+    call_id TEXT PRIMARY KEY, wall REAL, time TEXT, session TEXT, method TEXT, tool TEXT, status TEXT,
+    latency_ms REAL, quality TEXT, violations INTEGER, server_name TEXT, server_exe TEXT, server_cmd TEXT,
+    server_pid INTEGER, summary TEXT, record TEXT);
+CREATE INDEX IF NOT EXISTS calls_wall ON calls(wall);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY, wall REAL, type TEXT, pid INTEGER, call_id TEXT, quality TEXT, record TEXT);
+CREATE INDEX IF NOT EXISTS events_call ON events(call_id);
+CREATE INDEX IF NOT EXISTS events_wall ON events(wall);
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY, wall REAL, session TEXT, direction TEXT, kind TEXT, method TEXT, msg_id TEXT,
+    record TEXT);
+CREATE INDEX IF NOT EXISTS messages_wall ON messages(wall);
+CREATE TABLE IF NOT EXISTS sessions (id INTEGER PRIMARY KEY, wall REAL, session TEXT, event TEXT, record TEXT);
+CREATE TABLE IF NOT EXISTS other (id INTEGER PRIMARY KEY, wall REAL, type TEXT, record TEXT);
+CREATE INDEX IF NOT EXISTS other_wall ON other(wall);
+"""
+TABLES = ("calls", "events", "messages", "sessions", "other")
+KERNEL = {"fork", "exec", "exit", "open", "connect"}
+
+
+def wall_of(t: str | None) -> float:
+    """ISO 8601 UTC (as the records write it) -> Unix seconds."""
+    if not t:
+        return time.time()
+    try:
+        sec = calendar.timegm(time.strptime(t[:19], "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return time.time()
+    frac = t[19:].rstrip("Z")
+    return sec + (float(frac) if frac.startswith(".") and frac[1:].isdigit() else 0.0)
+
+
+def connect(path: str, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no database at {path}")
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    else:
+        d = os.path.dirname(os.path.abspath(path))
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)  # payloads: private
+        os.close(fd)
+        db = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
+        if db.execute("PRAGMA page_count").fetchone()[0] == 0:
+            db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(SCHEMA)
+    db.row_factory = sqlite3.Row
+    return db
+
+
+class Store:
+    """A sink: write()/write_record()/close(), as sinks.py's."""
+
+    def __init__(self, path: str, max_age: float = 7 * 86400, max_bytes: int = 1 << 30,
+                 interval: float = 0.2, batch: int = 2000):
+        self.path = path
+        self.max_age, self.max_bytes = max_age, max_bytes
+        self.interval, self.batch = interval, batch
+        self.db = connect(path)
+        self._enc = msgspec.json.Encoder()
+        self._q: queue.Queue = queue.Queue()
+        self.stats = {"written": 0, "batches": 0, "errors": 0, "deleted_by_retention": 0}
+        self.errors: list[str] = []
+        self._last_retention = 0.0
+        self._retain()
+        self._t = threading.Thread(target=self._loop, name="mcpwitness-store", daemon=True)
+        self._t.start()
+
+    def write(self, records) -> None:
+        records = list(records)
+        if records:
+            self._q.put(records)
+
+    def write_record(self, record: dict) -> None:
+        self._q.put([record])
+
+    def close(self) -> None:
+        self._q.put(None)
+        self._t.join()
+        self.db.close()
+
+    # --- writer thread ----------------------------------------------------
+    def _loop(self) -> None:
+        done = False
+        while not done:
+            pending: list = []
+            deadline = time.monotonic() + self.interval
+            while len(pending) < self.batch:
+                try:
+                    item = self._q.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if item is None:
+                    done = True
+                    break
+                pending.extend(item)
+            if pending:
+                self._commit(pending)
+            if time.monotonic() - self._last_retention > 60:
+                self._retain()
+
+    def _commit(self, records: list) -> None:
+        rows: dict[str, list] = {t: [] for t in TABLES}
+        for r in records:
+            try:
+                self._row(r, rows)
+            except Exception as e:  # a record that cannot be stored is counted, the rest still is
+                self.stats["errors"] += 1
+                self.errors = (self.errors + [f"{type(e).__name__}: {e}"])[-20:]
+        try:
+            with self.db:
+                self.db.execute("BEGIN")
+                self.db.executemany("INSERT OR REPLACE INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                                    rows["calls"])
+                self.db.executemany("INSERT INTO events (wall, type, pid, call_id, quality, record) "
+                                    "VALUES (?,?,?,?,?,?)", rows["events"])
+                self.db.executemany("INSERT INTO messages (wall, session, direction, kind, method, msg_id, record) "
+                                    "VALUES (?,?,?,?,?,?,?)", rows["messages"])
+                self.db.executemany("INSERT INTO sessions (wall, session, event, record) VALUES (?,?,?,?)",
+                                    rows["sessions"])
+                self.db.executemany("INSERT INTO other (wall, type, record) VALUES (?,?,?)", rows["other"])
+            self.stats["written"] += len(records)
+            self.stats["batches"] += 1
+        except sqlite3.Error as e:
+            self.stats["errors"] += len(records)
+            self.errors = (self.errors + [f"sqlite: {e}"])[-20:]
+
+    def _row(self, r, rows: dict) -> None:
+        if isinstance(r, dict):
+            rows["other"].append((wall_of(r.get("time")), r.get("type"), self._enc.encode(r).decode()))
+            return
+        tag = type(r).__struct_config__.tag
+        js = self._enc.encode(r).decode()
+        w = wall_of(r.time)
+        if tag == "call":
+            srv = r.server or {}
+            info = srv.get("info") if isinstance(srv.get("info"), dict) else {}
+            rows["calls"].append((r.call_id, w, r.time, r.session, r.method, r.tool, r.status, r.latency_ms,
+                                  r.attribution.get("quality"), len(r.violations), info.get("name"), srv.get("exe"),
+                                  " ".join(srv.get("cmdline") or []), srv.get("pid"), r.summary, js))
+        elif tag in KERNEL:
+            a = r.attribution or {}
+            rows["events"].append((w, tag, r.pid, a.get("call"), a.get("quality"), js))
+        elif tag == "mcp":
+            rows["messages"].append((w, r.session, r.direction, r.kind, r.method,
+                                     None if r.id is None else str(r.id), js))
+        elif tag == "session":
+            rows["sessions"].append((w, r.session, r.event, js))
+        else:
+            rows["other"].append((w, tag, js))
+
+    def _retain(self) -> None:
+        self._last_retention = time.monotonic()
+        try:
+            cut = time.time() - self.max_age
+            n = 0
+            with self.db:
+                for t in TABLES:
+                    n += self.db.execute(f"DELETE FROM {t} WHERE wall < ?", (cut,)).rowcount
+            # by size: drop the oldest tenth of every table until under the limit
+            for _ in range(20):
+                if self.size() <= self.max_bytes:
+                    break
+                with self.db:
+                    for t in TABLES:
+                        total = self.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+                        if total:
+                            n += self.db.execute(
+                                f"DELETE FROM {t} WHERE rowid IN (SELECT rowid FROM {t} ORDER BY wall LIMIT ?)",
+                                (max(1, total // 10),)).rowcount
+                self.db.execute("PRAGMA incremental_vacuum")
+            self.stats["deleted_by_retention"] += n
+        except sqlite3.Error as e:
+            self.errors = (self.errors + [f"retention: {e}"])[-20:]
+
+    def size(self) -> int:
+        """Bytes in use (the file less its free pages), plus the WAL."""
+        ps = self.db.execute("PRAGMA page_size").fetchone()[0]
+        used = (self.db.execute("PRAGMA page_count").fetchone()[0]
+                - self.db.execute("PRAGMA freelist_count").fetchone()[0]) * ps
+        try:
+            used += os.path.getsize(self.path + "-wal")
+        except OSError:
+            pass
+        return used
+
+
+# --- queries (mcpwitness calls / show) -------------------------------------
+
+def parse_since(text: str, now: float | None = None) -> float:
+    """'10m', '2h', '3d', '45s' ago, or an ISO 8601 UTC time -> Unix seconds."""
+    now = time.time() if now is None else now
+    t = text.strip()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if t[-1:] in units and t[:-1].replace(".", "", 1).isdigit():
+        return now - float(t[:-1]) * units[t[-1]]
+    for fmt in ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d"):
+        try:
+            return float(calendar.timegm(time.strptime(t, fmt)))
+        except ValueError:
+            continue
+    raise ValueError(f"not a time: {text!r} (e.g. 10m, 2h, 1d, 2026-11-22T10:00:00)")
+
+
+def list_calls(db: sqlite3.Connection, server=None, tool=None, status=None, since=None, until=None,
+               has_violations=False, limit=50) -> list[sqlite3.Row]:
+    q, args = "SELECT * FROM calls WHERE 1=1", []
+    if server:
+        q += " AND (server_name LIKE ? OR server_exe LIKE ? OR server_cmd LIKE ? OR CAST(server_pid AS TEXT) = ?)"
+        args += [f"%{server}%"] * 3 + [server]
+    if tool:
+        q += " AND (tool = ? OR method = ?)"
+        args += [tool, tool]
+    if status:
+        q += " AND status = ?"
+        args.append(status)
+    if since is not None:
+        q += " AND wall >= ?"
+        args.append(since)
+    if until is not None:
+        q += " AND wall <= ?"
+        args.append(until)
+    if has_violations:
+        q += " AND violations > 0"
+    q += " ORDER BY wall DESC LIMIT ?"
+    args.append(limit)
+    return db.execute(q, args).fetchall()
+
+
+def get_call(db: sqlite3.Connection, prefix: str) -> tuple[dict, list[dict]]:
+    """(record, later events): the call whose id starts with prefix, and the
+    events attributed to it after its record was written."""
+    rows = db.execute("SELECT record FROM calls WHERE call_id LIKE ? LIMIT 2", (prefix + "%",)).fetchall()
+    if not rows:
+        raise KeyError(f"no call {prefix!r}")
+    if len(rows) > 1:
+        raise KeyError(f"{prefix!r} names more than one call: give more of its id")
+    rec = msgspec.json.decode(rows[0]["record"])
+    later = [msgspec.json.decode(r["record"]) for r in db.execute(
+        "SELECT record FROM events WHERE call_id = ? ORDER BY wall", (rec["call_id"],))]
+    later = [e for e in later if (e.get("attribution") or {}).get("after_record")]
+    return rec, later
