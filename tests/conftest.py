@@ -22,6 +22,13 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "kernel: loads real BPF programs on the running kernel")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _state_dir(tmp_path_factory):
+    """Every mcpwitness the tests start keeps its JSON Lines and store here,
+    not in the machine's /var/lib/mcpwitness."""
+    os.environ["MCPWITNESS_STATE_DIR"] = str(tmp_path_factory.mktemp("state"))
+
+
 @pytest.fixture
 def workdir(tmp_path):
     """A directory whose name is unique to the test, to find its events by."""

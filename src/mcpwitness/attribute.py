@@ -191,7 +191,7 @@ class Attributor:
                 if it.ts > ts:      # stamped after the response: not r's
                     it.cands.remove(r)
                     r.waiting -= 1
-                elif r.binding and it.tid == tid and r.binding[1] <= it.ts <= ts:
+                elif r.binding and len(it.cands) > 1 and it.tid == tid and r.binding[1] <= it.ts <= ts:
                     self._bind(it, r)
         return self._settle(s)
 
@@ -230,7 +230,7 @@ class Attributor:
             cands = [r for r in s.inflight if r.read_ts <= ev.ktime_ns]
             cands += [r for r in s.recent if r.read_ts <= ev.ktime_ns <= r.resp_ts and r not in cands]
             it = Item(ev, pid, ev.tid, ev.ktime_ns, cands)
-            for r in cands:
+            for r in cands if len(cands) > 1 else ():
                 if r.binding and r.binding[0] == ev.tid and r.binding[1] <= ev.ktime_ns <= r.binding[2]:
                     self._bind(it, r)
                     break
