@@ -43,7 +43,8 @@ def _event_line(e: dict) -> str:
                f"{', outside roots' if e.get('outside_roots') else ''}]" \
                + (f"  -> {e['error']}" if e.get("error") else f"  -> fd {e.get('fd')}")
     elif t == "exec":
-        what = f"exec   {e.get('file')}  {_short(' '.join(e.get('argv') or []), 80)}" \
+        argv = " ".join(e.get("argv") or []).replace("\n", "\\n")
+        what = f"exec   {e.get('file')}  {_short(argv, 80)}" \
                + (f"  [{e['category']}]" if e.get("category") else "") + (f"  -> {e['error']}" if e.get("error") else "")
     elif t == "connect":
         dest = e.get("unix_path") or f"{e.get('address')}:{e.get('port')}"
