@@ -24,6 +24,7 @@ from mcp import Client, StdioServerParameters
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVER = os.path.join(ROOT, "tests", "workloads", "sdk_server.py")
 MW = os.path.join(os.path.dirname(sys.executable), "mcpwitness")
+MW_ARGS: list[str] = []  # --mw-args
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -50,7 +51,7 @@ def agent_usage():
 def one_run(n, witness, out):
     cmd = [sys.executable, SERVER]
     if witness:
-        cmd = [MW, "run", "-q", "--jsonl", out, "--"] + cmd
+        cmd = [MW, "run", "-q", "--jsonl", out, "--db", out + ".db", *MW_ARGS, "--"] + cmd
     params = StdioServerParameters(command=cmd[0], args=cmd[1:])
     usage = [None, None]
 
@@ -73,7 +74,9 @@ def main():
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--mw-args", default="", help="extra options for `mcpwitness run`, e.g. '--no-store'")
     a = ap.parse_args()
+    MW_ARGS.extend(a.mw_args.split())
     n, rounds = (200, 1) if a.quick else (a.calls, a.rounds)
     base, wit, lost, cpu, rss = [], [], [], [], []
     with tempfile.TemporaryDirectory() as d:

@@ -69,14 +69,16 @@ def test_store_retention_and_bad_records(tmp_path):
     db = tmp_path / "s.db"
     old = time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime(time.time() - 3 * 86400))
     now = time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime())
-    s = Store(str(db), max_age=86400, interval=0.05)
+    s = Store(str(db), max_age=10 * 86400, interval=0.05)
     s.write([{"type": "start", "time": old}, {"type": "start", "time": now}, object()])
     s.close()
     assert s.stats["errors"] == 1  # the object() is counted, the rest stored
     con = sqlite3.connect(db)
     assert con.execute("SELECT COUNT(*) FROM other").fetchone()[0] == 2
-    Store(str(db), max_age=86400).close()  # retention at start
-    assert con.execute("SELECT COUNT(*) FROM other").fetchone()[0] == 1
+    Store(str(db), max_age=86400).close()  # retention by age, applied by the writer at start
+    assert [r[0] for r in con.execute("SELECT record FROM other")] == [f'{{"type":"start","time":"{now}"}}'.encode()]
+    Store(str(db), max_age=0).close()  # everything is old
+    assert con.execute("SELECT COUNT(*) FROM other").fetchone()[0] == 0
     assert list_calls(connect(str(db), readonly=True)) == []
     with pytest.raises(FileNotFoundError):
         connect(str(tmp_path / "none.db"), readonly=True)

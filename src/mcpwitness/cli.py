@@ -386,7 +386,8 @@ def cmd_calls(a) -> int:
                       has_violations=a.has_violations, limit=a.limit)
     if a.json:
         for r in rows:
-            print(r["record"])
+            rec = r["record"]
+            print(rec.decode() if isinstance(rec, bytes) else rec)
         return 0
     from .render import calls_table
     print(calls_table(rows))

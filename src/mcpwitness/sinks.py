@@ -47,6 +47,13 @@ class JsonlSink:
         self._f.flush()
         self.lines += len(events)
 
+    def write_encoded(self, events: list, lines: list[bytes]) -> None:
+        """events, already encoded as JSON (one bytes object each)."""
+        if lines:
+            self._f.write(b"\n".join(lines) + b"\n")
+            self._f.flush()
+            self.lines += len(lines)
+
     def write_record(self, record: dict) -> None:
         self.write([record])
 
@@ -79,11 +86,20 @@ class TeeSink:
     def __init__(self, *sinks):
         self.sinks = [s for s in sinks if s is not None]
         self.path = self.sinks[0].path
+        self._enc = msgspec.json.Encoder()
 
     def write(self, events: Iterable[Any]) -> None:
         events = list(events)
+        if not events:
+            return
+        enc = self._enc.encode
+        encoded = [enc(e) for e in events]  # once, for every sink that can take it
         for s in self.sinks:
-            s.write(events)
+            take = getattr(s, "write_encoded", None)
+            if take is not None:
+                take(events, encoded)
+            else:
+                s.write(events)
 
     def write_record(self, record: dict) -> None:
         for s in self.sinks:

@@ -31,27 +31,35 @@ CREATE INDEX IF NOT EXISTS calls_wall ON calls(wall);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY, wall REAL, type TEXT, pid INTEGER, call_id TEXT, quality TEXT, record TEXT);
 CREATE INDEX IF NOT EXISTS events_call ON events(call_id);
-CREATE INDEX IF NOT EXISTS events_wall ON events(wall);
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY, wall REAL, session TEXT, direction TEXT, kind TEXT, method TEXT, msg_id TEXT,
     record TEXT);
-CREATE INDEX IF NOT EXISTS messages_wall ON messages(wall);
 CREATE TABLE IF NOT EXISTS sessions (id INTEGER PRIMARY KEY, wall REAL, session TEXT, event TEXT, record TEXT);
 CREATE TABLE IF NOT EXISTS other (id INTEGER PRIMARY KEY, wall REAL, type TEXT, record TEXT);
-CREATE INDEX IF NOT EXISTS other_wall ON other(wall);
 """
+# Only the calls table is indexed by time: the others are appended in time
+# order and read by call id or by retention (a scan once a minute). Records are
+# stored as the JSON bytes already encoded for the JSON Lines file.
 TABLES = ("calls", "events", "messages", "sessions", "other")
 KERNEL = {"fork", "exec", "exit", "open", "connect"}
+
+
+_SECONDS: dict[str, int] = {}
 
 
 def wall_of(t: str | None) -> float:
     """ISO 8601 UTC (as the records write it) -> Unix seconds."""
     if not t:
         return time.time()
-    try:
-        sec = calendar.timegm(time.strptime(t[:19], "%Y-%m-%dT%H:%M:%S"))
-    except ValueError:
-        return time.time()
+    sec = _SECONDS.get(t[:19])
+    if sec is None:
+        try:
+            sec = calendar.timegm(time.strptime(t[:19], "%Y-%m-%dT%H:%M:%S"))
+        except ValueError:
+            return time.time()
+        if len(_SECONDS) > 4096:
+            _SECONDS.clear()
+        _SECONDS[t[:19]] = sec
     frac = t[19:].rstrip("Z")
     return sec + (float(frac) if frac.startswith(".") and frac[1:].isdigit() else 0.0)
 
@@ -89,18 +97,22 @@ class Store:
         self._q: queue.Queue = queue.Queue()
         self.stats = {"written": 0, "batches": 0, "errors": 0, "deleted_by_retention": 0}
         self.errors: list[str] = []
-        self._last_retention = 0.0
-        self._retain()
+        self._last_retention = 0.0  # the writer thread applies retention first
         self._t = threading.Thread(target=self._loop, name="mcpwitness-store", daemon=True)
         self._t.start()
 
     def write(self, records) -> None:
         records = list(records)
         if records:
-            self._q.put(records)
+            self._q.put([(r, None) for r in records])
+
+    def write_encoded(self, records: list, encoded: list[bytes]) -> None:
+        """records with their JSON, encoded once for every sink (TeeSink)."""
+        if records:
+            self._q.put(list(zip(records, encoded)))
 
     def write_record(self, record: dict) -> None:
-        self._q.put([record])
+        self._q.put([(record, None)])
 
     def close(self) -> None:
         self._q.put(None)
@@ -129,9 +141,9 @@ class Store:
 
     def _commit(self, records: list) -> None:
         rows: dict[str, list] = {t: [] for t in TABLES}
-        for r in records:
+        for r, js in records:
             try:
-                self._row(r, rows)
+                self._row(r, rows, js)
             except Exception as e:  # a record that cannot be stored is counted, the rest still is
                 self.stats["errors"] += 1
                 self.errors = (self.errors + [f"{type(e).__name__}: {e}"])[-20:]
@@ -153,12 +165,13 @@ class Store:
             self.stats["errors"] += len(records)
             self.errors = (self.errors + [f"sqlite: {e}"])[-20:]
 
-    def _row(self, r, rows: dict) -> None:
+    def _row(self, r, rows: dict, js: bytes | None = None) -> None:
+        if js is None:
+            js = self._enc.encode(r)
         if isinstance(r, dict):
-            rows["other"].append((wall_of(r.get("time")), r.get("type"), self._enc.encode(r).decode()))
+            rows["other"].append((wall_of(r.get("time")), r.get("type"), js))
             return
         tag = type(r).__struct_config__.tag
-        js = self._enc.encode(r).decode()
         w = wall_of(r.time)
         if tag == "call":
             srv = r.server or {}
@@ -183,8 +196,13 @@ class Store:
             cut = time.time() - self.max_age
             n = 0
             with self.db:
-                for t in TABLES:
-                    n += self.db.execute(f"DELETE FROM {t} WHERE wall < ?", (cut,)).rowcount
+                # rows are appended in time order: delete below the first young
+                # row's id (reads only the old rows, no index needed)
+                for t, key in (("calls", "rowid"), ("events", "id"), ("messages", "id"), ("sessions", "id"),
+                               ("other", "id")):
+                    n += self.db.execute(
+                        f"DELETE FROM {t} WHERE {key} < COALESCE((SELECT {key} FROM {t} WHERE wall >= ? "
+                        f"ORDER BY {key} LIMIT 1), (SELECT MAX({key}) + 1 FROM {t}), 0)", (cut,)).rowcount
             # by size: drop the oldest tenth of every table until under the limit
             for _ in range(20):
                 if self.size() <= self.max_bytes:
@@ -194,7 +212,7 @@ class Store:
                         total = self.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
                         if total:
                             n += self.db.execute(
-                                f"DELETE FROM {t} WHERE rowid IN (SELECT rowid FROM {t} ORDER BY wall LIMIT ?)",
+                                f"DELETE FROM {t} WHERE rowid IN (SELECT rowid FROM {t} ORDER BY rowid LIMIT ?)",
                                 (max(1, total // 10),)).rowcount
                 self.db.execute("PRAGMA incremental_vacuum")
             self.stats["deleted_by_retention"] += n
