@@ -162,28 +162,42 @@ struct emit_ctx {
 	__u32 nchunks;
 };
 
+/* One ring record: the template header of s, numbered seq. NULL (counted) when the ring is full. */
+static __always_inline struct mw_event *reserve_record(struct mw_scratch *s, __u32 seq)
+{
+	struct mw_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(seq ? MW_C_RB_FULL_CHUNK : MW_C_RB_FULL);
+		return NULL;
+	}
+	__builtin_memcpy(e, &s->ev, MW_HDR_SIZE);
+	e->seq = seq;
+	return e;
+}
+
+static __always_inline void submit_record(struct mw_event *e, __u32 seq, __u32 len, int last)
+{
+	e->data_len = len;
+	if (last)
+		e->flags |= MW_F_LAST;
+	bpf_ringbuf_submit(e, 0);
+	if (!seq)
+		count(MW_C_EVENTS);
+}
+
 static long emit_chunk(__u32 i, struct emit_ctx *c)
 {
 	__u32 zero = 0;
 	struct mw_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
 	if (!s || i >= MW_MAX_CHUNKS)
 		return 1;
-	struct mw_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count(i == 0 ? MW_C_RB_FULL : MW_C_RB_FULL_CHUNK);
+	struct mw_event *e = reserve_record(s, i);
+	if (!e)
 		return 1;
-	}
 	__u32 off = i * MW_DATA_LEN;
-	__builtin_memcpy(e, &s->ev, MW_HDR_SIZE);
 	bpf_probe_read_kernel(e->data, MW_DATA_LEN, s->buf + off);
-	e->seq = i;
 	__u32 left = c->len > off ? c->len - off : 0;
-	e->data_len = left > MW_DATA_LEN ? MW_DATA_LEN : left;
-	if (i + 1 >= c->nchunks)
-		e->flags |= MW_F_LAST;
-	bpf_ringbuf_submit(e, 0);
-	if (i == 0)
-		count(MW_C_EVENTS);
+	submit_record(e, i, left > MW_DATA_LEN ? MW_DATA_LEN : left, i + 1 >= c->nchunks);
 	return 0;
 }
 
@@ -635,13 +649,11 @@ static long chunk_step(__u32 i, struct chunk_ctx *c)
 	if (!s)
 		return 1;
 	__u32 seq = c->seq0 + i;
-	struct mw_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	struct mw_event *e = reserve_record(s, seq);
 	if (!e) {
-		count(seq ? MW_C_RB_FULL_CHUNK : MW_C_RB_FULL);
 		c->failed = 1;
 		return 1;
 	}
-	__builtin_memcpy(e, &s->ev, MW_HDR_SIZE);
 	/* the copy size goes through map memory so that the verifier does not
 	 * mark the values it came from as precise */
 	*(volatile __u64 *)&s->size = c->len - off;
@@ -650,13 +662,7 @@ static long chunk_step(__u32 i, struct chunk_ctx *c)
 		sz = MW_DATA_LEN;
 	if (bpf_probe_read_user(e->data, sz, (void *)(c->base + off)))
 		e->flags |= MW_F_PATHERR;
-	e->seq = seq;
-	e->data_len = sz;
-	if (c->last && off + sz >= c->len)
-		e->flags |= MW_F_LAST;
-	bpf_ringbuf_submit(e, 0);
-	if (!seq)
-		count(MW_C_EVENTS);
+	submit_record(e, seq, sz, c->last && off + sz >= c->len);
 	return 0;
 }
 

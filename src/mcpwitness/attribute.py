@@ -46,17 +46,16 @@ RECENT_NS = 50_000_000
 
 
 class Request:
-    __slots__ = ("call", "server", "read_ts", "read_tid", "resp_ts", "resp_tid", "solo", "done", "binding",
-                 "branches", "waiting", "gone")
+    __slots__ = ("call", "server", "read_ts", "read_tid", "resp_ts", "solo", "done", "binding", "branches",
+                 "waiting")
 
     def __init__(self, call, server: int, ts: int, tid: int):
         self.call = call            # opaque: the audit stage's call
         self.server = server
         self.read_ts, self.read_tid = ts, tid
-        self.resp_ts = self.resp_tid = None
+        self.resp_ts = None
         self.solo = True            # rule "same thread" still possible
         self.done = False           # answered, or gone without an answer
-        self.gone = None            # why it ended without an answer
         self.binding = None         # (tid, start_ts, end_ts, rule)
         self.branches: list[Item] = []  # process branches forked while it was a candidate
         self.waiting = 0            # unsettled items that name it
@@ -78,7 +77,7 @@ class Verdict:
 class Item:
     """One kernel event of a server process (or the fork that starts a branch),
     waiting for its candidates to be answered."""
-    __slots__ = ("ev", "pid", "tid", "ts", "cands", "quality", "verdict", "followers", "live", "child", "why")
+    __slots__ = ("ev", "pid", "tid", "ts", "cands", "quality", "verdict", "followers", "live", "child")
 
     def __init__(self, ev, pid: int, tid: int, ts: int, cands: list):
         self.ev, self.pid, self.tid, self.ts, self.cands = ev, pid, tid, ts, cands
@@ -87,7 +86,6 @@ class Item:
         self.followers: list = []   # events of the branch waiting for this verdict
         self.live: set[int] = set() # branch processes still alive
         self.child = None           # fork items: the child that starts the branch
-        self.why = ""
 
 
 class _Thread:
@@ -113,13 +111,6 @@ class _Server:
         self.pending: list[Item] = []
 
 
-class _Node:
-    __slots__ = ("parent", "branch")
-
-    def __init__(self, parent: int | None, branch: Item | None):
-        self.parent, self.branch = parent, branch
-
-
 class Attributor:
     """Feed it, in ring order, the servers' reads and writes of MCP messages
     and the kernel events of the tracked trees; it returns (event, Verdict)
@@ -127,7 +118,9 @@ class Attributor:
 
     def __init__(self, hold_ns: int = 600_000_000_000, hint=None):
         self.servers: dict[int, _Server] = {}
-        self.nodes: dict[int, _Node] = {}
+        # pid -> the branch (fork item) a process below a server belongs to;
+        # None for a process seen forked outside any server's tree
+        self.nodes: dict[int, Item | None] = {}
         self.hold_ns = hold_ns      # an item never waits longer than this
         # hint(ev, [Request]) -> the candidates whose arguments name what ev touched
         self.hint = hint
@@ -160,7 +153,7 @@ class Attributor:
         if r.done:
             return []
         s = self.servers.get(r.server)
-        r.resp_ts, r.resp_tid, r.done = ts, tid, True
+        r.resp_ts, r.done = ts, True
         if s is None:
             return []
         th = s.threads.get(tid)
@@ -195,11 +188,11 @@ class Attributor:
                     self._bind(it, r)
         return self._settle(s)
 
-    def request_gone(self, r: Request, reason: str) -> list:
+    def request_gone(self, r: Request) -> list:
         """r will never be answered (the session or the server ended, timeout)."""
         if r.done:
             return []
-        r.done, r.gone = True, reason
+        r.done = True
         s = self.servers.get(r.server)
         if s is None:
             return []
@@ -239,7 +232,7 @@ class Attributor:
             if tag == "fork":
                 it.child = ev.child_pid
                 it.live.add(ev.child_pid)
-                self.nodes[ev.child_pid] = _Node(pid, it)
+                self.nodes[ev.child_pid] = it
                 for r in it.cands:
                     r.branches.append(it)
             if all(r.done for r in it.cands):
@@ -258,21 +251,19 @@ class Attributor:
                 else:
                     branch.followers.append(ev)
             if tag == "fork" and ev.child_pid not in self.nodes:
-                self.nodes[ev.child_pid] = _Node(pid, branch)
+                self.nodes[ev.child_pid] = branch
         if tag == "exit":
             out += self._exit(ev)
         return out
 
     def _branch_of(self, ev) -> Item | None:
-        node = self.nodes.get(ev.pid)
-        if node is not None:
-            return node.branch
+        if ev.pid in self.nodes:
+            return self.nodes[ev.pid]
         # fork not seen (tracked from /proc, or a lost record): the kernel's
         # inline lineage still says which branch this process is in
         for a in ev.ancestry:
-            n = self.nodes.get(a)
-            if n is not None and n.branch is not None:
-                return n.branch
+            if self.nodes.get(a) is not None:
+                return self.nodes[a]
             if a in self.servers:
                 return None
         return None
@@ -295,13 +286,13 @@ class Attributor:
     def _exit(self, ev) -> list:
         pid = ev.pid
         out: list = []
-        node = self.nodes.pop(pid, None)
-        if node is not None and node.branch is not None:
-            node.branch.live.discard(pid)
+        branch = self.nodes.pop(pid, None)
+        if branch is not None:
+            branch.live.discard(pid)
         s = self.servers.pop(pid, None)
         if s is not None:
             for r in list(s.inflight):
-                r.done, r.gone = True, r.gone or "the server process exited"
+                r.done = True
             s.inflight.clear()
             out += self._settle(s, force=True)
         return out
@@ -314,7 +305,6 @@ class Attributor:
                 o.waiting -= 1
         it.cands = [r]
         it.quality = "thread"
-        it.why = r.binding[3]
 
     def _settle(self, s: _Server, force: bool = False, now: int | None = None) -> list:
         out: list = []
@@ -332,7 +322,7 @@ class Attributor:
             r.waiting -= 1
         n = len(it.cands)
         if it.quality == "thread":
-            q, why = "thread", it.why
+            q, why = "thread", it.cands[0].binding[3]
         elif n == 1:
             q, why = "exact", "the only request in flight in the server"
         elif n == 0:
@@ -371,7 +361,7 @@ class Attributor:
         out: list = []
         for s in self.servers.values():
             for r in s.inflight:
-                r.done, r.gone = True, r.gone or "mcpwitness stopped before the response"
+                r.done = True
             s.inflight.clear()
             out += self._settle(s, force=True)
         return out

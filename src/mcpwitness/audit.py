@@ -16,11 +16,9 @@ import os
 import msgspec
 
 from .attribute import Attributor, Request, Verdict
-from .events import ThreadEvent
+from .events import KERNEL_TAGS, ThreadEvent
 from .flags import Flagger
 from .mcp import C2S, S2C, McpMessage, Seen, SessionRecord, _idkey
-
-KERNEL_TAGS = {"fork", "exec", "exit", "open", "connect"}
 
 
 class CallRecord(msgspec.Struct, tag="call", tag_field="type", gc=False):
@@ -54,7 +52,7 @@ class CallRecord(msgspec.Struct, tag="call", tag_field="type", gc=False):
 
 class _Call:
     __slots__ = ("id", "session", "direction", "req", "resp", "areq", "events", "end_ts", "reason", "status",
-                 "written", "key", "record")
+                 "written", "key")
 
     def __init__(self, cid: str, req: McpMessage, key: tuple):
         self.id, self.req, self.key = cid, req, key
@@ -66,7 +64,6 @@ class _Call:
         self.reason: str | None = None
         self.status: str | None = None
         self.written = False
-        self.record: CallRecord | None = None
 
 
 def call_id(session: str, mid, ktime: int) -> str:
@@ -188,7 +185,7 @@ class Auditor:
         c.status, c.reason, c.end_ts = status, reason, ts
         self.closing.append(c)
         if c.areq is not None:
-            self._place(self.attr.request_gone(c.areq, reason), out)
+            self._place(self.attr.request_gone(c.areq), out)
 
     def _place(self, pairs, out: list) -> None:
         for ev, v in pairs:
@@ -214,7 +211,7 @@ class Auditor:
             live = self.attr.live_branches(a) if a is not None else []
             if force or now >= c.end_ts + self.linger_ns or (settled and not live and now >= c.end_ts + self.grace_ns):
                 if a is not None and not a.done:  # the server's write of the response was never seen
-                    self._place(self.attr.request_gone(a, "the server's write of the response was not seen"), out)
+                    self._place(self.attr.request_gone(a), out)  # the server's write of it was never seen
                 out.append(self._write(c, live))
             else:
                 keep.append(c)
@@ -224,7 +221,8 @@ class Auditor:
     def tick(self, now: int) -> list:
         """Timers: now is CLOCK_MONOTONIC ns (the kernel's clock)."""
         self.now = max(self.now, now)
-        out = self._place_list(self.attr.tick(now))
+        out: list = []
+        self._place(self.attr.tick(now), out)
         for c in list(self.calls.values()):
             if c.end_ts is None and now - c.req.ktime_ns > self.timeout_ns:
                 self._end(c, now, "incomplete", f"no response after {self.timeout_ns / 1e9:.0f} s", out)
@@ -240,18 +238,13 @@ class Auditor:
         self._place(self.attr.flush(), out)
         return out + self._ready(force=True)
 
-    def _place_list(self, pairs) -> list:
-        out: list = []
-        self._place(pairs, out)
-        return out
-
     def _write(self, c: _Call, live: list[int]) -> CallRecord:
         c.written = True
         if self.calls.get(c.key) is c:
             del self.calls[c.key]
         if c.status in ("incomplete", "cancelled"):
             self.stats["incomplete"] += 1
-        c.record = rec = build_record(c, self.sessions.get(c.session), self.roots.get(c.session), live,
+        rec = build_record(c, self.sessions.get(c.session), self.roots.get(c.session), live,
                                       self.wall, self.redact_text)
         c.events = []
         return rec

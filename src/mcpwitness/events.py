@@ -152,6 +152,9 @@ class IoEvent(Event, tag="io"):
     data: bytes          # what was captured (shorter when truncated)
 
 
+# the kernel events that are written (and attributed); IoEvent and ThreadEvent are consumed inside
+KERNEL_TAGS = frozenset({"fork", "exec", "exit", "open", "connect"})
+
 AnyEvent = ForkEvent | ExecEvent | ExitEvent | OpenEvent | ConnectEvent | IoEvent | ThreadEvent
 
 # --- decoding helpers -----------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 
-def _local(t: str | None) -> str:
+def _utc(t: str | None) -> str:
     """ISO UTC -> 'YYYY-MM-DD HH:MM:SS.mmm' UTC, compact."""
     if not t:
         return "-"
@@ -29,7 +29,7 @@ def calls_table(rows) -> str:
         server = r["server_name"] or (r["server_exe"] or "").rsplit("/", 1)[-1] or "?"
         ms = f"{r['latency_ms']:.1f}" if r["latency_ms"] is not None else "-"
         summary = (r["summary"] or "").split(" / ", 1)[-1]
-        lines.append(f"{_local(r['time']):23}  {r['call_id']:12}  {_short(server, 18):18}  {_short(what, 28):28}  "
+        lines.append(f"{_utc(r['time']):23}  {r['call_id']:12}  {_short(server, 18):18}  {_short(what, 28):28}  "
                      f"{r['status']:12}  {ms:>8}  {_short(r['quality'] or '-', 16):16}  "
                      f"{r['violations'] or '':>2}  {_short(summary, 70)}")
     return "\n".join(lines)
@@ -66,7 +66,7 @@ def call_timeline(r: dict, later: list | None = None) -> str:
     out = []
     what = r.get("tool") or ""
     out.append(f"call {r['call_id']}  {r.get('method')} {what}".rstrip())
-    out.append(f"  time      {_local(r.get('time'))} UTC   session {r.get('session')}   request id {r.get('request_id')}")
+    out.append(f"  time      {_utc(r.get('time'))} UTC   session {r.get('session')}   request id {r.get('request_id')}")
     srv, cli = r.get("server") or {}, r.get("client") or {}
     si = srv.get("info") or {}
     ci = cli.get("info") or {}

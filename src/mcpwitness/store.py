@@ -22,6 +22,8 @@ import time
 
 import msgspec
 
+from .events import KERNEL_TAGS
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
     call_id TEXT PRIMARY KEY, wall REAL, time TEXT, session TEXT, method TEXT, tool TEXT, status TEXT,
@@ -41,7 +43,6 @@ CREATE TABLE IF NOT EXISTS other (id INTEGER PRIMARY KEY, wall REAL, type TEXT, 
 # order and read by call id or by retention (a scan once a minute). Records are
 # stored as the JSON bytes already encoded for the JSON Lines file.
 TABLES = ("calls", "events", "messages", "sessions", "other")
-KERNEL = {"fork", "exec", "exit", "open", "connect"}
 
 
 _SECONDS: dict[str, int] = {}
@@ -179,7 +180,7 @@ class Store:
             rows["calls"].append((r.call_id, w, r.time, r.session, r.method, r.tool, r.status, r.latency_ms,
                                   r.attribution.get("quality"), len(r.violations), info.get("name"), srv.get("exe"),
                                   " ".join(srv.get("cmdline") or []), srv.get("pid"), r.summary, js))
-        elif tag in KERNEL:
+        elif tag in KERNEL_TAGS:
             a = r.attribution or {}
             rows["events"].append((w, tag, r.pid, a.get("call"), a.get("quality"), js))
         elif tag == "mcp":
