@@ -6,6 +6,7 @@
  * Hooks:
  *   tp_btf/sched_process_{fork,exec,exit}  process tree, in the kernel
  *   tracepoint/syscalls/sys_exit_*         opens, connects, failed execs
+ *   cgroup/connect4/6, sendmsg4/6, lsm     policy checks (enforce.bpf.h)
  * Syscall arguments are read at sys_exit from the task's saved user
  * registers: one hook per syscall instead of an enter/exit pair, and user
  * strings are read after the kernel itself faulted them in.
@@ -16,6 +17,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
 #include "mcpwitness.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -152,7 +154,7 @@ static __always_inline struct mw_scratch *begin(__u32 type, struct mw_proc *p,
 	for (int i = 0; i < MW_ANCESTORS; i++)
 		e->ancestors[i] = p->ancestors[i];
 	e->data_len = 0;
-	e->_pad = 0;
+	e->policy = p->policy;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	return s;
 }
@@ -325,6 +327,18 @@ static __always_inline struct pt_regs *user_regs(void)
 #define MW_ARG4(r) PT_REGS_PARM4_CORE_SYSCALL(r)
 #endif
 
+/* The tracked entry of the current process, or NULL: the one map lookup an
+ * untracked process pays. Every handler calls it before anything else. */
+static __always_inline struct mw_proc *current_tracked(void)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!bpf_map_lookup_elem(&procs, &tgid))
+		return NULL;
+	return lookup_tracked(bpf_get_current_task_btf(), tgid);
+}
+
+#include "enforce.bpf.h"
+
 /* ------------------------------------------------------------------ */
 /* process tree                                                        */
 
@@ -352,6 +366,7 @@ int BPF_PROG(mw_fork, struct task_struct *parent, struct task_struct *child)
 	c.root = pp->root;
 	c.depth = pp->depth + 1;
 	c.ancestors[0] = ptgid;
+	c.policy = pp->policy;
 #pragma unroll
 	for (int i = 1; i < MW_ANCESTORS; i++)
 		c.ancestors[i] = pp->ancestors[i - 1];
@@ -406,6 +421,7 @@ int BPF_PROG(mw_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	s->ev.args[2] = alen;
 	s->ev.args[3] = cap;
 	emit(s, pos + cap);
+	exec_fallback(p, task, s, n1, n2, bprm);
 	return 0;
 }
 
@@ -432,15 +448,6 @@ int BPF_PROG(mw_exit, struct task_struct *task)
 /* ------------------------------------------------------------------ */
 /* file opens                                                          */
 
-/* The tracked entry of the current process, or NULL: the one map lookup an
- * untracked process pays. Every handler calls it before anything else. */
-static __always_inline struct mw_proc *current_tracked(void)
-{
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	if (!bpf_map_lookup_elem(&procs, &tgid))
-		return NULL;
-	return lookup_tracked(bpf_get_current_task_btf(), tgid);
-}
 
 static __always_inline int handle_open(struct mw_proc *p, long ret, long dirfd, const char *upath,
 				       __u64 flags, __u64 mode, __u64 sys)
@@ -488,6 +495,8 @@ static __always_inline int handle_open(struct mw_proc *p, long ret, long dirfd, 
 	s->ev.args[2] = dirfd;
 	s->ev.args[3] = n1 | ((__u64)n2 << 16) | (kind << 32) | (sys << 40);
 	emit(s, n1 + n2);
+	if (kind == MW_OPEN_SECOND_RESOLVED)
+		open_fallback(p, task, s, n1, n2, flags);
 	return 0;
 }
 

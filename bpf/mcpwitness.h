@@ -37,6 +37,100 @@ enum mw_event_type {
 	MW_EV_IO = 6,      /* ret: bytes moved; args: [0]=fd | dir << 32 | kind << 40 | syscall << 48
 			    * [1]=inode [2]=device [3]=bytes captured; data: the bytes, in order */
 	MW_EV_THREAD = 7,  /* a tracked process created a thread; tid = the creating thread; args: [0]=new tid */
+	MW_EV_POLICY = 8,  /* a policy refused (or, in monitor mode, would have refused) an action:
+			    * ret: -errno the caller saw (0: allowed, or killed: see action)
+			    * args: [0]=what | action << 8 | mechanism << 16 | access << 24 | slot << 32
+			    * [1]=rule id [2]=port | family << 16 (network) or open flags (files)
+			    * [3]=data length; data: the path, or the 16 address bytes */
+};
+
+/* MW_EV_POLICY: what was checked, what was done, by which mechanism */
+#define MW_PW_CONNECT 1
+#define MW_PW_SENDMSG 2
+#define MW_PW_OPEN 3
+#define MW_PW_EXEC 4
+#define MW_PA_DENIED 1  /* refused: the syscall failed with ret */
+#define MW_PA_KILLED 2  /* the kernel offered no refusal here: SIGKILL before the process ran on */
+#define MW_PA_MONITOR 3 /* monitor mode: allowed, reported */
+#define MW_PM_CGROUP_CONNECT4 1
+#define MW_PM_CGROUP_CONNECT6 2
+#define MW_PM_CGROUP_SENDMSG4 3
+#define MW_PM_CGROUP_SENDMSG6 4
+#define MW_PM_LSM_FILE_OPEN 5
+#define MW_PM_LSM_BPRM_CHECK 6
+#define MW_PM_LSM_SOCKET_CONNECT 7
+#define MW_PM_KILL_OPEN 8  /* bpf_send_signal(SIGKILL) at sys_exit of open* */
+#define MW_PM_KILL_EXEC 9  /* bpf_send_signal(SIGKILL) at sched_process_exec */
+/* access bits (files and execs) */
+#define MW_ACC_READ 0x1
+#define MW_ACC_WRITE 0x2
+#define MW_ACC_CREATE 0x4
+#define MW_ACC_EXEC 0x8
+
+/* ---- policy maps, written by userspace (policy.py) -------------------
+ * Every key carries a scope = generation * MW_MAX_POLICIES + policy slot.
+ * A reload writes the whole new rule set under the inactive generation,
+ * then flips policy_gen[0]: one 4-byte store switches every rule at once,
+ * and no check ever runs against a half-written set. */
+#define MW_MAX_POLICIES 256
+#define MW_MODE_OFF 0
+#define MW_MODE_MONITOR 1
+#define MW_MODE_ENFORCE 2
+
+struct mw_policy {
+	__u32 mode;
+	__u32 net_default;  /* rule id of the default-deny verdict; 0: allow by default */
+	__u32 file_default;
+	__u32 exec_default;
+};
+
+/* network rules: LPM trie over (scope << 1 | v6, address) */
+#define MW_NET_RULES 16
+#define MW_RULE_DENY 0x80000000u
+struct mw_nkey {
+	__u32 prefixlen; /* 32 + address bits */
+	__u32 scope;     /* scope << 1 | is_v6 */
+	__u8 addr[16];
+};
+struct mw_port_rule {
+	__u16 lo;
+	__u16 hi;
+	__u32 rule; /* rule id | MW_RULE_DENY */
+};
+/* every rule that applies to the prefix, its own and its enclosing
+ * prefixes', most specific first: the first whose ports match decides */
+struct mw_net_rules {
+	__u32 n;
+	__u32 _pad;
+	struct mw_port_rule r[MW_NET_RULES];
+};
+
+/* file and exec rules: LPM trie over (scope, path bytes). An exact path is
+ * stored with its terminating NUL, a subtree as "dir/" without one; the
+ * value is, per access bit, the verdict of the most specific rule that
+ * names that access (userspace folds enclosing rules in). */
+#define MW_PKEY_PATH 248
+struct mw_pkey {
+	__u32 prefixlen; /* 32 + path bits */
+	__u32 scope;
+	__u8 path[MW_PKEY_PATH];
+};
+struct mw_path_rule {
+	__u8 allow; /* MW_ACC_* bits */
+	__u8 deny;
+	__u16 _pad;
+	__u32 rule[4]; /* rule id per access bit: read, write, create, exec */
+};
+
+/* exec rules by bare name (the executable's basename, whatever its directory) */
+#define MW_NAME_LEN 60
+struct mw_nmkey {
+	__u32 scope;
+	__u8 name[MW_NAME_LEN];
+};
+struct mw_name_rule {
+	__u32 rule;
+	__u32 deny;
 };
 
 /* MW_EV_IO: direction, kind of file behind the fd, syscall */
@@ -108,7 +202,7 @@ struct mw_event {
 	__u32 depth; /* fork generations below the root */
 	__u32 ancestors[MW_ANCESTORS]; /* fork lineage: [0] = the tracked parent, ... */
 	__u32 data_len;
-	__u32 _pad;
+	__u32 policy; /* the process's policy slot (0: none) */
 	char comm[MW_COMM_LEN];
 	__u8 data[MW_DATA_LEN];
 };
@@ -120,7 +214,7 @@ struct mw_proc {
 	__u32 depth;
 	__u32 ancestors[MW_ANCESTORS];
 	__u32 flags;
-	__u32 _pad;
+	__u32 policy; /* policy slot (0: none), inherited by children */
 };
 
 #define MW_P_TICKS 0x1 /* seeded from /proc: start_ns only known to 1/USER_HZ */
@@ -140,6 +234,11 @@ enum mw_counter {
 	MW_C_IO_SKIPPED,       /* reads/writes not sent: the stream is not JSON */
 	MW_C_IO_TRUNC,         /* reads/writes cut at io_max (real length kept) */
 	MW_C_WATCH_FOUND,      /* watch mode: processes the kernel started tracking */
+	MW_C_POLICY_CHECKS,    /* actions checked against a policy */
+	MW_C_POLICY_DENIED,    /* refused with an errno */
+	MW_C_POLICY_KILLED,    /* stopped with SIGKILL (fallback) */
+	MW_C_POLICY_MONITOR,   /* monitor mode: would have been refused */
+	MW_C_POLICY_KILL_FAIL, /* bpf_send_signal failed: the action went on */
 	MW_C_MAX,
 };
 
@@ -147,7 +246,11 @@ enum mw_counter {
 struct mw_config {
 	__u32 argv_max; /* bytes of argv captured per exec, <= MW_ARGV_MAX */
 	__u32 watch;    /* discover servers: track untracked processes that read a JSON-RPC request */
+	__u32 lsm;      /* MW_LSM_* bits: which checks the LSM programs make (the fallbacks stand aside) */
 };
+#define MW_LSM_FILES 0x1
+#define MW_LSM_EXEC 0x2
+#define MW_LSM_NET 0x4
 /* The payload limit per read/write syscall is not in .rodata but in the
  * one-entry array map `iolimit`, written by userspace after load: a value
  * the verifier cannot see lets it converge on the capture loop (with a

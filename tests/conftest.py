@@ -48,40 +48,59 @@ def agent():
 
 
 class Listener:
-    def __init__(self, sock, accepted):
-        self.sock, self.accepted = sock, accepted
-        self.port = sock.getsockname()[1]
-
-    def getsockname(self):
-        return self.sock.getsockname()
-
-
-@pytest.fixture
-def listener():
     """A TCP listener on a loopback address that counts accepted connections."""
-    srv = socket.socket()
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(64)
-    srv.settimeout(0.2)
-    accepted = []
-    stop = threading.Event()
 
-    def loop():
-        while not stop.is_set():
+    def __init__(self, host: str = "127.0.0.1", port: int = 0):
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = srv = socket.socket(fam)
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind((host, port))
+        srv.listen(64)
+        srv.settimeout(0.2)
+        self.host, self.port = host, srv.getsockname()[1]
+        self.accepted = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self):
+        while not self._stop.is_set():
             try:
-                c, peer = srv.accept()
-                accepted.append(peer)
+                c, peer = self.sock.accept()
+                self.accepted.append(peer)
                 c.close()
             except OSError:
                 continue
 
-    t = threading.Thread(target=loop, daemon=True)
-    t.start()
-    yield Listener(srv, accepted)
-    stop.set()
-    t.join()
-    srv.close()
+    def getsockname(self):
+        return self.sock.getsockname()
+
+    def close(self):
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+@pytest.fixture
+def listener():
+    """A TCP listener on 127.0.0.1 that counts accepted connections."""
+    lst = Listener()
+    yield lst
+    lst.close()
+
+
+@pytest.fixture
+def listen():
+    """listen(host, port=0): more listeners (other loopback addresses, ::1), closed at the end."""
+    made = []
+
+    def make(host="127.0.0.1", port=0):
+        made.append(Listener(host, port))
+        return made[-1]
+
+    yield make
+    for lst in made:
+        lst.close()
 
 
 def wait_for(pred, timeout=10.0, step=0.02):

@@ -19,7 +19,8 @@ from typing import Callable
 
 from . import __version__
 from .audit import Auditor
-from .events import RECORD_SIZE, Decoder, ExitEvent, ForkEvent, IoEvent
+from .events import (POLICY_MECHANISMS, RECORD_SIZE, ConnectEvent, Decoder, ExitEvent, ForkEvent, IoEvent,
+                     PolicyEvent)
 from .flags import Flagger
 from .loader import Kernel, LoadOptions
 from .proc import ProcStat, ProcTable, all_stats, descendants, identity, read_stat
@@ -38,8 +39,29 @@ class Agent:
                  on_event: Callable | None = None, reader: str = "batch", backlog_max: int = 512 << 20,
                  redactor: Redactor | None = None, coalesce: float = 0.005,
                  accept: Callable[[int], bool] | None = None, flagger: Flagger | None = None,
-                 linger: float = 10.0, call_timeout: float = 300.0):
+                 linger: float = 10.0, call_timeout: float = 300.0, policy_path: str | None = None):
+        pset = None
+        if policy_path is not None:
+            from .policy import load as load_policy
+            pset = load_policy(policy_path)  # PolicyError: refused before anything is loaded
+            options = options or LoadOptions()
+            options.enforce = True
         self.kernel = Kernel.load(options)
+        self.policy_path = policy_path
+        self.enforcer = None
+        self._policy_stamp = None
+        self._reload_requested = False
+        self.root_policy: dict[int, tuple[int, object]] = {}   # root -> (slot, Identity)
+        self.policy_errors = 0
+        if pset is not None:
+            from .enforce import Enforcer
+            self.enforcer = Enforcer(self.kernel)
+            try:
+                self.enforcer.apply(pset)
+            except BaseException:
+                self.kernel.close()
+                raise
+            self._policy_stamp = _stamp(policy_path)
         # "libbpf": libbpf's own per-record callback consumer, the reference
         self.reader = self.kernel.libbpf_reader() if reader == "libbpf" else self.kernel.batch_reader()
         self.table = ProcTable()
@@ -116,7 +138,7 @@ class Agent:
                 time.sleep(0.01)
 
     def _process_loop(self) -> None:
-        last_tick = 0
+        last_tick = last_policy_look = 0
         while True:
             batch = None
             with self._cond:
@@ -135,6 +157,9 @@ class Agent:
                 if now - last_tick > 100_000_000:  # call timers: linger, timeouts
                     last_tick = now
                     self.sink.write(self.audit.tick(now))
+                    if self.enforcer is not None and (self._reload_requested or now - last_policy_look > 1e9):
+                        last_policy_look = now
+                        self._maybe_reload()
             except Exception as e:
                 self.errors.append(f"decode: {type(e).__name__}: {e}")
 
@@ -154,7 +179,13 @@ class Agent:
                 for frame in self.streams.feed(ev):
                     batch.extend(self.mcp.feed(frame))
                 continue
+            if isinstance(ev, PolicyEvent) and self.enforcer is not None:
+                self._name_policy(ev)
             batch.append(ev)  # ThreadEvents too: audit.py uses them and does not pass them on
+            if isinstance(ev, ConnectEvent) and ev.unix_path and ev.policy_slot and self.enforcer is not None:
+                pe = self._unix_check(ev)
+                if pe is not None:
+                    batch.append(pe)
             if isinstance(ev, ForkEvent):
                 self.table.add(ev.child_pid, ev.pid)
             elif isinstance(ev, ExitEvent):
@@ -182,10 +213,18 @@ class Agent:
             return False
         self.roots.add(root)
         exe, cmdline = identity(root)
+        policy = None
+        if self.enforcer is not None:
+            # before its children are seeded, so that they are tracked with it
+            slot = self._policy_for_pid(root)
+            self.kernel.set_policy(root, slot)
+            policy = self.enforcer.policy_name(slot)
         seeded = self._seed_descendants(root, [])
+        if self.enforcer is not None:  # children forked since the kernel found it
+            self.kernel.set_policy(root, self.root_policy[root][0])
         batch.append({"type": "discovered", "time": self.decoder.wall_time(ev.ktime_ns), "ktime_ns": ev.ktime_ns,
                       "pid": root, "comm": ev.comm, "exe": exe, "cmdline": cmdline, "ppid": ev.ppid,
-                      "cgroup_id": ev.cgroup_id, "children_seeded": seeded,
+                      "cgroup_id": ev.cgroup_id, "children_seeded": seeded, "policy": policy,
                       "reason": "read a JSON-RPC request on a pipe or Unix socket"})
         return True
 
@@ -201,7 +240,8 @@ class Agent:
                 if child in lineage or parent not in lineage:
                     continue
                 anc = [parent] + lineage[parent]
-                self.kernel.track(child, stats[child], root=root, ancestors=anc)
+                self.kernel.track(child, stats[child], root=root, ancestors=anc,
+                                  policy=self.root_policy.get(root, (0,))[0])
                 self.table.add(child, parent)
                 lineage[child], used[child] = anc, stats[child]
                 new += 1
@@ -278,6 +318,8 @@ class Agent:
             "attribution": dict(self.audit.attr.stats),
             "calls": dict(self.audit.stats),
             "redactions": self.mcp.redactor.count,
+            "policy": {"reloads": self.enforcer.reloads - 1, "refused_reloads": self.policy_errors,
+                       "generation": self.enforcer.gen} if self.enforcer is not None else None,
             "ring_discarded": self.reader.discarded,
             "backlog_peak_bytes": self.backlog_peak,
             "still_running": still,
@@ -299,14 +341,15 @@ class Agent:
                            "payload": "tracepoint syscalls sys_exit_{read,write,readv,writev,recvfrom,sendto,"
                                       "recvmsg,sendmsg} on pipes and Unix sockets",
                            "watch": self.watch},
-            "programs_skipped": self.kernel.skipped, "mounts": self.kernel.mounts, **extra})
+            "programs_skipped": self.kernel.skipped, "mounts": self.kernel.mounts,
+            "policy": self.policy_record() if self.enforcer is not None else None, **extra})
 
     def attach(self, pid: int) -> list[int]:
         """Track a running process and its descendants. Returns the pids tracked."""
         stats = all_stats()
         if pid not in stats:
             raise ProcessLookupError(pid)
-        self.kernel.track(pid, stats[pid], root=pid, ancestors=[])
+        self.kernel.track(pid, stats[pid], root=pid, ancestors=[], policy=self._policy_for_pid(pid))
         self.roots.add(pid)
         # parents are in the map before their children are looked for, so a
         # child forked meanwhile is caught by the kernel
@@ -320,13 +363,122 @@ class Agent:
         return sorted(lineage)
 
     def spawn_tracked(self, argv: list[str], env: dict | None = None) -> int:
-        """Start argv tracked before its first instruction. Returns its pid."""
-        pid = spawn_tracked(self.kernel, argv, env)
+        """Start argv tracked before its first instruction, under the policy
+        its identity matches. Returns its pid."""
+        slot, ident = 0, None
+        if self.enforcer is not None:
+            from .policy import Identity
+            exe = argv[0] if "/" in argv[0] else shutil.which(argv[0])
+            ident = Identity.of(os.path.realpath(exe) if exe else None, argv, _cgroup_of("self"))
+            slot, _ = self.enforcer.match(ident)
+        pid = spawn_tracked(self.kernel, argv, env, policy=slot)
         self.roots.add(pid)
+        if ident is not None:
+            self.root_policy[pid] = (slot, ident)
         return pid
 
+    # --- policy -------------------------------------------------------------
+    def _policy_for_pid(self, pid: int) -> int:
+        """Match a running root against the policies; remember it for reloads."""
+        if self.enforcer is None:
+            return 0
+        from .policy import Identity
+        from .proc import read_cmdline, read_exe
+        ident = Identity.of(read_exe(pid), read_cmdline(pid) or [], _cgroup_of(pid))
+        slot, _ = self.enforcer.match(ident)
+        self.root_policy[pid] = (slot, ident)
+        return slot
 
-def spawn_tracked(kernel: Kernel, argv: list[str], env: dict | None = None) -> int:
+    def _name_policy(self, ev: PolicyEvent) -> None:
+        ev.policy = self.enforcer.policy_name(ev.policy_slot)
+        r = self.enforcer.rule(ev.rule_id)
+        ev.rule = r.describe() if r else None
+
+    def _unix_check(self, ev: ConnectEvent):
+        """Unix socket paths: checked here, after the connect (the kernel
+        programs check IP destinations only): reported, never refused."""
+        from .policy import unix_decide
+        pol = self.enforcer.policy(ev.policy_slot)
+        if pol is None or not any(r.unix for r in pol.net) and not pol.net_default:
+            return None
+        rid = unix_decide(pol, ev.unix_path)
+        if not rid:
+            return None
+        self.counts["policy_reported_unix"] += 1
+        pe = PolicyEvent(ev.time, ev.ktime_ns, ev.pid, ev.tid, ev.ppid, ev.uid, ev.comm, ev.start_ns, ev.cgroup_id,
+                         ev.root, ev.ancestry, False, [], "connect", "reported",
+                         "not refused: unix socket paths are checked after the connect, in userspace",
+                         POLICY_MECHANISMS[10], ev.error, ev.policy_slot, rid, [], ev.unix_path, "unix", None,
+                         None, None)
+        self._name_policy(pe)
+        return pe
+
+    def request_policy_reload(self) -> None:
+        """Reload the policy file at the next tick (SIGHUP)."""
+        self._reload_requested = True
+
+    def _maybe_reload(self) -> None:
+        forced, self._reload_requested = self._reload_requested, False
+        stamp = _stamp(self.policy_path)
+        if not forced and stamp == self._policy_stamp:
+            return
+        self._policy_stamp = stamp
+        self.reload_policy()
+
+    def reload_policy(self) -> dict:
+        """Load the policy file again and switch to it with no gap; a file
+        that does not validate is refused and the running set stays."""
+        from .policy import PolicyError, load as load_policy
+        rec = {"type": "policy", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "path": self.policy_path, "reload": True}
+        try:
+            pset = load_policy(self.policy_path, first_rule=self.enforcer.next_rule_id())
+            self.enforcer.apply(pset)
+        except (PolicyError, OSError) as e:
+            self.policy_errors += 1
+            rec.update(result="refused", error=str(e), running=self.enforcer.pset.digest[:12])
+            self.errors.append(f"policy: {e}")
+            self.sink.write_record(rec)
+            return rec
+        moved = {}
+        for root, (slot, ident) in list(self.root_policy.items()):
+            new, _ = self.enforcer.match(ident)
+            if new != slot:
+                self.root_policy[root] = (new, ident)
+                moved[root] = self.kernel.set_policy(root, new)
+        rec.update(self.policy_record(), result="applied", retagged={str(k): v for k, v in moved.items()})
+        self.sink.write_record(rec)
+        return rec
+
+    def policy_record(self) -> dict:
+        e = self.enforcer
+        return {"path": self.policy_path, "digest": e.pset.digest[:12], "generation": e.gen,
+                "mechanisms": e.mechanisms,
+                "policies": [{"name": p.name, "slot": e.slots[p.name], "mode": p.mode, "match": p.match,
+                              "where": p.where} for p in e.pset.policies],
+                "servers": {str(r): e.policy_name(s) for r, (s, _) in self.root_policy.items()}}
+
+
+def _stamp(path: str | None):
+    try:
+        st = os.stat(path)
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+    except (OSError, TypeError):
+        return None
+
+
+def _cgroup_of(pid) -> str | None:
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            for line in f:
+                if line.startswith("0::"):
+                    return line.rstrip("\n")[3:]
+    except OSError:
+        pass
+    return None
+
+
+def spawn_tracked(kernel: Kernel, argv: list[str], env: dict | None = None, policy: int = 0) -> int:
     """Start argv tracked before its first instruction. Returns its pid."""
     exe = argv[0] if "/" in argv[0] else shutil.which(argv[0])
     if not exe or not os.path.isfile(exe):
@@ -356,7 +508,7 @@ def spawn_tracked(kernel: Kernel, argv: list[str], env: dict | None = None) -> i
     os.close(go_r)
     os.close(err_w)
     try:
-        kernel.track(pid, _wait_stat(pid), root=pid, ancestors=[])
+        kernel.track(pid, _wait_stat(pid), root=pid, ancestors=[], policy=policy)
     except BaseException:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)

@@ -381,6 +381,13 @@ def _entry(ev, v: Verdict, t0: int, roots, redact) -> dict:
             e["scope"] = ev.scope
         if ev.error:
             e["error"] = ev.error
+    elif tag == "policy":
+        e.update(check=ev.check, action=ev.action, outcome=ev.outcome, mechanism=ev.mechanism, errno=ev.errno,
+                 policy=ev.policy, rule=ev.rule, rule_id=ev.rule_id)
+        if ev.path is not None:
+            e.update(path=ev.path, access=ev.access)
+        else:
+            e.update(family=ev.family, address=ev.address, port=ev.port)
     elif tag == "fork":
         e["child_pid"] = ev.child_pid
     elif tag == "exit":
@@ -406,6 +413,11 @@ def _violations(timeline: list) -> list:
         if e.get("outside_roots") and e.get("risk") not in (None, "read"):
             out.append({"kind": "write_outside_roots", "detail": f"{e['risk']} {e['path']}", "event": i,
                         "certain": sure})
+        if e["type"] == "policy":
+            what = e.get("path") or (f"[{e['address']}]:{e['port']}" if e.get("family") == "inet6"
+                                     else f"{e.get('address')}:{e.get('port')}")
+            out.append({"kind": f"policy_{e['action']}", "detail": f"{e['check']} {what}: {e.get('rule')} "
+                        f"({e['outcome']}; {e['mechanism']})", "event": i, "certain": sure})
         if e["type"] == "exec" and e.get("category") in ("shell", "downloader") and not e.get("error"):
             out.append({"kind": f"{e['category']}_exec", "detail": " ".join(e["argv"])[:200] or e["file"],
                         "event": i, "certain": sure})
@@ -548,6 +560,12 @@ def summarize(r: CallRecord) -> str:
                else f" ({e['error']})" if e.get("error") else "")
             for e in conns))
         parts.append(f"{len(conns)} connect{'s' if len(conns) != 1 else ''}: {dests}")
+    pol = [e for e in tl if e["type"] == "policy"]
+    if pol:
+        n = {a: sum(1 for e in pol if e["action"] == a) for a in ("denied", "killed", "monitor", "reported")}
+        words = {"denied": "refused", "killed": "stopped by SIGKILL", "monitor": "would be refused (monitor)",
+                 "reported": "against policy, not refusable"}
+        parts.append("policy: " + ", ".join(f"{v} {words[k]}" for k, v in n.items() if v))
     amb = sum(1 for e in tl if e["attribution"] == "ambiguous")
     if amb:
         parts.append(f"{amb} of these shared with overlapping calls (ambiguous)")

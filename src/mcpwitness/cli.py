@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _audit_options(p) -> None:
     p.add_argument("--config", metavar="FILE", help="YAML configuration (flags, audit, store): see docs/audit.md")
+    p.add_argument("--policy", metavar="FILE",
+                   help="YAML policies: what each MCP server may connect to, open and run (docs/policy.md); "
+                        "reloaded when the file changes (and on SIGHUP under watch)")
     p.add_argument("--db", metavar="PATH", help="the store (default: mcpwitness.db in the state directory)")
     p.add_argument("--no-store", action="store_true", help="JSON Lines only, no SQLite store")
     p.add_argument("--linger", type=float, metavar="SECONDS",
@@ -234,9 +237,14 @@ def _start(kind: str, a, options, **agent_kw):
             _say(f"cannot open the store {db}: {e}")
             sink.close()
             return None
+    from .policy import PolicyError
     try:
         agent = Agent(sink, options, redactor=Redactor(enabled=not a.no_redact), flagger=Flagger(cfg.flags),
-                      linger=cfg.linger, call_timeout=cfg.call_timeout, **agent_kw)
+                      linger=cfg.linger, call_timeout=cfg.call_timeout, policy_path=a.policy, **agent_kw)
+    except PolicyError as e:
+        _say(f"policy refused: {e}")
+        sink.close()
+        return None
     except (OSError, RuntimeError) as e:
         _say(f"cannot load the kernel programs: {e}")
         if os.geteuid() != 0:
@@ -316,8 +324,11 @@ def cmd_watch(a) -> int:
     agent.start_record(mode="watch", filters={"pid": a.pid, "comm": a.comm, "cgroup": a.cgroup})
     agent.start()
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    # SIGHUP: reload the policy (as daemons do); without one, stop as before
+    signal.signal(signal.SIGHUP, (lambda *_: agent.request_policy_reload()) if agent.enforcer is not None
+                  else (lambda *_: stop.set()))
     stop.wait(a.duration)
     _finish(agent, a.quiet)
     return 0

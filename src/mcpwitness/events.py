@@ -33,9 +33,9 @@ R_HDR, R_TS, R_START, R_CGROUP, R_RET = 0, 2, 3, 4, 5
 R_ARG0 = 6
 R_TYPE, R_SEQ, R_FLAGS, R_PID, R_TID, R_PPID, R_UID, R_ROOT, R_DEPTH = range(10, 19)
 R_ANC = 19
-R_DLEN, R_COMM, R_DATA = 27, 29, 30
+R_DLEN, R_POLICY, R_COMM, R_DATA = 27, 28, 29, 30
 
-EV_FORK, EV_EXEC, EV_EXIT, EV_OPEN, EV_CONNECT, EV_IO, EV_THREAD = 1, 2, 3, 4, 5, 6, 7
+EV_FORK, EV_EXEC, EV_EXIT, EV_OPEN, EV_CONNECT, EV_IO, EV_THREAD, EV_POLICY = 1, 2, 3, 4, 5, 6, 7, 8
 F_LAST, F_TRUNC, F_PATHERR, F_DEPTH = 0x1, 0x2, 0x4, 0x8
 
 COUNTERS = [
@@ -50,7 +50,27 @@ COUNTERS = [
     "io_skipped",            # reads/writes not sent: the stream is not JSON
     "io_truncated",          # reads/writes cut at io_max
     "watch_found",           # watch mode: processes the kernel started tracking
+    "policy_checks",         # actions checked against a policy
+    "policy_denied",         # refused with an errno
+    "policy_killed",         # stopped with SIGKILL (fallback)
+    "policy_monitor",        # monitor mode: would have been refused
+    "policy_kill_failed",    # bpf_send_signal failed: the action went on
 ]
+
+POLICY_CHECKS = {1: "connect", 2: "sendmsg", 3: "open", 4: "exec"}
+POLICY_ACTIONS = {1: "denied", 2: "killed", 3: "monitor"}
+POLICY_MECHANISMS = {
+    1: "cgroup/connect4", 2: "cgroup/connect6", 3: "cgroup/sendmsg4", 4: "cgroup/sendmsg6",
+    5: "lsm/file_open", 6: "lsm/bprm_check_security", 7: "lsm/socket_connect",
+    8: "SIGKILL at sys_exit_open* (fallback)", 9: "SIGKILL at sched_process_exec (fallback)",
+    10: "userspace, after the connect (unix socket paths are not refused in the kernel)",
+}
+POLICY_OUTCOMES = {
+    "denied": "refused before it happened",
+    "killed": "the process was killed (SIGKILL) before it could go on; the action itself had happened",
+    "monitor": "allowed: the policy is in monitor mode",
+}
+_POLICY_ACCESS = ((1, "read"), (2, "write"), (4, "create"), (8, "exec"))
 
 OPEN_SYSCALLS = {0: "openat", 1: "open", 2: "openat2", 3: "creat"}
 EXEC_SYSCALLS = {4: "execve", 5: "execveat"}
@@ -137,6 +157,7 @@ class ConnectEvent(Event, tag="connect"):
     error: str | None
     scope: str | None = None      # flags.py: loopback, private, link-local, public, unix
     attribution: object = None
+    policy_slot: int = 0          # the process's policy (unix paths are checked in userspace)
 
 
 class IoEvent(Event, tag="io"):
@@ -152,10 +173,31 @@ class IoEvent(Event, tag="io"):
     data: bytes          # what was captured (shorter when truncated)
 
 
-# the kernel events that are written (and attributed); IoEvent and ThreadEvent are consumed inside
-KERNEL_TAGS = frozenset({"fork", "exec", "exit", "open", "connect"})
+class PolicyEvent(Event, tag="policy"):
+    """A policy refused an action (or in monitor mode would have): what, by
+    which rule, with which mechanism, and what the process saw."""
+    check: str           # connect, sendmsg, open, exec
+    action: str          # denied, killed, monitor
+    outcome: str         # the action in words
+    mechanism: str
+    errno: str | None    # what the syscall returned to the process (None: it got no error)
+    policy_slot: int
+    rule_id: int
+    access: list[str]    # files and execs: the access refused
+    path: str | None
+    family: str | None
+    address: str | None
+    port: int | None
+    flags_raw: int | None
+    policy: str | None = None    # filled by the agent from the running policy set
+    rule: str | None = None
+    attribution: object = None
 
-AnyEvent = ForkEvent | ExecEvent | ExitEvent | OpenEvent | ConnectEvent | IoEvent | ThreadEvent
+
+# the kernel events that are written (and attributed); IoEvent and ThreadEvent are consumed inside
+KERNEL_TAGS = frozenset({"fork", "exec", "exit", "open", "connect", "policy"})
+
+AnyEvent = ForkEvent | ExecEvent | ExitEvent | OpenEvent | ConnectEvent | IoEvent | ThreadEvent | PolicyEvent
 
 # --- decoding helpers -----------------------------------------------------
 
@@ -252,7 +294,8 @@ class Decoder:
     def __init__(self, ancestry=None, wall_offset_ns: int | None = None):
         self.pending: dict[tuple[int, int], list] = {}
         self.ancestry = ancestry
-        self.stats = {"records": 0, "events": 0, "incomplete": 0, "bad_records": 0}
+        self.stats = {"records": 0, "events": 0, "incomplete": 0, "bad_records": 0, "undecodable_records": 0}
+        self.last_error: str | None = None
         if wall_offset_ns is None:
             import time
             wall_offset_ns = time.time_ns() - time.monotonic_ns()
@@ -340,6 +383,16 @@ class Decoder:
                 r[R_START], r[R_CGROUP], r[R_ROOT], anc, bool(truncated or flags & F_TRUNC), notes)
 
     def _build(self, r, data: bytes, truncated: bool) -> AnyEvent | None:
+        """One event; a record this code cannot decode is counted and kept
+        out, never allowed to end the batch it came in."""
+        try:
+            return self._decode(r, data, truncated)
+        except Exception as e:  # a decoder bug or a record from a newer object
+            self.stats["undecodable_records"] += 1
+            self.last_error = f"type {r[R_TYPE]}: {type(e).__name__}: {e}"
+            return None
+
+    def _decode(self, r, data: bytes, truncated: bool) -> AnyEvent | None:
         self.stats["events"] += 1
         t = r[R_TYPE]
         a0, a1, a2, a3 = r[R_ARG0:R_ARG0 + 4]
@@ -396,11 +449,30 @@ class Decoder:
             fam, addr, port, upath = decode_sockaddr(data)
             return ConnectEvent(*self._base(r, truncated, _NO_NOTES), a0, fam, addr, port, upath,
                                 _SOCK_TYPES.get(a2 & 0xF) if a2 else None, _PROTOS.get(a3) if a3 else None,
-                                ret, errname(ret) if ret < 0 else None)
+                                ret, errname(ret) if ret < 0 else None, policy_slot=r[R_POLICY])
         if t == EV_FORK:
             return ForkEvent(*self._base(r, truncated, _NO_NOTES), a0, a1)
         if t == EV_THREAD:
             return ThreadEvent(*self._base(r, truncated, _NO_NOTES), a0)
+        if t == EV_POLICY:
+            check = POLICY_CHECKS.get(a0 & 0xFF, "?")
+            action = POLICY_ACTIONS.get((a0 >> 8) & 0xFF, "?")
+            acc = (a0 >> 24) & 0xFF
+            path = family = address = port = flags = None
+            if check in ("connect", "sendmsg"):
+                fam = (a2 >> 16) & 0xFFFF
+                port = a2 & 0xFFFF
+                if fam == socket.AF_INET6:
+                    family, address = "inet6", socket.inet_ntop(socket.AF_INET6, data[:16].ljust(16, b"\0"))
+                else:
+                    family, address = "inet", socket.inet_ntop(socket.AF_INET, data[:4].ljust(4, b"\0"))
+            else:
+                path = data[:a3].decode("utf-8", "backslashreplace")
+                flags = a2
+            return PolicyEvent(*self._base(r, truncated, _NO_NOTES), check, action,
+                               POLICY_OUTCOMES.get(action, action), POLICY_MECHANISMS.get((a0 >> 16) & 0xFF, "?"),
+                               errname(ret) if ret < 0 else None, (a0 >> 32) & 0xFFFF, a1,
+                               [n for b, n in _POLICY_ACCESS if acc & b], path, family, address, port, flags)
         self.stats["events"] -= 1
         self.stats["bad_records"] += 1
         return None

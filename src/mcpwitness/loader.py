@@ -24,7 +24,8 @@ from .proc import ProcStat, read_stat
 TRACEFS = "/sys/kernel/tracing"
 BPFFS = "/sys/fs/bpf"
 P_TICKS = 0x1
-CONFIG = struct.Struct("<II")  # struct mw_config
+CONFIG = struct.Struct("<III")  # struct mw_config
+LSM_FILES, LSM_EXEC, LSM_NET = 0x1, 0x2, 0x4
 
 
 def object_path(name: str = "mcpwitness") -> str:
@@ -77,6 +78,42 @@ class LoadOptions:
     argv_max: int = 16384         # argv bytes captured per exec (<= 16384)
     io_max: int = 16 << 20        # payload bytes captured per read/write syscall
     watch: bool = False           # the kernel tracks untracked processes that read a JSON-RPC request
+    enforce: bool = False         # attach the policy programs (cgroup sock_addr, LSM where present)
+    lsm: bool | None = None       # use BPF LSM for enforcement: None = if this kernel has it
+
+
+def cgroup2_root() -> str | None:
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if parts[2] == "cgroup2":
+                return parts[1]
+    return None
+
+
+# enforcement mechanisms, best first, as doctor and block events name them
+MECH_NET_CGROUP = "cgroup sock_addr connect4/6 + sendmsg4/6 (refused before any packet)"
+MECH_NET_LSM = "lsm/socket_connect (refused before any packet)"
+MECH_FILE_LSM = "lsm/file_open (refused before the open)"
+MECH_FILE_KILL = "SIGKILL at sys_exit of open* (fallback: the open happened, the fd is never used)"
+MECH_EXEC_LSM = "lsm/bprm_check_security (refused before the exec)"
+MECH_EXEC_KILL = "SIGKILL at sched_process_exec (fallback: the new program never runs)"
+
+
+def choose_mechanisms(have) -> dict:
+    """Per kind of action, the mechanism that will enforce here (None: monitor only).
+    have(mechanism) -> bool answers from a probe (doctor.run_probe)."""
+    kill = have("helper bpf_send_signal")
+    out = {}
+    if have("cgroup/connect4") and have("cgroup/connect6") and cgroup2_root():
+        out["network"] = MECH_NET_CGROUP
+    elif have("lsm/socket_connect"):
+        out["network"] = MECH_NET_LSM
+    else:
+        out["network"] = None
+    out["files"] = MECH_FILE_LSM if have("lsm/file_open") else MECH_FILE_KILL if kill else None
+    out["exec"] = MECH_EXEC_LSM if have("lsm/bprm_check_security") else MECH_EXEC_KILL if kill else None
+    return out
 
 
 @dataclass
@@ -88,6 +125,9 @@ class Kernel:
     skipped: dict = field(default_factory=dict)   # name -> reason not attached
     options: LoadOptions = field(default_factory=LoadOptions)
     mounts: dict = field(default_factory=dict)
+    mechanisms: dict = field(default_factory=dict)  # kind of action -> enforcing mechanism (enforce only)
+    lsm_bits: int = 0
+    _cgroup_fd: int = -1
 
     # --- life cycle -------------------------------------------------------
     @classmethod
@@ -106,6 +146,8 @@ class Kernel:
             obj = libbpf.check_ptr(libbpf.bpf_object__open_file(path.encode(), None), f"open {path}", log)
         k = cls(obj=obj, options=options, mounts=mounts)
         try:
+            if options.enforce:
+                k._choose_enforcement()
             k._configure()
             with libbpf.capture_log() as log:
                 libbpf.check_int(libbpf.bpf_object__load(obj), "loading BPF programs", log)
@@ -128,19 +170,62 @@ class Kernel:
         ptr = libbpf.bpf_map__initial_value(ro, ctypes.byref(size))
         if size.value != CONFIG.size:
             raise RuntimeError(f".rodata is {size.value} bytes, expected struct mw_config ({CONFIG.size})")
-        ctypes.memmove(ptr, CONFIG.pack(self.options.argv_max, int(self.options.watch)), CONFIG.size)
+        ctypes.memmove(ptr, CONFIG.pack(self.options.argv_max, int(self.options.watch), self.lsm_bits), CONFIG.size)
         p = libbpf.bpf_object__next_program(self.obj, None)
         while p:
             name = libbpf.bpf_program__name(p).decode()
             sec = libbpf.bpf_program__section_name(p).decode()
             self.programs[name] = sec
-            if sec.startswith("tracepoint/"):
+            why = self._not_wanted(sec)
+            if why:
+                libbpf.bpf_program__set_autoload(p, False)
+                self.skipped[name] = why
+            elif sec.startswith("tracepoint/"):
                 _, cat, tp = sec.split("/")
                 if not tracepoint_exists(cat, tp):
                     # e.g. open/creat do not exist on arm64
                     libbpf.bpf_program__set_autoload(p, False)
                     self.skipped[name] = f"no tracepoint {cat}:{tp} on this kernel"
             p = libbpf.bpf_object__next_program(self.obj, p)
+
+    def _choose_enforcement(self) -> None:
+        from .doctor import run_probe, PROBES
+        labels = {label: (prog, how) for prog, label, how in PROBES}
+        cache: dict[str, bool] = {}
+
+        def have(label: str) -> bool:
+            if label not in cache:
+                if label.startswith("lsm/") and self.options.lsm is False:
+                    cache[label] = False
+                else:
+                    try:
+                        cache[label] = run_probe(*labels[label]).ok
+                    except OSError:
+                        cache[label] = False
+            return cache[label]
+
+        self.mechanisms = choose_mechanisms(have)
+        m = self.mechanisms
+        self.lsm_bits = ((LSM_FILES if m["files"] == MECH_FILE_LSM else 0) |
+                         (LSM_EXEC if m["exec"] == MECH_EXEC_LSM else 0) |
+                         (LSM_NET if m["network"] == MECH_NET_LSM else 0))
+
+    def _not_wanted(self, sec: str) -> str | None:
+        """Why a policy program is not loaded, or None."""
+        if sec.startswith("cgroup/"):
+            if not self.options.enforce:
+                return "no policy: network enforcement not needed"
+            if self.mechanisms.get("network") != MECH_NET_CGROUP:
+                return "cgroup sock_addr hooks unavailable here"
+        if sec.startswith("lsm/"):
+            bit = {"lsm/file_open": LSM_FILES, "lsm/bprm_check_security": LSM_EXEC,
+                   "lsm/socket_connect": LSM_NET}.get(sec, 0)
+            if not self.options.enforce:
+                return "no policy: LSM enforcement not needed"
+            if not self.lsm_bits & bit:
+                return "BPF LSM unavailable here (the fallback is used)" if sec != "lsm/socket_connect" \
+                    else "cgroup sock_addr hooks are used instead"
+        return None
 
     def _set_iolimit(self, n: int) -> None:
         key, val = ctypes.c_uint32(0), ctypes.c_uint64(n)
@@ -153,9 +238,24 @@ class Kernel:
             name = libbpf.bpf_program__name(p).decode()
             if name not in self.skipped:
                 with libbpf.capture_log() as log:
-                    link = libbpf.check_ptr(libbpf.bpf_program__attach(p), f"attach {name}", log)
+                    if self.programs[name].startswith("cgroup/"):
+                        link = libbpf.bpf_program__attach_cgroup(p, self._cgroup())
+                    else:
+                        link = libbpf.bpf_program__attach(p)
+                    link = libbpf.check_ptr(link, f"attach {name}", log)
                 self.links.append(link)
             p = libbpf.bpf_object__next_program(self.obj, p)
+
+    def _cgroup(self) -> int:
+        """The cgroup2 root: every process on the host is in it or below, so
+        its sock_addr programs see every tracked process wherever it runs
+        (they leave untracked ones after one map lookup)."""
+        if self._cgroup_fd < 0:
+            root = cgroup2_root()
+            if not root:
+                raise OSError(2, "no cgroup2 hierarchy mounted: network enforcement needs one")
+            self._cgroup_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        return self._cgroup_fd
 
     def close(self) -> None:
         # each detach waits for an RCU grace period; done in parallel the
@@ -165,6 +265,9 @@ class Kernel:
             with ThreadPoolExecutor(max_workers=len(self.links)) as pool:
                 list(pool.map(libbpf.bpf_link__destroy, self.links))
         self.links = []
+        if self._cgroup_fd >= 0:
+            os.close(self._cgroup_fd)
+            self._cgroup_fd = -1
         if self.obj:
             libbpf.bpf_object__close(self.obj)
             self.obj = 0
@@ -188,14 +291,14 @@ class Kernel:
         return LibbpfReader(self.map_fd("events"))
 
     def track(self, pid: int, stat: ProcStat | None = None, root: int | None = None,
-              ancestors: list[int] | None = None) -> None:
+              ancestors: list[int] | None = None, policy: int = 0) -> None:
         """Put pid in the tracked map. Its identity is its start time as /proc
         shows it (clock ticks); the kernel refines it to nanoseconds on first
         sight and refuses the entry for any other process that reuses the pid."""
         stat = stat or read_stat(pid)
         anc = (ancestors or [])[:ANCESTORS]
         value = PROC.pack(stat.start_ticks * 10_000_000, root if root is not None else pid, len(ancestors or []),
-                          *(anc + [0] * (ANCESTORS - len(anc))), P_TICKS, 0)
+                          *(anc + [0] * (ANCESTORS - len(anc))), P_TICKS, policy)
         key = ctypes.c_uint32(pid)
         buf = ctypes.create_string_buffer(value, len(value))
         with libbpf.capture_log() as log:
@@ -207,7 +310,7 @@ class Kernel:
         libbpf.bpf_map_delete_elem(self.map_fd("procs"), ctypes.byref(key))
 
     def tracked(self) -> dict[int, tuple]:
-        """pid -> (start_ns, root, depth, ancestors, flags) for every tracked process."""
+        """pid -> (start_ns, root, depth, ancestors, flags, policy) for every tracked process."""
         fd = self.map_fd("procs")
         out = {}
         key, nxt = ctypes.c_uint32(), ctypes.c_uint32()
@@ -218,8 +321,27 @@ class Kernel:
             prev = ctypes.byref(key)
             if libbpf.bpf_map_lookup_elem(fd, ctypes.byref(key), val) == 0:
                 v = PROC.unpack(val.raw)
-                out[key.value] = (v[0], v[1], v[2], list(v[3:3 + ANCESTORS]), v[3 + ANCESTORS])
+                out[key.value] = (v[0], v[1], v[2], list(v[3:3 + ANCESTORS]), v[3 + ANCESTORS], v[4 + ANCESTORS])
         return out
+
+    def set_policy(self, root: int, slot: int) -> list[int]:
+        """Give every tracked process of root's tree the policy slot (children
+        forked later inherit it in the kernel). Returns the pids changed."""
+        fd = self.map_fd("procs")
+        key, nxt = ctypes.c_uint32(), ctypes.c_uint32()
+        val = ctypes.create_string_buffer(PROC.size)
+        prev, pids = None, []
+        while libbpf.bpf_map_get_next_key(fd, prev, ctypes.byref(nxt)) == 0:
+            key.value = nxt.value
+            prev = ctypes.byref(key)
+            if libbpf.bpf_map_lookup_elem(fd, ctypes.byref(key), val) == 0:
+                v = list(PROC.unpack(val.raw))
+                if v[1] == root and v[-1] != slot:
+                    v[-1] = slot
+                    new = ctypes.create_string_buffer(PROC.pack(*v), PROC.size)
+                    if libbpf.bpf_map_update_elem(fd, ctypes.byref(key), new, 2) == 0:  # BPF_EXIST
+                        pids.append(key.value)
+        return pids
 
     def counters(self) -> dict[str, int]:
         """The kernel's per-CPU counters, summed over CPUs."""

@@ -50,6 +50,12 @@ def _event_line(e: dict) -> str:
         dest = e.get("unix_path") or f"{e.get('address')}:{e.get('port')}"
         what = f"connect {dest}" + (f"  [{e['scope']}]" if e.get("scope") else "") \
                + (f"  -> {e['error']}" if e.get("error") else "  -> ok")
+    elif t == "policy":
+        what = f"POLICY {e.get('action').upper()} {e.get('check')} " \
+               + (e.get("path") or f"{e.get('address')}:{e.get('port')}") \
+               + (f" ({', '.join(e['access'])})" if e.get("access") else "") \
+               + f"  by {e.get('mechanism')}" + (f"  -> {e['errno']}" if e.get("errno") else "") \
+               + f"\n{'':>42}rule {e.get('rule') or e.get('rule_id')}"
     elif t == "fork":
         what = f"fork   -> child {e.get('child_pid')}"
     elif t == "exit":

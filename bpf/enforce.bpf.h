@@ -1,0 +1,464 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * enforce.bpf.h: policy checks, part of mcpwitness.bpf.c (it uses that
+ * file's helpers and maps, so it is included there, not built alone).
+ *
+ * A tracked process whose mw_proc.policy names a slot is checked:
+ *   connects and UDP sends  cgroup sock_addr connect4/6, sendmsg4/6 on the
+ *                           cgroup2 root: refused with EPERM before any packet
+ *   file opens              lsm/file_open where BPF LSM is on (EPERM), else
+ *                           SIGKILL at sys_exit of open* (the open happened,
+ *                           the process never returns to use the fd)
+ *   execs                   lsm/bprm_check_security (EPERM), else SIGKILL at
+ *                           sched_process_exec (the new image never runs)
+ *   connects (no cgroup)    lsm/socket_connect
+ * In monitor mode the same checks report and allow. Every verdict that is
+ * not "allowed" is one MW_EV_POLICY event; allowed actions cost a lookup.
+ */
+#ifndef MW_ENFORCE_BPF_H
+#define MW_ENFORCE_BPF_H
+
+#define EPERM 1
+#define SIGKILL 9
+#define O_ACCMODE 3
+#define O_WRONLY 1
+#define O_RDWR 2
+#define O_CREAT 0100
+#define O_TRUNC 01000
+#define O_APPEND 02000
+#define O_PATH 010000000
+#define FMODE_EXEC_FLAG 0x20 /* __FMODE_EXEC in f_flags: the kernel's own open of a binary */
+#define AF_INET 2
+#define AF_INET6 10
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} policy_gen SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * MW_MAX_POLICIES);
+	__type(key, __u32);
+	__type(value, struct mw_policy);
+} policies SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct mw_nkey);
+	__type(value, struct mw_net_rules);
+} net_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct mw_pkey);
+	__type(value, struct mw_path_rule);
+} path_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct mw_nmkey);
+	__type(value, struct mw_name_rule);
+} name_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mw_pkey);
+} pkeybuf SEC(".maps");
+
+/* The policy of a tracked process under the active generation, with the
+ * scope its rules are keyed by; NULL when it has none (or it is off). */
+static __always_inline struct mw_policy *policy_of(struct mw_proc *p, __u32 *scope)
+{
+	__u32 slot = p->policy;
+	if (!slot || slot >= MW_MAX_POLICIES)
+		return NULL;
+	__u32 zero = 0;
+	__u32 *gen = bpf_map_lookup_elem(&policy_gen, &zero);
+	if (!gen)
+		return NULL;
+	__u32 idx = (*gen & 1) * MW_MAX_POLICIES + slot;
+	struct mw_policy *pol = bpf_map_lookup_elem(&policies, &idx);
+	if (!pol || pol->mode == MW_MODE_OFF)
+		return NULL;
+	*scope = idx;
+	count(MW_C_POLICY_CHECKS);
+	return pol;
+}
+
+/* 0: allowed; else the id of the rule that denies. addr: network order. */
+static __always_inline __u32 net_verdict(struct mw_policy *pol, __u32 scope, int v6, const __u32 *addr, __u16 port)
+{
+	struct mw_nkey k = {.prefixlen = 32 + (v6 ? 128 : 32), .scope = scope << 1 | (v6 ? 1 : 0)};
+	__builtin_memcpy(k.addr, addr, 16);
+	struct mw_net_rules *r = bpf_map_lookup_elem(&net_rules, &k);
+	if (r) {
+		__u32 n = r->n;
+		for (int i = 0; i < MW_NET_RULES && i < n; i++) {
+			if (port >= r->r[i].lo && port <= r->r[i].hi)
+				return r->r[i].rule & MW_RULE_DENY ? r->r[i].rule & ~MW_RULE_DENY : 0;
+		}
+	}
+	return pol->net_default;
+}
+
+/* Verdict for `access` on a path held in map memory (len bytes). Returns
+ * the deciding rule id (0: allowed); *denied gets the refused access bits. */
+static __always_inline __u32 path_verdict(struct mw_policy *pol, __u32 scope, const __u8 *path, __u32 len,
+					  __u32 access, __u32 name_rule, __u32 *denied)
+{
+	__u32 zero = 0;
+	struct mw_pkey *k = bpf_map_lookup_elem(&pkeybuf, &zero);
+	*denied = 0;
+	if (!k)
+		return 0;
+	k->scope = scope;
+	if (len >= MW_PKEY_PATH) {
+		/* too long for an exact rule: only subtree rules can match */
+		bpf_probe_read_kernel(k->path, MW_PKEY_PATH, path);
+		k->prefixlen = 32 + MW_PKEY_PATH * 8;
+	} else {
+		__u32 n = len & 255;
+		if (n > MW_PKEY_PATH - 1)
+			n = MW_PKEY_PATH - 1;
+		bpf_probe_read_kernel(k->path, n, path);
+		k->path[n] = 0;
+		k->prefixlen = 32 + (n + 1) * 8;
+	}
+	struct mw_path_rule *r = bpf_map_lookup_elem(&path_rules, k);
+	__u32 rule = 0;
+	/* an exec names by basename rule first: a denying name rule wins */
+	if (access & MW_ACC_EXEC && name_rule & MW_RULE_DENY) {
+		*denied = MW_ACC_EXEC;
+		return name_rule & ~MW_RULE_DENY;
+	}
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		__u32 bit = 1u << i;
+		if (!(access & bit))
+			continue;
+		if (r && (r->deny & bit)) {
+			*denied |= bit;
+			if (!rule)
+				rule = r->rule[i];
+			continue;
+		}
+		if ((r && (r->allow & bit)) || (bit == MW_ACC_EXEC && name_rule))
+			continue;
+		__u32 d = bit == MW_ACC_EXEC ? pol->exec_default : pol->file_default;
+		if (d) {
+			*denied |= bit;
+			if (!rule)
+				rule = d;
+		}
+	}
+	return rule;
+}
+
+/* The name rule (id | MW_RULE_DENY) for an executable's basename, or 0. */
+static __always_inline __u32 name_verdict(__u32 scope, struct dentry *d)
+{
+	struct mw_nmkey k = {.scope = scope};
+	__u32 len = BPF_CORE_READ(d, d_name.len);
+	if (len == 0 || len >= MW_NAME_LEN)
+		return 0;
+	bpf_probe_read_kernel(k.name, len & 63, BPF_CORE_READ(d, d_name.name));
+	struct mw_name_rule *r = bpf_map_lookup_elem(&name_rules, &k);
+	if (!r)
+		return 0;
+	return r->rule | (r->deny ? MW_RULE_DENY : 0);
+}
+
+static __always_inline __u32 open_access(__u64 flags)
+{
+	if (flags & O_PATH)
+		return 0;
+	__u32 acc = (flags & O_ACCMODE) == O_WRONLY ? MW_ACC_WRITE
+		  : (flags & O_ACCMODE) == O_RDWR ? MW_ACC_READ | MW_ACC_WRITE : MW_ACC_READ;
+	if (flags & (O_TRUNC | O_APPEND))
+		acc |= MW_ACC_WRITE;
+	if (flags & O_CREAT)
+		acc |= MW_ACC_CREATE;
+	return acc;
+}
+
+/* What a denial does under this policy and mechanism. */
+static __always_inline __u32 action_of(struct mw_policy *pol, int can_refuse)
+{
+	if (pol->mode != MW_MODE_ENFORCE)
+		return MW_PA_MONITOR;
+	return can_refuse ? MW_PA_DENIED : MW_PA_KILLED;
+}
+
+static __always_inline void count_action(__u32 action)
+{
+	count(action == MW_PA_DENIED ? MW_C_POLICY_DENIED
+	      : action == MW_PA_KILLED ? MW_C_POLICY_KILLED : MW_C_POLICY_MONITOR);
+}
+
+/* Report a policy verdict with len bytes of s->buf as data (already there). */
+static __always_inline void report(struct mw_proc *p, struct task_struct *task, __u32 scope, __u32 what,
+				   __u32 action, __u32 mech, __u32 access, __u32 rule, __u64 arg2, long ret, __u32 len)
+{
+	struct mw_scratch *s = begin(MW_EV_POLICY, p, task, ret);
+	if (!s)
+		return;
+	s->ev.args[0] = what | (action << 8) | (mech << 16) | (access << 24) |
+			((__u64)(scope % MW_MAX_POLICIES) << 32);
+	s->ev.args[1] = rule;
+	s->ev.args[2] = arg2;
+	s->ev.args[3] = len;
+	emit(s, len);
+}
+
+/* Move len bytes at s->buf + off to the front of s->buf (through the walk buffer). */
+static __always_inline void to_front(struct mw_scratch *s, __u32 off, __u32 len)
+{
+	__u32 zero = 0;
+	struct mw_walk *w = bpf_map_lookup_elem(&walkbuf, &zero);
+	if (!w)
+		return;
+	off &= MW_PATH_MAX - 1;
+	len &= MW_PATH_MAX - 1;
+	bpf_probe_read_kernel(w->buf, len, s->buf + off);
+	bpf_probe_read_kernel(s->buf, len, w->buf);
+}
+
+static __always_inline void kill_current(void)
+{
+	if (bpf_send_signal(SIGKILL))
+		count(MW_C_POLICY_KILL_FAIL);
+}
+
+/* ---- network ------------------------------------------------------------ */
+
+/* 1: let it go, 0: refuse (EPERM). */
+static __always_inline int net_check(struct bpf_sock_addr *ctx, int v6, __u32 what, __u32 mech)
+{
+	struct mw_proc *p = current_tracked();
+	if (!p || !p->policy)
+		return 1;
+	__u32 scope;
+	struct mw_policy *pol = policy_of(p, &scope);
+	if (!pol)
+		return 1;
+	__u32 addr[4] = {};
+	if (v6) {
+		addr[0] = ctx->user_ip6[0];
+		addr[1] = ctx->user_ip6[1];
+		addr[2] = ctx->user_ip6[2];
+		addr[3] = ctx->user_ip6[3];
+		/* ::ffff:a.b.c.d is an IPv4 destination: the IPv4 rules apply */
+		if (addr[0] == 0 && addr[1] == 0 && addr[2] == bpf_htonl(0xffff)) {
+			addr[0] = addr[3];
+			addr[2] = addr[3] = 0;
+			v6 = 0;
+		}
+	} else {
+		addr[0] = ctx->user_ip4;
+	}
+	__u16 port = bpf_ntohs((__u16)ctx->user_port);
+	__u32 rule = net_verdict(pol, scope, v6, addr, port);
+	if (!rule)
+		return 1;
+	__u32 action = action_of(pol, 1);
+	count_action(action);
+	__u32 zero = 0;
+	struct mw_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	if (s) {
+		__builtin_memcpy(s->buf, addr, 16);
+		report(p, bpf_get_current_task_btf(), scope, what, action, mech, 0, rule,
+		       port | (__u64)(v6 ? AF_INET6 : AF_INET) << 16, action == MW_PA_DENIED ? -EPERM : 0, 16);
+	}
+	return action == MW_PA_DENIED ? 0 : 1;
+}
+
+SEC("cgroup/connect4")
+int mw_connect4(struct bpf_sock_addr *ctx)
+{
+	return net_check(ctx, 0, MW_PW_CONNECT, MW_PM_CGROUP_CONNECT4);
+}
+
+SEC("cgroup/connect6")
+int mw_connect6(struct bpf_sock_addr *ctx)
+{
+	return net_check(ctx, 1, MW_PW_CONNECT, MW_PM_CGROUP_CONNECT6);
+}
+
+SEC("cgroup/sendmsg4")
+int mw_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return net_check(ctx, 0, MW_PW_SENDMSG, MW_PM_CGROUP_SENDMSG4);
+}
+
+SEC("cgroup/sendmsg6")
+int mw_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return net_check(ctx, 1, MW_PW_SENDMSG, MW_PM_CGROUP_SENDMSG6);
+}
+
+/* ---- fallbacks (no BPF LSM): called from the tracepoint handlers -------- */
+
+/* After a successful open of a tracked process: the resolved path is at
+ * s->buf + off (len bytes) and the open event was emitted. */
+static __always_inline void open_fallback(struct mw_proc *p, struct task_struct *task, struct mw_scratch *s,
+					  __u32 off, __u32 len, __u64 flags)
+{
+	if (!p->policy || (cfg.lsm & MW_LSM_FILES))
+		return;
+	__u32 scope;
+	struct mw_policy *pol = policy_of(p, &scope);
+	if (!pol)
+		return;
+	__u32 access = open_access(flags);
+	if (!access)
+		return;
+	__u32 denied;
+	__u32 rule = path_verdict(pol, scope, s->buf + (off & (MW_PATH_MAX - 1)), len, access, 0, &denied);
+	if (!rule)
+		return;
+	__u32 action = action_of(pol, 0);
+	count_action(action);
+	to_front(s, off, len);
+	report(p, task, scope, MW_PW_OPEN, action, MW_PM_KILL_OPEN, denied, rule, flags, 0, len);
+	if (action == MW_PA_KILLED)
+		kill_current();
+}
+
+/* At sched_process_exec: the executable's path is at s->buf + off. */
+static __always_inline void exec_fallback(struct mw_proc *p, struct task_struct *task, struct mw_scratch *s,
+					  __u32 off, __u32 len, struct linux_binprm *bprm)
+{
+	if (!p->policy || (cfg.lsm & MW_LSM_EXEC))
+		return;
+	__u32 scope;
+	struct mw_policy *pol = policy_of(p, &scope);
+	if (!pol)
+		return;
+	__u32 denied;
+	__u32 nr = name_verdict(scope, BPF_CORE_READ(bprm, file, f_path.dentry));
+	__u32 rule = path_verdict(pol, scope, s->buf + (off & (MW_PATH_MAX - 1)), len, MW_ACC_EXEC, nr, &denied);
+	if (!rule)
+		return;
+	__u32 action = action_of(pol, 0);
+	count_action(action);
+	to_front(s, off, len);
+	report(p, task, scope, MW_PW_EXEC, action, MW_PM_KILL_EXEC, denied, rule, 0, 0, len);
+	if (action == MW_PA_KILLED)
+		kill_current();
+}
+
+/* ---- BPF LSM: refuse before the action (kernels with lsm=...,bpf) ------- */
+
+/* Check a file about to be opened or executed; 0 or -EPERM. */
+static __always_inline int lsm_path_check(struct file *file, __u32 access, __u32 what, __u32 mech,
+					  struct dentry *exe_dentry)
+{
+	struct mw_proc *p = current_tracked();
+	if (!p || !p->policy)
+		return 0;
+	__u32 scope;
+	struct mw_policy *pol = policy_of(p, &scope);
+	if (!pol)
+		return 0;
+	__u32 zero = 0;
+	struct mw_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return 0;
+	int trunc = 0;
+	__u32 len = append_path(s, 0, __builtin_preserve_access_index(&file->f_path), &trunc);
+	__u32 nr = exe_dentry ? name_verdict(scope, exe_dentry) : 0;
+	__u32 denied;
+	__u32 rule = path_verdict(pol, scope, s->buf, len, access, nr, &denied);
+	if (!rule)
+		return 0;
+	__u32 action = action_of(pol, 1);
+	count_action(action);
+	int ret = action == MW_PA_DENIED ? -EPERM : 0;
+	report(p, bpf_get_current_task_btf(), scope, what, action, mech, denied, rule,
+	       BPF_CORE_READ(file, f_flags), ret, len);
+	return ret;
+}
+
+SEC("lsm/file_open")
+int BPF_PROG(mw_lsm_file_open, struct file *file, int ret)
+{
+	if (ret)
+		return ret;
+	__u32 fl = BPF_CORE_READ(file, f_flags);
+	if (fl & FMODE_EXEC_FLAG) /* the kernel opening a binary for exec: bprm_check decides */
+		return 0;
+	__u32 access = open_access(fl);
+	if (!access)
+		return 0;
+	return lsm_path_check(file, access, MW_PW_OPEN, MW_PM_LSM_FILE_OPEN, NULL);
+}
+
+SEC("lsm/bprm_check_security")
+int BPF_PROG(mw_lsm_bprm_check, struct linux_binprm *bprm, int ret)
+{
+	if (ret)
+		return ret;
+	struct file *f = BPF_CORE_READ(bprm, file);
+	return lsm_path_check(f, MW_ACC_EXEC, MW_PW_EXEC, MW_PM_LSM_BPRM_CHECK, BPF_CORE_READ(f, f_path.dentry));
+}
+
+SEC("lsm/socket_connect")
+int BPF_PROG(mw_lsm_socket_connect, struct socket *sock, struct sockaddr *address, int addrlen, int ret)
+{
+	if (ret)
+		return ret;
+	struct mw_proc *p = current_tracked();
+	if (!p || !p->policy)
+		return 0;
+	__u32 scope;
+	struct mw_policy *pol = policy_of(p, &scope);
+	if (!pol)
+		return 0;
+	__u16 fam = BPF_CORE_READ(address, sa_family);
+	__u32 addr[4] = {};
+	__u16 port;
+	int v6 = 0;
+	if (fam == AF_INET) {
+		struct sockaddr_in *in = (void *)address;
+		addr[0] = BPF_CORE_READ(in, sin_addr.s_addr);
+		port = bpf_ntohs(BPF_CORE_READ(in, sin_port));
+	} else if (fam == AF_INET6) {
+		struct sockaddr_in6 *in6 = (void *)address;
+		bpf_probe_read_kernel(addr, 16, __builtin_preserve_access_index(&in6->sin6_addr));
+		port = bpf_ntohs(BPF_CORE_READ(in6, sin6_port));
+		v6 = 1;
+		if (addr[0] == 0 && addr[1] == 0 && addr[2] == bpf_htonl(0xffff)) {
+			addr[0] = addr[3];
+			addr[2] = addr[3] = 0;
+			v6 = 0;
+		}
+	} else {
+		return 0;
+	}
+	__u32 rule = net_verdict(pol, scope, v6, addr, port);
+	if (!rule)
+		return 0;
+	__u32 action = action_of(pol, 1);
+	count_action(action);
+	int r = action == MW_PA_DENIED ? -EPERM : 0;
+	__u32 zero = 0;
+	struct mw_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	if (s) {
+		__builtin_memcpy(s->buf, addr, 16);
+		report(p, bpf_get_current_task_btf(), scope, MW_PW_CONNECT, action, MW_PM_LSM_SOCKET_CONNECT, 0, rule,
+		       port | (__u64)(v6 ? AF_INET6 : AF_INET) << 16, r, 16);
+	}
+	return r;
+}
+
+#endif

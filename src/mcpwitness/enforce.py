@@ -1,0 +1,132 @@
+"""Policies into the kernel: map writes, generations, which process has which.
+
+    enf = Enforcer(kernel)
+    enf.apply(policy.load("policy.yaml"))    # all at once, no gap
+    slot = enf.slot_for(Identity.of(exe, argv, cgroup))
+    kernel.track(pid, policy=slot)           # children inherit it in the kernel
+
+A reload writes the new rule set under the inactive generation and then
+flips one 4-byte map value: every check runs either wholly under the old set
+or wholly under the new one, and the programs stay attached throughout. The
+generation left behind is cleared at the next reload, long after any check
+that read the old generation has finished.
+"""
+from __future__ import annotations
+
+import ctypes
+import struct
+import threading
+
+from . import libbpf
+from .policy import (MAX_POLICIES, NET_RULES, PKEY_PATH, RULE_DENY, Identity, Policy, PolicySet, Rule,
+                     net_entries, path_entries)
+
+POLICY = struct.Struct("<IIII")                      # struct mw_policy
+NKEY = struct.Struct("<II16s")                       # struct mw_nkey
+NET_VALUE = struct.Struct("<II" + "HHI" * NET_RULES)  # struct mw_net_rules
+PKEY = struct.Struct(f"<II{PKEY_PATH}s")             # struct mw_pkey
+PATH_VALUE = struct.Struct("<BBH4I")                 # struct mw_path_rule
+NMKEY = struct.Struct("<I60s")                       # struct mw_nmkey
+NAME_VALUE = struct.Struct("<II")                    # struct mw_name_rule
+MODE = {"monitor": 1, "enforce": 2}
+
+
+def compile_policy(pol: Policy, scope: int) -> list[tuple[str, bytes, bytes]]:
+    """(map, key, value) entries for one policy under one scope
+    (generation * MAX_POLICIES + slot)."""
+    out = [("policies", struct.pack("<I", scope),
+            POLICY.pack(MODE[pol.mode], pol.net_default, pol.file_default, pol.exec_default))]
+    for version, net, rules in net_entries(pol):
+        vals = []
+        for r in rules:
+            vals += [r.lo, r.hi, r.rule | (RULE_DENY if r.deny else 0)]
+        vals += [0, 0, 0] * (NET_RULES - len(rules))
+        addr = net.network_address.packed.ljust(16, b"\0")
+        out.append(("net_rules", NKEY.pack(32 + net.prefixlen, scope << 1 | (version == 6), addr),
+                    NET_VALUE.pack(len(rules), 0, *vals)))
+    for key, allow, deny, ids in path_entries(pol):
+        out.append(("path_rules", PKEY.pack(32 + 8 * len(key), scope, key),
+                    PATH_VALUE.pack(allow, deny, 0, *ids)))
+    for r in pol.names:
+        out.append(("name_rules", NMKEY.pack(scope, r.name.encode()), NAME_VALUE.pack(r.rule, int(r.deny))))
+    return out
+
+
+class Enforcer:
+    def __init__(self, kernel):
+        self.kernel = kernel
+        self.pset: PolicySet | None = None
+        self.slots: dict[str, int] = {}          # policy name -> slot, stable across reloads
+        self.rules: dict[int, Rule] = {}         # every rule id ever issued
+        self.gen = 0                             # the active generation
+        self._written: dict[int, list[tuple[str, bytes]]] = {0: [], 1: []}
+        self.reloads = 0
+        self.lock = threading.Lock()
+
+    @property
+    def mechanisms(self) -> dict:
+        return self.kernel.mechanisms
+
+    def next_rule_id(self) -> int:
+        return max(self.rules, default=0) + 1
+
+    def _fd(self, name: str) -> int:
+        return self.kernel.map_fd(name)
+
+    def _update(self, name: str, key: bytes, value: bytes) -> None:
+        k = ctypes.create_string_buffer(key, len(key))
+        v = ctypes.create_string_buffer(value, len(value))
+        with libbpf.capture_log() as log:
+            libbpf.check_int(libbpf.bpf_map_update_elem(self._fd(name), k, v, libbpf.BPF_ANY),
+                             f"write policy map {name}", log)
+
+    def _delete(self, name: str, key: bytes) -> None:
+        k = ctypes.create_string_buffer(key, len(key))
+        libbpf.bpf_map_delete_elem(self._fd(name), k)
+
+    def apply(self, pset: PolicySet) -> None:
+        """Make pset the running policy set, atomically."""
+        with self.lock:
+            new = 1 - self.gen
+            for name, key in self._written[new]:   # what the generation before last left
+                if name == "policies":
+                    self._update(name, key, POLICY.pack(0, 0, 0, 0))
+                else:
+                    self._delete(name, key)
+            self._written[new] = []
+            for pol in pset.policies:
+                if pol.name not in self.slots:
+                    used = set(self.slots.values())
+                    free = next((s for s in range(1, MAX_POLICIES) if s not in used), None)
+                    if free is None:  # names come and go over many reloads: reuse the slots of gone ones
+                        live = {p.name for p in pset.policies}
+                        self.slots = {n: s for n, s in self.slots.items() if n in live}
+                        used = set(self.slots.values())
+                        free = next(s for s in range(1, MAX_POLICIES) if s not in used)
+                    self.slots[pol.name] = free
+                for name, key, value in compile_policy(pol, new * MAX_POLICIES + self.slots[pol.name]):
+                    self._update(name, key, value)
+                    self._written[new].append((name, key))
+            # the switch: one value
+            self._update("policy_gen", struct.pack("<I", 0), struct.pack("<I", new))
+            self.gen = new
+            self.rules.update(pset.rules)
+            self.pset = pset
+            self.reloads += 1
+
+    def match(self, ident: Identity) -> tuple[int, Policy | None]:
+        """(slot, policy) for a server with this identity; (0, None) when no policy matches."""
+        pol = self.pset.match(ident) if self.pset else None
+        return (self.slots[pol.name], pol) if pol else (0, None)
+
+    def policy_name(self, slot: int) -> str | None:
+        return next((n for n, s in self.slots.items() if s == slot), None)
+
+    def rule(self, rule_id: int) -> Rule | None:
+        return self.rules.get(rule_id)
+
+    def policy(self, slot: int) -> Policy | None:
+        name = self.policy_name(slot)
+        if not name or not self.pset:
+            return None
+        return next((p for p in self.pset.policies if p.name == name), None)
