@@ -429,7 +429,7 @@ class Agent:
         """Load the policy file again and switch to it with no gap; a file
         that does not validate is refused and the running set stays."""
         from .policy import PolicyError, load as load_policy
-        rec = {"type": "policy", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        rec = {"type": "policy_load", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "path": self.policy_path, "reload": True}
         try:
             pset = load_policy(self.policy_path, first_rule=self.enforcer.next_rule_id())

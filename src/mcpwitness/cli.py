@@ -115,6 +115,8 @@ def _audit_options(p) -> None:
     p.add_argument("--policy", metavar="FILE",
                    help="YAML policies: what each MCP server may connect to, open and run (docs/policy.md); "
                         "reloaded when the file changes (and on SIGHUP under watch)")
+    p.add_argument("--no-lsm", action="store_true",
+                   help="enforce with the tracepoint fallbacks even where BPF LSM is available")
     p.add_argument("--db", metavar="PATH", help="the store (default: mcpwitness.db in the state directory)")
     p.add_argument("--no-store", action="store_true", help="JSON Lines only, no SQLite store")
     p.add_argument("--linger", type=float, metavar="SECONDS",
@@ -169,8 +171,8 @@ def cmd_run(a, ap) -> int:
     from .agent import CommandNotFound
     from .loader import LoadOptions
 
-    agent = _start("run", a, LoadOptions(ring_size=a.ring_size, argv_max=a.argv_max, io_max=a.io_max),
-                   reader=a.reader)
+    agent = _start("run", a, LoadOptions(ring_size=a.ring_size, argv_max=a.argv_max, io_max=a.io_max,
+                                         lsm=False if a.no_lsm else None), reader=a.reader)
     if agent is None:
         return 1
     sink = agent.sink
@@ -317,7 +319,8 @@ def server_filter(pids: list[int], comms: list[str], cgroup: str | None):
 def cmd_watch(a) -> int:
     from .loader import LoadOptions
 
-    agent = _start("watch", a, LoadOptions(ring_size=a.ring_size, io_max=a.io_max, watch=True),
+    agent = _start("watch", a, LoadOptions(ring_size=a.ring_size, io_max=a.io_max, watch=True,
+                                           lsm=False if a.no_lsm else None),
                    accept=server_filter(a.pid, a.comm, a.cgroup))
     if agent is None:
         return 1

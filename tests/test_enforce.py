@@ -1,0 +1,333 @@
+"""Enforcement on this kernel: an SDK server's tools under `mcpwitness run
+--policy`, driven by the SDK client. What the policy refuses never happens
+(the listener sees nothing), what it allows works, and the call record says
+which rule refused what, by which mechanism, with which errno."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import anyio
+import pytest
+
+from mcp_client import RecordingStdio, client
+from mcpwitness import policy
+from mcpwitness.agent import spawn_tracked
+from mcpwitness.enforce import Enforcer
+from mcpwitness.loader import (MECH_EXEC_KILL, MECH_EXEC_LSM, MECH_FILE_KILL, MECH_FILE_LSM, MECH_NET_CGROUP,
+                               Kernel, LoadOptions)
+
+pytestmark = pytest.mark.kernel
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MW = shutil.which("mcpwitness") or os.path.join(os.path.dirname(sys.executable), "mcpwitness")
+SERVER = os.path.join(ROOT, "tests", "workloads", "audit_server.py")
+
+
+def load(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def session(tmp_path, pol: str, calls, extra=()):
+    """Run the audit server under a policy; calls(c) drives it. Returns (records, results)."""
+    pfile, out = tmp_path / "policy.yaml", tmp_path / "ev.jsonl"
+    pfile.write_text(pol)
+    t = RecordingStdio(MW, ["run", "-q", "--jsonl", str(out), "--no-store", "--policy", str(pfile), *extra,
+                            "--", sys.executable, SERVER])
+    results = []
+
+    async def main():
+        async with client(t) as c:
+            await calls(c, results)
+            await anyio.sleep(0.3)
+
+    anyio.run(main)
+    return load(out), results
+
+
+def calls_of(recs, tool):
+    return [r for r in recs if r["type"] == "call" and r["tool"] == tool]
+
+
+def policy_events(call):
+    return [e for e in call["timeline"] if e["type"] == "policy"]
+
+
+def test_connects_allowed_and_refused_ipv4_ipv6(tmp_path, listen):
+    ok4, ok6 = listen("127.0.0.1"), listen("::1")
+    other_port, other_addr, other6 = listen("127.0.0.1"), listen("127.0.0.2"), listen("::1")
+    pol = f"""
+policies:
+  - name: audit
+    match: {{cmdline: "*audit_server.py*"}}
+    network:
+      default: deny
+      allow: ["127.0.0.1:{ok4.port}", "[::1]:{ok6.port}"]
+"""
+    targets = [("127.0.0.1", ok4), ("127.0.0.1", other_port), ("127.0.0.2", other_addr), ("::1", ok6),
+               ("::1", other6), ("::ffff:127.0.0.1", other_port)]
+
+    async def calls(c, results):
+        for host, lst in targets:
+            r = await c.call_tool("connect", {"port": lst.port, "host": host})
+            results.append((host, lst.port, r.is_error))
+
+    recs, results = session(tmp_path, pol, calls)
+    assert [e for _, _, e in results] == [False, True, True, False, True, True]
+    # refused before any packet: the listeners never saw a connection
+    assert len(ok4.accepted) == 1 and len(ok6.accepted) == 1
+    assert other_port.accepted == [] and other_addr.accepted == [] and other6.accepted == []
+
+    start = next(r for r in recs if r["type"] == "start")
+    assert start["policy"]["mechanisms"]["network"] == MECH_NET_CGROUP
+    assert start["policy"]["servers"] and list(start["policy"]["servers"].values()) == ["audit"]
+    records = calls_of(recs, "connect")
+    assert len(records) == len(targets)
+    for rec, (host, port, refused) in zip(records, results):
+        pe = policy_events(rec)
+        conn = [e for e in rec["timeline"] if e["type"] == "connect"]
+        assert len(conn) == 1 and conn[0]["port"] == port
+        if not refused:
+            assert pe == [] and conn[0].get("error") in (None, "EINPROGRESS")
+            continue
+        assert conn[0]["error"] == "EPERM"
+        assert len(pe) == 1, rec["timeline"]
+        e = pe[0]
+        assert e["action"] == "denied" and e["errno"] == "EPERM" and e["check"] == "connect"
+        assert e["mechanism"] == ("cgroup/connect6" if host == "::1" else "cgroup/connect4") or \
+            (host.startswith("::ffff") and e["mechanism"] == "cgroup/connect6")
+        assert e["port"] == port and e["policy"] == "audit" and "default deny" in e["rule"]
+        assert "policy.yaml:6:" in e["rule"]  # file:line of the rule that decided
+        assert e["attribution"] == "exact"
+        assert any(v["kind"] == "policy_denied" for v in rec["violations"])
+        assert "policy: 1 refused" in rec["summary"]
+    # an IPv4-mapped IPv6 destination is judged by the IPv4 rules
+    mapped = policy_events(records[-1])[0]
+    assert mapped["family"] == "inet" and mapped["address"] == "127.0.0.1"
+
+
+DENY_SECRET = """
+policies:
+  - name: audit
+    match: {{cmdline: "*audit_server.py*"}}
+    mode: {mode}
+    files:
+      deny: ["{secret}/**"]
+    exec:
+      deny: [sh]
+"""
+
+
+def test_denied_open_and_exec_are_stopped_by_the_fallback(tmp_path):
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "key").write_text("TOPSECRET")
+    allowed = tmp_path / "allowed.txt"
+    allowed.write_text("fine")
+
+    async def calls(c, results):
+        for argv in (["cat", str(allowed)], ["cat", str(secret / "key")], ["sh", "-c", "echo from-shell"]):
+            r = await c.call_tool("run", {"argv": argv})
+            results.append(r.content[0].text if r.content else "")
+        # the server itself opening the file: the server is killed
+        with pytest.raises(Exception):
+            await c.call_tool("read_file", {"path": str(secret / "key")})
+
+    recs, results = session(tmp_path, DENY_SECRET.format(mode="enforce", secret=secret), calls, ["--no-lsm"])
+    assert results == ["fine", "", ""], "the killed cat printed nothing, the killed shell ran nothing"
+    start = next(r for r in recs if r["type"] == "start")
+    assert start["policy"]["mechanisms"]["files"] == MECH_FILE_KILL
+    assert start["policy"]["mechanisms"]["exec"] == MECH_EXEC_KILL
+    runs = calls_of(recs, "run")
+    assert policy_events(runs[0]) == []
+
+    pe = policy_events(runs[1])
+    assert len(pe) == 1 and pe[0]["action"] == "killed" and pe[0]["check"] == "open"
+    assert pe[0]["path"] == str(secret / "key") and pe[0]["access"] == ["read"]
+    assert pe[0]["mechanism"].startswith("SIGKILL at sys_exit_open") and pe[0]["errno"] is None
+    assert "files deny" in pe[0]["rule"] and pe[0]["attribution"] == "exact"
+    cat_pid = pe[0]["pid"]
+    assert any(e["type"] == "exit" and e["pid"] == cat_pid and e.get("signal") == "SIGKILL"
+               for e in runs[1]["timeline"])
+
+    pe = policy_events(runs[2])
+    assert len(pe) == 1 and pe[0]["check"] == "exec" and pe[0]["action"] == "killed"
+    assert os.path.basename(pe[0]["path"]) in ("sh", "dash", "bash")  # /bin/sh as the kernel resolved it
+    assert "exec deny sh" in pe[0]["rule"]
+
+    rf = calls_of(recs, "read_file")[0]
+    pe = policy_events(rf)
+    assert len(pe) == 1 and pe[0]["action"] == "killed" and pe[0]["pid"] == rf["server"]["pid"]
+    assert rf["status"] == "incomplete"
+    assert any(e["type"] == "exit" and e.get("signal") == "SIGKILL" for e in rf["timeline"])
+
+
+def test_monitor_mode_reports_and_allows(tmp_path):
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "key").write_text("TOPSECRET")
+
+    async def calls(c, results):
+        r = await c.call_tool("run", {"argv": ["cat", str(secret / "key")]})
+        results.append(r.content[0].text)
+
+    recs, results = session(tmp_path, DENY_SECRET.format(mode="monitor", secret=secret), calls)
+    assert results == ["TOPSECRET"]
+    pe = policy_events(calls_of(recs, "run")[0])
+    assert len(pe) == 1 and pe[0]["action"] == "monitor" and pe[0]["errno"] is None
+    assert any(v["kind"] == "policy_monitor" for v in calls_of(recs, "run")[0]["violations"])
+
+
+def test_policy_file_reload_and_refusal(tmp_path, listen):
+    a, b = listen(), listen()
+    pfile, out = tmp_path / "policy.yaml", tmp_path / "ev.jsonl"
+    v1 = f"""
+policies:
+  - name: audit
+    network:
+      default: deny
+      allow: ["127.0.0.1:{a.port}", "127.0.0.1:{b.port}"]
+"""
+    v2 = v1.replace(f', "127.0.0.1:{b.port}"', "")
+    broken = v2.replace("default: deny", "default: maybe")
+    pfile.write_text(v1)
+    t = RecordingStdio(MW, ["run", "-q", "--jsonl", str(out), "--no-store", "--policy", str(pfile), "--",
+                            sys.executable, SERVER])
+
+    def policy_records():
+        if not out.exists():
+            return []
+        return [json.loads(x) for x in out.read_text().splitlines() if '"type":"policy_load"' in x]
+
+    async def wait_records(n):
+        for _ in range(100):
+            if len(policy_records()) >= n:
+                return policy_records()
+            await anyio.sleep(0.1)
+        raise AssertionError(f"no policy reload record after 10 s: {policy_records()}")
+
+    outcomes = []
+
+    async def main():
+        async with client(t) as c:
+            async def try_b():
+                r = await c.call_tool("connect", {"port": b.port})
+                outcomes.append(not r.is_error)
+            await try_b()
+            pfile.write_text(v2)
+            recs = await wait_records(1)
+            assert recs[0]["result"] == "applied" and recs[0]["generation"] == 0
+            await try_b()
+            pfile.write_text(broken)
+            recs = await wait_records(2)
+            assert recs[1]["result"] == "refused"
+            assert "policy.yaml:5:16" in recs[1]["error"] and "allow or deny" in recs[1]["error"]
+            await try_b()  # the running policy (v2) stays
+            r = await c.call_tool("connect", {"port": a.port})
+            outcomes.append(not r.is_error)
+
+    anyio.run(main)
+    assert outcomes == [True, False, False, True]
+    assert len(b.accepted) == 1 and len(a.accepted) == 1
+    stats = [r for r in load(out) if r["type"] == "stats"][-1]
+    assert stats["policy"] == {"reloads": 1, "refused_reloads": 1, "generation": 0}
+
+
+RELOAD_CHILD = r"""
+import errno, json, socket, sys, time
+ok_port, bad_port, secs, out = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+n = {"ok": 0, "ok_failed": 0, "bad_refused": 0, "bad_through": 0, "bad_other": 0}
+end = time.time() + secs
+while time.time() < end:
+    for port, good in ((ok_port, True), (bad_port, False)):
+        s = socket.socket()
+        try:
+            s.connect(("127.0.0.1", port))
+            n["ok" if good else "bad_through"] += 1
+        except OSError as e:
+            n["ok_failed" if good else ("bad_refused" if e.errno == errno.EPERM else "bad_other")] += 1
+        finally:
+            s.close()
+open(out, "w").write(json.dumps(n))
+"""
+
+
+def test_reload_under_a_stream_of_connects_never_lets_a_refused_one_through(tmp_path, listen):
+    ok, bad = listen(), listen()
+    # every variant refuses `bad` and allows `ok`, each in another way
+    variants = [
+        f'network: {{default: deny, allow: ["127.0.0.1:{ok.port}"]}}',
+        f'network: {{deny: ["127.0.0.1:{bad.port}"]}}',
+        f'network: {{allow: ["127.0.0.0/8"], deny: ["127.0.0.1/32:{bad.port}"]}}',
+        f'network: {{default: deny, allow: ["127.0.0.1:{ok.port}", "[::1]:1-65535"], deny: ["*:{bad.port}"]}}',
+        f'network: {{deny: ["127.0.0.1:{bad.port}-{bad.port}"], allow: ["127.0.0.1:{bad.port + 1}-65535"]}}',
+    ]
+    texts = [f"policies:\n  - name: p\n    {v}\n" for v in variants]
+    for t in texts:  # each variant alone is right, in Python
+        p = policy.parse(t).policies[0]
+        assert policy.net_decide(p, "127.0.0.1", bad.port) and not policy.net_decide(p, "127.0.0.1", ok.port)
+    k = Kernel.load(LoadOptions(ring_size=1 << 16, enforce=True))
+    try:
+        enf = Enforcer(k)
+        enf.apply(policy.parse(texts[0]))
+        result = tmp_path / "n.json"
+        pid = spawn_tracked(k, [sys.executable, "-c", RELOAD_CHILD, str(ok.port), str(bad.port), "3",
+                                str(result)], policy=enf.slots["p"])
+        reloads = 0
+        while os.waitpid(pid, os.WNOHANG) == (0, 0):
+            enf.apply(policy.parse(texts[reloads % len(texts)], first_rule=enf.next_rule_id()))
+            reloads += 1
+    finally:
+        k.close()
+    n = json.loads(result.read_text())
+    assert reloads > 100, reloads
+    assert n["bad_refused"] > 100 and n["ok"] > 100, n
+    assert n["bad_through"] == 0 and n["bad_other"] == 0 and n["ok_failed"] == 0, n
+    assert bad.accepted == []
+
+
+def test_lsm_programs_are_built_and_run_where_the_kernel_has_bpf_lsm(tmp_path):
+    """The LSM programs are in the object (built, with their sections). They
+    run only where the kernel has BPF LSM enabled (lsm=...,bpf); elsewhere
+    this test says so and the fallbacks above are the proof."""
+    from mcpwitness.doctor import run_probe
+    k = Kernel.load(LoadOptions(ring_size=1 << 16, enforce=True))
+    try:
+        progs = {n: s for n, s in k.programs.items() if s.startswith("lsm/")}
+        assert set(progs.values()) == {"lsm/file_open", "lsm/bprm_check_security", "lsm/socket_connect"}
+        probe = run_probe("probe_lsm_file_open", "attach")
+        if not probe.ok:
+            assert k.mechanisms["files"] == MECH_FILE_KILL and "mw_lsm_file_open" in k.skipped
+            pytest.skip(f"no BPF LSM on this kernel ({probe.detail}): enforcement uses the fallbacks, "
+                        "tested by the other tests of this file")
+        assert k.mechanisms["files"] == MECH_FILE_LSM and k.mechanisms["exec"] == MECH_EXEC_LSM
+        assert "mw_lsm_file_open" not in k.skipped
+        secret = tmp_path / "secret"
+        secret.mkdir()
+        (secret / "key").write_text("x")
+        enf = Enforcer(k)
+        enf.apply(policy.parse(f'policies:\n  - name: p\n    files: {{deny: ["{secret}/**"]}}\n'
+                               f'    exec: {{deny: [sh]}}\n'))
+        out = tmp_path / "out"
+        code = (f"import errno, subprocess\nr = []\ntry:\n    open({str(secret / 'key')!r})\n    r.append('opened')\n"
+                f"except OSError as e:\n    r.append(errno.errorcode[e.errno])\n"
+                f"try:\n    subprocess.run(['sh', '-c', 'true'])\n    r.append('ran')\n"
+                f"except OSError as e:\n    r.append(errno.errorcode[e.errno])\n"
+                f"open({str(out)!r}, 'w').write(' '.join(r))\n")
+        pid = spawn_tracked(k, [sys.executable, "-c", code], policy=enf.slots["p"])
+        _, st = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(st) == 0, "refused with EPERM, not killed"
+        assert out.read_text() == "EPERM EPERM"
+    finally:
+        k.close()
+
+
+def test_bad_policy_file_is_refused_before_anything_runs(tmp_path):
+    pfile = tmp_path / "p.yaml"
+    pfile.write_text("policies:\n  - name: x\n    files:\n      deny: [etc/passwd]\n")
+    r = subprocess.run([MW, "run", "--no-store", "--jsonl", str(tmp_path / "e.jsonl"), "--policy", str(pfile),
+                        "--", "true"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert f"policy refused: {pfile}:4:14:" in r.stderr and "absolute" in r.stderr
