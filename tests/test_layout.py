@@ -83,3 +83,12 @@ def test_shipped_object_matches_sources(name, tmp_path):
     build_bpf.build(str(tmp_path))
     with open(rebuilt, "rb") as a, open(obj, "rb") as b:
         assert a.read() == b.read(), "rebuilding from these sources gives another object"
+
+
+def test_policy_map_layouts_match_btf():
+    from mcpwitness import enforce
+    s = btf_structs(loader.object_path())
+    for name, st in (("mw_policy", enforce.POLICY), ("mw_nkey", enforce.NKEY), ("mw_net_rules", enforce.NET_VALUE),
+                     ("mw_pkey", enforce.PKEY), ("mw_path_rule", enforce.PATH_VALUE), ("mw_nmkey", enforce.NMKEY),
+                     ("mw_name_rule", enforce.NAME_VALUE)):
+        assert s[name]["size"] == st.size, name
