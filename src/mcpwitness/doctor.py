@@ -13,7 +13,8 @@ import platform
 from dataclasses import dataclass
 
 from . import __version__, libbpf
-from .loader import BPFFS, TRACEFS, Kernel, LoadOptions, ensure_mount, object_path, raise_memlock
+from .loader import (BPFFS, MECH_EXEC_KILL, MECH_FILE_KILL, TRACEFS, Kernel, LoadOptions, cgroup2_root,
+                     choose_mechanisms, ensure_mount, object_path, raise_memlock)
 
 
 @dataclass
@@ -48,15 +49,6 @@ MAP_TYPES = [("hash", 1), ("percpu_array", 6), ("lru_hash", 9), ("lpm_trie", 11)
 
 CAPS = {"CAP_SYS_ADMIN": 21, "CAP_BPF": 39, "CAP_PERFMON": 38, "CAP_NET_ADMIN": 12,
         "CAP_SYS_RESOURCE": 24, "CAP_KILL": 5, "CAP_SYS_PTRACE": 19}
-
-
-def cgroup2_mount() -> str | None:
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            parts = line.split()
-            if parts[2] == "cgroup2":
-                return parts[1]
-    return None
 
 
 def _libc_path() -> str | None:
@@ -106,7 +98,7 @@ def run_probe(prog_name: str, how: str) -> Probe:
                 link = libbpf.bpf_program__attach_uprobe_opts(target, os.getpid(), libc.encode(), 0,
                                                               ctypes.byref(opts))
             elif how == "cgroup":
-                root = cgroup2_mount()
+                root = cgroup2_root()
                 if not root:
                     return Probe(prog_name, False, "no cgroup2 hierarchy mounted")
                 cg_dir = os.path.join(root, f"mcpwitness-probe-{os.getpid()}")
@@ -168,36 +160,23 @@ def features(mech: dict[str, bool]) -> list[dict]:
         row("TLS plaintext", "planned",
             "uprobe SSL_read/SSL_write" if mech.get("uprobe") else "none (uprobes unavailable)", "", "issue 5"),
     ]
-    if mech.get("cgroup/connect4") and mech.get("cgroup/connect6"):
-        net = "cgroup sock_addr connect4/6, sendmsg4/6 (refuses before any packet)"
-    elif mech.get("lsm/socket_connect"):
-        net = "lsm/socket_connect"
-    else:
-        net = "none: monitor only"
-    alt = "lsm/socket_connect" + (" (available)" if mech.get("lsm/socket_connect") else " (unavailable here)")
-    out.append(row("network enforcement", "planned", net, alt, "issue 7"))
-    if mech.get("lsm/file_open"):
-        fo, fnote = "lsm/file_open (refuses before the open)", ""
-    elif mech.get("helper bpf_send_signal"):
-        fo = "fallback: SIGKILL from sys_exit_openat via bpf_send_signal"
-        fnote = ("weaker: the process dies before it can use the fd, but the open itself happened: "
-                 "O_CREAT/O_TRUNC side effects are not undone")
-    else:
-        fo, fnote = "none: monitor only", ""
-    out.append(row("file enforcement", "planned", fo,
-                   "lsm/file_open" + (" (available)" if mech.get("lsm/file_open") else " (unavailable here)"),
-                   fnote + ("; " if fnote else "") + "issue 7"))
-    if mech.get("lsm/bprm_check_security"):
-        ex, enote = "lsm/bprm_check_security (refuses before the exec)", ""
-    elif mech.get("helper bpf_send_signal"):
-        ex = "fallback: SIGKILL at sched_process_exec via bpf_send_signal"
-        enote = "weaker: the new image is killed before its first instruction, but the exec happened"
-    else:
-        ex, enote = "none: monitor only", ""
-    out.append(row("exec enforcement", "planned", ex,
-                   "lsm/bprm_check_security" + (" (available)" if mech.get("lsm/bprm_check_security")
-                                                else " (unavailable here)"),
-                   enote + ("; " if enote else "") + "issue 7"))
+    chosen = choose_mechanisms(lambda label: bool(mech.get(label)))
+    notes = {
+        "network": "IP destinations; unix socket paths are checked after the connect and reported, not refused",
+        "files": "" if chosen["files"] != MECH_FILE_KILL else
+        "weaker than LSM: the process dies before it can use the fd, but the open happened "
+        "(O_CREAT/O_TRUNC are not undone); the path is the one the kernel resolved",
+        "exec": "" if chosen["exec"] != MECH_EXEC_KILL else
+        "weaker than LSM: the new program is killed before its first instruction, but the exec happened",
+    }
+    lsm = {"network": "lsm/socket_connect", "files": "lsm/file_open", "exec": "lsm/bprm_check_security"}
+    for kind, label in (("network", "network enforcement"), ("files", "file enforcement"),
+                        ("exec", "exec enforcement")):
+        alt = [f"{lsm[kind]} ({'available' if mech.get(lsm[kind]) else 'unavailable here'})"]
+        if kind == "network":
+            alt = [a for a in alt if not chosen["network"] or lsm["network"] not in chosen["network"]]
+        out.append(row(label, "active (with --policy)" if chosen[kind] else "unavailable",
+                       chosen[kind] or "none: policies can only be monitored", ", ".join(alt), notes[kind]))
     return out
 
 
@@ -211,7 +190,7 @@ def diagnose() -> dict:
         "btf": os.path.exists("/sys/kernel/btf/vmlinux"),
         "libbpf": libbpf.version(),
         "mounts": {"tracefs": f"{TRACEFS}: {mounts['tracefs']}", "bpffs": f"{BPFFS}: {mounts['bpffs']}",
-                   "cgroup2": f"cgroup2: {cgroup2_mount() or 'not mounted'}"},
+                   "cgroup2": f"cgroup2: {cgroup2_root() or 'not mounted'}"},
         "capabilities": capabilities(),
     }
     maps = {}
@@ -232,8 +211,8 @@ def diagnose() -> dict:
     report["features"] = features(mech)
     # the real thing: does the main object load and attach here?
     try:
-        with Kernel.load(LoadOptions(ring_size=1 << 16, max_procs=64)) as k:
-            report["main_object"] = {"ok": True, "detail": "loads and attaches",
+        with Kernel.load(LoadOptions(ring_size=1 << 16, max_procs=64, enforce=True)) as k:
+            report["main_object"] = {"ok": True, "detail": "loads and attaches, policy programs included",
                                      "skipped": k.skipped}
     except OSError as e:
         report["main_object"] = {"ok": False, "detail": str(e).splitlines()[0]}
