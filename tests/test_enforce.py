@@ -331,3 +331,61 @@ def test_bad_policy_file_is_refused_before_anything_runs(tmp_path):
                         "--", "true"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1
     assert f"policy refused: {pfile}:4:14:" in r.stderr and "absolute" in r.stderr
+
+
+UDP_CHILD = r"""
+import errno, socket, sys
+out, ports = sys.argv[1], [int(p) for p in sys.argv[2:]]
+res = []
+for host, fam in (("127.0.0.1", socket.AF_INET), ("::1", socket.AF_INET6)):
+    for port in ports:
+        s = socket.socket(fam, socket.SOCK_DGRAM)
+        try:
+            s.sendto(b"ping", (host, port))
+            res.append("sent")
+        except OSError as e:
+            res.append(errno.errorcode[e.errno])
+        s.close()
+open(out, "w").write(" ".join(res))
+"""
+
+
+def test_udp_sends_to_a_refused_address_never_leave(tmp_path):
+    import socket
+    receivers = []
+    for fam, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        for _ in range(2):
+            s = socket.socket(fam, socket.SOCK_DGRAM)
+            s.bind((host, 0))
+            s.settimeout(0.5)
+            receivers.append(s)
+    ok4, bad4, ok6, bad6 = receivers
+    assert ok4.getsockname()[1] != bad4.getsockname()[1]
+    k = Kernel.load(LoadOptions(ring_size=1 << 20, enforce=True))
+    try:
+        enf = Enforcer(k)
+        enf.apply(policy.parse(
+            f'policies:\n  - name: p\n    network:\n      deny: ["127.0.0.1:{bad4.getsockname()[1]}", '
+            f'"[::1]:{bad6.getsockname()[1]}"]\n'))
+        out = tmp_path / "out"
+        ports4 = [str(ok4.getsockname()[1]), str(bad4.getsockname()[1])]
+        # one port list for both families: v6 ports checked by the second pair of results
+        pid = spawn_tracked(k, [sys.executable, "-c", UDP_CHILD, str(out), *ports4], policy=enf.slots["p"])
+        os.waitpid(pid, 0)
+        results = out.read_text().split()
+        assert results[:2] == ["sent", "EPERM"]
+        assert ok4.recv(16) == b"ping"
+        with pytest.raises(socket.timeout):
+            bad4.recv(16)
+        pid = spawn_tracked(k, [sys.executable, "-c", UDP_CHILD, str(out), str(ok6.getsockname()[1]),
+                                str(bad6.getsockname()[1])], policy=enf.slots["p"])
+        os.waitpid(pid, 0)
+        assert out.read_text().split()[2:] == ["sent", "EPERM"]
+        assert ok6.recv(16) == b"ping"
+        with pytest.raises(socket.timeout):
+            bad6.recv(16)
+        assert k.counters()["policy_denied"] == 2
+    finally:
+        k.close()
+        for s in receivers:
+            s.close()
