@@ -11,6 +11,7 @@
  *                           the process never returns to use the fd)
  *   execs                   lsm/bprm_check_security (EPERM), else SIGKILL at
  *                           sched_process_exec (the new image never runs)
+ *   Unix socket connects    cgroup/connect_unix (6.7+): EPERM before connecting
  *   connects (no cgroup)    lsm/socket_connect
  * In monitor mode the same checks report and allow. Every verdict that is
  * not "allowed" is one MW_EV_POLICY event; allowed actions cost a lookup.
@@ -29,6 +30,7 @@
 #define O_PATH 010000000
 #define FMODE_EXEC_FLAG 0x20 /* __FMODE_EXEC in f_flags: the kernel's own open of a binary */
 #define AF_INET 2
+#define AF_UNIX_FAM 1
 #define AF_INET6 10
 
 struct {
@@ -142,7 +144,7 @@ static __always_inline __u32 path_verdict(struct mw_policy *pol, __u32 scope, co
 		return name_rule & ~MW_RULE_DENY;
 	}
 #pragma unroll
-	for (int i = 0; i < 4; i++) {
+	for (int i = 0; i < MW_ACC_BITS; i++) {
 		__u32 bit = 1u << i;
 		if (!(access & bit))
 			continue;
@@ -154,7 +156,8 @@ static __always_inline __u32 path_verdict(struct mw_policy *pol, __u32 scope, co
 		}
 		if ((r && (r->allow & bit)) || (bit == MW_ACC_EXEC && name_rule))
 			continue;
-		__u32 d = bit == MW_ACC_EXEC ? pol->exec_default : pol->file_default;
+		__u32 d = bit == MW_ACC_EXEC ? pol->exec_default : bit == MW_ACC_CONNECT ? pol->net_default
+											: pol->file_default;
 		if (d) {
 			*denied |= bit;
 			if (!rule)
@@ -304,6 +307,55 @@ SEC("cgroup/sendmsg6")
 int mw_sendmsg6(struct bpf_sock_addr *ctx)
 {
 	return net_check(ctx, 1, MW_PW_SENDMSG, MW_PM_CGROUP_SENDMSG6);
+}
+
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
+
+/* Unix socket paths. The section is newer than some libbpfs: the loader
+ * sets the program and attach types itself where libbpf does not know it. */
+SEC("cgroup/connect_unix")
+int mw_connect_unix(struct bpf_sock_addr *ctx)
+{
+	struct mw_proc *p = current_tracked();
+	if (!p || !p->policy)
+		return 1;
+	__u32 scope;
+	struct mw_policy *pol = policy_of(p, &scope);
+	if (!pol)
+		return 1;
+	__u32 zero = 0;
+	struct mw_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return 1;
+	struct bpf_sock_addr_kern *k = bpf_cast_to_kern_ctx(ctx);
+	const char *sun_path = (const char *)k->uaddr + 2; /* after sun_family */
+	__u32 alen = k->uaddrlen;
+	__u32 n = alen > 2 ? alen - 2 : 0;
+	if (n > 108)
+		n = 108;
+	__u32 len = 0;
+	if (n) {
+		__u8 first = 0;
+		bpf_probe_read_kernel(&first, 1, sun_path);
+		if (first) {
+			long r = bpf_probe_read_kernel_str(s->buf, 109, sun_path);
+			len = r > 0 ? r - 1 : 0;
+		} else {
+			/* abstract: the name is every byte after the NUL, written '@name' */
+			s->buf[0] = '@';
+			bpf_probe_read_kernel(s->buf + 1, (n - 1) & 127, sun_path + 1);
+			len = n;
+		}
+	}
+	__u32 denied;
+	__u32 rule = path_verdict(pol, scope, s->buf, len, MW_ACC_CONNECT, 0, &denied);
+	if (!rule)
+		return 1;
+	__u32 action = action_of(pol, 1);
+	count_action(action);
+	report(p, bpf_get_current_task_btf(), scope, MW_PW_CONNECT, action, MW_PM_CGROUP_CONNECT_UNIX, 0, rule,
+	       (__u64)AF_UNIX_FAM << 16, action == MW_PA_DENIED ? -EPERM : 0, len);
+	return action == MW_PA_DENIED ? 0 : 1;
 }
 
 /* ---- fallbacks (no BPF LSM): called from the tracepoint handlers -------- */

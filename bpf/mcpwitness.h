@@ -41,7 +41,8 @@ enum mw_event_type {
 			    * ret: -errno the caller saw (0: allowed, or killed: see action)
 			    * args: [0]=what | action << 8 | mechanism << 16 | access << 24 | slot << 32
 			    * [1]=rule id [2]=port | family << 16 (network) or open flags (files)
-			    * [3]=data length; data: the path, or the 16 address bytes */
+			    * [3]=data length; data: the path (a Unix socket's too: '@' starts
+			    * an abstract name), or the 16 address bytes */
 };
 
 /* MW_EV_POLICY: what was checked, what was done, by which mechanism */
@@ -61,11 +62,14 @@ enum mw_event_type {
 #define MW_PM_LSM_SOCKET_CONNECT 7
 #define MW_PM_KILL_OPEN 8  /* bpf_send_signal(SIGKILL) at sys_exit of open* */
 #define MW_PM_KILL_EXEC 9  /* bpf_send_signal(SIGKILL) at sched_process_exec */
+#define MW_PM_CGROUP_CONNECT_UNIX 11
 /* access bits (files and execs) */
 #define MW_ACC_READ 0x1
 #define MW_ACC_WRITE 0x2
 #define MW_ACC_CREATE 0x4
 #define MW_ACC_EXEC 0x8
+#define MW_ACC_CONNECT 0x10 /* a Unix socket path (network rules unix:...) */
+#define MW_ACC_BITS 5
 
 /* ---- policy maps, written by userspace (policy.py) -------------------
  * Every key carries a scope = generation * MW_MAX_POLICIES + policy slot.
@@ -105,7 +109,7 @@ struct mw_net_rules {
 	struct mw_port_rule r[MW_NET_RULES];
 };
 
-/* file and exec rules: LPM trie over (scope, path bytes). An exact path is
+/* file, exec and Unix socket path rules: LPM trie over (scope, path bytes). An exact path is
  * stored with its terminating NUL, a subtree as "dir/" without one; the
  * value is, per access bit, the verdict of the most specific rule that
  * names that access (userspace folds enclosing rules in). */
@@ -119,7 +123,7 @@ struct mw_path_rule {
 	__u8 allow; /* MW_ACC_* bits */
 	__u8 deny;
 	__u16 _pad;
-	__u32 rule[4]; /* rule id per access bit: read, write, create, exec */
+	__u32 rule[MW_ACC_BITS]; /* rule id per access bit: read, write, create, exec, connect */
 };
 
 /* exec rules by bare name (the executable's basename, whatever its directory) */
@@ -251,6 +255,7 @@ struct mw_config {
 #define MW_LSM_FILES 0x1
 #define MW_LSM_EXEC 0x2
 #define MW_LSM_NET 0x4
+#define MW_CG_UNIX 0x8 /* cgroup/connect_unix is attached: Unix paths are checked in the kernel */
 /* The payload limit per read/write syscall is not in .rodata but in the
  * one-entry array map `iolimit`, written by userspace after load: a value
  * the verifier cannot see lets it converge on the capture loop (with a

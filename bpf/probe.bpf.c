@@ -49,6 +49,9 @@ int probe_connect4(struct bpf_sock_addr *ctx) { return 1; }
 SEC("cgroup/connect6")
 int probe_connect6(struct bpf_sock_addr *ctx) { return 1; }
 
+SEC("cgroup/connect_unix")
+int probe_connect_unix(struct bpf_sock_addr *ctx) { return 1; }
+
 SEC("cgroup/sendmsg4")
 int probe_sendmsg4(struct bpf_sock_addr *ctx) { return 1; }
 

@@ -389,3 +389,64 @@ def test_udp_sends_to_a_refused_address_never_leave(tmp_path):
         k.close()
         for s in receivers:
             s.close()
+
+
+UNIX_CHILD = r"""
+import errno, socket, sys
+out, paths = sys.argv[1], sys.argv[2:]
+res = []
+for p in paths:
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect("\0" + p[1:] if p.startswith("@") else p)
+        res.append("connected")
+    except OSError as e:
+        res.append(errno.errorcode[e.errno])
+    s.close()
+open(out, "w").write(" ".join(res))
+"""
+
+
+def test_unix_socket_paths_refused_before_connecting(tmp_path):
+    import socket
+    from mcpwitness.events import PolicyEvent
+    from mcpwitness.events import Decoder
+    from mcpwitness.loader import MECH_UNIX_CGROUP
+    from mcpwitness.ringbuf import records
+    k = Kernel.load(LoadOptions(ring_size=1 << 20, enforce=True))
+    socks = []
+    try:
+        if k.mechanisms["unix"] != MECH_UNIX_CGROUP:
+            pytest.skip("no cgroup/connect_unix on this kernel (6.7+): unix paths are reported in userspace")
+        (tmp_path / "private").mkdir()
+        ok, bad, inside = str(tmp_path / "ok.sock"), str(tmp_path / "bad.sock"), str(tmp_path / "private" / "s")
+        abstract_ok, abstract_bad = f"@mw-ok-{os.getpid()}", f"@mw-bad-{os.getpid()}"
+        for p in (ok, bad, inside, abstract_ok, abstract_bad):
+            s = socket.socket(socket.AF_UNIX)
+            s.bind("\0" + p[1:] if p.startswith("@") else p)
+            s.listen(8)
+            s.setblocking(False)
+            socks.append(s)
+        enf = Enforcer(k)
+        enf.apply(policy.parse(f'policies:\n  - name: p\n    network:\n      deny: ["unix:{bad}", '
+                               f'"unix:{tmp_path}/private/", "unix:{abstract_bad}"]\n'))
+        out = tmp_path / "out"
+        pid = spawn_tracked(k, [sys.executable, "-c", UNIX_CHILD, str(out), ok, bad, inside, abstract_ok,
+                                abstract_bad], policy=enf.slots["p"])
+        os.waitpid(pid, 0)
+        assert out.read_text().split() == ["connected", "EPERM", "EPERM", "connected", "EPERM"]
+        for s, expect in zip(socks, (True, False, False, True, False)):
+            try:
+                s.accept()[0].close()
+                got = True
+            except BlockingIOError:
+                got = False
+            assert got == expect, "a refused connect never reached the listener"
+        evs = [e for e in Decoder().feed(records(k.batch_reader().read_blob())) if isinstance(e, PolicyEvent)]
+        assert [(e.family, e.path, e.mechanism, e.errno) for e in evs] == [
+            ("unix", bad, "cgroup/connect_unix", "EPERM"), ("unix", inside, "cgroup/connect_unix", "EPERM"),
+            ("unix", abstract_bad, "cgroup/connect_unix", "EPERM")]
+    finally:
+        k.close()
+        for s in socks:
+            s.close()

@@ -157,3 +157,24 @@ def test_too_many_rules_on_one_prefix_are_refused():
     rules = ", ".join(f'"127.0.0.1:{p}"' for p in range(1, 18))
     with pytest.raises(PolicyError, match="at most 16"):
         parse(f"policies:\n  - name: a\n    network: {{deny: [{rules}]}}\n", "p.yaml")
+
+
+def test_unix_paths_judged_after_the_fact_where_the_kernel_cannot():
+    """Kernels before 6.7 have no cgroup/connect_unix: the connect event is judged in userspace."""
+    from mcpwitness.enforce import Enforcer, unix_violation
+    from mcpwitness.events import ConnectEvent
+    ps = parse('policies:\n  - name: p\n    network:\n      deny: ["unix:/run/docker.sock", "unix:@secret"]\n',
+               "p.yaml")
+    enf = Enforcer(kernel=None)
+    enf.pset, enf.slots, enf.rules = ps, {"p": 1}, ps.rules
+
+    def connect(path, slot=1):
+        return ConnectEvent("t", 1, 10, 10, 1, 0, "c", 5, 0, 10, [], False, [], 3, "AF_UNIX", None, None, path,
+                            "stream", None, 0, None, policy_slot=slot)
+
+    pe = unix_violation(enf, connect("/run/docker.sock"))
+    assert pe.action == "reported" and pe.path == "/run/docker.sock" and pe.family == "unix"
+    assert ps.rules[pe.rule_id].text == "unix:/run/docker.sock"
+    assert unix_violation(enf, connect("@secret")).rule_id
+    assert unix_violation(enf, connect("/run/other.sock")) is None
+    assert unix_violation(enf, connect("/run/docker.sock", slot=0)) is None  # no policy

@@ -19,8 +19,7 @@ from typing import Callable
 
 from . import __version__
 from .audit import Auditor
-from .events import (POLICY_MECHANISMS, RECORD_SIZE, ConnectEvent, Decoder, ExitEvent, ForkEvent, IoEvent,
-                     PolicyEvent)
+from .events import RECORD_SIZE, ConnectEvent, Decoder, ExitEvent, ForkEvent, IoEvent, PolicyEvent
 from .flags import Flagger
 from .loader import Kernel, LoadOptions
 from .proc import ProcStat, ProcTable, all_stats, descendants, identity, read_stat
@@ -62,6 +61,8 @@ class Agent:
                 self.kernel.close()
                 raise
             self._policy_stamp = _stamp(policy_path)
+        from .loader import MECH_UNIX_CGROUP
+        self._unix_in_userspace = self.enforcer is not None and self.kernel.mechanisms.get("unix") != MECH_UNIX_CGROUP
         # "libbpf": libbpf's own per-record callback consumer, the reference
         self.reader = self.kernel.libbpf_reader() if reader == "libbpf" else self.kernel.batch_reader()
         self.table = ProcTable()
@@ -182,7 +183,7 @@ class Agent:
             if isinstance(ev, PolicyEvent) and self.enforcer is not None:
                 self._name_policy(ev)
             batch.append(ev)  # ThreadEvents too: audit.py uses them and does not pass them on
-            if isinstance(ev, ConnectEvent) and ev.unix_path and ev.policy_slot and self.enforcer is not None:
+            if isinstance(ev, ConnectEvent) and ev.unix_path and ev.policy_slot and self._unix_in_userspace:
                 pe = self._unix_check(ev)
                 if pe is not None:
                     batch.append(pe)
@@ -395,22 +396,11 @@ class Agent:
         ev.rule = r.describe() if r else None
 
     def _unix_check(self, ev: ConnectEvent):
-        """Unix socket paths: checked here, after the connect (the kernel
-        programs check IP destinations only): reported, never refused."""
-        from .policy import unix_decide
-        pol = self.enforcer.policy(ev.policy_slot)
-        if pol is None or not any(r.unix for r in pol.net) and not pol.net_default:
-            return None
-        rid = unix_decide(pol, ev.unix_path)
-        if not rid:
-            return None
-        self.counts["policy_reported_unix"] += 1
-        pe = PolicyEvent(ev.time, ev.ktime_ns, ev.pid, ev.tid, ev.ppid, ev.uid, ev.comm, ev.start_ns, ev.cgroup_id,
-                         ev.root, ev.ancestry, False, [], "connect", "reported",
-                         "not refused: unix socket paths are checked after the connect, in userspace",
-                         POLICY_MECHANISMS[10], ev.error, ev.policy_slot, rid, [], ev.unix_path, "unix", None,
-                         None, None)
-        self._name_policy(pe)
+        from .enforce import unix_violation
+        pe = unix_violation(self.enforcer, ev)
+        if pe is not None:
+            self.counts["policy_reported_unix"] += 1
+            self._name_policy(pe)
         return pe
 
     def request_policy_reload(self) -> None:

@@ -37,6 +37,7 @@ PROBES = [
     ("probe_lsm_socket_connect", "lsm/socket_connect", "attach"),
     ("probe_connect4", "cgroup/connect4", "cgroup"),
     ("probe_connect6", "cgroup/connect6", "cgroup"),
+    ("probe_connect_unix", "cgroup/connect_unix", "cgroup"),
     ("probe_sendmsg4", "cgroup/sendmsg4", "cgroup"),
     ("probe_sendmsg6", "cgroup/sendmsg6", "cgroup"),
     ("probe_send_signal", "helper bpf_send_signal", "load"),
@@ -81,6 +82,7 @@ def run_probe(prog_name: str, how: str) -> Probe:
             while p:
                 is_target = libbpf.bpf_program__name(p).decode() == prog_name
                 libbpf.bpf_program__set_autoload(p, is_target)
+                libbpf.set_newer_section_type(p)
                 if is_target:
                     target = p
                 p = libbpf.bpf_object__next_program(obj, p)
@@ -162,7 +164,9 @@ def features(mech: dict[str, bool]) -> list[dict]:
     ]
     chosen = choose_mechanisms(lambda label: bool(mech.get(label)))
     notes = {
-        "network": "IP destinations; unix socket paths are checked after the connect and reported, not refused",
+        "network": "IP destinations; unix socket paths: " + (
+            "cgroup/connect_unix (refused before connecting)" if chosen["unix"].startswith("cgroup/")
+            else "no cgroup/connect_unix (6.7+) here: checked after the connect and reported, not refused"),
         "files": "" if chosen["files"] != MECH_FILE_KILL else
         "weaker than LSM: the process dies before it can use the fd, but the open happened "
         "(O_CREAT/O_TRUNC are not undone); the path is the one the kernel resolved",

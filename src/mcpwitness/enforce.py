@@ -18,14 +18,15 @@ import struct
 import threading
 
 from . import libbpf
+from .events import POLICY_MECHANISMS, ConnectEvent, PolicyEvent
 from .policy import (MAX_POLICIES, NET_RULES, PKEY_PATH, RULE_DENY, Identity, Policy, PolicySet, Rule,
-                     net_entries, path_entries)
+                     net_entries, path_entries, unix_decide)
 
 POLICY = struct.Struct("<IIII")                      # struct mw_policy
 NKEY = struct.Struct("<II16s")                       # struct mw_nkey
 NET_VALUE = struct.Struct("<II" + "HHI" * NET_RULES)  # struct mw_net_rules
 PKEY = struct.Struct(f"<II{PKEY_PATH}s")             # struct mw_pkey
-PATH_VALUE = struct.Struct("<BBH4I")                 # struct mw_path_rule
+PATH_VALUE = struct.Struct("<BBH5I")                 # struct mw_path_rule
 NMKEY = struct.Struct("<I60s")                       # struct mw_nmkey
 NAME_VALUE = struct.Struct("<II")                    # struct mw_name_rule
 MODE = {"monitor": 1, "enforce": 2}
@@ -130,3 +131,19 @@ class Enforcer:
         if not name or not self.pset:
             return None
         return next((p for p in self.pset.policies if p.name == name), None)
+
+
+def unix_violation(enforcer: Enforcer, ev: ConnectEvent) -> PolicyEvent | None:
+    """Where the kernel has no cgroup/connect_unix: judge a Unix socket
+    connect after the fact, from its connect event. Reported, not refused."""
+    pol = enforcer.policy(ev.policy_slot)
+    if pol is None or not ev.unix_path:
+        return None
+    rid = unix_decide(pol, ev.unix_path)
+    if not rid:
+        return None
+    return PolicyEvent(ev.time, ev.ktime_ns, ev.pid, ev.tid, ev.ppid, ev.uid, ev.comm, ev.start_ns, ev.cgroup_id,
+                       ev.root, ev.ancestry, False, [], "connect", "reported",
+                       "not refused: this kernel has no cgroup/connect_unix; checked after the connect",
+                       POLICY_MECHANISMS[10], ev.error, ev.policy_slot, rid, [], ev.unix_path, "unix", None,
+                       None, None)

@@ -63,14 +63,15 @@ POLICY_MECHANISMS = {
     1: "cgroup/connect4", 2: "cgroup/connect6", 3: "cgroup/sendmsg4", 4: "cgroup/sendmsg6",
     5: "lsm/file_open", 6: "lsm/bprm_check_security", 7: "lsm/socket_connect",
     8: "SIGKILL at sys_exit_open* (fallback)", 9: "SIGKILL at sched_process_exec (fallback)",
-    10: "userspace, after the connect (unix socket paths are not refused in the kernel)",
+    10: "userspace, after the connect (this kernel has no cgroup/connect_unix)",
+    11: "cgroup/connect_unix",
 }
 POLICY_OUTCOMES = {
     "denied": "refused before it happened",
     "killed": "the process was killed (SIGKILL) before it could go on; the action itself had happened",
     "monitor": "allowed: the policy is in monitor mode",
 }
-_POLICY_ACCESS = ((1, "read"), (2, "write"), (4, "create"), (8, "exec"))
+_POLICY_ACCESS = ((1, "read"), (2, "write"), (4, "create"), (8, "exec"))  # connect (0x10) is implied by check
 
 OPEN_SYSCALLS = {0: "openat", 1: "open", 2: "openat2", 3: "creat"}
 EXEC_SYSCALLS = {4: "execve", 5: "execveat"}
@@ -459,8 +460,10 @@ class Decoder:
             action = POLICY_ACTIONS.get((a0 >> 8) & 0xFF, "?")
             acc = (a0 >> 24) & 0xFF
             path = family = address = port = flags = None
-            if check in ("connect", "sendmsg"):
-                fam = (a2 >> 16) & 0xFFFF
+            fam = (a2 >> 16) & 0xFFFF
+            if check in ("connect", "sendmsg") and fam == socket.AF_UNIX:
+                family, path = "unix", data[:a3].decode("utf-8", "backslashreplace")
+            elif check in ("connect", "sendmsg"):
                 port = a2 & 0xFFFF
                 if fam == socket.AF_INET6:
                     family, address = "inet6", socket.inet_ntop(socket.AF_INET6, data[:16].ljust(16, b"\0"))

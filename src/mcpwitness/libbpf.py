@@ -65,6 +65,9 @@ bpf_program__name = _fn("bpf_program__name", c_char_p, _P)
 bpf_program__section_name = _fn("bpf_program__section_name", c_char_p, _P)
 bpf_program__set_autoload = _fn("bpf_program__set_autoload", c_int, _P, c_bool)
 bpf_program__fd = _fn("bpf_program__fd", c_int, _P)
+bpf_program__type = _fn("bpf_program__type", c_int, _P)
+bpf_program__set_type = _fn("bpf_program__set_type", c_int, _P, c_int)
+bpf_program__set_expected_attach_type = _fn("bpf_program__set_expected_attach_type", c_int, _P, c_int)
 bpf_program__attach = _fn("bpf_program__attach", _P, _P)
 bpf_program__attach_cgroup = _fn("bpf_program__attach_cgroup", _P, _P, c_int)
 bpf_program__attach_uprobe = _fn("bpf_program__attach_uprobe", _P, _P, c_bool, c_int, c_char_p, c_size_t)
@@ -138,12 +141,25 @@ def check_int(ret: int, what: str, log: list[str] | None = None) -> int:
     return ret
 
 
+# sections newer than the oldest libbpf we support (1.1): program type, attach type
+NEWER_SECTIONS = {"cgroup/connect_unix": (18, 49)}  # BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_CGROUP_UNIX_CONNECT
+
+
+def set_newer_section_type(prog: int) -> None:
+    """Give a program whose section this libbpf does not know its types."""
+    sec = bpf_program__section_name(prog).decode()
+    if sec in NEWER_SECTIONS and bpf_program__type(prog) == 0:
+        ptype, atype = NEWER_SECTIONS[sec]
+        bpf_program__set_type(prog, ptype)
+        bpf_program__set_expected_attach_type(prog, atype)
+
+
 def possible_cpus() -> int:
     return check_int(libbpf_num_possible_cpus(), "libbpf_num_possible_cpus")
 
 
 __all__ = [n for n in dir() if n.startswith(("bpf_", "ring_buffer", "libbpf_"))] + [
-    "BPFError", "capture_log", "check_ptr", "check_int", "possible_cpus", "BPF_ANY",
+    "BPFError", "capture_log", "check_ptr", "check_int", "possible_cpus", "set_newer_section_type", "BPF_ANY",
     "BPF_NOEXIST", "RING_BUFFER_SAMPLE_FN", "c_long", "c_uint",
 ]
 

@@ -94,6 +94,8 @@ def cgroup2_root() -> str | None:
 # enforcement mechanisms, best first, as doctor and block events name them
 MECH_NET_CGROUP = "cgroup sock_addr connect4/6 + sendmsg4/6 (refused before any packet)"
 MECH_NET_LSM = "lsm/socket_connect (refused before any packet)"
+MECH_UNIX_CGROUP = "cgroup/connect_unix (refused before connecting)"
+MECH_UNIX_USER = "userspace, after the connect (reported, not refused)"
 MECH_FILE_LSM = "lsm/file_open (refused before the open)"
 MECH_FILE_KILL = "SIGKILL at sys_exit of open* (fallback: the open happened, the fd is never used)"
 MECH_EXEC_LSM = "lsm/bprm_check_security (refused before the exec)"
@@ -111,6 +113,7 @@ def choose_mechanisms(have) -> dict:
         out["network"] = MECH_NET_LSM
     else:
         out["network"] = None
+    out["unix"] = MECH_UNIX_CGROUP if have("cgroup/connect_unix") and cgroup2_root() else MECH_UNIX_USER
     out["files"] = MECH_FILE_LSM if have("lsm/file_open") else MECH_FILE_KILL if kill else None
     out["exec"] = MECH_EXEC_LSM if have("lsm/bprm_check_security") else MECH_EXEC_KILL if kill else None
     return out
@@ -176,6 +179,7 @@ class Kernel:
             name = libbpf.bpf_program__name(p).decode()
             sec = libbpf.bpf_program__section_name(p).decode()
             self.programs[name] = sec
+            libbpf.set_newer_section_type(p)
             why = self._not_wanted(sec)
             if why:
                 libbpf.bpf_program__set_autoload(p, False)
@@ -215,7 +219,10 @@ class Kernel:
         if sec.startswith("cgroup/"):
             if not self.options.enforce:
                 return "no policy: network enforcement not needed"
-            if self.mechanisms.get("network") != MECH_NET_CGROUP:
+            if sec == "cgroup/connect_unix":
+                if self.mechanisms.get("unix") != MECH_UNIX_CGROUP:
+                    return "no cgroup/connect_unix on this kernel (6.7+): unix paths are checked in userspace"
+            elif self.mechanisms.get("network") != MECH_NET_CGROUP:
                 return "cgroup sock_addr hooks unavailable here"
         if sec.startswith("lsm/"):
             bit = {"lsm/file_open": LSM_FILES, "lsm/bprm_check_security": LSM_EXEC,

@@ -41,9 +41,10 @@ import pwd
 import re
 from dataclasses import dataclass, field
 
-ACC_READ, ACC_WRITE, ACC_CREATE, ACC_EXEC = 0x1, 0x2, 0x4, 0x8
+ACC_READ, ACC_WRITE, ACC_CREATE, ACC_EXEC, ACC_CONNECT = 0x1, 0x2, 0x4, 0x8, 0x10
+ACC_ORDER = (ACC_READ, ACC_WRITE, ACC_CREATE, ACC_EXEC, ACC_CONNECT)  # the kernel's rule[] order
 ACCESS_BITS = {"read": ACC_READ, "write": ACC_WRITE, "create": ACC_CREATE}
-ACCESS_NAMES = {ACC_READ: "read", ACC_WRITE: "write", ACC_CREATE: "create", ACC_EXEC: "exec"}
+ACCESS_NAMES = {ACC_READ: "read", ACC_WRITE: "write", ACC_CREATE: "create", ACC_EXEC: "exec", ACC_CONNECT: "connect"}
 MODES = ("monitor", "enforce")
 MAX_POLICIES = 256          # MW_MAX_POLICIES, slot 0 meaning "none"
 NET_RULES = 16              # MW_NET_RULES
@@ -384,6 +385,13 @@ def _net_entry(ctx, pol, lst, j, entry, deny):
     rid = ctx.rule(pol.name, "network", "deny" if deny else "allow", str(entry), ctx.at(lst, j))
     if parsed[0] == "unix":
         pol.net.append(NetRule(None, 0, 0, deny, rid, unix=parsed[1]))
+        # the kernel checks socket paths in the path trie, under their own access bit
+        try:
+            keys = unix_keys(parsed[1])
+        except ValueError as e:
+            ctx.fail(lst, j, f"{entry!r}: {e}")
+        for k in keys:
+            pol.paths.append(PathRule(k, ACC_CONNECT, deny, rid))
         return
     nets, lo, hi = parsed
     for n in nets:
@@ -430,18 +438,23 @@ def net_decide(pol: Policy, addr: str, port: int) -> int:
     return pol.net_default
 
 
+def unix_keys(path: str) -> list[bytes]:
+    """Kernel keys of a unix: rule: 'path\\0', a directory prefix 'dir/', or '@name\\0'."""
+    if path.startswith("@"):
+        return [path.encode() + b"\0"]
+    if _GLOB.search(path):
+        raise ValueError("a socket path is exact, or a directory prefix ending in /")
+    if path.endswith("/**"):
+        path = path[:-2]
+    keys = path_keys(path if path.endswith("/") else path)
+    return [k for k in keys if not path.endswith("/") or k.endswith(b"/")]
+
+
 def unix_decide(pol: Policy, path: str) -> int:
-    """Unix socket path rules (checked in userspace, see docs/policy.md)."""
-    best = None
-    for r in pol.net:
-        if r.unix is None:
-            continue
-        hit = path == r.unix or (r.unix.endswith("/") and path.startswith(r.unix))
-        if hit and (best is None or len(r.unix) > len(best.unix) or (len(r.unix) == len(best.unix) and r.deny)):
-            best = r
-    if best is not None:
-        return best.rule if best.deny else 0
-    return pol.net_default
+    """The rule id that denies a connect to a Unix socket path (0: allowed):
+    the kernel's cgroup/connect_unix logic, used in userspace where that
+    hook is missing."""
+    return path_decide(pol, path, ACC_CONNECT)[0]
 
 
 # --- files and execs --------------------------------------------------------
@@ -561,8 +574,8 @@ def path_entries(pol: Policy) -> list[tuple[bytes, int, int, list[int]]]:
         enclosing = sorted((r for r in pol.paths if key.startswith(r.key)),
                            key=lambda r: (-len(r.key), not r.deny))
         allow = deny = 0
-        ids = [0, 0, 0, 0]
-        for i, bit in enumerate((ACC_READ, ACC_WRITE, ACC_CREATE, ACC_EXEC)):
+        ids = [0] * len(ACC_ORDER)
+        for i, bit in enumerate(ACC_ORDER):
             r = next((r for r in enclosing if r.access & bit), None)
             if r is None:
                 continue
@@ -590,7 +603,7 @@ def path_decide(pol: Policy, path: str, access: int) -> tuple[int, int]:
             return next(r.rule for r in nr if r.deny), ACC_EXEC
         name_rule = nr[0].rule if nr else 0
     rule = denied = 0
-    for i, bit in enumerate((ACC_READ, ACC_WRITE, ACC_CREATE, ACC_EXEC)):
+    for i, bit in enumerate(ACC_ORDER):
         if not access & bit:
             continue
         if best and best[2] & bit:
@@ -599,7 +612,7 @@ def path_decide(pol: Policy, path: str, access: int) -> tuple[int, int]:
             continue
         if (best and best[1] & bit) or (bit == ACC_EXEC and name_rule):
             continue
-        d = pol.exec_default if bit == ACC_EXEC else pol.file_default
+        d = pol.exec_default if bit == ACC_EXEC else pol.net_default if bit == ACC_CONNECT else pol.file_default
         if d:
             denied |= bit
             rule = rule or d
