@@ -244,6 +244,39 @@ static __always_inline void kill_current(void)
 
 /* ---- network ------------------------------------------------------------ */
 
+/* ::ffff:a.b.c.d is an IPv4 destination: the IPv4 rules apply. Returns v6. */
+static __always_inline int unmap_v4(__u32 *addr)
+{
+	if (addr[0] == 0 && addr[1] == 0 && addr[2] == bpf_htonl(0xffff)) {
+		addr[0] = addr[3];
+		addr[2] = addr[3] = 0;
+		return 0;
+	}
+	return 1;
+}
+
+/* Judge a destination (addr in network order) and report what is not
+ * allowed. Returns the action taken, 0 when allowed. */
+static __always_inline __u32 net_judge(struct mw_proc *p, struct mw_policy *pol, __u32 scope, int v6,
+				       __u32 *addr, __u16 port, __u32 what, __u32 mech)
+{
+	if (v6)
+		v6 = unmap_v4(addr);
+	__u32 rule = net_verdict(pol, scope, v6, addr, port);
+	if (!rule)
+		return 0;
+	__u32 action = action_of(pol, 1);
+	count_action(action);
+	__u32 zero = 0;
+	struct mw_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	if (s) {
+		__builtin_memcpy(s->buf, addr, 16);
+		report(p, bpf_get_current_task_btf(), scope, what, action, mech, 0, rule,
+		       port | (__u64)(v6 ? AF_INET6 : AF_INET) << 16, action == MW_PA_DENIED ? -EPERM : 0, 16);
+	}
+	return action;
+}
+
 /* 1: let it go, 0: refuse (EPERM). */
 static __always_inline int net_check(struct bpf_sock_addr *ctx, int v6, __u32 what, __u32 mech)
 {
@@ -260,29 +293,11 @@ static __always_inline int net_check(struct bpf_sock_addr *ctx, int v6, __u32 wh
 		addr[1] = ctx->user_ip6[1];
 		addr[2] = ctx->user_ip6[2];
 		addr[3] = ctx->user_ip6[3];
-		/* ::ffff:a.b.c.d is an IPv4 destination: the IPv4 rules apply */
-		if (addr[0] == 0 && addr[1] == 0 && addr[2] == bpf_htonl(0xffff)) {
-			addr[0] = addr[3];
-			addr[2] = addr[3] = 0;
-			v6 = 0;
-		}
 	} else {
 		addr[0] = ctx->user_ip4;
 	}
 	__u16 port = bpf_ntohs((__u16)ctx->user_port);
-	__u32 rule = net_verdict(pol, scope, v6, addr, port);
-	if (!rule)
-		return 1;
-	__u32 action = action_of(pol, 1);
-	count_action(action);
-	__u32 zero = 0;
-	struct mw_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
-	if (s) {
-		__builtin_memcpy(s->buf, addr, 16);
-		report(p, bpf_get_current_task_btf(), scope, what, action, mech, 0, rule,
-		       port | (__u64)(v6 ? AF_INET6 : AF_INET) << 16, action == MW_PA_DENIED ? -EPERM : 0, 16);
-	}
-	return action == MW_PA_DENIED ? 0 : 1;
+	return net_judge(p, pol, scope, v6, addr, port, what, mech) != MW_PA_DENIED;
 }
 
 SEC("cgroup/connect4")
@@ -489,28 +504,11 @@ int BPF_PROG(mw_lsm_socket_connect, struct socket *sock, struct sockaddr *addres
 		bpf_probe_read_kernel(addr, 16, __builtin_preserve_access_index(&in6->sin6_addr));
 		port = bpf_ntohs(BPF_CORE_READ(in6, sin6_port));
 		v6 = 1;
-		if (addr[0] == 0 && addr[1] == 0 && addr[2] == bpf_htonl(0xffff)) {
-			addr[0] = addr[3];
-			addr[2] = addr[3] = 0;
-			v6 = 0;
-		}
 	} else {
 		return 0;
 	}
-	__u32 rule = net_verdict(pol, scope, v6, addr, port);
-	if (!rule)
-		return 0;
-	__u32 action = action_of(pol, 1);
-	count_action(action);
-	int r = action == MW_PA_DENIED ? -EPERM : 0;
-	__u32 zero = 0;
-	struct mw_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
-	if (s) {
-		__builtin_memcpy(s->buf, addr, 16);
-		report(p, bpf_get_current_task_btf(), scope, MW_PW_CONNECT, action, MW_PM_LSM_SOCKET_CONNECT, 0, rule,
-		       port | (__u64)(v6 ? AF_INET6 : AF_INET) << 16, r, 16);
-	}
-	return r;
+	__u32 action = net_judge(p, pol, scope, v6, addr, port, MW_PW_CONNECT, MW_PM_LSM_SOCKET_CONNECT);
+	return action == MW_PA_DENIED ? -EPERM : 0;
 }
 
 #endif

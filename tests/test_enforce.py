@@ -450,3 +450,30 @@ def test_unix_socket_paths_refused_before_connecting(tmp_path):
         k.close()
         for s in socks:
             s.close()
+
+
+def test_lsm_programs_refused_at_load_fall_back_to_the_fallbacks(monkeypatch):
+    """A kernel whose trivial LSM probe passes may still refuse the real LSM
+    programs: mcpwitness must run with the fallbacks and say why, not fail.
+    Simulated here by claiming LSM where the kernel refuses it."""
+    from mcpwitness.doctor import run_probe
+    from mcpwitness.loader import LSM_FILES
+    if run_probe("probe_lsm_file_open", "attach").ok:
+        pytest.skip("this kernel has BPF LSM: the LSM programs load, nothing to fall back from")
+    orig = Kernel._choose_enforcement
+
+    def claim_lsm(self):
+        orig(self)
+        if self.options.lsm is not False:
+            self.mechanisms["files"] = MECH_FILE_LSM
+            self.lsm_bits |= LSM_FILES
+
+    monkeypatch.setattr(Kernel, "_choose_enforcement", claim_lsm)
+    k = Kernel.load(LoadOptions(ring_size=1 << 16, enforce=True))
+    try:
+        assert k.mechanisms["files"] == MECH_FILE_KILL and k.lsm_bits == 0
+        assert "did not load" in k.fallback_reason and "Operation not permitted" in k.fallback_reason
+        assert k.skipped["mw_lsm_file_open"] == k.fallback_reason
+        assert "mw_connect4" not in k.skipped  # the rest of enforcement is attached
+    finally:
+        k.close()

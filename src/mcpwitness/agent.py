@@ -443,7 +443,7 @@ class Agent:
     def policy_record(self) -> dict:
         e = self.enforcer
         return {"path": self.policy_path, "digest": e.pset.digest[:12], "generation": e.gen,
-                "mechanisms": e.mechanisms,
+                "mechanisms": e.mechanisms, "fallback_reason": self.kernel.fallback_reason,
                 "policies": [{"name": p.name, "slot": e.slots[p.name], "mode": p.mode, "match": p.match,
                               "where": p.where} for p in e.pset.policies],
                 "servers": {str(r): e.policy_name(s) for r, (s, _) in self.root_policy.items()}}

@@ -130,6 +130,7 @@ class Kernel:
     mounts: dict = field(default_factory=dict)
     mechanisms: dict = field(default_factory=dict)  # kind of action -> enforcing mechanism (enforce only)
     lsm_bits: int = 0
+    fallback_reason: str | None = None
     _cgroup_fd: int = -1
 
     # --- life cycle -------------------------------------------------------
@@ -145,6 +146,23 @@ class Kernel:
         mounts = {"tracefs": ensure_mount(TRACEFS, "tracefs")}
         raise_memlock()
         path = path or object_path()
+        try:
+            return cls._load_object(path, options, mounts)
+        except libbpf.BPFError as e:
+            # a kernel whose trivial LSM probe passed may still refuse the real
+            # LSM programs: fall back rather than not run, and say why
+            if not options.enforce or options.lsm is False:
+                raise
+            from dataclasses import replace
+            k = cls._load_object(path, replace(options, lsm=False), mounts)
+            k.fallback_reason = f"the LSM programs did not load ({str(e).splitlines()[0]}): fallbacks used"
+            for name, sec in k.programs.items():
+                if sec.startswith("lsm/"):
+                    k.skipped[name] = k.fallback_reason
+            return k
+
+    @classmethod
+    def _load_object(cls, path: str, options: LoadOptions, mounts: dict) -> "Kernel":
         with libbpf.capture_log() as log:
             obj = libbpf.check_ptr(libbpf.bpf_object__open_file(path.encode(), None), f"open {path}", log)
         k = cls(obj=obj, options=options, mounts=mounts)
