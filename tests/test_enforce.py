@@ -477,3 +477,41 @@ def test_lsm_programs_refused_at_load_fall_back_to_the_fallbacks(monkeypatch):
         assert "mw_connect4" not in k.skipped  # the rest of enforcement is attached
     finally:
         k.close()
+
+
+def test_reload_that_changes_which_policy_a_running_server_has(tmp_path, listen):
+    """A reload matches running servers again: a server that no policy matched
+    gets one, and its whole tree (children forked before the reload too) follows."""
+    target = listen()
+    pfile, out = tmp_path / "policy.yaml", tmp_path / "ev.jsonl"
+    v1 = f'policies:\n  - name: other\n    match: {{cmdline: "*not-this-server*"}}\n' \
+         f'    network: {{deny: ["127.0.0.1:{target.port}"]}}\n'
+    v2 = v1.replace("*not-this-server*", "*audit_server.py*")
+    pfile.write_text(v1)
+    t = RecordingStdio(MW, ["run", "-q", "--jsonl", str(out), "--no-store", "--policy", str(pfile), "--",
+                            sys.executable, SERVER])
+    outcomes = []
+
+    async def main():
+        async with client(t) as c:
+            r = await c.call_tool("connect", {"port": target.port})
+            outcomes.append(r.is_error)
+            pfile.write_text(v2)
+            for _ in range(100):
+                if out.exists() and '"result":"applied"' in out.read_text():
+                    break
+                await anyio.sleep(0.1)
+            r = await c.call_tool("connect", {"port": target.port})
+            outcomes.append(r.is_error)
+            # a subprocess started now inherits the policy in the kernel
+            code = (f"import socket\ntry:\n    socket.create_connection(('127.0.0.1', {target.port}))\n"
+                    f"    print('connected')\nexcept OSError as e:\n    print('errno', e.errno)\n")
+            r = await c.call_tool("run", {"argv": [sys.executable, "-c", code]})
+            outcomes.append(r.content[0].text.strip())
+
+    anyio.run(main)
+    recs = load(out)
+    reload = next(r for r in recs if r["type"] == "policy_load")
+    assert reload["result"] == "applied" and list(reload["servers"].values()) == ["other"]
+    assert len(reload["retagged"]) == 1
+    assert outcomes == [False, True, "errno 1"] and len(target.accepted) == 1
