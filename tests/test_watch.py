@@ -64,3 +64,28 @@ def test_watch_filters_leave_others_out(tmp_path):
     assert not [r for r in recs if r["type"] in ("mcp", "session", "discovered")]
     stats = recs[-1]
     assert stats["rejected_by_filter"] >= 1 and stats["kernel"]["watch_found"] >= 1
+
+
+def test_watch_enforces_the_policy_of_servers_it_finds(tmp_path):
+    """A server started by a client mcpwitness did not start gets its policy
+    when the kernel finds it: its tool's connect to a refused port fails."""
+    from conftest import Listener
+    ok, bad = Listener(), Listener()
+    try:
+        pfile = tmp_path / "policy.yaml"
+        pfile.write_text(f'policies:\n  - name: audit\n    match: {{cmdline: "*audit_server.py*"}}\n'
+                         f'    network: {{default: deny, allow: ["127.0.0.1:{ok.port}"]}}\n')
+        server = os.path.join(HERE, "workloads", "audit_server.py")
+        log, recs = watched(tmp_path, [sys.executable, server],
+                            [["connect", {"port": ok.port}], ["connect", {"port": bad.port}]],
+                            "--pid", "CLIENT", "--policy", str(pfile))
+        found = [r for r in recs if r["type"] == "discovered"]
+        assert len(found) == 1 and found[0]["policy"] == "audit"
+        assert len(ok.accepted) == 1 and bad.accepted == []
+        calls = [r for r in recs if r["type"] == "call" and r["tool"] == "connect"]
+        assert [c["status"] for c in calls] == ["ok", "tool_error"]
+        pe = [e for e in calls[1]["timeline"] if e["type"] == "policy"]
+        assert len(pe) == 1 and pe[0]["errno"] == "EPERM" and pe[0]["port"] == bad.port
+    finally:
+        ok.close()
+        bad.close()
