@@ -193,3 +193,23 @@ def test_server_exit_settles_what_waits():
     a.event(e)
     out = verdicts(a.event(exit_(SERVER, 13)))
     assert out[id(e)].quality == "ambiguous"
+
+
+def test_a_policy_event_about_an_open_goes_with_the_call_naming_the_path():
+    from types import SimpleNamespace as NS
+
+    from mcpwitness.audit import named_by_arguments
+    from mcpwitness.events import PolicyEvent
+
+    def cand(path):
+        return NS(call=NS(req=NS(params={"name": "read", "arguments": {"path": path}})))
+
+    a, b = cand("/srv/a/secret.txt"), cand("/srv/b")
+
+    def pe(check, path):
+        return PolicyEvent("t", 1, 10, 10, 1, 0, "py", 5, 0, 10, [], False, [], check, "killed", "", "m", None, 1,
+                           3, ["read"], path, None, None, None, 0)
+
+    assert named_by_arguments(pe("open", "/srv/a/secret.txt"), [a, b]) == [a]
+    assert named_by_arguments(pe("open", "/srv/b/x"), [a, b]) == [b]
+    assert named_by_arguments(pe("exec", "/srv/b/x"), [a, b]) == []  # only opens are matched to arguments

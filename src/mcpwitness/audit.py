@@ -277,10 +277,15 @@ def _arg_paths(params) -> list[str]:
 
 def named_by_arguments(ev, cands: list) -> list:
     """The candidate requests whose arguments name the file this open touched
-    (the path itself or a directory above it)."""
-    if type(ev).__struct_config__.tag != "open":
+    (the path itself or a directory above it). A policy event about an open
+    goes with the open it judged."""
+    tag = type(ev).__struct_config__.tag
+    if tag == "open":
+        path = ev.resolved or ev.path
+    elif tag == "policy" and ev.check == "open" and ev.path:
+        path = ev.path
+    else:
         return []
-    path = ev.resolved or ev.path
     if not path.startswith("/"):
         return []
     hits = []
