@@ -431,6 +431,9 @@ class Agent:
             self.sink.write_record(rec)
             return rec
         moved = {}
+        live = {v[1] for v in self.kernel.tracked().values()}
+        for root in [r for r in self.root_policy if r not in live]:
+            del self.root_policy[root]  # its whole tree has exited: nothing to retag
         for root, (slot, ident) in list(self.root_policy.items()):
             new, _ = self.enforcer.match(ident)
             if new != slot:
