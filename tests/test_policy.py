@@ -178,3 +178,15 @@ def test_unix_paths_judged_after_the_fact_where_the_kernel_cannot():
     assert unix_violation(enf, connect("@secret")).rule_id
     assert unix_violation(enf, connect("/run/other.sock")) is None
     assert unix_violation(enf, connect("/run/docker.sock", slot=0)) is None  # no policy
+
+
+def test_what_cannot_be_enforced_here_is_said():
+    from mcpwitness.enforce import enforcement_gaps
+    ps = parse('policies:\n  - name: a\n    network: {deny: ["*:22"]}\n    files: {deny: [/etc/shadow]}\n'
+               '  - name: b\n    mode: monitor\n    network: {deny: ["*:22"]}\n'
+               '  - name: c\n    exec: {default: deny}\n', "p.yaml")
+    everything = {"network": "cgroup", "unix": "cgroup", "files": "lsm", "exec": "lsm"}
+    assert enforcement_gaps(ps, everything) == []
+    gaps = enforcement_gaps(ps, {**everything, "network": None, "exec": None})
+    assert len(gaps) == 2  # b is monitor-only: nothing to enforce
+    assert "'a': network rules cannot be enforced" in gaps[0] and "'c': exec rules" in gaps[1]

@@ -403,6 +403,10 @@ class Agent:
             self._name_policy(pe)
         return pe
 
+    def policy_gaps(self) -> list[str]:
+        from .enforce import enforcement_gaps
+        return enforcement_gaps(self.enforcer.pset, self.enforcer.mechanisms)
+
     def request_policy_reload(self) -> None:
         """Reload the policy file at the next tick (SIGHUP)."""
         self._reload_requested = True
@@ -447,6 +451,7 @@ class Agent:
         e = self.enforcer
         return {"path": self.policy_path, "digest": e.pset.digest[:12], "generation": e.gen,
                 "mechanisms": e.mechanisms, "fallback_reason": self.kernel.fallback_reason,
+                "not_enforceable": self.policy_gaps(),
                 "policies": [{"name": p.name, "slot": e.slots[p.name], "mode": p.mode, "match": p.match,
                               "where": p.where} for p in e.pset.policies],
                 "servers": {str(r): e.policy_name(s) for r, (s, _) in self.root_policy.items()}}

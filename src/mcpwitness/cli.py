@@ -255,6 +255,9 @@ def _start(kind: str, a, options, **agent_kw):
         return None
     if not a.quiet and not a.jsonl:
         _say(f"events -> {path}")
+    if agent.enforcer is not None:
+        for gap in agent.policy_gaps():  # even with -q: a policy that is not enforced must be said
+            _say(gap)
     return agent
 
 

@@ -133,6 +133,23 @@ class Enforcer:
         return next((p for p in self.pset.policies if p.name == name), None)
 
 
+def enforcement_gaps(pset: PolicySet, mechanisms: dict) -> list[str]:
+    """What the policies ask for that this kernel cannot enforce: said at
+    start-up and at each reload, never left to be discovered later."""
+    out = []
+    for p in pset.policies:
+        if p.mode != "enforce":
+            continue
+        has = {"network": any(r.net is not None for r in p.net) or bool(p.net_default),
+               "files": any(r.access & 0x7 for r in p.paths) or bool(p.file_default),
+               "exec": bool(p.names) or any(r.access & 0x8 for r in p.paths) or bool(p.exec_default)}
+        for kind, wanted in has.items():
+            if wanted and not mechanisms.get(kind):
+                out.append(f"policy {p.name!r}: {kind} rules cannot be enforced on this kernel "
+                           f"(no mechanism: see `mcpwitness doctor`); they are not checked")
+    return out
+
+
 def unix_violation(enforcer: Enforcer, ev: ConnectEvent) -> PolicyEvent | None:
     """Where the kernel has no cgroup/connect_unix: judge a Unix socket
     connect after the fact, from its connect event. Reported, not refused."""
