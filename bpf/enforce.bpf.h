@@ -204,6 +204,8 @@ static __always_inline __u32 action_of(struct mw_policy *pol, int can_refuse)
 
 static __always_inline void count_action(__u32 action)
 {
+	if (action == MW_PA_KILL_FAILED) /* counted as it failed */
+		return;
 	count(action == MW_PA_DENIED ? MW_C_POLICY_DENIED
 	      : action == MW_PA_KILLED ? MW_C_POLICY_KILLED : MW_C_POLICY_MONITOR);
 }
@@ -236,10 +238,17 @@ static __always_inline void to_front(struct mw_scratch *s, __u32 off, __u32 len)
 	bpf_probe_read_kernel(s->buf, len, w->buf);
 }
 
-static __always_inline void kill_current(void)
+/* The fallback's stop. SIGKILL is delivered on the way back to user space,
+ * so the process never runs on; what is reported is what really happened. */
+static __always_inline __u32 kill_current(__u32 action)
 {
-	if (bpf_send_signal(SIGKILL))
+	if (action != MW_PA_KILLED)
+		return action;
+	if (bpf_send_signal(SIGKILL)) {
 		count(MW_C_POLICY_KILL_FAIL);
+		return MW_PA_KILL_FAILED;
+	}
+	return action;
 }
 
 /* ---- network ------------------------------------------------------------ */
@@ -393,12 +402,10 @@ static __always_inline void open_fallback(struct mw_proc *p, struct task_struct 
 	__u32 rule = path_verdict(pol, scope, s->buf + (off & (MW_PATH_MAX - 1)), len, access, 0, &denied);
 	if (!rule)
 		return;
-	__u32 action = action_of(pol, 0);
+	__u32 action = kill_current(action_of(pol, 0));
 	count_action(action);
 	to_front(s, off, len);
 	report(p, task, scope, MW_PW_OPEN, action, MW_PM_KILL_OPEN, denied, rule, flags, 0, len);
-	if (action == MW_PA_KILLED)
-		kill_current();
 }
 
 /* At sched_process_exec: the executable's path is at s->buf + off. */
@@ -416,12 +423,10 @@ static __always_inline void exec_fallback(struct mw_proc *p, struct task_struct 
 	__u32 rule = path_verdict(pol, scope, s->buf + (off & (MW_PATH_MAX - 1)), len, MW_ACC_EXEC, nr, &denied);
 	if (!rule)
 		return;
-	__u32 action = action_of(pol, 0);
+	__u32 action = kill_current(action_of(pol, 0));
 	count_action(action);
 	to_front(s, off, len);
 	report(p, task, scope, MW_PW_EXEC, action, MW_PM_KILL_EXEC, denied, rule, 0, 0, len);
-	if (action == MW_PA_KILLED)
-		kill_current();
 }
 
 /* ---- BPF LSM: refuse before the action (kernels with lsm=...,bpf) ------- */

@@ -53,6 +53,7 @@ enum mw_event_type {
 #define MW_PA_DENIED 1  /* refused: the syscall failed with ret */
 #define MW_PA_KILLED 2  /* the kernel offered no refusal here: SIGKILL before the process ran on */
 #define MW_PA_MONITOR 3 /* monitor mode: allowed, reported */
+#define MW_PA_KILL_FAILED 4 /* bpf_send_signal failed: the process went on */
 #define MW_PM_CGROUP_CONNECT4 1
 #define MW_PM_CGROUP_CONNECT6 2
 #define MW_PM_CGROUP_SENDMSG4 3

@@ -567,9 +567,10 @@ def summarize(r: CallRecord) -> str:
         parts.append(f"{len(conns)} connect{'s' if len(conns) != 1 else ''}: {dests}")
     pol = [e for e in tl if e["type"] == "policy"]
     if pol:
-        n = {a: sum(1 for e in pol if e["action"] == a) for a in ("denied", "killed", "monitor", "reported")}
-        words = {"denied": "refused", "killed": "stopped by SIGKILL", "monitor": "would be refused (monitor)",
-                 "reported": "against policy, not refusable"}
+        n = {a: sum(1 for e in pol if e["action"] == a)
+             for a in ("denied", "killed", "kill_failed", "monitor", "reported")}
+        words = {"denied": "refused", "killed": "stopped by SIGKILL", "kill_failed": "NOT stopped (SIGKILL failed)",
+                 "monitor": "would be refused (monitor)", "reported": "against policy, not refusable"}
         parts.append("policy: " + ", ".join(f"{v} {words[k]}" for k, v in n.items() if v))
     amb = sum(1 for e in tl if e["attribution"] == "ambiguous")
     if amb:

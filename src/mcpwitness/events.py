@@ -58,7 +58,7 @@ COUNTERS = [
 ]
 
 POLICY_CHECKS = {1: "connect", 2: "sendmsg", 3: "open", 4: "exec"}
-POLICY_ACTIONS = {1: "denied", 2: "killed", 3: "monitor"}
+POLICY_ACTIONS = {1: "denied", 2: "killed", 3: "monitor", 4: "kill_failed"}
 POLICY_MECHANISMS = {
     1: "cgroup/connect4", 2: "cgroup/connect6", 3: "cgroup/sendmsg4", 4: "cgroup/sendmsg6",
     5: "lsm/file_open", 6: "lsm/bprm_check_security", 7: "lsm/socket_connect",
@@ -70,6 +70,7 @@ POLICY_OUTCOMES = {
     "denied": "refused before it happened",
     "killed": "the process was killed (SIGKILL) before it could go on; the action itself had happened",
     "monitor": "allowed: the policy is in monitor mode",
+    "kill_failed": "NOT stopped: the kernel refused to send SIGKILL (counted as policy_kill_failed)",
 }
 _POLICY_ACCESS = ((1, "read"), (2, "write"), (4, "create"), (8, "exec"))  # connect (0x10) is implied by check
 
