@@ -515,3 +515,41 @@ def test_reload_that_changes_which_policy_a_running_server_has(tmp_path, listen)
     assert reload["result"] == "applied" and list(reload["servers"].values()) == ["other"]
     assert len(reload["retagged"]) == 1
     assert outcomes == [False, True, "errno 1"] and len(target.accepted) == 1
+
+
+def test_filesystem_server_under_a_policy(tmp_path):
+    """A reference server written by others (@modelcontextprotocol/server-filesystem,
+    Node): an allowed read works, a read in a denied subtree stops the server
+    (the fallback: Node reads in-process), and the record says which rule."""
+    exe = os.path.join(ROOT, ".cache", "npm-servers", "node_modules", ".bin", "mcp-server-filesystem")
+    if not os.path.exists(exe):
+        pytest.fail(f"{exe} is not installed: run scripts/setup")
+    root = tmp_path / "files"
+    (root / "private").mkdir(parents=True)
+    (root / "a.txt").write_text("alpha\n")
+    (root / "private" / "key").write_text("secret\n")
+    pfile, out = tmp_path / "policy.yaml", tmp_path / "ev.jsonl"
+    pfile.write_text(f'policies:\n  - name: fs\n    match: {{cmdline: "*mcp-server-filesystem*"}}\n'
+                     f'    files: {{deny: ["{root}/private/**"]}}\n    exec: {{deny: [sh, curl]}}\n')
+    t = RecordingStdio(MW, ["run", "-q", "--jsonl", str(out), "--no-store", "--policy", str(pfile), "--no-lsm",
+                            "--", exe, str(root)])
+    got = []
+
+    async def main():
+        async with client(t) as c:
+            r = await c.call_tool("read_text_file", {"path": str(root / "a.txt")})
+            got.append(r.content[0].text)
+            with pytest.raises(Exception):
+                await c.call_tool("read_text_file", {"path": str(root / "private" / "key")})
+
+    anyio.run(main)
+    assert got == ["alpha\n"]
+    recs = load(out)
+    start = next(r for r in recs if r["type"] == "start")
+    assert list(start["policy"]["servers"].values()) == ["fs"]
+    calls = [r for r in recs if r["type"] == "call" and r["tool"] == "read_text_file"]
+    assert policy_events(calls[0]) == [] and calls[0]["status"] == "ok"
+    pe = policy_events(calls[1])
+    assert len(pe) == 1 and pe[0]["action"] == "killed" and pe[0]["path"] == str(root / "private" / "key")
+    assert pe[0]["pid"] == calls[1]["server"]["pid"] and "files deny" in pe[0]["rule"]
+    assert calls[1]["status"] == "incomplete"
