@@ -382,51 +382,45 @@ int mw_connect_unix(struct bpf_sock_addr *ctx)
 	return action == MW_PA_DENIED ? 0 : 1;
 }
 
-/* ---- fallbacks (no BPF LSM): called from the tracepoint handlers -------- */
+/* ---- files and execs ----------------------------------------------------- */
 
-/* After a successful open of a tracked process: the resolved path is at
- * s->buf + off (len bytes) and the open event was emitted. */
-static __always_inline void open_fallback(struct mw_proc *p, struct task_struct *task, struct mw_scratch *s,
-					  __u32 off, __u32 len, __u64 flags)
+/* Judge `access` to the path at s->buf + off (len bytes) and report what is
+ * not allowed. can_refuse: the hook can fail the syscall (LSM); otherwise
+ * (the fallbacks, after the fact) the process is killed. Returns the
+ * action taken, 0 when allowed. */
+static __always_inline __u32 path_judge(struct mw_proc *p, struct mw_policy *pol, __u32 scope,
+					struct task_struct *task, struct mw_scratch *s, __u32 off, __u32 len,
+					__u32 access, struct dentry *exe, __u32 what, __u32 mech, __u64 arg2,
+					int can_refuse)
 {
-	if (!p->policy || (cfg.lsm & MW_LSM_FILES))
-		return;
-	__u32 scope;
-	struct mw_policy *pol = policy_of(p, &scope);
-	if (!pol)
-		return;
-	__u32 access = open_access(flags);
 	if (!access)
-		return;
+		return 0;
+	__u32 nr = exe ? name_verdict(scope, exe) : 0;
 	__u32 denied;
-	__u32 rule = path_verdict(pol, scope, s->buf + (off & (MW_PATH_MAX - 1)), len, access, 0, &denied);
+	__u32 rule = path_verdict(pol, scope, s->buf + (off & (MW_PATH_MAX - 1)), len, access, nr, &denied);
 	if (!rule)
-		return;
-	__u32 action = kill_current(action_of(pol, 0));
+		return 0;
+	__u32 action = action_of(pol, can_refuse);
+	if (!can_refuse)
+		action = kill_current(action);
 	count_action(action);
-	to_front(s, off, len);
-	report(p, task, scope, MW_PW_OPEN, action, MW_PM_KILL_OPEN, denied, rule, flags, 0, len);
+	if (off)
+		to_front(s, off, len);
+	report(p, task, scope, what, action, mech, denied, rule, arg2, action == MW_PA_DENIED ? -EPERM : 0, len);
+	return action;
 }
 
-/* At sched_process_exec: the executable's path is at s->buf + off. */
-static __always_inline void exec_fallback(struct mw_proc *p, struct task_struct *task, struct mw_scratch *s,
-					  __u32 off, __u32 len, struct linux_binprm *bprm)
+/* The fallbacks (no BPF LSM), from the tracepoint handlers: the kernel has
+ * already opened or loaded the file, whose resolved path is at s->buf + off,
+ * and the open or exec event is emitted. */
+static __always_inline void path_fallback(struct mw_proc *p, struct task_struct *task, struct mw_scratch *s,
+					  __u32 off, __u32 len, __u32 access, struct dentry *exe, __u32 what,
+					  __u32 mech, __u64 arg2)
 {
-	if (!p->policy || (cfg.lsm & MW_LSM_EXEC))
-		return;
 	__u32 scope;
 	struct mw_policy *pol = policy_of(p, &scope);
-	if (!pol)
-		return;
-	__u32 denied;
-	__u32 nr = name_verdict(scope, BPF_CORE_READ(bprm, file, f_path.dentry));
-	__u32 rule = path_verdict(pol, scope, s->buf + (off & (MW_PATH_MAX - 1)), len, MW_ACC_EXEC, nr, &denied);
-	if (!rule)
-		return;
-	__u32 action = kill_current(action_of(pol, 0));
-	count_action(action);
-	to_front(s, off, len);
-	report(p, task, scope, MW_PW_EXEC, action, MW_PM_KILL_EXEC, denied, rule, 0, 0, len);
+	if (pol)
+		path_judge(p, pol, scope, task, s, off, len, access, exe, what, mech, arg2, 0);
 }
 
 /* ---- BPF LSM: refuse before the action (kernels with lsm=...,bpf) ------- */
@@ -448,17 +442,9 @@ static __always_inline int lsm_path_check(struct file *file, __u32 access, __u32
 		return 0;
 	int trunc = 0;
 	__u32 len = append_path(s, 0, __builtin_preserve_access_index(&file->f_path), &trunc);
-	__u32 nr = exe_dentry ? name_verdict(scope, exe_dentry) : 0;
-	__u32 denied;
-	__u32 rule = path_verdict(pol, scope, s->buf, len, access, nr, &denied);
-	if (!rule)
-		return 0;
-	__u32 action = action_of(pol, 1);
-	count_action(action);
-	int ret = action == MW_PA_DENIED ? -EPERM : 0;
-	report(p, bpf_get_current_task_btf(), scope, what, action, mech, denied, rule,
-	       BPF_CORE_READ(file, f_flags), ret, len);
-	return ret;
+	__u32 action = path_judge(p, pol, scope, bpf_get_current_task_btf(), s, 0, len, access, exe_dentry, what,
+				  mech, BPF_CORE_READ(file, f_flags), 1);
+	return action == MW_PA_DENIED ? -EPERM : 0;
 }
 
 SEC("lsm/file_open")

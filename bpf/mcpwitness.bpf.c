@@ -421,7 +421,9 @@ int BPF_PROG(mw_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	s->ev.args[2] = alen;
 	s->ev.args[3] = cap;
 	emit(s, pos + cap);
-	exec_fallback(p, task, s, n1, n2, bprm);
+	if (p->policy && !(cfg.lsm & MW_LSM_EXEC))
+		path_fallback(p, task, s, n1, n2, MW_ACC_EXEC, BPF_CORE_READ(bprm, file, f_path.dentry),
+			      MW_PW_EXEC, MW_PM_KILL_EXEC, 0);
 	return 0;
 }
 
@@ -495,8 +497,8 @@ static __always_inline int handle_open(struct mw_proc *p, long ret, long dirfd, 
 	s->ev.args[2] = dirfd;
 	s->ev.args[3] = n1 | ((__u64)n2 << 16) | (kind << 32) | (sys << 40);
 	emit(s, n1 + n2);
-	if (kind == MW_OPEN_SECOND_RESOLVED)
-		open_fallback(p, task, s, n1, n2, flags);
+	if (kind == MW_OPEN_SECOND_RESOLVED && p->policy && !(cfg.lsm & MW_LSM_FILES))
+		path_fallback(p, task, s, n1, n2, open_access(flags), NULL, MW_PW_OPEN, MW_PM_KILL_OPEN, flags);
 	return 0;
 }
 
@@ -708,18 +710,9 @@ static __always_inline void emit_user(struct mw_scratch *s, __u64 ubuf, const st
 		/* more iovecs than followed: close the event, marked cut short */
 		s->ev.flags |= MW_F_TRUNC;
 		count(MW_C_IO_TRUNC);
-		struct mw_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-		if (!e) {
-			count(seq ? MW_C_RB_FULL_CHUNK : MW_C_RB_FULL);
-			return;
-		}
-		__builtin_memcpy(e, &s->ev, MW_HDR_SIZE);
-		e->seq = seq;
-		e->data_len = 0;
-		e->flags |= MW_F_LAST;
-		bpf_ringbuf_submit(e, 0);
-		if (!seq)
-			count(MW_C_EVENTS);
+		struct mw_event *e = reserve_record(s, seq);
+		if (e)
+			submit_record(e, seq, 0, 1);
 	}
 }
 
@@ -916,7 +909,9 @@ static __always_inline int io_exit(struct mw_proc *p, long ret, long fd, __u64 u
 /* Untracked, and not a read that watch mode must look at: leave. */
 #define IO_SKIP(p, dir) (!(p) && !(cfg.watch && (dir) == MW_IO_READ))
 
-#define IO_PROG(name, sys, dir)                                                       \
+/* A payload program: the common prologue, then BODY finds the buffers
+ * (r: the saved user registers) and calls io_exit. */
+#define PAYLOAD_PROG(name, dir, BODY)                                                 \
 	SEC("tracepoint/syscalls/sys_exit_" #name)                                    \
 	int mw_##name(struct trace_event_raw_sys_exit *ctx)                           \
 	{                                                                             \
@@ -924,34 +919,24 @@ static __always_inline int io_exit(struct mw_proc *p, long ret, long fd, __u64 u
 		if (ctx->ret <= 0 || IO_SKIP(p, dir))                                 \
 			return 0;                                                     \
 		struct pt_regs *r = user_regs();                                      \
-		return io_exit(p, ctx->ret, (int)MW_ARG1(r), MW_ARG2(r), NULL, 0, dir, sys); \
+		BODY                                                                  \
 	}
 
-#define IOV_PROG(name, sys, dir)                                                      \
-	SEC("tracepoint/syscalls/sys_exit_" #name)                                    \
-	int mw_##name(struct trace_event_raw_sys_exit *ctx)                           \
-	{                                                                             \
-		struct mw_proc *p = ctx->ret > 0 ? current_tracked() : NULL;          \
-		if (ctx->ret <= 0 || IO_SKIP(p, dir))                                 \
-			return 0;                                                     \
-		struct pt_regs *r = user_regs();                                      \
-		return io_exit(p, ctx->ret, (int)MW_ARG1(r), 0, (const struct iovec *)MW_ARG2(r), \
-			       MW_ARG3(r), dir, sys);                                 \
-	}
+/* read/write(fd, buf, n), recvfrom/sendto(fd, buf, n, ...) */
+#define IO_PROG(name, sys, dir) PAYLOAD_PROG(name, dir,                              \
+	return io_exit(p, ctx->ret, (int)MW_ARG1(r), MW_ARG2(r), NULL, 0, dir, sys);)
 
-#define MSG_PROG(name, sys, dir)                                                      \
-	SEC("tracepoint/syscalls/sys_exit_" #name)                                    \
-	int mw_##name(struct trace_event_raw_sys_exit *ctx)                           \
-	{                                                                             \
-		struct mw_proc *p = ctx->ret > 0 ? current_tracked() : NULL;          \
-		if (ctx->ret <= 0 || IO_SKIP(p, dir))                                 \
-			return 0;                                                     \
-		struct pt_regs *r = user_regs();                                      \
-		struct user_msghdr m = {};                                            \
-		if (bpf_probe_read_user(&m, sizeof(m), (void *)MW_ARG2(r)))           \
-			return 0;                                                     \
-		return io_exit(p, ctx->ret, (int)MW_ARG1(r), 0, m.msg_iov, m.msg_iovlen, dir, sys); \
-	}
+/* readv/writev(fd, iov, iovcnt) */
+#define IOV_PROG(name, sys, dir) PAYLOAD_PROG(name, dir,                             \
+	return io_exit(p, ctx->ret, (int)MW_ARG1(r), 0, (const struct iovec *)MW_ARG2(r), \
+		       MW_ARG3(r), dir, sys);)
+
+/* recvmsg/sendmsg(fd, msghdr, flags) */
+#define MSG_PROG(name, sys, dir) PAYLOAD_PROG(name, dir,                             \
+	struct user_msghdr m = {};                                                    \
+	if (bpf_probe_read_user(&m, sizeof(m), (void *)MW_ARG2(r)))                   \
+		return 0;                                                             \
+	return io_exit(p, ctx->ret, (int)MW_ARG1(r), 0, m.msg_iov, m.msg_iovlen, dir, sys);)
 
 IO_PROG(read, MW_IOSYS_READ, MW_IO_READ)
 IO_PROG(write, MW_IOSYS_WRITE, MW_IO_WRITE)

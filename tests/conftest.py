@@ -9,6 +9,17 @@ import pytest
 from mcpwitness.agent import Agent
 from mcpwitness.sinks import ListSink
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NPM = os.path.join(ROOT, ".cache", "npm-servers", "node_modules", ".bin")  # scripts/setup installs them
+
+
+def npm_server(name: str) -> str:
+    """The installed npm MCP server `name`; the test fails (not skips) when it is missing."""
+    exe = os.path.join(NPM, name)
+    if not os.path.exists(exe):
+        pytest.fail(f"{exe} is not installed: run scripts/setup")
+    return exe
+
 
 def pytest_collection_modifyitems(config, items):
     if os.geteuid() != 0:

@@ -8,18 +8,17 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 import anyio
 import pytest
 
+from conftest import npm_server
 from mcp_client import RecordingStdio, client
 
 pytestmark = pytest.mark.kernel
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MW = shutil.which("mcpwitness") or os.path.join(os.path.dirname(sys.executable), "mcpwitness")
 SERVER = os.path.join(ROOT, "tests", "workloads", "audit_server.py")
-NPM = os.path.join(ROOT, ".cache", "npm-servers", "node_modules", ".bin")
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 
@@ -128,9 +127,7 @@ def test_overlapping_calls(scenario, expect, tmp_path):
 
 
 def test_filesystem_server_calls_show_their_opens(tmp_path):
-    exe = os.path.join(NPM, "mcp-server-filesystem")
-    if not os.path.exists(exe):
-        pytest.fail(f"{exe} is not installed: run scripts/setup")
+    exe = npm_server("mcp-server-filesystem")
     root = tmp_path / "files"
     (root / "sub").mkdir(parents=True)
     (root / "a.txt").write_text("alpha\n")

@@ -7,11 +7,11 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 import anyio
 import pytest
 
+from conftest import npm_server
 from mcp_client import RecordingStdio, client
 from mcpwitness import policy
 from mcpwitness.agent import spawn_tracked
@@ -521,9 +521,7 @@ def test_filesystem_server_under_a_policy(tmp_path):
     """A reference server written by others (@modelcontextprotocol/server-filesystem,
     Node): an allowed read works, a read in a denied subtree stops the server
     (the fallback: Node reads in-process), and the record says which rule."""
-    exe = os.path.join(ROOT, ".cache", "npm-servers", "node_modules", ".bin", "mcp-server-filesystem")
-    if not os.path.exists(exe):
-        pytest.fail(f"{exe} is not installed: run scripts/setup")
+    exe = npm_server("mcp-server-filesystem")
     root = tmp_path / "files"
     (root / "private").mkdir(parents=True)
     (root / "a.txt").write_text("alpha\n")

@@ -9,13 +9,13 @@ import sys
 import anyio
 import pytest
 
+from conftest import NPM
 from mcp_client import RecordingStdio, check_against_client, client
 
 pytestmark = pytest.mark.kernel
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MW = shutil.which("mcpwitness") or os.path.join(os.path.dirname(sys.executable), "mcpwitness")
 BIN = os.path.dirname(sys.executable)
-NPM = os.path.join(ROOT, ".cache", "npm-servers", "node_modules", ".bin")
 
 
 def make_repo(tmp):

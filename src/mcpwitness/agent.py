@@ -21,8 +21,8 @@ from . import __version__
 from .audit import Auditor
 from .events import RECORD_SIZE, ConnectEvent, Decoder, ExitEvent, ForkEvent, IoEvent, PolicyEvent
 from .flags import Flagger
-from .loader import Kernel, LoadOptions
-from .proc import ProcStat, ProcTable, all_stats, descendants, identity, read_stat
+from .loader import MECH_UNIX_CGROUP, Kernel, LoadOptions
+from .proc import ProcStat, ProcTable, all_stats, descendants, identity, read_cgroup, read_stat
 from .mcp import McpDecoder
 from .redact import Redactor
 from .ringbuf import records
@@ -61,7 +61,6 @@ class Agent:
                 self.kernel.close()
                 raise
             self._policy_stamp = _stamp(policy_path)
-        from .loader import MECH_UNIX_CGROUP
         self._unix_in_userspace = self.enforcer is not None and self.kernel.mechanisms.get("unix") != MECH_UNIX_CGROUP
         # "libbpf": libbpf's own per-record callback consumer, the reference
         self.reader = self.kernel.libbpf_reader() if reader == "libbpf" else self.kernel.batch_reader()
@@ -180,13 +179,9 @@ class Agent:
                 for frame in self.streams.feed(ev):
                     batch.extend(self.mcp.feed(frame))
                 continue
-            if isinstance(ev, PolicyEvent) and self.enforcer is not None:
-                self._name_policy(ev)
             batch.append(ev)  # ThreadEvents too: audit.py uses them and does not pass them on
-            if isinstance(ev, ConnectEvent) and ev.unix_path and ev.policy_slot and self._unix_in_userspace:
-                pe = self._unix_check(ev)
-                if pe is not None:
-                    batch.append(pe)
+            if self.enforcer is not None:
+                self._policy_event(ev, batch)
             if isinstance(ev, ForkEvent):
                 self.table.add(ev.child_pid, ev.pid)
             elif isinstance(ev, ExitEvent):
@@ -366,12 +361,12 @@ class Agent:
     def spawn_tracked(self, argv: list[str], env: dict | None = None) -> int:
         """Start argv tracked before its first instruction, under the policy
         its identity matches. Returns its pid."""
-        slot, ident = 0, None
-        if self.enforcer is not None:
+        ident = None
+        if self.enforcer is not None:  # the child runs in our cgroup until it moves itself
             from .policy import Identity
-            exe = argv[0] if "/" in argv[0] else shutil.which(argv[0])
-            ident = Identity.of(os.path.realpath(exe) if exe else None, argv, _cgroup_of("self"))
-            slot, _ = self.enforcer.match(ident)
+            exe = resolve_command(argv[0])
+            ident = Identity.of(os.path.realpath(exe) if exe else None, argv, read_cgroup("self"))
+        slot = self._match(ident)
         pid = spawn_tracked(self.kernel, argv, env, policy=slot)
         self.roots.add(pid)
         if ident is not None:
@@ -379,16 +374,29 @@ class Agent:
         return pid
 
     # --- policy -------------------------------------------------------------
+    def _match(self, ident) -> int:
+        return self.enforcer.match(ident)[0] if ident is not None else 0
+
     def _policy_for_pid(self, pid: int) -> int:
         """Match a running root against the policies; remember it for reloads."""
         if self.enforcer is None:
             return 0
         from .policy import Identity
-        from .proc import read_cmdline, read_exe
-        ident = Identity.of(read_exe(pid), read_cmdline(pid) or [], _cgroup_of(pid))
-        slot, _ = self.enforcer.match(ident)
+        exe, cmdline = identity(pid)
+        ident = Identity.of(exe, cmdline or [], read_cgroup(pid))
+        slot = self._match(ident)
         self.root_policy[pid] = (slot, ident)
         return slot
+
+    def _policy_event(self, ev, batch: list) -> None:
+        """With a policy: name the policy and rule of a policy event (in place),
+        and judge Unix paths where the kernel could not (a new event)."""
+        if isinstance(ev, PolicyEvent):
+            self._name_policy(ev)
+        elif isinstance(ev, ConnectEvent) and ev.unix_path and ev.policy_slot and self._unix_in_userspace:
+            pe = self._unix_check(ev)
+            if pe is not None:
+                batch.append(pe)
 
     def _name_policy(self, ev: PolicyEvent) -> None:
         ev.policy = self.enforcer.policy_name(ev.policy_slot)
@@ -465,20 +473,14 @@ def _stamp(path: str | None):
         return None
 
 
-def _cgroup_of(pid) -> str | None:
-    try:
-        with open(f"/proc/{pid}/cgroup") as f:
-            for line in f:
-                if line.startswith("0::"):
-                    return line.rstrip("\n")[3:]
-    except OSError:
-        pass
-    return None
+def resolve_command(argv0: str) -> str | None:
+    """The file argv0 names: a path as given, else looked up in PATH."""
+    return argv0 if "/" in argv0 else shutil.which(argv0)
 
 
 def spawn_tracked(kernel: Kernel, argv: list[str], env: dict | None = None, policy: int = 0) -> int:
     """Start argv tracked before its first instruction. Returns its pid."""
-    exe = argv[0] if "/" in argv[0] else shutil.which(argv[0])
+    exe = resolve_command(argv[0])
     if not exe or not os.path.isfile(exe):
         raise CommandNotFound(f"{argv[0]}: command not found")
     if not os.access(exe, os.X_OK):

@@ -295,7 +295,7 @@ def _unload_in_background(kernel) -> None:
 
 def server_filter(pids: list[int], comms: list[str], cgroup: str | None):
     """accept(pid) for watch mode: all given filters must hold."""
-    from .proc import read_exe, read_stat
+    from .proc import read_cgroup, read_exe, read_stat, under_cgroup
 
     def accept(pid: int) -> bool:
         if comms:
@@ -308,12 +308,8 @@ def server_filter(pids: list[int], comms: list[str], cgroup: str | None):
                 p, seen = read_stat(p).ppid, seen + 1
             if p not in pids:
                 return False
-        if cgroup:
-            with open(f"/proc/{pid}/cgroup") as f:
-                paths = [line.rstrip("\n").split(":", 2)[2] for line in f if line.startswith("0::")]
-            base = cgroup.rstrip("/") or "/"
-            if not paths or not (paths[0] == base or paths[0].startswith(base + "/") or base == "/"):
-                return False
+        if cgroup and not under_cgroup(read_cgroup(pid), cgroup):
+            return False
         return True
 
     return accept

@@ -140,7 +140,7 @@ def enforcement_gaps(pset: PolicySet, mechanisms: dict) -> list[str]:
     for p in pset.policies:
         if p.mode != "enforce":
             continue
-        has = {"network": any(r.net is not None for r in p.net) or bool(p.net_default),
+        has = {"network": bool(p.net) or bool(p.net_default),
                "files": any(r.access & 0x7 for r in p.paths) or bool(p.file_default),
                "exec": bool(p.names) or any(r.access & 0x8 for r in p.paths) or bool(p.exec_default)}
         for kind, wanted in has.items():

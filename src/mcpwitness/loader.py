@@ -106,14 +106,15 @@ def choose_mechanisms(have) -> dict:
     """Per kind of action, the mechanism that will enforce here (None: monitor only).
     have(mechanism) -> bool answers from a probe (doctor.run_probe)."""
     kill = have("helper bpf_send_signal")
+    cgroup2 = cgroup2_root() is not None
     out = {}
-    if have("cgroup/connect4") and have("cgroup/connect6") and cgroup2_root():
+    if have("cgroup/connect4") and have("cgroup/connect6") and cgroup2:
         out["network"] = MECH_NET_CGROUP
     elif have("lsm/socket_connect"):
         out["network"] = MECH_NET_LSM
     else:
         out["network"] = None
-    out["unix"] = MECH_UNIX_CGROUP if have("cgroup/connect_unix") and cgroup2_root() else MECH_UNIX_USER
+    out["unix"] = MECH_UNIX_CGROUP if have("cgroup/connect_unix") and cgroup2 else MECH_UNIX_USER
     out["files"] = MECH_FILE_LSM if have("lsm/file_open") else MECH_FILE_KILL if kill else None
     out["exec"] = MECH_EXEC_LSM if have("lsm/bprm_check_security") else MECH_EXEC_KILL if kill else None
     return out
@@ -334,10 +335,9 @@ class Kernel:
         key = ctypes.c_uint32(pid)
         libbpf.bpf_map_delete_elem(self.map_fd("procs"), ctypes.byref(key))
 
-    def tracked(self) -> dict[int, tuple]:
-        """pid -> (start_ns, root, depth, ancestors, flags, policy) for every tracked process."""
+    def _proc_entries(self):
+        """(pid, unpacked struct mw_proc) for every entry of the tracked map."""
         fd = self.map_fd("procs")
-        out = {}
         key, nxt = ctypes.c_uint32(), ctypes.c_uint32()
         val = ctypes.create_string_buffer(PROC.size)
         prev = None
@@ -345,27 +345,24 @@ class Kernel:
             key.value = nxt.value
             prev = ctypes.byref(key)
             if libbpf.bpf_map_lookup_elem(fd, ctypes.byref(key), val) == 0:
-                v = PROC.unpack(val.raw)
-                out[key.value] = (v[0], v[1], v[2], list(v[3:3 + ANCESTORS]), v[3 + ANCESTORS], v[4 + ANCESTORS])
-        return out
+                yield key.value, PROC.unpack(val.raw)
+
+    def tracked(self) -> dict[int, tuple]:
+        """pid -> (start_ns, root, depth, ancestors, flags, policy) for every tracked process."""
+        return {pid: (v[0], v[1], v[2], list(v[3:3 + ANCESTORS]), v[3 + ANCESTORS], v[4 + ANCESTORS])
+                for pid, v in self._proc_entries()}
 
     def set_policy(self, root: int, slot: int) -> list[int]:
         """Give every tracked process of root's tree the policy slot (children
         forked later inherit it in the kernel). Returns the pids changed."""
         fd = self.map_fd("procs")
-        key, nxt = ctypes.c_uint32(), ctypes.c_uint32()
-        val = ctypes.create_string_buffer(PROC.size)
-        prev, pids = None, []
-        while libbpf.bpf_map_get_next_key(fd, prev, ctypes.byref(nxt)) == 0:
-            key.value = nxt.value
-            prev = ctypes.byref(key)
-            if libbpf.bpf_map_lookup_elem(fd, ctypes.byref(key), val) == 0:
-                v = list(PROC.unpack(val.raw))
-                if v[1] == root and v[-1] != slot:
-                    v[-1] = slot
-                    new = ctypes.create_string_buffer(PROC.pack(*v), PROC.size)
-                    if libbpf.bpf_map_update_elem(fd, ctypes.byref(key), new, 2) == 0:  # BPF_EXIST
-                        pids.append(key.value)
+        pids = []
+        for pid, v in list(self._proc_entries()):
+            if v[1] == root and v[-1] != slot:
+                new = ctypes.create_string_buffer(PROC.pack(*v[:-1], slot), PROC.size)
+                key = ctypes.c_uint32(pid)
+                if libbpf.bpf_map_update_elem(fd, ctypes.byref(key), new, 2) == 0:  # BPF_EXIST
+                    pids.append(pid)
         return pids
 
     def counters(self) -> dict[str, int]:

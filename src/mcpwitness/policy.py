@@ -41,6 +41,8 @@ import pwd
 import re
 from dataclasses import dataclass, field
 
+from .proc import under_cgroup
+
 ACC_READ, ACC_WRITE, ACC_CREATE, ACC_EXEC, ACC_CONNECT = 0x1, 0x2, 0x4, 0x8, 0x10
 ACC_ORDER = (ACC_READ, ACC_WRITE, ACC_CREATE, ACC_EXEC, ACC_CONNECT)  # the kernel's rule[] order
 ACCESS_BITS = {"read": ACC_READ, "write": ACC_WRITE, "create": ACC_CREATE}
@@ -75,12 +77,11 @@ class Rule:
 
 @dataclass
 class NetRule:
-    net: ipaddress.IPv4Network | ipaddress.IPv6Network | None   # None: a Unix socket path rule
+    net: ipaddress.IPv4Network | ipaddress.IPv6Network
     lo: int
     hi: int
     deny: bool
     rule: int
-    unix: str | None = None   # a path, or a prefix ending in /
 
 
 @dataclass
@@ -117,7 +118,7 @@ class Policy:
             return False
         if m.get("cmdline") and not any(fnmatch.fnmatchcase(ident.cmdline, g) for g in m["cmdline"]):
             return False
-        if m.get("cgroup") and not any(_under_cgroup(ident.cgroup, c) for c in m["cgroup"]):
+        if m.get("cgroup") and not any(under_cgroup(ident.cgroup, c) for c in m["cgroup"]):
             return False
         if m.get("container") and not any(ident.container and ident.container.startswith(c)
                                           for c in m["container"]):
@@ -142,13 +143,6 @@ def container_id(cgroup: str | None) -> str | None:
     """The container id a cgroup path names (docker, containerd, cri-o, podman), or None."""
     m = CONTAINER_ID.search(cgroup or "")
     return m.group(1) if m else None
-
-
-def _under_cgroup(path: str | None, base: str) -> bool:
-    if path is None:
-        return False
-    base = base.rstrip("/") or "/"
-    return base == "/" or path == base or path.startswith(base + "/")
 
 
 @dataclass
@@ -323,7 +317,7 @@ def _policy(ctx: _Ctx, items, i, d) -> Policy:
             for j, entry in enumerate(lst):
                 {"network": _net_entry, "files": _file_entry, "exec": _exec_entry}[sec](
                     ctx, pol, lst, j, entry, verdict == "deny")
-    if len(pol.net) and any(r.net is not None for r in pol.net):
+    if pol.net:
         _check_net_fanout(ctx, pol)
     return pol
 
@@ -384,8 +378,7 @@ def _net_entry(ctx, pol, lst, j, entry, deny):
         ctx.fail(lst, j, f"{entry!r}: {e}")
     rid = ctx.rule(pol.name, "network", "deny" if deny else "allow", str(entry), ctx.at(lst, j))
     if parsed[0] == "unix":
-        pol.net.append(NetRule(None, 0, 0, deny, rid, unix=parsed[1]))
-        # the kernel checks socket paths in the path trie, under their own access bit
+        # socket paths live in the path trie, under their own access bit
         try:
             keys = unix_keys(parsed[1])
         except ValueError as e:
@@ -406,7 +399,7 @@ def _net_order(r: NetRule):
 def net_entries(pol: Policy) -> list[tuple[int, ipaddress._BaseNetwork, list[NetRule]]]:
     """(family 4/6, prefix, the rules that apply to addresses under it, in
     the order the kernel tries them) for every distinct rule prefix."""
-    rules = [r for r in pol.net if r.net is not None]
+    rules = pol.net
     out = []
     for net in dict.fromkeys(r.net for r in rules):
         applies = [r for r in rules if r.net.version == net.version and net.subnet_of(r.net)]

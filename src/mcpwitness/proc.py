@@ -70,6 +70,26 @@ def read_exe(pid: int) -> str | None:
         return None
 
 
+def read_cgroup(pid: int | str) -> str | None:
+    """The cgroup v2 path of pid ("self" for this process), None where /proc no longer says."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            for line in f:
+                if line.startswith("0::"):
+                    return line.rstrip("\n")[3:]
+    except OSError:
+        pass
+    return None
+
+
+def under_cgroup(path: str | None, base: str) -> bool:
+    """path is the cgroup base or below it ("/" holds everything)."""
+    if path is None:
+        return False
+    base = base.rstrip("/") or "/"
+    return base == "/" or path == base or path.startswith(base + "/")
+
+
 def identity(pid: int) -> tuple[str | None, list[str] | None]:
     """(executable, command line) of pid, None where /proc no longer says."""
     return read_exe(pid), read_cmdline(pid)
