@@ -26,6 +26,9 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define EBADF 9
 #define ENOTSOCK 88
 #define AF_UNIX 1
+#define AF_INET 2
+#define AF_INET6 10
+#define SOCK_STREAM 1
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
 #define S_IFIFO 0010000
@@ -67,10 +70,29 @@ struct {
 	__type(value, struct mw_stream);
 } streams SEC(".maps");
 
+/* port filter: TCP ports whose traffic is captured for any process */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u16);
+	__type(value, __u8);
+} ports SEC(".maps");
+
+/* the port filter's stand-in for an untracked process (see port_candidate) */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mw_proc);
+} portproc SEC(".maps");
+
 struct mw_scratch {
 	struct mw_event ev; /* header template; data unused */
 	__u64 size;         /* see io_chunk */
-	__u8 buf[MW_COMPOSE_SIZE];
+	union {
+		__u8 buf[MW_COMPOSE_SIZE];
+		struct mw_sockinfo sock; /* MW_EV_SOCK's data */
+	};
 };
 
 struct {
@@ -143,7 +165,7 @@ static __always_inline struct mw_scratch *begin(__u32 type, struct mw_proc *p,
 	e->args[3] = 0;
 	e->type = type;
 	e->seq = 0;
-	e->flags = p->depth > MW_ANCESTORS ? MW_F_DEPTH : 0;
+	e->flags = (p->depth > MW_ANCESTORS ? MW_F_DEPTH : 0) | (p->flags & MW_P_UNTRACKED ? MW_F_UNTRACKED : 0);
 	e->pid = pt >> 32;
 	e->tid = (__u32)pt;
 	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
@@ -754,8 +776,15 @@ static __always_inline int json_head(__u64 first, long ret)
 	return h.verdict;
 }
 
-/* Pipe or Unix socket behind fd (with its stream key), else 0. */
-static __always_inline __u64 fd_kind(struct task_struct *task, long fd, __u32 dir, struct mw_stream_key *k)
+/* What a payload syscall's fd is: pipe, Unix socket or TCP socket, with
+ * its stream key (one direction of it) and, for sockets, the sock. */
+struct io_target {
+	struct mw_stream_key k;
+	struct sock *sk;
+	__u64 kind;
+};
+
+static __always_inline __u64 fd_kind(struct task_struct *task, long fd, __u32 dir, struct io_target *t)
 {
 	struct file *f = fd_file(task, fd);
 	if (!f)
@@ -767,32 +796,110 @@ static __always_inline __u64 fd_kind(struct task_struct *task, long fd, __u32 di
 		kind = MW_KIND_PIPE;
 	} else if (mode == S_IFSOCK) {
 		struct socket *sock = BPF_CORE_READ(f, private_data);
-		if (BPF_CORE_READ(sock, sk, __sk_common.skc_family) != AF_UNIX)
+		struct sock *sk = BPF_CORE_READ(sock, sk);
+		__u16 fam = BPF_CORE_READ(sk, __sk_common.skc_family);
+		if (fam == AF_UNIX)
+			kind = MW_KIND_UNIX;
+		else if ((fam == AF_INET || fam == AF_INET6) && BPF_CORE_READ(sock, type) == SOCK_STREAM)
+			kind = MW_KIND_TCP;
+		else
 			return 0;
-		kind = MW_KIND_UNIX;
+		t->sk = sk;
 	} else {
 		return 0;
 	}
-	k->ino = BPF_CORE_READ(ino, i_ino);
-	k->dev = BPF_CORE_READ(ino, i_sb, s_dev);
-	k->dir = dir;
+	t->k.ino = BPF_CORE_READ(ino, i_ino);
+	t->k.dev = BPF_CORE_READ(ino, i_sb, s_dev);
+	t->k.dir = dir;
+	t->kind = kind;
 	return kind;
 }
 
-static __always_inline int handle_io(struct mw_proc *p, long ret, long fd, __u64 ubuf,
-				     const struct iovec *iov, __u64 iovcnt, __u32 dir, __u32 sys)
+/* A TCP stream's first bytes: an HTTP/1.x request or status line, the
+ * HTTP/2 preface (let through so that userspace can say it is not
+ * supported), or JSON. 1: yes, -1: no, 0: only blanks so far. */
+static __always_inline int http_head(__u64 first, long ret)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
-	struct mw_stream_key k = {};
-	__u64 kind = fd_kind(task, fd, dir, &k);
-	if (!kind)
-		return 0;
-	struct mw_stream *st = bpf_map_lookup_elem(&streams, &k);
+	__u32 w = 0;
+	if (ret >= 4 && !bpf_probe_read_user(&w, 4, (void *)first)) {
+		switch (w) {
+		case 0x20544547: /* "GET " */
+		case 0x54534f50: /* "POST" */
+		case 0x20545550: /* "PUT " */
+		case 0x44414548: /* "HEAD" */
+		case 0x454c4544: /* "DELE" */
+		case 0x4954504f: /* "OPTI" */
+		case 0x43544150: /* "PATC" */
+		case 0x50545448: /* "HTTP" */
+		case 0x20495250: /* "PRI " */
+			return 1;
+		}
+	}
+	return json_head(first, ret);
+}
+
+static __always_inline void sock_addrs(struct sock *sk, struct mw_sockinfo *si)
+{
+	si->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	si->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	si->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (si->family == AF_INET6) {
+		BPF_CORE_READ_INTO(&si->laddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(&si->raddr, sk, __sk_common.skc_v6_daddr);
+	} else {
+		BPF_CORE_READ_INTO((__u32 *)si->laddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__u32 *)si->raddr, sk, __sk_common.skc_daddr);
+	}
+	si->cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	struct net *net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
+	si->netns_cookie = BPF_CORE_READ(net, net_cookie);
+	si->netns_ino = BPF_CORE_READ(net, ns.inum);
+}
+
+/* One MW_EV_SOCK: the endpoints of sk (how: MW_SB_*), before bytes of it are sent. */
+static __always_inline void emit_sock(struct mw_proc *p, struct task_struct *task, struct sock *sk, long fd,
+				      __u32 dir, __u64 ino, __u64 how, __u64 ssl)
+{
+	struct mw_scratch *s = begin(MW_EV_SOCK, p, task, 0);
+	if (!s)
+		return;
+	struct mw_sockinfo *si = &s->sock;
+	__builtin_memset(si, 0, sizeof(*si));
+	sock_addrs(sk, si);
+	si->ssl = ssl;
+	s->ev.args[0] = (__u32)fd | ((__u64)dir << 32) | (how << 40);
+	s->ev.args[1] = ino;
+	emit(s, sizeof(*si));
+}
+
+/* Track the current process from now on: it read a JSON-RPC request (watch
+ * mode) or served HTTP or JSON on a watched port. */
+static __always_inline struct mw_proc *promote(struct task_struct *task)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct mw_proc np = {};
+	np.start_ns = BPF_CORE_READ(task, group_leader, start_boottime);
+	np.root = tgid;
+	np.flags = MW_P_WATCHED;
+	if (bpf_map_update_elem(&procs, &tgid, &np, BPF_NOEXIST))
+		return NULL;
+	count(MW_C_WATCH_FOUND);
+	return bpf_map_lookup_elem(&procs, &tgid);
+}
+
+/* Classify one payload syscall's stream and send its bytes (a1, a2: the
+ * event's args[1..2], the stream's identity). */
+static __always_inline int capture(struct mw_proc *p, struct task_struct *task, long ret, long fd,
+				   struct io_target *t, __u64 ubuf, const struct iovec *iov, __u64 iovcnt,
+				   __u32 dir, __u32 sys, __u64 a1, __u64 a2)
+{
+	struct mw_stream *st = bpf_map_lookup_elem(&streams, &t->k);
 	__u32 state = st ? st->state : MW_S_UNKNOWN;
 	if (state == MW_S_OTHER)
 		return 0;
 	if (state == MW_S_UNKNOWN) {
-		int verdict = json_head(first_buffer(ubuf, iov), ret);
+		__u64 first = first_buffer(ubuf, iov);
+		int verdict = t->kind >= MW_KIND_TCP ? http_head(first, ret) : json_head(first, ret);
 		struct mw_stream nst = {.state = MW_S_JSON};
 		if (verdict <= 0) {
 			count(MW_C_IO_SKIPPED);
@@ -800,11 +907,18 @@ static __always_inline int handle_io(struct mw_proc *p, long ret, long fd, __u64
 				return 0;
 			nst.nonjson = (st ? st->nonjson : 0) + 1;
 			nst.state = nst.nonjson >= MW_NONJSON_GIVEUP ? MW_S_OTHER : MW_S_UNKNOWN;
-			bpf_map_update_elem(&streams, &k, &nst, BPF_ANY);
+			bpf_map_update_elem(&streams, &t->k, &nst, BPF_ANY);
 			return 0;
 		}
-		bpf_map_update_elem(&streams, &k, &nst, BPF_ANY);
+		bpf_map_update_elem(&streams, &t->k, &nst, BPF_ANY);
 	}
+	if (p->flags & MW_P_PORT_SERVER) {
+		p = promote(task);
+		if (!p)
+			return 0;
+	}
+	if (state == MW_S_UNKNOWN && t->kind == MW_KIND_TCP)
+		emit_sock(p, task, t->sk, fd, t->k.dir, t->k.ino, MW_SB_CAPTURE, 0);
 
 	struct mw_scratch *s = begin(MW_EV_IO, p, task, ret);
 	if (!s)
@@ -818,15 +932,43 @@ static __always_inline int handle_io(struct mw_proc *p, long ret, long fd, __u64
 		s->ev.flags |= MW_F_TRUNC;
 		count(MW_C_IO_TRUNC);
 	}
-	s->ev.args[0] = (__u32)fd | ((__u64)dir << 32) | (kind << 40) | ((__u64)sys << 48);
-	s->ev.args[1] = k.ino;
-	s->ev.args[2] = k.dev;
+	s->ev.args[0] = (__u32)fd | ((__u64)dir << 32) | (t->kind << 40) | ((__u64)sys << 48);
+	s->ev.args[1] = a1;
+	s->ev.args[2] = a2;
 	s->ev.args[3] = cap;
 	if (cap == 0) /* io_max 0: the event alone, no bytes */
 		emit(s, 0);
 	else
 		emit_user(s, ubuf, iov, iovcnt, cap);
 	return 0;
+}
+
+/* ---- port filter: TCP on watched ports, whoever the process is ------ */
+
+/* An untracked process moved bytes on a TCP socket: a stand-in entry when
+ * one end is a watched port. On the local end (a server) the process is
+ * tracked once its stream proves HTTP or JSON; on the remote end (a client)
+ * its bytes are captured and the process is left alone. */
+static __always_inline struct mw_proc *port_candidate(struct task_struct *task, struct io_target *t)
+{
+	__u16 lport = BPF_CORE_READ(t->sk, __sk_common.skc_num);
+	__u16 rport = bpf_ntohs(BPF_CORE_READ(t->sk, __sk_common.skc_dport));
+	__u32 flags;
+	if (bpf_map_lookup_elem(&ports, &lport))
+		flags = MW_P_UNTRACKED | MW_P_PORT_SERVER;
+	else if (bpf_map_lookup_elem(&ports, &rport))
+		flags = MW_P_UNTRACKED;
+	else
+		return NULL;
+	count(MW_C_PORT_MATCHED);
+	__u32 zero = 0;
+	struct mw_proc *c = bpf_map_lookup_elem(&portproc, &zero);
+	if (!c)
+		return NULL;
+	c->start_ns = BPF_CORE_READ(task, group_leader, start_boottime);
+	c->root = bpf_get_current_pid_tgid() >> 32;
+	c->flags = flags;
+	return c;
 }
 
 /* ---- watch mode: find servers nobody wrapped ---------------------- */
@@ -870,8 +1012,9 @@ static __always_inline struct mw_proc *watch_discover(long ret, long fd, __u64 f
 	if (json_head(first, ret) != 1)
 		return NULL;
 	struct task_struct *task = bpf_get_current_task_btf();
-	struct mw_stream_key k = {};
-	if (!fd_kind(task, fd, MW_IO_READ, &k) || bpf_map_lookup_elem(&streams, &k))
+	struct io_target t = {};
+	__u64 kind = fd_kind(task, fd, MW_IO_READ, &t);
+	if (!kind || kind == MW_KIND_TCP || bpf_map_lookup_elem(&streams, &t.k))
 		return NULL;
 	__u32 zero = 0;
 	struct mw_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
@@ -882,32 +1025,35 @@ static __always_inline struct mw_proc *watch_discover(long ret, long fd, __u64 f
 		return NULL;
 	bpf_loop(56, scan_step, &c, 0);
 	struct mw_stream st = {.state = MW_S_JSON};
-	bpf_map_update_elem(&streams, &k, &st, BPF_ANY);
+	bpf_map_update_elem(&streams, &t.k, &st, BPF_ANY);
 	if (!c.found)
 		return NULL;
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct mw_proc np = {};
-	np.start_ns = BPF_CORE_READ(task, group_leader, start_boottime);
-	np.root = tgid;
-	np.flags = MW_P_WATCHED;
-	if (bpf_map_update_elem(&procs, &tgid, &np, BPF_NOEXIST))
-		return NULL;
-	count(MW_C_WATCH_FOUND);
-	return bpf_map_lookup_elem(&procs, &tgid);
+	return promote(task);
 }
 
 /* Every payload syscall: untracked processes leave after one lookup (in
- * watch mode a read may first make its reader tracked), then capture. */
+ * watch mode a read may first make its reader tracked; with a port filter
+ * a TCP socket on a watched port is captured), then capture. */
 static __always_inline int io_exit(struct mw_proc *p, long ret, long fd, __u64 ubuf, const struct iovec *iov,
 				   __u64 iovcnt, __u32 dir, __u32 sys)
 {
-	if (!p && !(p = watch_discover(ret, fd, first_buffer(ubuf, iov))))
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct io_target t = {};
+	if (!p) {
+		if (cfg.watch && dir == MW_IO_READ)
+			p = watch_discover(ret, fd, first_buffer(ubuf, iov));
+		if (!p && cfg.ports && fd_kind(task, fd, dir, &t) == MW_KIND_TCP)
+			p = port_candidate(task, &t);
+		if (!p)
+			return 0;
+	}
+	if (!t.kind && !fd_kind(task, fd, dir, &t))
 		return 0;
-	return handle_io(p, ret, fd, ubuf, iov, iovcnt, dir, sys);
+	return capture(p, task, ret, fd, &t, ubuf, iov, iovcnt, dir, sys, t.k.ino, t.k.dev);
 }
 
-/* Untracked, and not a read that watch mode must look at: leave. */
-#define IO_SKIP(p, dir) (!(p) && !(cfg.watch && (dir) == MW_IO_READ))
+/* Untracked, and not a read that watch mode must look at, nor a port to check: leave. */
+#define IO_SKIP(p, dir) (!(p) && !((cfg.watch && (dir) == MW_IO_READ) || cfg.ports))
 
 /* A payload program: the common prologue, then BODY finds the buffers
  * (r: the saved user registers) and calls io_exit. */

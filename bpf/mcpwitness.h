@@ -43,6 +43,30 @@ enum mw_event_type {
 			    * [1]=rule id [2]=port | family << 16 (network) or open flags (files)
 			    * [3]=data length; data: the path (a Unix socket's too: '@' starts
 			    * an abstract name), or the 16 address bytes */
+	MW_EV_SOCK = 9,    /* the endpoints of a TCP connection whose bytes are captured (sent once per
+			    * direction, before its first captured bytes), or the socket a TLS stream
+			    * was tied to: args: [0]=fd | dir << 32 | how << 40 (MW_SB_*) [1]=socket inode
+			    * data: struct mw_sockinfo */
+};
+
+/* MW_EV_SOCK: why the record was sent */
+#define MW_SB_CAPTURE 0 /* a TCP stream's first captured bytes */
+#define MW_SB_TLS_IN 1  /* TLS: the socket was used inside an SSL_* call (the library owns the fd) */
+#define MW_SB_TLS_NEAR 2 /* TLS: the socket's TLS records and the SSL_* call met on one thread, back to back
+			  * (memory BIOs, as Python's asyncio and most event loops use) */
+
+struct mw_sockinfo {
+	__u8 laddr[16]; /* IPv4: the first 4 bytes */
+	__u8 raddr[16];
+	__u64 cookie;       /* socket cookie (0: none was ever asked for) */
+	__u64 netns_cookie; /* the socket's network namespace */
+	__u32 netns_ino;    /* its inode (as /proc/PID/ns/net shows it) */
+	__u16 lport;
+	__u16 rport;
+	__u16 family;
+	__u16 _pad;
+	__u32 _pad2;
+	__u64 ssl; /* MW_SB_TLS_*: the SSL object */
 };
 
 /* MW_EV_POLICY: what was checked, what was done, by which mechanism */
@@ -143,6 +167,8 @@ struct mw_name_rule {
 #define MW_IO_WRITE 1
 #define MW_KIND_PIPE 1
 #define MW_KIND_UNIX 2
+#define MW_KIND_TCP 3
+#define MW_KIND_TLS 4 /* plaintext at SSL_read/SSL_write: args[1] = the SSL object, args[2] = its socket's inode (0: not known yet) */
 #define MW_IOSYS_READ 0
 #define MW_IOSYS_WRITE 1
 #define MW_IOSYS_READV 2
@@ -151,6 +177,10 @@ struct mw_name_rule {
 #define MW_IOSYS_SENDTO 5
 #define MW_IOSYS_RECVMSG 6
 #define MW_IOSYS_SENDMSG 7
+#define MW_IOSYS_SSL_READ 8
+#define MW_IOSYS_SSL_WRITE 9
+#define MW_IOSYS_SSL_READ_EX 10
+#define MW_IOSYS_SSL_WRITE_EX 11
 
 /* In-kernel classification of a byte stream (one direction of one pipe or
  * socket): JSON once its first bytes look like a JSON value, from then on
@@ -176,6 +206,7 @@ struct mw_stream {
 #define MW_F_TRUNC 0x2    /* data was cut short (lengths in args say by how much) */
 #define MW_F_PATHERR 0x4  /* a user string could not be read */
 #define MW_F_DEPTH 0x8    /* ancestry deeper than MW_ANCESTORS: the rest is in userspace's table */
+#define MW_F_UNTRACKED 0x10 /* captured by the port filter: the process is not tracked */
 
 /* MW_EV_OPEN args[3]: len requested path | len second path << 16 | kind << 32 */
 #define MW_OPEN_SECOND_NONE 0
@@ -224,6 +255,8 @@ struct mw_proc {
 
 #define MW_P_TICKS 0x1 /* seeded from /proc: start_ns only known to 1/USER_HZ */
 #define MW_P_WATCHED 0x2 /* tracked by the kernel itself: it read a JSON-RPC request (watch mode) */
+#define MW_P_UNTRACKED 0x4 /* a stand-in for a process the port filter captures without tracking */
+#define MW_P_PORT_SERVER 0x8 /* ... on its local port: tracked once its stream proves HTTP or JSON */
 #define MW_NSEC_PER_TICK 10000000ULL /* USER_HZ = 100 on every Linux ABI */
 
 /* per-CPU counters, index into the counters map */
@@ -244,6 +277,9 @@ enum mw_counter {
 	MW_C_POLICY_KILLED,    /* stopped with SIGKILL (fallback) */
 	MW_C_POLICY_MONITOR,   /* monitor mode: would have been refused */
 	MW_C_POLICY_KILL_FAIL, /* bpf_send_signal failed: the action went on */
+	MW_C_PORT_MATCHED,     /* port filter: payload syscalls of untracked processes on a watched port */
+	MW_C_TLS_CALLS,        /* SSL_read/SSL_write calls captured */
+	MW_C_TLS_UNBOUND,      /* ... whose socket was not known yet */
 	MW_C_MAX,
 };
 
@@ -252,6 +288,7 @@ struct mw_config {
 	__u32 argv_max; /* bytes of argv captured per exec, <= MW_ARGV_MAX */
 	__u32 watch;    /* discover servers: track untracked processes that read a JSON-RPC request */
 	__u32 lsm;      /* MW_LSM_* bits: which checks the LSM programs make (the fallbacks stand aside) */
+	__u32 ports;    /* number of ports in the `ports` map: capture TCP on them for any process */
 };
 #define MW_LSM_FILES 0x1
 #define MW_LSM_EXEC 0x2

@@ -55,6 +55,9 @@ def test_event_layout_matches_btf():
     assert s["mw_proc"]["size"] == events.PROC.size
     assert [m["bits_offset"] // 8 for m in s["mw_proc"]["members"]] == offsets(events.PROC.format)
     assert s["mw_config"]["size"] == loader.CONFIG.size
+    assert s["mw_sockinfo"]["size"] == events.SOCKINFO.size
+    assert [m["bits_offset"] // 8 for m in s["mw_sockinfo"]["members"]] == offsets(events.SOCKINFO.format)
+    assert s["mw_stream_key"]["size"] == loader.STREAM_KEY.size
 
 
 def test_counter_names_match_header():

@@ -19,14 +19,15 @@ from typing import Callable
 
 from . import __version__
 from .audit import Auditor
-from .events import RECORD_SIZE, ConnectEvent, Decoder, ExitEvent, ForkEvent, IoEvent, PolicyEvent
+from .events import RECORD_SIZE, ConnectEvent, Decoder, ExitEvent, ForkEvent, IoEvent, PolicyEvent, SockEvent
+from .http import HttpReassembler
 from .flags import Flagger
 from .loader import MECH_UNIX_CGROUP, Kernel, LoadOptions
 from .proc import ProcStat, ProcTable, all_stats, descendants, identity, read_cgroup, read_stat
 from .mcp import McpDecoder
 from .redact import Redactor
 from .ringbuf import records
-from .streams import Reassembler
+from .streams import Frame, Reassembler
 
 
 class CommandNotFound(Exception):
@@ -67,6 +68,7 @@ class Agent:
         self.table = ProcTable()
         self.decoder = Decoder(ancestry=self.table.extend)
         self.streams = Reassembler()
+        self.http = HttpReassembler(wall=self.decoder.wall_time, stop_stream=self.kernel.stop_stream)
         self.mcp = McpDecoder(redactor or Redactor(), wall=self.decoder.wall_time)
         self.audit = Auditor(flagger, wall=self.decoder.wall_time, redact=self.mcp.redactor.text,
                              linger_ns=int(linger * 1e9), timeout_ns=int(call_timeout * 1e9))
@@ -166,18 +168,26 @@ class Agent:
     def _process(self, events) -> None:
         batch = []
         for ev in events:
-            if self.watch and ev.root not in self.roots:
+            t = type(ev)
+            if self.watch and ev.root not in self.roots and not ((t is IoEvent or t is SockEvent) and ev.untracked):
                 if ev.root in self.rejected or not self._discovered(ev, batch):
                     self.counts["dropped_by_filter"] += 1
                     continue
-            self.counts[type(ev).__struct_config__.tag] += 1
-            if isinstance(ev, IoEvent):
+            self.counts[t.__struct_config__.tag] += 1
+            if t is IoEvent:
                 # raw payload bytes hold secrets: never written as they are,
                 # only as decoded, redacted MCP records
                 if self.on_event is not None:
                     self.on_event(ev)
-                for frame in self.streams.feed(ev):
-                    batch.extend(self.mcp.feed(frame))
+                if ev.kind == "tcp" or ev.kind == "tls":
+                    for frame in self.http.feed(ev):
+                        batch.extend(self.mcp.feed(frame) if type(frame) is Frame else (frame,))
+                else:
+                    for frame in self.streams.feed(ev):
+                        batch.extend(self.mcp.feed(frame))
+                continue
+            if t is SockEvent:
+                self.http.sock(ev)
                 continue
             batch.append(ev)  # ThreadEvents too: audit.py uses them and does not pass them on
             if self.enforcer is not None:
@@ -187,8 +197,8 @@ class Agent:
             elif isinstance(ev, ExitEvent):
                 self.exits[ev.pid] = ev
                 # a process that died mid-message: what it left is kept
-                for frame in self.streams.flush(ev.pid):
-                    batch.extend(self.mcp.feed(frame))
+                for frame in self.streams.flush(ev.pid) + self.http.flush(ev.pid):
+                    batch.extend(self.mcp.feed(frame) if type(frame) is Frame else (frame,))
                 batch.extend(self.mcp.end_process(ev.pid, ev.ktime_ns))
             if self.on_event is not None:
                 self.on_event(ev)
@@ -221,7 +231,9 @@ class Agent:
         batch.append({"type": "discovered", "time": self.decoder.wall_time(ev.ktime_ns), "ktime_ns": ev.ktime_ns,
                       "pid": root, "comm": ev.comm, "exe": exe, "cmdline": cmdline, "ppid": ev.ppid,
                       "cgroup_id": ev.cgroup_id, "children_seeded": seeded, "policy": policy,
-                      "reason": "read a JSON-RPC request on a pipe or Unix socket"})
+                      "reason": "spoke HTTP or JSON on a watched port" if type(ev) is SockEvent
+                      or (type(ev) is IoEvent and ev.kind in ("tcp", "tls")) else
+                      "read a JSON-RPC request on a pipe or Unix socket"})
         return True
 
     def _seed_descendants(self, root: int, root_ancestors: list[int]) -> list[int]:
@@ -281,8 +293,8 @@ class Agent:
                 self._process(self.decoder.feed(records(b) if isinstance(b, bytes) else b))
         self._process(self.decoder.flush())
         tail = []
-        for frame in self.streams.flush():
-            tail.extend(self.mcp.feed(frame))
+        for frame in self.streams.flush() + self.http.flush():
+            tail.extend(self.mcp.feed(frame) if type(frame) is Frame else (frame,))
         now = time.monotonic_ns()
         tail.extend(self.mcp.end_all(now))
         self.sink.write(self.audit.feed(tail))
@@ -310,6 +322,7 @@ class Agent:
             },
             "decoder": dict(self.decoder.stats),
             "streams": dict(self.streams.stats),
+            "http": dict(self.http.stats),
             "mcp": dict(self.mcp.stats),
             "attribution": dict(self.audit.attr.stats),
             "calls": dict(self.audit.stats),
@@ -335,8 +348,8 @@ class Agent:
                            "connect": "tracepoint syscalls sys_exit_connect",
                            "exec_failures": "tracepoint syscalls sys_exit_execve*",
                            "payload": "tracepoint syscalls sys_exit_{read,write,readv,writev,recvfrom,sendto,"
-                                      "recvmsg,sendmsg} on pipes and Unix sockets",
-                           "watch": self.watch},
+                                      "recvmsg,sendmsg} on pipes, Unix sockets and TCP sockets",
+                           "watch": self.watch, "ports": list(self.kernel.options.ports) or None},
             "programs_skipped": self.kernel.skipped, "mounts": self.kernel.mounts,
             "policy": self.policy_record() if self.enforcer is not None else None, **extra})
 

@@ -35,8 +35,9 @@ R_TYPE, R_SEQ, R_FLAGS, R_PID, R_TID, R_PPID, R_UID, R_ROOT, R_DEPTH = range(10,
 R_ANC = 19
 R_DLEN, R_POLICY, R_COMM, R_DATA = 27, 28, 29, 30
 
-EV_FORK, EV_EXEC, EV_EXIT, EV_OPEN, EV_CONNECT, EV_IO, EV_THREAD, EV_POLICY = 1, 2, 3, 4, 5, 6, 7, 8
-F_LAST, F_TRUNC, F_PATHERR, F_DEPTH = 0x1, 0x2, 0x4, 0x8
+EV_FORK, EV_EXEC, EV_EXIT, EV_OPEN, EV_CONNECT, EV_IO, EV_THREAD, EV_POLICY, EV_SOCK = 1, 2, 3, 4, 5, 6, 7, 8, 9
+F_LAST, F_TRUNC, F_PATHERR, F_DEPTH, F_UNTRACKED = 0x1, 0x2, 0x4, 0x8, 0x10
+SOCKINFO = struct.Struct("<16s16sQQIHHHHIQ")  # struct mw_sockinfo
 
 COUNTERS = [
     "ringbuf_full_events",   # events lost whole
@@ -55,6 +56,9 @@ COUNTERS = [
     "policy_killed",         # stopped with SIGKILL (fallback)
     "policy_monitor",        # monitor mode: would have been refused
     "policy_kill_failed",    # bpf_send_signal failed: the action went on
+    "port_matched",          # port filter: payload syscalls of untracked processes on a watched port
+    "tls_calls",             # SSL_read/SSL_write calls captured
+    "tls_unbound",           # ... whose socket was not known yet
 ]
 
 POLICY_CHECKS = {1: "connect", 2: "sendmsg", 3: "open", 4: "exec"}
@@ -77,8 +81,9 @@ _POLICY_ACCESS = ((1, "read"), (2, "write"), (4, "create"), (8, "exec"))  # conn
 OPEN_SYSCALLS = {0: "openat", 1: "open", 2: "openat2", 3: "creat"}
 EXEC_SYSCALLS = {4: "execve", 5: "execveat"}
 IO_SYSCALLS = {0: "read", 1: "write", 2: "readv", 3: "writev", 4: "recvfrom", 5: "sendto", 6: "recvmsg",
-               7: "sendmsg"}
-IO_KINDS = {1: "pipe", 2: "unix"}
+               7: "sendmsg", 8: "SSL_read", 9: "SSL_write", 10: "SSL_read_ex", 11: "SSL_write_ex"}
+IO_KINDS = {1: "pipe", 2: "unix", 3: "tcp", 4: "tls"}
+SOCK_BINDINGS = {0: "capture", 1: "inside the SSL call", 2: "next to the SSL call on its thread"}
 
 
 class Event(msgspec.Struct, tag_field="type", gc=False):
@@ -163,16 +168,36 @@ class ConnectEvent(Event, tag="connect"):
 
 
 class IoEvent(Event, tag="io"):
-    """Bytes a tracked process read or wrote on a pipe or Unix socket whose
-    stream looks like JSON. Consumed by streams.py; not written by default."""
+    """Bytes a tracked process read or wrote on a pipe, Unix socket or TCP
+    socket whose stream looks like JSON or HTTP, or plaintext it passed
+    through SSL_read/SSL_write. Consumed by streams.py; not written by default."""
     fd: int
     direction: str       # "read" or "write", as the process did it
-    kind: str            # "pipe" or "unix"
+    kind: str            # "pipe", "unix", "tcp" or "tls"
     syscall: str
-    inode: int
-    dev: int
+    inode: int           # the stream: pipe or socket inode; tls: the SSL object
+    dev: int             # tls: the inode of the socket under it (0: not known yet)
     bytes: int           # what the syscall really moved
     data: bytes          # what was captured (shorter when truncated)
+    untracked: bool = False  # captured by the port filter; the process is not tracked
+
+
+class SockEvent(Event, tag="socket"):
+    """The endpoints of a TCP socket whose bytes are captured, or the socket
+    a TLS stream was tied to. Consumed by streams.py."""
+    fd: int
+    inode: int
+    family: str
+    local_addr: str
+    local_port: int
+    remote_addr: str
+    remote_port: int
+    cookie: int | None
+    netns_cookie: int
+    netns_ino: int
+    binding: str         # capture, or how a TLS stream was tied to this socket
+    ssl: int             # the SSL object (TLS bindings)
+    untracked: bool = False
 
 
 class PolicyEvent(Event, tag="policy"):
@@ -199,7 +224,8 @@ class PolicyEvent(Event, tag="policy"):
 # the kernel events that are written (and attributed); IoEvent and ThreadEvent are consumed inside
 KERNEL_TAGS = frozenset({"fork", "exec", "exit", "open", "connect", "policy"})
 
-AnyEvent = ForkEvent | ExecEvent | ExitEvent | OpenEvent | ConnectEvent | IoEvent | ThreadEvent | PolicyEvent
+AnyEvent = (ForkEvent | ExecEvent | ExitEvent | OpenEvent | ConnectEvent | IoEvent | ThreadEvent | PolicyEvent
+            | SockEvent)
 
 # --- decoding helpers -----------------------------------------------------
 
@@ -404,9 +430,24 @@ class Decoder:
             if a3 < ret or len(data) < a3:
                 truncated = True
                 notes = [f"captured {len(data)} of {ret} bytes"]
-            return IoEvent(*self._base(r, truncated, notes), a0 & 0xFFFFFFFF,
+            fd = a0 & 0xFFFFFFFF
+            return IoEvent(*self._base(r, truncated, notes), fd - (1 << 32) if fd & 0x80000000 else fd,
                            "write" if (a0 >> 32) & 0xFF else "read", IO_KINDS.get((a0 >> 40) & 0xFF, "other"),
-                           IO_SYSCALLS.get((a0 >> 48) & 0xFF, "?"), a1, a2, ret, data)
+                           IO_SYSCALLS.get((a0 >> 48) & 0xFF, "?"), a1, a2, ret, data,
+                           bool(r[R_FLAGS] & F_UNTRACKED))
+        if t == EV_SOCK:
+            la, ra, cookie, nscookie, nsino, lport, rport, fam, _, _, ssl = SOCKINFO.unpack_from(data.ljust(
+                SOCKINFO.size, b"\0"))
+            if fam == socket.AF_INET6:
+                family, laddr, raddr = "inet6", socket.inet_ntop(socket.AF_INET6, la), socket.inet_ntop(
+                    socket.AF_INET6, ra)
+            else:
+                family, laddr, raddr = "inet", socket.inet_ntop(socket.AF_INET, la[:4]), socket.inet_ntop(
+                    socket.AF_INET, ra[:4])
+            fd = a0 & 0xFFFFFFFF
+            return SockEvent(*self._base(r, truncated, _NO_NOTES), fd - (1 << 32) if fd & 0x80000000 else fd, a1,
+                             family, laddr, lport, raddr, rport, cookie or None, nscookie, nsino,
+                             SOCK_BINDINGS.get((a0 >> 40) & 0xFF, "?"), ssl, bool(r[R_FLAGS] & F_UNTRACKED))
         if t == EV_OPEN:
             n1, n2, kind = a3 & 0xFFFF, (a3 >> 16) & 0xFFFF, (a3 >> 32) & 0xFF
             path = data[:n1].decode("utf-8", "backslashreplace")

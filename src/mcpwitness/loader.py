@@ -24,7 +24,9 @@ from .proc import ProcStat, read_stat
 TRACEFS = "/sys/kernel/tracing"
 BPFFS = "/sys/fs/bpf"
 P_TICKS = 0x1
-CONFIG = struct.Struct("<III")  # struct mw_config
+CONFIG = struct.Struct("<IIII")  # struct mw_config
+STREAM_KEY = struct.Struct("<QII")  # struct mw_stream_key
+STREAM_OTHER = struct.pack("<II", 2, 0)  # struct mw_stream {MW_S_OTHER}
 LSM_FILES, LSM_EXEC, LSM_NET = 0x1, 0x2, 0x4
 
 
@@ -80,6 +82,7 @@ class LoadOptions:
     watch: bool = False           # the kernel tracks untracked processes that read a JSON-RPC request
     enforce: bool = False         # attach the policy programs (cgroup sock_addr, LSM where present)
     lsm: bool | None = None       # use BPF LSM for enforcement: None = if this kernel has it
+    ports: tuple = ()             # TCP ports whose traffic is captured for any process (watch --port)
 
 
 def cgroup2_root() -> str | None:
@@ -174,6 +177,7 @@ class Kernel:
             with libbpf.capture_log() as log:
                 libbpf.check_int(libbpf.bpf_object__load(obj), "loading BPF programs", log)
             k._set_iolimit(options.io_max)
+            k._set_ports(options.ports)
             k._attach()
         except BaseException:
             k.close()
@@ -192,7 +196,8 @@ class Kernel:
         ptr = libbpf.bpf_map__initial_value(ro, ctypes.byref(size))
         if size.value != CONFIG.size:
             raise RuntimeError(f".rodata is {size.value} bytes, expected struct mw_config ({CONFIG.size})")
-        ctypes.memmove(ptr, CONFIG.pack(self.options.argv_max, int(self.options.watch), self.lsm_bits), CONFIG.size)
+        ctypes.memmove(ptr, CONFIG.pack(self.options.argv_max, int(self.options.watch), self.lsm_bits,
+                                          len(self.options.ports)), CONFIG.size)
         p = libbpf.bpf_object__next_program(self.obj, None)
         while p:
             name = libbpf.bpf_program__name(p).decode()
@@ -257,6 +262,21 @@ class Kernel:
         key, val = ctypes.c_uint32(0), ctypes.c_uint64(n)
         libbpf.check_int(libbpf.bpf_map_update_elem(self.map_fd("iolimit"), ctypes.byref(key), ctypes.byref(val),
                                                      libbpf.BPF_ANY), "set the payload limit")
+
+    def _set_ports(self, ports) -> None:
+        if len(ports) > 64:
+            raise ValueError(f"at most 64 watched ports ({len(ports)} given)")
+        for port in ports:
+            key, val = ctypes.c_uint16(port), ctypes.c_uint8(1)
+            libbpf.check_int(libbpf.bpf_map_update_elem(self.map_fd("ports"), ctypes.byref(key), ctypes.byref(val),
+                                                        libbpf.BPF_ANY), f"watch port {port}")
+
+    def stop_stream(self, inode: int, dev: int) -> None:
+        """Send no more bytes of this stream (both directions): userspace found
+        it is not MCP (not HTTP, HTTP/2, ...). Best effort: the entry may be gone."""
+        for d in (0, 1):
+            key = STREAM_KEY.pack(inode, dev, d)
+            libbpf.bpf_map_update_elem(self.map_fd("streams"), key, STREAM_OTHER, libbpf.BPF_ANY)
 
     def _attach(self) -> None:
         p = libbpf.bpf_object__next_program(self.obj, None)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import msgspec
 
-from .proc import identity as proc_identity
+from .proc import identity as proc_identity, namespaces as proc_namespaces
 from .redact import Redactor
 from .streams import Frame
 
@@ -61,6 +61,7 @@ class McpMessage(msgspec.Struct, tag="mcp", tag_field="type", gc=False):
     continues: object = None              # a retry carrying answers: {"id": first request's id, "round": n}
     truncated: bool = False
     notes: list[str] = []
+    http: object = None                   # HTTP transports: method, target, status, MCP headers
 
 
 class SessionRecord(msgspec.Struct, tag="session", tag_field="type", gc=False):
@@ -82,6 +83,9 @@ class SessionRecord(msgspec.Struct, tag="session", tag_field="type", gc=False):
     messages: int = 0
     unanswered: int = 0
     peers: object = None           # both ends tracked: [{pid, role, exe}] of every process seen
+    ends: object = None            # every process seen in it: pid, role, exe, cmdline, cgroup, container,
+                                   # PID namespace (and the pid inside it), network namespace
+    connection: object = None      # network transports: client and server address, netns, socket cookie
 
 
 class NonJson(msgspec.Struct, tag="nonjson", tag_field="type", gc=False):
@@ -116,7 +120,7 @@ _SEEN_KEEP = 4096  # per pipe: offsets of recent frames, to name what a duplicat
 class _Session:
     __slots__ = ("id", "transport", "pid", "role", "era", "version", "client_info", "server_info",
                  "client_caps", "server_caps", "pending", "messages", "exe", "cmdline", "sides", "rounds",
-                 "roles", "flow", "emitted", "pids", "idents", "seen_at")
+                 "roles", "flow", "emitted", "pids", "idents", "seen_at", "ns", "conn")
 
     def __init__(self, sid, transport, pid):
         self.id, self.transport, self.pid = sid, transport, pid
@@ -131,6 +135,8 @@ class _Session:
         self.seen_at: dict[tuple, dict] = {}         # pipe (dev, inode) -> {offset: items} of recent frames
         self.pids: set[int] = {pid}
         self.idents: dict[int, tuple] = {}
+        self.ns: dict[int, dict] = {}                # pid -> proc.namespaces()
+        self.conn: dict | None = None                # network: the connection's endpoints
         # multi round-trip (input_required) chains waiting for the client's retry:
         # [(requestState or None, frozenset of input keys, first id, method, round)]
         self.rounds: list[tuple] = []
@@ -140,10 +146,13 @@ class _Session:
 class McpDecoder:
     """Frames in, records (McpMessage, SessionRecord, NonJson) out, in order."""
 
-    def __init__(self, redactor: Redactor | None = None, wall=None, identity=proc_identity):
+    def __init__(self, redactor: Redactor | None = None, wall=None, identity=proc_identity,
+                 namespaces=proc_namespaces):
         self.redactor = redactor or Redactor()
         self.wall = wall or (lambda ns: "")
         self.identity = identity
+        self.namespaces = namespaces
+        self._convs: dict = {}  # network conversations: conv key -> session
         self.sessions: dict[tuple, _Session] = {}
         self._open_pipes: dict[int, list[_Session]] = {}
         self._pipe_conv: dict[tuple, _Session] = {}  # pipe (dev, inode) -> its conversation
@@ -177,16 +186,59 @@ class McpDecoder:
                 if f.pid in s.roles:
                     self._set_flows(s, f.pid)
             return s
+        if f.conv is not None:
+            return self._conv_session(f, out)
         key = (f.pid, "unix", f.dev, f.inode)
         s = self.sessions.get(key)
         if s is None:
             s = self.sessions[key] = self._new(f, "unix", out)
         return s
 
+    def _conv_session(self, f: Frame, out: list) -> _Session:
+        """Network transports: the conversation http.py named (a connection,
+        an Mcp-Session-Id, an HTTP+SSE stream), whichever end saw it."""
+        s = self._convs.get(f.conv)
+        if s is None and f.alias is not None:
+            s = self._convs.get(f.alias)
+        if s is None:
+            transport = ("https" if f.kind == "tls" else "http") if f.http is not None and f.flow else "tcp"
+            conn = None
+            if f.peer is not None:
+                p = f.peer
+                conn = {"local": f"{p.local_addr}:{p.local_port}", "remote": f"{p.remote_addr}:{p.remote_port}",
+                        "seen_by": f.pid, "netns": p.netns_ino, "netns_cookie": p.netns_cookie,
+                        "socket_cookie": p.cookie}
+                if f.flow is not None:
+                    server = (f.flow == C2S) == (f.direction == "read")
+                    conn["server"], conn["client"] = (conn["local"], conn["remote"]) if server else (
+                        conn["remote"], conn["local"])
+            s = self._new(f, transport, out, conn)
+        for k in (f.conv, f.alias):
+            if k is not None and k not in self._convs:
+                self._convs[k] = s
+                if len(self._convs) > 65536:
+                    del self._convs[next(iter(self._convs))]
+        key = (f.pid, "conv", f.conv)
+        if key not in self.sessions:
+            self.sessions[key] = s
+        if f.pid not in s.pids or f.pid not in s.ns:
+            s.pids.add(f.pid)
+            if f.pid not in s.idents:
+                s.idents[f.pid] = self.identity(f.pid)
+            s.ns[f.pid] = self.namespaces(f.pid)
+        if f.flow is not None and f.pid not in s.roles:
+            # who reads the requests serves them
+            s.roles[f.pid] = "server" if (f.flow == C2S) == (f.direction == "read") else "client"
+            if f.pid == s.pid:
+                s.role = s.roles[f.pid]
+        return s
+
     def _join(self, s: _Session, f: Frame) -> None:
         s.pids.add(f.pid)
         if f.pid not in s.idents:
             s.idents[f.pid] = self.identity(f.pid)
+        if f.pid not in s.ns:
+            s.ns[f.pid] = self.namespaces(f.pid)
         mine = self._open_pipes.setdefault(f.pid, [])
         if s not in mine:
             mine.append(s)
@@ -201,10 +253,12 @@ class McpDecoder:
             for k in [k for k in self._pipe_conv if k[1] == ino and self._pipe_conv[k] is s]:
                 s.flow[k] = C2S if (role == "server") == (d == "read") else S2C
 
-    def _new(self, f: Frame, transport: str, out: list) -> _Session:
+    def _new(self, f: Frame, transport: str, out: list, conn: dict | None = None) -> _Session:
         sid = f"{f.pid}-{transport}-{f.inode}-{f.first_ktime_ns}"
         s = _Session(sid, transport, f.pid)
+        s.conn = conn
         s.exe, s.cmdline = s.idents[f.pid] = self.identity(f.pid)
+        s.ns[f.pid] = self.namespaces(f.pid)
         self.stats["sessions"] += 1
         out.append(self._record(s, "start", f.first_ktime_ns))
         return s
@@ -216,9 +270,11 @@ class McpDecoder:
         exe, cmdline = s.idents.get(pid, (s.exe, s.cmdline))
         peers = [{"pid": p, "role": s.roles.get(p), "exe": s.idents.get(p, (None, None))[0]}
                  for p in sorted(s.pids)] if len(s.pids) > 1 else None
+        ends = [{"pid": p, "role": s.roles.get(p), "exe": s.idents.get(p, (None, None))[0],
+                 "cmdline": s.idents.get(p, (None, None))[1], **s.ns[p]} for p in sorted(s.ns)] or None
         return SessionRecord(self.wall(ktime), ktime, event, s.id, s.transport, pid, s.roles.get(pid), exe,
                              cmdline, s.era, s.version, r(s.client_info), r(s.server_info), s.client_caps,
-                             s.server_caps, s.messages, len(s.pending), peers)
+                             s.server_caps, s.messages, len(s.pending), peers, ends, s.conn)
 
     def end_process(self, pid: int, ktime: int) -> list:
         """pid exited: its sessions end when no tracked process is left in them."""
@@ -250,6 +306,8 @@ class McpDecoder:
             del self.sessions[k]
         for k in [k for k, x in self._pipe_conv.items() if x is s]:
             del self._pipe_conv[k]
+        for k in [k for k, x in self._convs.items() if x is s]:
+            del self._convs[k]
         for pipes in self._open_pipes.values():
             if s in pipes:
                 pipes.remove(s)
@@ -269,9 +327,27 @@ class McpDecoder:
                     out.append(Seen(s.id, f.pid, f.tid, f.ktime_ns, s.roles.get(f.pid), f.direction, items))
                 return out
             s.emitted[k] = f.offset + len(f.data) + 1
+        elif f.dedup is not None:
+            k = f.dedup
+            at = s.seen_at.get(k)
+            if at is not None and f.offset in at and f.pid not in at[f.offset][1]:
+                # the same bytes as the connection's other end saw them: recorded once
+                self.stats["duplicates"] += 1
+                items, pids = at[f.offset]
+                pids.add(f.pid)
+                if f.exchange is not None:  # this end's exchange learns the ids too
+                    f.exchange.ids.extend(i for k, _, i in items if k == "request")
+                if items:
+                    out.append(Seen(s.id, f.pid, f.tid, f.ktime_ns, s.roles.get(f.pid), f.direction, items))
+                return out
         n = len(out)
         self._decode(s, f, out)
         items = [(m.kind, m.direction, m.id) for m in out[n:] if type(m) is McpMessage and m.kind != "invalid"]
+        if f.dedup is not None:
+            at = s.seen_at.setdefault(f.dedup, {})
+            at[f.offset] = (items, {f.pid})
+            if len(at) > _SEEN_KEEP:
+                del at[next(iter(at))]
         if items:
             out.append(Seen(s.id, f.pid, f.tid, f.ktime_ns, s.roles.get(f.pid), f.direction, items))
             if f.kind == "pipe":
@@ -282,6 +358,10 @@ class McpDecoder:
         return out
 
     def _decode(self, s: _Session, f: Frame, out: list) -> None:
+        status = f.http.status if f.http is not None else None
+        if status is not None and status >= 400 and f.data.lstrip()[:1] not in (b"{", b"["):
+            self._http_failed(s, f, status, out)
+            return
         notes = list(f.notes)
         if not f.complete:
             notes.append("incomplete: the stream ended inside this message")
@@ -316,6 +396,8 @@ class McpDecoder:
             self._message(s, f, doc, None, notes, out)
 
     def _direction(self, s: _Session, f: Frame) -> str:
+        if f.flow is not None:
+            return f.flow
         flow = s.flow.get((f.dev, f.inode)) if f.kind == "pipe" else None
         if flow is not None:
             return flow
@@ -327,8 +409,27 @@ class McpDecoder:
             return S2C if f.direction == "read" else C2S
         return "unknown"
 
+    def _http_failed(self, s: _Session, f: Frame, status: int, out: list) -> None:
+        """An HTTP request failed with no JSON-RPC body: each JSON-RPC request
+        it carried is answered by this error, so its call ends here."""
+        x = f.exchange
+        ids = x.ids if x is not None else []
+        preview = self.redactor.text(f.data[:200].decode("utf-8", "replace"))
+        for mid in ids:
+            req = s.pending.pop((C2S, _idkey(mid)), None)
+            method = req[0] if req else None
+            latency = round((f.ktime_ns - req[1]) / 1e6, 3) if req else None
+            out.append(McpMessage(self.wall(f.ktime_ns), f.ktime_ns, s.id, S2C, "error", mid, method,
+                                  req is not None, latency, len(f.data), f.pid, f.tid, f.comm, f.fd, s.transport,
+                                  None, error={"http_status": status, "body": preview},
+                                  notes=[f"no JSON-RPC response: the HTTP request failed with {status}"],
+                                  http=f.http))
+        if not ids:
+            out.append(NonJson(self.wall(f.ktime_ns), f.ktime_ns, s.id, S2C, f.pid, f.fd, len(f.data),
+                               f"HTTP {status}", preview))
+
     def _learn_role(self, s: _Session, f: Frame, method: str, is_request: bool) -> None:
-        if f.pid in s.roles or (f.kind == "pipe" and (f.dev, f.inode) in s.flow):
+        if f.flow is not None or f.pid in s.roles or (f.kind == "pipe" and (f.dev, f.inode) in s.flow):
             return
         if method in SERVER_METHODS:
             role = "client" if f.direction == "read" else "server"
@@ -355,7 +456,7 @@ class McpDecoder:
     def _invalid(self, s, f, why, notes, batch=None):
         return McpMessage(self.wall(f.ktime_ns), f.ktime_ns, s.id, self._direction(s, f), "invalid", None, None,
                           None, None, len(f.data), f.pid, f.tid, f.comm, f.fd, s.transport, batch,
-                          truncated=f.truncated, notes=notes + [why])
+                          truncated=f.truncated, notes=notes + [why], http=f.http)
 
     def _message(self, s: _Session, f: Frame, m, batch, notes, out) -> None:
         if not isinstance(m, dict) or m.get("jsonrpc") != "2.0":
@@ -387,10 +488,12 @@ class McpDecoder:
                 continues = self._continues(s, method, params)
             if has_id:
                 s.pending[(direction, _idkey(mid))] = (method, f.ktime_ns, continues)
+                if f.exchange is not None:
+                    f.exchange.ids.append(mid)
             out.append(McpMessage(self.wall(f.ktime_ns), f.ktime_ns, s.id, direction, kind, mid, method,
                                   None, None, len(f.data), f.pid, f.tid, f.comm, f.fd, s.transport, batch,
                                   params=red(params), protocol_version=version, continues=continues,
-                                  truncated=f.truncated, notes=notes))
+                                  truncated=f.truncated, notes=notes, http=f.http))
             return
         if has_id and ("result" in m or "error" in m):
             direction = self._direction(s, f)
@@ -432,7 +535,8 @@ class McpDecoder:
                                   req is not None, latency, len(f.data), f.pid, f.tid, f.comm, f.fd, s.transport,
                                   batch, result=red(result), error=red(m.get("error")), result_type=result_type,
                                   input_requests=input_requests, truncated=f.truncated,
-                                  notes=notes if req is not None else notes + ["no request with this id was seen"]))
+                                  notes=notes if req is not None else notes + ["no request with this id was seen"],
+                                  http=f.http))
             return
         out.append(self._invalid(s, f, "neither request, notification nor response", notes, batch))
         self.stats["messages"] -= 1

@@ -41,7 +41,7 @@ import pwd
 import re
 from dataclasses import dataclass, field
 
-from .proc import under_cgroup
+from .proc import container_id, under_cgroup
 
 ACC_READ, ACC_WRITE, ACC_CREATE, ACC_EXEC, ACC_CONNECT = 0x1, 0x2, 0x4, 0x8, 0x10
 ACC_ORDER = (ACC_READ, ACC_WRITE, ACC_CREATE, ACC_EXEC, ACC_CONNECT)  # the kernel's rule[] order
@@ -53,7 +53,6 @@ NET_RULES = 16              # MW_NET_RULES
 PKEY_PATH = 248             # MW_PKEY_PATH
 NAME_LEN = 60               # MW_NAME_LEN
 RULE_DENY = 0x80000000
-CONTAINER_ID = re.compile(r"(?:^|[/-])([0-9a-f]{64})(?:\.scope)?(?:/|$)")
 _GLOB = re.compile(r"[*?\[]")
 
 
@@ -137,12 +136,6 @@ class Identity:
     @classmethod
     def of(cls, exe: str | None, argv: list[str], cgroup: str | None) -> "Identity":
         return cls(exe, " ".join(argv), cgroup, container_id(cgroup))
-
-
-def container_id(cgroup: str | None) -> str | None:
-    """The container id a cgroup path names (docker, containerd, cri-o, podman), or None."""
-    m = CONTAINER_ID.search(cgroup or "")
-    return m.group(1) if m else None
 
 
 @dataclass

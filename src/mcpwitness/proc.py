@@ -3,6 +3,7 @@ userspace's table of the tracked tree (fed by fork/exec/exit events)."""
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 
@@ -88,6 +89,37 @@ def under_cgroup(path: str | None, base: str) -> bool:
         return False
     base = base.rstrip("/") or "/"
     return base == "/" or path == base or path.startswith(base + "/")
+
+
+CONTAINER_ID = re.compile(r"(?:^|[/-])([0-9a-f]{64})(?:\.scope)?(?:/|$)")
+
+
+def container_id(cgroup: str | None) -> str | None:
+    """The container id a cgroup path names (docker, containerd, cri-o, podman), or None."""
+    m = CONTAINER_ID.search(cgroup or "")
+    return m.group(1) if m else None
+
+
+def namespaces(pid: int) -> dict:
+    """Where pid runs: cgroup, container id, PID namespace (its inode and the
+    pid inside it), network namespace inode. Missing values are None."""
+    out: dict = {"cgroup": read_cgroup(pid), "container": None, "pid_ns": None, "ns_pid": None, "net_ns": None}
+    out["container"] = container_id(out["cgroup"])
+    for ns in ("pid", "net"):
+        try:
+            link = os.readlink(f"/proc/{pid}/ns/{ns}")  # "pid:[4026531836]"
+            out[f"{ns}_ns"] = int(link[link.index("[") + 1:-1])
+        except (OSError, ValueError):
+            pass
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    out["ns_pid"] = int(line.split()[-1])  # the innermost namespace's pid
+                    break
+    except (OSError, ValueError):
+        pass
+    return out
 
 
 def identity(pid: int) -> tuple[str | None, list[str] | None]:

@@ -19,7 +19,7 @@ class Frame(msgspec.Struct, gc=False):
     tid: int
     comm: str
     fd: int
-    kind: str              # "pipe" or "unix"
+    kind: str              # "pipe", "unix", "tcp" or "tls"
     direction: str         # "read" or "write", as the process did it
     inode: int
     dev: int
@@ -30,6 +30,14 @@ class Frame(msgspec.Struct, gc=False):
     complete: bool         # ended by a newline (False: flushed at end of stream)
     truncated: bool        # bytes of it were not captured
     notes: list[str]
+    # set by http.py for TCP and TLS frames (None for pipes and Unix sockets)
+    flow: str | None = None        # client->server or server->client, as HTTP says
+    conv: object = None            # the conversation (session) key
+    alias: object = None           # a second key for the same conversation
+    dedup: object = None           # (connection, flow): one byte stream whichever end saw it
+    http: object = None            # http.HttpInfo
+    exchange: object = None        # http.Exchange: the request/response pair
+    peer: object = None            # events.SockEvent: the connection's endpoints
 
 
 class _Pending:
