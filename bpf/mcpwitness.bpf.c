@@ -951,8 +951,9 @@ static __always_inline int capture(struct mw_proc *p, struct task_struct *task, 
  * its bytes are captured and the process is left alone. */
 static __always_inline struct mw_proc *port_candidate(struct task_struct *task, struct io_target *t)
 {
-	__u16 lport = BPF_CORE_READ(t->sk, __sk_common.skc_num);
-	__u16 rport = bpf_ntohs(BPF_CORE_READ(t->sk, __sk_common.skc_dport));
+	struct sock *sk = t->sk; /* (a local struct: CO-RE must not relocate t->sk itself) */
+	__u16 lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	__u16 rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	__u32 flags;
 	if (bpf_map_lookup_elem(&ports, &lport))
 		flags = MW_P_UNTRACKED | MW_P_PORT_SERVER;
@@ -1092,3 +1093,15 @@ IOV_PROG(readv, MW_IOSYS_READV, MW_IO_READ)
 IOV_PROG(writev, MW_IOSYS_WRITEV, MW_IO_WRITE)
 MSG_PROG(recvmsg, MW_IOSYS_RECVMSG, MW_IO_READ)
 MSG_PROG(sendmsg, MW_IOSYS_SENDMSG, MW_IO_WRITE)
+
+/* ---- socket cookies ------------------------------------------------ */
+/* A TCP socket gets its cookie when it is established, so that the
+ * endpoints sent up (MW_EV_SOCK) can name the socket the way other tools
+ * (ss -e, cgroup/sockops programs) do. One helper call per connection. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(mw_sock_state, const struct sock *sk, int oldstate, int newstate)
+{
+	if (newstate == 1 /* TCP_ESTABLISHED */)
+		bpf_get_socket_cookie((void *)sk);
+	return 0;
+}

@@ -74,13 +74,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("watch", help="find and record the MCP servers on this host that nobody wrapped",
                        description="The kernel starts tracking any process that reads a JSON-RPC request on a pipe "
-                                   "or Unix socket (an MCP server), from that message on; the filters narrow it.")
+                                   "or Unix socket (an MCP server), from that message on; the filters narrow it. "
+                                   "With --port, TCP traffic on those ports is captured too (Streamable HTTP, SSE): "
+                                   "the process that serves the port is tracked once it speaks HTTP, the clients' "
+                                   "bytes are captured without tracking them.")
     w.add_argument("--jsonl", metavar="PATH", help="write records here (default: a new file in the state directory)")
     w.add_argument("--pid", type=int, action="append", default=[],
                    help="only servers that are PID or descend from it (a client's pid); repeatable")
     w.add_argument("--comm", action="append", default=[],
                    help="only servers whose command name (or executable's basename) is COMM; repeatable")
     w.add_argument("--cgroup", help="only servers in this cgroup v2 path or below it (e.g. /system.slice)")
+    w.add_argument("--port", type=_port, action="append", default=[],
+                   help="capture TCP on this port (local or remote end), for any process, filtered in the "
+                        "kernel; repeatable, at most 64")
     w.add_argument("--duration", type=float, help="stop after this many seconds (default: until SIGINT/SIGTERM)")
     w.add_argument("--ring-size", type=_size, default=64 << 20, metavar="SIZE")
     w.add_argument("--io-max", type=_size, default=16 << 20, metavar="SIZE")
@@ -293,6 +299,16 @@ def _unload_in_background(kernel) -> None:
             os._exit(0)
 
 
+def _port(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {text!r}")
+    return n
+
+
 def server_filter(pids: list[int], comms: list[str], cgroup: str | None):
     """accept(pid) for watch mode: all given filters must hold."""
     from .proc import read_cgroup, read_exe, read_stat, under_cgroup
@@ -319,11 +335,12 @@ def cmd_watch(a) -> int:
     from .loader import LoadOptions
 
     agent = _start("watch", a, LoadOptions(ring_size=a.ring_size, io_max=a.io_max, watch=True,
-                                           lsm=False if a.no_lsm else None),
+                                           lsm=False if a.no_lsm else None, ports=tuple(sorted(set(a.port)))),
                    accept=server_filter(a.pid, a.comm, a.cgroup))
     if agent is None:
         return 1
-    agent.start_record(mode="watch", filters={"pid": a.pid, "comm": a.comm, "cgroup": a.cgroup})
+    agent.start_record(mode="watch", filters={"pid": a.pid, "comm": a.comm, "cgroup": a.cgroup,
+                                                  "port": a.port})
     agent.start()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
