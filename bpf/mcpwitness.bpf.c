@@ -1032,6 +1032,8 @@ static __always_inline struct mw_proc *watch_discover(long ret, long fd, __u64 f
 	return promote(task);
 }
 
+#include "tls.bpf.h"
+
 /* Every payload syscall: untracked processes leave after one lookup (in
  * watch mode a read may first make its reader tracked; with a port filter
  * a TCP socket on a watched port is captured), then capture. */
@@ -1050,6 +1052,8 @@ static __always_inline int io_exit(struct mw_proc *p, long ret, long fd, __u64 u
 	}
 	if (!t.kind && !fd_kind(task, fd, dir, &t))
 		return 0;
+	if (t.kind == MW_KIND_TCP)
+		tls_saw_socket(p, task, &t, fd, dir);
 	return capture(p, task, ret, fd, &t, ubuf, iov, iovcnt, dir, sys, t.k.ino, t.k.dev);
 }
 

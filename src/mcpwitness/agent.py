@@ -68,6 +68,12 @@ class Agent:
         self.table = ProcTable()
         self.decoder = Decoder(ancestry=self.table.extend)
         self.streams = Reassembler()
+        self.tls = None
+        if options is None or options.tls:
+            from .tls import TlsProbes
+            self.tls = TlsProbes(self.kernel)
+            self.tls.add_system()
+        self._tls_look = 0
         self.http = HttpReassembler(wall=self.decoder.wall_time, stop_stream=self.kernel.stop_stream)
         self.mcp = McpDecoder(redactor or Redactor(), wall=self.decoder.wall_time)
         self.audit = Auditor(flagger, wall=self.decoder.wall_time, redact=self.mcp.redactor.text,
@@ -159,6 +165,9 @@ class Agent:
                 if now - last_tick > 100_000_000:  # call timers: linger, timeouts
                     last_tick = now
                     self.sink.write(self.audit.tick(now))
+                    if self.tls is not None and now - self._tls_look > 2e9:
+                        self._tls_look = now
+                        self._look_for_tls()
                     if self.enforcer is not None and (self._reload_requested or now - last_policy_look > 1e9):
                         last_policy_look = now
                         self._maybe_reload()
@@ -323,6 +332,7 @@ class Agent:
             "decoder": dict(self.decoder.stats),
             "streams": dict(self.streams.stats),
             "http": dict(self.http.stats),
+            "tls_errors": self.tls.errors[-10:] if self.tls is not None else None,
             "mcp": dict(self.mcp.stats),
             "attribution": dict(self.audit.attr.stats),
             "calls": dict(self.audit.stats),
@@ -351,6 +361,8 @@ class Agent:
                                       "recvmsg,sendmsg} on pipes, Unix sockets and TCP sockets",
                            "watch": self.watch, "ports": list(self.kernel.options.ports) or None},
             "programs_skipped": self.kernel.skipped, "mounts": self.kernel.mounts,
+            "tls": {"mechanism": "uprobes on SSL_read/SSL_write(_ex), SSL_do_handshake",
+                    "libraries": self.tls.report()} if self.tls is not None else None,
             "policy": self.policy_record() if self.enforcer is not None else None, **extra})
 
     def attach(self, pid: int) -> list[int]:
@@ -427,6 +439,13 @@ class Agent:
     def policy_gaps(self) -> list[str]:
         from .enforce import enforcement_gaps
         return enforcement_gaps(self.enforcer.pset, self.enforcer.mechanisms)
+
+    def _look_for_tls(self) -> None:
+        """A tracked process may map a libssl of its own (a virtualenv's, a
+        bundled one): attach there too. New files only; cheap otherwise."""
+        pids = set(self.roots) | {k[0] for k, c in self.http.conns.items() if c.last and not c.last.untracked}
+        for pid in list(pids)[:256]:
+            self.tls.add_process(pid)
 
     def request_policy_reload(self) -> None:
         """Reload the policy file at the next tick (SIGHUP)."""

@@ -83,6 +83,7 @@ class LoadOptions:
     enforce: bool = False         # attach the policy programs (cgroup sock_addr, LSM where present)
     lsm: bool | None = None       # use BPF LSM for enforcement: None = if this kernel has it
     ports: tuple = ()             # TCP ports whose traffic is captured for any process (watch --port)
+    tls: bool = True              # uprobes on the OpenSSL libraries: TLS plaintext
 
 
 def cgroup2_root() -> str | None:
@@ -129,6 +130,7 @@ class Kernel:
     links: list = field(default_factory=list)
     maps: dict = field(default_factory=dict)
     programs: dict = field(default_factory=dict)  # name -> section
+    progptr: dict = field(default_factory=dict)   # name -> struct bpf_program *
     skipped: dict = field(default_factory=dict)   # name -> reason not attached
     options: LoadOptions = field(default_factory=LoadOptions)
     mounts: dict = field(default_factory=dict)
@@ -203,6 +205,7 @@ class Kernel:
             name = libbpf.bpf_program__name(p).decode()
             sec = libbpf.bpf_program__section_name(p).decode()
             self.programs[name] = sec
+            self.progptr[name] = p
             libbpf.set_newer_section_type(p)
             why = self._not_wanted(sec)
             if why:
@@ -271,6 +274,15 @@ class Kernel:
             libbpf.check_int(libbpf.bpf_map_update_elem(self.map_fd("ports"), ctypes.byref(key), ctypes.byref(val),
                                                         libbpf.BPF_ANY), f"watch port {port}")
 
+    def attach_uprobe(self, prog: str, path: str, offset: int, retprobe: bool) -> None:
+        """One uprobe (or uretprobe) on a file, for every process (the
+        program filters). OSError when the kernel refuses."""
+        with libbpf.capture_log() as log:
+            link = libbpf.check_ptr(libbpf.bpf_program__attach_uprobe(self.progptr[prog], retprobe, -1,
+                                                                       path.encode(), offset),
+                                    f"attach {prog} at {path}+{offset:#x}", log)
+        self.links.append(link)
+
     def stop_stream(self, inode: int, dev: int) -> None:
         """Send no more bytes of this stream (both directions): userspace found
         it is not MCP (not HTTP, HTTP/2, ...). Best effort: the entry may be gone."""
@@ -282,7 +294,7 @@ class Kernel:
         p = libbpf.bpf_object__next_program(self.obj, None)
         while p:
             name = libbpf.bpf_program__name(p).decode()
-            if name not in self.skipped:
+            if name not in self.skipped and self.programs[name] not in ("uprobe", "uretprobe"):
                 with libbpf.capture_log() as log:
                     if self.programs[name].startswith("cgroup/"):
                         link = libbpf.bpf_program__attach_cgroup(p, self._cgroup())
