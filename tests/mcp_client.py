@@ -55,16 +55,18 @@ class _Write(_Wrapped):
         await self.inner.send(m)
 
 
-class RecordingStdio:
-    """A Transport for mcp.Client that records what crosses it."""
+class Recording:
+    """A Transport for mcp.Client that records what crosses it: the SDK
+    transport opened by `opener()`, with our log in front."""
 
-    def __init__(self, command, args, env=None):
-        self.params = StdioServerParameters(command=command, args=args, env=env)
+    def __init__(self, opener):
+        self.opener = opener
         self.log: list[tuple[str, dict]] = []
 
     @asynccontextmanager
     async def _open(self):
-        async with stdio_client(self.params) as (r, w):
+        async with self.opener() as streams:
+            r, w = streams[0], streams[1]
             yield _Read(r, self.log), _Write(w, self.log)
 
     async def __aenter__(self):
@@ -73,6 +75,24 @@ class RecordingStdio:
 
     async def __aexit__(self, *a):
         return await self._cm.__aexit__(*a)
+
+
+class RecordingStdio(Recording):
+    def __init__(self, command, args, env=None):
+        self.params = StdioServerParameters(command=command, args=args, env=env)
+        super().__init__(lambda: stdio_client(self.params))
+
+
+class RecordingHttp(Recording):
+    """Streamable HTTP (url ending in /mcp) or the HTTP+SSE transport (url ending in /sse)."""
+
+    def __init__(self, url):
+        if url.endswith("/sse"):
+            from mcp.client.sse import sse_client
+            super().__init__(lambda: sse_client(url))
+        else:
+            from mcp.client.streamable_http import streamable_http_client
+            super().__init__(lambda: streamable_http_client(url))
 
 
 def client(transport, **kw):

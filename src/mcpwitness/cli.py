@@ -123,6 +123,8 @@ def _audit_options(p) -> None:
                         "reloaded when the file changes (and on SIGHUP under watch)")
     p.add_argument("--no-lsm", action="store_true",
                    help="enforce with the tracepoint fallbacks even where BPF LSM is available")
+    p.add_argument("--no-tls", action="store_true",
+                   help="no uprobes on libssl: TLS connections are not decoded (plain TCP still is)")
     p.add_argument("--db", metavar="PATH", help="the store (default: mcpwitness.db in the state directory)")
     p.add_argument("--no-store", action="store_true", help="JSON Lines only, no SQLite store")
     p.add_argument("--linger", type=float, metavar="SECONDS",
@@ -178,7 +180,7 @@ def cmd_run(a, ap) -> int:
     from .loader import LoadOptions
 
     agent = _start("run", a, LoadOptions(ring_size=a.ring_size, argv_max=a.argv_max, io_max=a.io_max,
-                                         lsm=False if a.no_lsm else None), reader=a.reader)
+                                         lsm=False if a.no_lsm else None, tls=not a.no_tls), reader=a.reader)
     if agent is None:
         return 1
     sink = agent.sink
@@ -335,7 +337,8 @@ def cmd_watch(a) -> int:
     from .loader import LoadOptions
 
     agent = _start("watch", a, LoadOptions(ring_size=a.ring_size, io_max=a.io_max, watch=True,
-                                           lsm=False if a.no_lsm else None, ports=tuple(sorted(set(a.port)))),
+                                           lsm=False if a.no_lsm else None, ports=tuple(sorted(set(a.port))),
+                                           tls=not a.no_tls),
                    accept=server_filter(a.pid, a.comm, a.cgroup))
     if agent is None:
         return 1

@@ -1,0 +1,251 @@
+"""MCP over the network, end to end: the official-SDK server on Streamable
+HTTP (plain and TLS) and on the HTTP+SSE transport, driven by the SDK's own
+clients, seen by `mcpwitness run` (the server's tree tracked) and by
+`mcpwitness watch --port` (both ends, filtered in the kernel); a server in its
+own network namespace and one in its own PID namespace. The client's record
+of what it sent and received is the truth."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+
+import anyio
+import pytest
+
+from conftest import wait_for
+from mcp_client import RecordingHttp, check_against_client, client
+
+pytestmark = pytest.mark.kernel
+MW = shutil.which("mcpwitness") or os.path.join(os.path.dirname(sys.executable), "mcpwitness")
+HERE = os.path.dirname(os.path.abspath(__file__))
+SERVER = os.path.join(HERE, "workloads", "sdk_http_server.py")
+
+
+def free_port(host="127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tls")
+    crt, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(crt),
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   check=True, capture_output=True)
+    return str(crt), str(key)
+
+
+def start_server(argv):
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    line = p.stdout.readline()
+    assert line.strip() == "listening", f"server did not start: {line!r}"
+    return p
+
+
+def server_argv(kind, host, port, cert):
+    return [sys.executable, SERVER, kind, host, str(port)] + (list(cert) if kind == "https" else [])
+
+
+def url_of(kind, host, port):
+    scheme = "https" if kind == "https" else "http"
+    return f"{scheme}://{host}:{port}/" + ("sse" if kind == "sse" else "mcp")
+
+
+def drive(url, calls, mode="auto"):
+    t = RecordingHttp(url)
+
+    async def main():
+        async with client(t, mode=mode) as c:
+            await c.list_tools()
+            for name, args in calls:
+                await c.call_tool(name, args)
+
+    anyio.run(main)
+    return t.log
+
+
+def records(out):
+    return [json.loads(x) for x in out.read_text().splitlines()]
+
+
+def stop(p, sig=signal.SIGINT, timeout=30):
+    if p.poll() is None:
+        p.send_signal(sig)
+    try:
+        return p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        return p.wait()
+
+
+def run_mode(tmp_path, kind, calls, cert, mode="auto", prefix=()):
+    """mcpwitness run -- SERVER: the server's tree tracked, the client (this test) not."""
+    out, port = tmp_path / "run.jsonl", free_port()
+    mw = start_server([MW, "run", "-q", "--no-store", "--jsonl", str(out), "--", *prefix,
+                       *server_argv(kind, "127.0.0.1", port, cert)])
+    try:
+        log = drive(url_of(kind, "127.0.0.1", port), calls, mode)
+    finally:
+        stop(mw)
+    return log, records(out), port
+
+
+def watch_mode(tmp_path, server_cmd, url, port, calls, mode="auto"):
+    """The server started by itself; mcpwitness watch --port PORT sees both ends."""
+    out = tmp_path / "watch.jsonl"
+    srv = start_server(server_cmd)
+    w = subprocess.Popen([MW, "watch", "-q", "--no-store", "--jsonl", str(out), "--port", str(port)])
+    try:
+        assert wait_for(lambda: out.exists() and '"start"' in out.read_text(), 20)
+        log = drive(url, calls, mode)
+    finally:
+        assert stop(w, signal.SIGTERM) == 0
+        stop(srv, signal.SIGTERM)
+    return log, records(out), srv.pid
+
+
+def mcp_of(recs):
+    return [r for r in recs if r["type"] == "mcp"]
+
+
+def last_session(recs):
+    return [r for r in recs if r["type"] == "session"][-1]
+
+
+def check_common(log, recs, transport, port):
+    mcp = mcp_of(recs)
+    check_against_client(log, mcp)
+    assert {r["transport"] for r in mcp} == {transport}
+    for r in mcp:  # every message carries its HTTP side
+        assert r["http"]["method"] in ("POST", "GET") and r["http"]["target"]
+        if r["direction"] == "server->client" and r["http"].get("sse_event") is None:
+            assert r["http"]["status"] == 200
+    sess = last_session(recs)
+    assert sess["event"] == "end" and sess["client_info"]["name"] == "mcp"
+    assert sess["server_info"]["name"] == "witness-test-server"
+    assert sess["connection"]["server"].endswith(f":{port}")
+    stats = recs[-1]
+    assert stats["type"] == "stats" and stats["lost"]["events"] == 0 and stats["mcp"]["nonjson"] == 0
+    assert stats["http"]["not_http"] == 0 and stats["http"]["resyncs"] == 0
+    return mcp, sess, stats
+
+
+CALLS = [("echo", {"text": "over the network"}), ("big", {"n": 300_000}), ("echo", {"text": "again"})]
+
+
+@pytest.mark.parametrize("kind", ["http", "https"])
+def test_streamable_http_tracked_server(kind, tmp_path, cert, monkeypatch):
+    monkeypatch.setenv("SSL_CERT_FILE", cert[0])
+    log, recs, port = run_mode(tmp_path, kind, CALLS, cert)
+    mcp, sess, stats = check_common(log, recs, kind, port)
+    assert mcp[0]["method"] == "server/discover" and mcp[0]["http"]["mcp_method"] == "server/discover"
+    call = [r for r in mcp if r["method"] == "tools/call" and r["kind"] == "request"][0]
+    assert call["http"]["mcp_name"] == "echo"
+    big = [r for r in mcp if r["kind"] == "response" and r["method"] == "tools/call"][1]
+    assert len(big["result"]["content"][0]["text"]) == 300_000 and not big["truncated"]
+    assert {r["pid"] for r in mcp} == {sess["pid"]}  # only the server is tracked
+    server = [e for e in sess["ends"] if e["role"] == "server"][0]
+    assert server["cmdline"][1] == SERVER
+    # one call record per tools/call, from the server's own reads and writes
+    calls = [r for r in recs if r["type"] == "call" and r["method"] == "tools/call"]
+    assert [c["status"] for c in calls] == ["ok"] * 3
+    if kind == "https":
+        assert stats["kernel"]["tls_calls"] > 0 and stats["kernel"]["tls_unbound"] == 0
+        start = recs[0]
+        assert any("SSL_read_ex" in lib["functions"] for lib in start["tls"]["libraries"])
+
+
+@pytest.mark.parametrize("kind", ["http", "https"])
+def test_streamable_http_port_filter_sees_both_ends_once(kind, tmp_path, cert, monkeypatch):
+    monkeypatch.setenv("SSL_CERT_FILE", cert[0])
+    port = free_port()
+    log, recs, srv_pid = watch_mode(tmp_path, server_argv(kind, "127.0.0.1", port, cert),
+                                    url_of(kind, "127.0.0.1", port), port, CALLS)
+    mcp, sess, stats = check_common(log, recs, kind, port)
+    roles = {e["pid"]: e["role"] for e in sess["ends"]}
+    assert roles == {srv_pid: "server", os.getpid(): "client"}  # one session, seen from both sides
+    assert stats["mcp"]["duplicates"] == len(mcp)  # every message seen twice, recorded once
+    found = [r for r in recs if r["type"] == "discovered"]
+    assert [f["pid"] for f in found] == [srv_pid] and "watched port" in found[0]["reason"]
+    conn = sess["connection"]
+    assert conn["server"] == f"127.0.0.1:{port}" and conn["socket_cookie"] and conn["netns_cookie"]
+
+
+def test_handshake_era_session_id_spans_connections(tmp_path, cert):
+    """mode=legacy: initialize, Mcp-Session-Id, SSE-streamed responses and
+    the standalone GET stream: one session."""
+    log, recs, port = run_mode(tmp_path, "http", [("echo", {"text": "legacy"})], cert, mode="legacy")
+    mcp, sess, _ = check_common(log, recs, "http", port)
+    assert [r["method"] for r in mcp[:3]] == ["initialize", "initialize", "notifications/initialized"]
+    assert sess["era"] == "handshake"
+    sids = {r["http"].get("session_id") for r in mcp[2:]}
+    assert len(sids) == 1 and None not in sids
+
+
+def test_legacy_sse_transport(tmp_path, cert):
+    """2024-11-05 HTTP+SSE: requests POSTed to the endpoint the SSE stream
+    named, every response back on the stream: one session."""
+    log, recs, port = run_mode(tmp_path, "sse", [("echo", {"text": "sse"})], cert, mode="legacy")
+    mcp, sess, stats = check_common(log, recs, "http", port)
+    assert {r["http"]["target"].split("?")[0] for r in mcp if r["direction"] == "client->server"} == {"/messages/"}
+    assert {r["http"]["sse_event"] for r in mcp if r["direction"] == "server->client"} == {"message"}
+    assert stats["http"]["sse_events"] >= len([r for r in mcp if r["direction"] == "server->client"]) + 1
+
+
+def _ns_inode(path):
+    return os.stat(path).st_ino
+
+
+@pytest.fixture
+def netns():
+    """A network namespace with a veth pair to it: (name, host address, namespace address)."""
+    if not shutil.which("ip"):
+        pytest.skip("iproute2 not installed")
+    name = f"mw{uuid.uuid4().hex[:8]}"
+    a, b = f"v{name}a"[:15], f"v{name}b"[:15]
+    net = f"10.{200 + os.getpid() % 50}.{os.getpid() % 250}"
+    cmds = [["ip", "netns", "add", name], ["ip", "link", "add", a, "type", "veth", "peer", "name", b],
+            ["ip", "link", "set", b, "netns", name], ["ip", "addr", "add", f"{net}.1/30", "dev", a],
+            ["ip", "link", "set", a, "up"], ["ip", "-n", name, "addr", "add", f"{net}.2/30", "dev", b],
+            ["ip", "-n", name, "link", "set", b, "up"], ["ip", "-n", name, "link", "set", "lo", "up"]]
+    try:
+        for c in cmds:
+            subprocess.run(c, check=True, capture_output=True)
+        yield name, f"{net}.1", f"{net}.2"
+    finally:
+        subprocess.run(["ip", "link", "del", a], capture_output=True)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def test_server_in_its_own_network_namespace(tmp_path, netns, cert):
+    name, host_addr, ns_addr = netns
+    port = free_port()
+    cmd = ["ip", "netns", "exec", name, *server_argv("http", ns_addr, port, cert)]
+    log, recs, srv_pid = watch_mode(tmp_path, cmd, url_of("http", ns_addr, port), port, [("echo", {"text": "ns"})])
+    mcp, sess, _ = check_common(log, recs, "http", port)
+    ends = {e["role"]: e for e in sess["ends"]}
+    assert ends["server"]["net_ns"] == _ns_inode(f"/run/netns/{name}")
+    assert ends["client"]["net_ns"] == _ns_inode("/proc/self/ns/net") != ends["server"]["net_ns"]
+    assert ends["client"]["pid"] == os.getpid()
+    assert sess["connection"]["server"] == f"{ns_addr}:{port}"
+    assert sess["connection"]["client"].startswith(host_addr + ":")
+
+
+def test_server_in_its_own_pid_namespace(tmp_path, cert):
+    if not shutil.which("unshare"):
+        pytest.skip("util-linux unshare not installed")
+    port = free_port()
+    cmd = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", *server_argv("http", "127.0.0.1", port, cert)]
+    log, recs, _ = watch_mode(tmp_path, cmd, url_of("http", "127.0.0.1", port), port, [("echo", {"text": "pidns"})])
+    mcp, sess, _ = check_common(log, recs, "http", port)
+    server = [e for e in sess["ends"] if e["role"] == "server"][0]
+    assert server["pid_ns"] != _ns_inode("/proc/self/ns/pid")
+    assert server["ns_pid"] == 1 and server["pid"] != 1  # the host pid and the pid inside the namespace
+    client_end = [e for e in sess["ends"] if e["role"] == "client"][0]
+    assert client_end["ns_pid"] == client_end["pid"] == os.getpid()
