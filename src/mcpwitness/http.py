@@ -167,8 +167,9 @@ class HttpReassembler:
         self.conns: dict[tuple, _Conn] = {}
         self.socks: dict[int, SockEvent] = {}  # socket inode -> endpoints
         self.endpoints: dict[str, tuple] = {}  # HTTP+SSE: POST URL -> the SSE connection's conv
+        self.reported: dict[tuple, bool] = {}  # connections already reported as not decodable
         self.stats = {"http_requests": 0, "http_responses": 0, "sse_events": 0, "sse_comments": 0,
-                      "http2_connections": 0, "not_http": 0, "upgraded": 0, "http_errors": 0,
+                      "http2_connections": 0, "not_http": 0, "upgraded": 0, "bad_encoding": 0, "http_errors": 0,
                       "non_json_bodies": 0, "resyncs": 0}
 
     # --- inputs -------------------------------------------------------------
@@ -256,13 +257,12 @@ class HttpReassembler:
             d.state = "ndjson"  # JSON-RPC straight over TCP, one message per line
             return True
         if buf.startswith(b"PRI * HTTP/2"):
-            self.stats["http2_connections"] += 1
-            self._kill(c, ev, "HTTP/2 (not supported yet: this connection is not decoded)", out)
+            self._kill(c, ev, "HTTP/2 (not supported yet: this connection is not decoded)", out,
+                       "http2_connections")
             return False
         i = buf.find(b"\r\n\r\n")
         if i < 0:
             if len(buf) > MAX_HEAD or (len(buf) >= 8 and not _starts_http(bytes(buf[:8]))):
-                self.stats["not_http"] += 1
                 self._kill(c, ev, "not HTTP/1.x", out)
             return False
         head = bytes(buf[:i]).decode("latin-1")
@@ -280,7 +280,6 @@ class HttpReassembler:
             return self._response(c, d, ev, int(parts[1]), headers, start, out)
         if len(parts) == 3 and parts[2].startswith("HTTP/1."):
             return self._request(c, d, ev, parts[0], parts[1], headers, start)
-        self.stats["not_http"] += 1
         self._kill(c, ev, "not HTTP/1.x", out)
         return False
 
@@ -315,8 +314,7 @@ class HttpReassembler:
         self.stats["http_responses"] += 1
         x = c.reqs.popleft() if c.reqs else Exchange(None, None, {})
         if status == 101:
-            self.stats["upgraded"] += 1
-            self._kill(c, ev, f"upgraded to {headers.get('upgrade', '?')} (not decoded)", out)
+            self._kill(c, ev, f"upgraded to {headers.get('upgrade', '?')} (not decoded)", out, "upgraded")
             return False
         d.exch = x
         sid = headers.get("mcp-session-id") or x.headers.get("mcp-session-id")
@@ -407,13 +405,13 @@ class HttpReassembler:
                 i = buf.find(b"\r\n")
                 if i < 0:
                     if len(buf) > 1024:
-                        self._kill(c, ev, "bad chunked encoding", out)
+                        self._kill(c, ev, "bad chunked encoding", out, "bad_encoding")
                         return False
                     break
                 try:
                     size = int(bytes(buf[:i]).split(b";")[0].strip() or b"x", 16)
                 except ValueError:
-                    self._kill(c, ev, "bad chunked encoding", out)
+                    self._kill(c, ev, "bad chunked encoding", out, "bad_encoding")
                     return False
                 del buf[:i + 2]
                 d.base += i + 2
@@ -559,19 +557,27 @@ class HttpReassembler:
         f.http, f.exchange, f.peer = info, d.exch, c.sock
         return f
 
-    def _kill(self, c: _Conn, ev: IoEvent, reason: str, out: list) -> None:
-        """Not MCP over HTTP/1.1: say so once, stop parsing, and stop the kernel sending it."""
+    def _kill(self, c: _Conn, ev: IoEvent, reason: str, out: list, counter: str = "not_http") -> None:
+        """Not MCP over HTTP/1.1: say so once per connection (counted), stop
+        parsing it, and stop the kernel sending it."""
         c.dead = True
         d = c.dirs[ev.direction]
         preview = bytes(d.buf[:64]).decode("latin-1")
         for x in c.dirs.values():
             x.state, x.buf = "dead", bytearray()
         sock = c.sock
-        out.append(TransportNotice(self.wall(ev.ktime_ns), ev.ktime_ns, ev.pid, ev.comm, ev.fd, ev.kind, reason,
-                                   f"{sock.local_addr}:{sock.local_port}" if sock else None,
-                                   f"{sock.remote_addr}:{sock.remote_port}" if sock else None, preview))
         if self.stop_stream is not None:
             try:
                 self.stop_stream(ev.inode, 0 if ev.kind == "tls" else ev.dev)
             except Exception:
                 pass
+        key = self._conv(c)
+        if key in self.reported:  # its other end said so already
+            return
+        self.reported[key] = True
+        if len(self.reported) > 4096:
+            del self.reported[next(iter(self.reported))]
+        self.stats[counter] += 1
+        out.append(TransportNotice(self.wall(ev.ktime_ns), ev.ktime_ns, ev.pid, ev.comm, ev.fd, ev.kind, reason,
+                                   f"{sock.local_addr}:{sock.local_port}" if sock else None,
+                                   f"{sock.remote_addr}:{sock.remote_port}" if sock else None, preview))
