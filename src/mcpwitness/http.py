@@ -201,16 +201,18 @@ class HttpReassembler:
         d.buf += ev.data
         self._run(c, d, ev, out)
         if missing > 0:
-            self._gap(c, d, missing)
+            self._gap(c, d, ev, missing, out)
         return out
 
-    def _gap(self, c: _Conn, d: _Dir, missing: int) -> None:
+    def _gap(self, c: _Conn, d: _Dir, ev: IoEvent, missing: int, out: list) -> None:
         """A syscall moved more than was captured (io_max): skip what is missing."""
         if d.state == "body" and d.mode == "length" and not d.buf and d.left >= missing:
             d.left -= missing
             d.truncated = True
             d.notes = d.notes + [f"{missing} bytes of this body were not captured"]
             d.base += missing
+            if d.left == 0:
+                self._end_body(c, d, ev, out, complete=True)
         elif d.state != "dead":
             d.state, d.buf = "lost", bytearray()
             d.base += missing
