@@ -856,6 +856,20 @@ static __always_inline void sock_addrs(struct sock *sk, struct mw_sockinfo *si)
 	si->netns_ino = BPF_CORE_READ(net, ns.inum);
 }
 
+/* TCP sockets whose bytes (or TLS plaintext) are sent up: their end is reported too */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);   /* struct sock * */
+	__type(value, __u64); /* its inode */
+} cap_socks SEC(".maps");
+
+static __always_inline void note_captured(struct sock *sk, __u64 ino)
+{
+	__u64 key = (__u64)sk;
+	bpf_map_update_elem(&cap_socks, &key, &ino, BPF_ANY);
+}
+
 /* One MW_EV_SOCK: the endpoints of sk (how: MW_SB_*), before bytes of it are sent. */
 static __always_inline void emit_sock(struct mw_proc *p, struct task_struct *task, struct sock *sk, long fd,
 				      __u32 dir, __u64 ino, __u64 how, __u64 ssl)
@@ -917,8 +931,10 @@ static __always_inline int capture(struct mw_proc *p, struct task_struct *task, 
 		if (!p)
 			return 0;
 	}
-	if (state == MW_S_UNKNOWN && t->kind == MW_KIND_TCP)
+	if (state == MW_S_UNKNOWN && t->kind == MW_KIND_TCP) {
 		emit_sock(p, task, t->sk, fd, t->k.dir, t->k.ino, MW_SB_CAPTURE, 0);
+		note_captured(t->sk, t->k.ino);
+	}
 
 	struct mw_scratch *s = begin(MW_EV_IO, p, task, ret);
 	if (!s)
@@ -1105,7 +1121,41 @@ MSG_PROG(sendmsg, MW_IOSYS_SENDMSG, MW_IO_WRITE)
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(mw_sock_state, const struct sock *sk, int oldstate, int newstate)
 {
-	if (newstate == 1 /* TCP_ESTABLISHED */)
+	if (newstate == 1 /* TCP_ESTABLISHED */) {
 		bpf_get_socket_cookie((void *)sk);
+		return 0;
+	}
+	/* a captured connection is closed: TCP_CLOSE comes after its owner's
+	 * close() (both FINs, or a reset), so after every byte it read */
+	if (newstate != 7 /* TCP_CLOSE */)
+		return 0;
+	__u64 key = (__u64)sk;
+	__u64 *ino = bpf_map_lookup_elem(&cap_socks, &key);
+	if (!ino)
+		return 0;
+	__u64 inode = *ino;
+	bpf_map_delete_elem(&cap_socks, &key);
+	/* this can run in softirq, on top of a syscall program of this CPU that
+	 * is using the scratch area: build the record in the ring directly */
+	struct mw_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(MW_C_RB_FULL);
+		return 0;
+	}
+	__builtin_memset(e, 0, MW_HDR_SIZE);
+	__u64 pt = bpf_get_current_pid_tgid();
+	e->ts_ns = bpf_ktime_get_ns();
+	e->type = MW_EV_SOCK;
+	e->flags = MW_F_LAST | MW_F_UNTRACKED; /* whoever runs now: not necessarily the socket's owner */
+	e->pid = e->root = pt >> 32;
+	e->tid = (__u32)pt;
+	e->args[0] = 0xffffffffULL | ((__u64)MW_SB_CLOSED << 40);
+	e->args[1] = inode;
+	struct mw_sockinfo *si = (struct mw_sockinfo *)e->data;
+	__builtin_memset(si, 0, sizeof(*si));
+	sock_addrs((struct sock *)sk, si);
+	e->data_len = sizeof(*si);
+	bpf_ringbuf_submit(e, 0);
+	count(MW_C_EVENTS);
 	return 0;
 }

@@ -54,6 +54,7 @@ enum mw_event_type {
 #define MW_SB_TLS_IN 1  /* TLS: the socket was used inside an SSL_* call (the library owns the fd) */
 #define MW_SB_TLS_NEAR 2 /* TLS: the socket's TLS records and the SSL_* call met on one thread, back to back
 			  * (memory BIOs, as Python's asyncio and most event loops use) */
+#define MW_SB_CLOSED 3   /* a captured connection reached TCP_CLOSE: args[1] = its socket inode */
 
 struct mw_sockinfo {
 	__u8 laddr[16]; /* IPv4: the first 4 bytes */

@@ -70,6 +70,7 @@ static __always_inline void tls_bind(struct mw_proc *p, struct task_struct *task
 	struct mw_ssl_sock b = {.ino = ino, .fd = fd, .pflags = pflags};
 	if (bpf_map_update_elem(&ssl_socks, &ssl, &b, BPF_NOEXIST))
 		return; /* bound already */
+	note_captured(sk, ino);
 	if (p)
 		emit_sock(p, task, sk, fd, dir, ino, how, ssl);
 }

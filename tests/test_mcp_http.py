@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 
 import anyio
@@ -96,6 +97,9 @@ def run_mode(tmp_path, kind, calls, cert, mode="auto", prefix=()):
     return log, records(out), port
 
 
+STOPPED = [0]  # CLOCK_MONOTONIC when the last watch_mode asked mcpwitness to stop
+
+
 def watch_mode(tmp_path, server_cmd, url, port, calls, mode="auto"):
     """The server started by itself; mcpwitness watch --port PORT sees both ends."""
     out = tmp_path / "watch.jsonl"
@@ -104,7 +108,9 @@ def watch_mode(tmp_path, server_cmd, url, port, calls, mode="auto"):
     try:
         assert wait_for(lambda: out.exists() and '"start"' in out.read_text(), 20)
         log = drive(url, calls, mode)
+        time.sleep(0.3)
     finally:
+        STOPPED[0] = time.monotonic_ns()
         assert stop(w, signal.SIGTERM) == 0
         stop(srv, signal.SIGTERM)
     return log, records(out), srv.pid
@@ -175,6 +181,9 @@ def test_streamable_http_port_filter_sees_both_ends_once(kind, tmp_path, cert, m
     assert [f["pid"] for f in found] == [srv_pid] and "watched port" in found[0]["reason"]
     conn = sess["connection"]
     assert conn["server"] == f"127.0.0.1:{port}" and conn["socket_cookie"] and conn["netns_cookie"]
+    # the session ended when its connection closed (both sockets reached TCP_CLOSE), not at the agent's stop
+    assert stats["http"]["closed"] == 2
+    assert sess["ktime_ns"] < STOPPED[0]
 
 
 def test_handshake_era_session_id_spans_connections(tmp_path, cert):

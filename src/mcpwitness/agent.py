@@ -196,7 +196,14 @@ class Agent:
                         batch.extend(self.mcp.feed(frame))
                 continue
             if t is SockEvent:
-                self.http.sock(ev)
+                if ev.binding == "closed":
+                    frames, convs = self.http.closed(ev.inode)
+                    for frame in frames:
+                        batch.extend(self.mcp.feed(frame) if type(frame) is Frame else (frame,))
+                    for conv in convs:
+                        batch.extend(self.mcp.end_conv(conv, ev.ktime_ns))
+                else:
+                    self.http.sock(ev)
                 continue
             batch.append(ev)  # ThreadEvents too: audit.py uses them and does not pass them on
             if self.enforcer is not None:

@@ -153,14 +153,22 @@ def features(mech: dict[str, bool]) -> list[dict]:
             "tracepoint syscalls/sys_exit_execve{,at}" if tp else "none", "", ""),
         row("event transport", "active" if mech.get("ring buffer output") else "unavailable",
             "BPF ring buffer, batch mmap reader", "", "per-CPU drop counters"),
-        row("MCP payload capture (pipes, Unix sockets)", "active" if tp else "unavailable",
+        row("MCP payload capture (pipes, Unix sockets, TCP)", "active" if tp else "unavailable",
             "tracepoint syscalls/sys_exit_{read,write,readv,writev,recvfrom,sendto,recvmsg,sendmsg}"
-            if tp else "none", "fexit (not built)", "JSON streams classified in the kernel; TCP: issue 5"),
+            if tp else "none", "fexit (not built)",
+            "streams classified in the kernel: JSON (pipes, Unix), HTTP/1.x or JSON (TCP)"),
         row("server discovery (watch)", "active" if tp else "unavailable",
             "the same read hooks: a first JSON read with \"method\" near its start tracks the reader",
             "", "every read on the host pays a 1-byte check"),
-        row("TLS plaintext", "planned",
-            "uprobe SSL_read/SSL_write" if mech.get("uprobe") else "none (uprobes unavailable)", "", "issue 5"),
+        row("TCP port filter (watch --port)", "active" if tp else "unavailable",
+            "the same hooks: socket ports looked up in a kernel map", "",
+            "every read/write on the host pays an fd lookup while a port is watched"),
+        row("connection endpoints", "active" if tpbtf else "unavailable",
+            "from the socket at capture; cookies set at tp_btf/inet_sock_set_state", "", "5-tuple, netns, cookie"),
+        row("TLS plaintext (OpenSSL libssl)", "active" if mech.get("uprobe") else "unavailable",
+            "uprobes on SSL_read/SSL_write(_ex), SSL_do_handshake" if mech.get("uprobe")
+            else "none (uprobes unavailable)", "",
+            "statically linked TLS (Go, rustls, BoringSSL in binaries) is not covered"),
     ]
     chosen = choose_mechanisms(lambda label: bool(mech.get(label)))
     notes = {

@@ -83,7 +83,7 @@ EXEC_SYSCALLS = {4: "execve", 5: "execveat"}
 IO_SYSCALLS = {0: "read", 1: "write", 2: "readv", 3: "writev", 4: "recvfrom", 5: "sendto", 6: "recvmsg",
                7: "sendmsg", 8: "SSL_read", 9: "SSL_write", 10: "SSL_read_ex", 11: "SSL_write_ex"}
 IO_KINDS = {1: "pipe", 2: "unix", 3: "tcp", 4: "tls"}
-SOCK_BINDINGS = {0: "capture", 1: "inside the SSL call", 2: "next to the SSL call on its thread"}
+SOCK_BINDINGS = {0: "capture", 1: "inside the SSL call", 2: "next to the SSL call on its thread", 3: "closed"}
 
 
 class Event(msgspec.Struct, tag_field="type", gc=False):

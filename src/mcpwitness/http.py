@@ -160,8 +160,9 @@ def _starts_http(data: bytes) -> bool:
 class HttpReassembler:
     """IoEvents of kind tcp/tls and SockEvents in; Frames and TransportNotices out."""
 
-    def __init__(self, wall=None, stop_stream=None, max_body: int = 64 << 20):
+    def __init__(self, wall=None, stop_stream=None, max_body: int = 64 << 20, max_conns: int = 65536):
         self.wall = wall or (lambda ns: "")
+        self.max_conns = max_conns
         self.stop_stream = stop_stream         # (inode, dev) -> None: tell the kernel to stop a stream
         self.max_body = max_body
         self.conns: dict[tuple, _Conn] = {}
@@ -170,7 +171,7 @@ class HttpReassembler:
         self.reported: dict[tuple, bool] = {}  # connections already reported as not decodable
         self.stats = {"http_requests": 0, "http_responses": 0, "sse_events": 0, "sse_comments": 0,
                       "http2_connections": 0, "not_http": 0, "upgraded": 0, "bad_encoding": 0, "http_errors": 0,
-                      "non_json_bodies": 0, "resyncs": 0}
+                      "non_json_bodies": 0, "resyncs": 0, "closed": 0, "conns_evicted": 0}
 
     # --- inputs -------------------------------------------------------------
     def sock(self, ev: SockEvent) -> None:
@@ -182,6 +183,9 @@ class HttpReassembler:
         key = (ev.pid, ev.kind, ev.inode)
         c = self.conns.get(key)
         if c is None:
+            if len(self.conns) >= self.max_conns:  # no close seen (kernel without tp_btf): oldest first
+                self.stats["conns_evicted"] += 1
+                del self.conns[next(iter(self.conns))]
             c = self.conns[key] = _Conn(ev.pid, ev.kind, ev.inode, ev.fd)
         c.last = ev
         if c.sock is None:
@@ -217,19 +221,37 @@ class HttpReassembler:
             d.state, d.buf = "lost", bytearray()
             d.base += missing
 
+    def closed(self, inode: int) -> tuple[list, list]:
+        """The TCP connection with this socket inode ended (the kernel saw it
+        leave ESTABLISHED): finish its parsers (and those of TLS streams over
+        it). Returns (frames, conversation keys that ended)."""
+        keys = [k for k, c in self.conns.items()
+                if (c.kind == "tcp" and c.ident == inode) or (c.kind == "tls" and c.last is not None
+                                                              and c.last.dev == inode)]
+        out, convs = [], []
+        self.stats["closed"] += 1
+        for k in keys:
+            convs.append(self._conv(self.conns[k]))
+            out += self._finish(self.conns.pop(k))
+        return out, list(dict.fromkeys(convs))
+
     def flush(self, pid: int | None = None) -> list:
         """The connection (or process) ended: a body read to the end of the
         connection is complete; anything else pending is kept, marked incomplete."""
         out: list = []
         for key in [k for k in self.conns if pid is None or k[0] == pid]:
-            c = self.conns.pop(key)
-            for d in c.dirs.values():
-                if d.state == "body" and c.last is not None:
-                    if d.mode == "close":
-                        self._end_body(c, d, c.last, out, complete=True)
-                    else:
-                        d.notes = d.notes + ["the connection ended inside this body"]
-                        self._end_body(c, d, c.last, out, complete=False)
+            out += self._finish(self.conns.pop(key))
+        return out
+
+    def _finish(self, c: _Conn) -> list:
+        out: list = []
+        for d in c.dirs.values():
+            if d.state == "body" and c.last is not None:
+                if d.mode == "close":
+                    self._end_body(c, d, c.last, out, complete=True)
+                else:
+                    d.notes = d.notes + ["the connection ended inside this body"]
+                    self._end_body(c, d, c.last, out, complete=False)
         return out
 
     # --- parsing --------------------------------------------------------------

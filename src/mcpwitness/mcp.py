@@ -293,6 +293,19 @@ class McpDecoder:
         self._open_pipes.pop(pid, None)
         return out
 
+    def end_conv(self, conv, ktime: int) -> list:
+        """A connection ended: a session that was that connection ends with it
+        (one that spans connections, by Mcp-Session-Id, goes on)."""
+        s = self._convs.get(conv)
+        if s is None:
+            return []
+        for k in [k for k in self.sessions if k[1] == "conv" and k[2] == conv]:
+            del self.sessions[k]
+        self._convs.pop(conv, None)
+        if any(x is s for x in self.sessions.values()):
+            return []
+        return self._end_session(s, ktime)
+
     def end_all(self, ktime: int) -> list:
         out, done = [], set()
         for s in list(self.sessions.values()):
