@@ -234,6 +234,8 @@ class Agent:
             self.kernel.untrack(root)
             return False
         self.roots.add(root)
+        if self.tls is not None:
+            self.tls.add_process(root)
         exe, cmdline = identity(root)
         policy = None
         if self.enforcer is not None:
@@ -394,6 +396,10 @@ class Agent:
         """Start argv tracked before its first instruction, under the policy
         its identity matches. Returns its pid."""
         ident = None
+        if self.tls is not None:  # an executable with OpenSSL inside (node): probed before it runs
+            exe = resolve_command(argv[0])
+            if exe:
+                self.tls.add(os.path.realpath(exe))
         if self.enforcer is not None:  # the child runs in our cgroup until it moves itself
             from .policy import Identity
             exe = resolve_command(argv[0])

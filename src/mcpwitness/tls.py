@@ -5,8 +5,10 @@ The uprobes are attached to the library file, not to a process: every
 process that maps that file runs them, and the kernel programs keep only
 tracked processes (and, with --port, sockets on a watched port). So one
 attach per library file serves the whole host: the system's libssl at
-start-up, and any other copy (a virtualenv's, a bundled one) when a tracked
-process is seen to map it.
+start-up, and any other copy (a virtualenv's, a bundled one, or an executable
+that exports OpenSSL's functions itself, as Node.js does) when a tracked
+process is seen to map or run it: at `run`'s spawn, at discovery, and every
+2 s for tracked processes.
 """
 from __future__ import annotations
 
@@ -134,8 +136,14 @@ class TlsProbes:
             self.add(os.path.realpath(p))
 
     def add_process(self, pid: int) -> None:
+        """The libssl files pid maps, and its executable when that exports
+        OpenSSL itself (Node.js does)."""
         for p in mapped_libraries(pid):
             self.add(p)
+        try:
+            self.add(os.readlink(f"/proc/{pid}/exe"))
+        except OSError:
+            pass
 
     def report(self) -> list[dict]:
         return [v for v in self.files.values() if v["functions"]]
