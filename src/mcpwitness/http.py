@@ -81,7 +81,8 @@ class TransportNotice(msgspec.Struct, tag="transport", tag_field="type", gc=Fals
 class _Dir:
     """One direction of one connection: the parser's state."""
     __slots__ = ("buf", "base", "state", "mode", "left", "exch", "head", "body", "body_off", "first",
-                 "sse", "sse_lines", "sse_off", "sse_first", "truncated", "notes", "encoding", "ctype", "info")
+                 "sse", "sse_lines", "sse_off", "sse_first", "truncated", "notes", "encoding", "ctype", "info",
+                 "size")
 
     def __init__(self):
         self.buf = bytearray()
@@ -103,15 +104,17 @@ class _Dir:
         self.encoding = None
         self.ctype = None
         self.info: HttpInfo | None = None
+        self.size = 0
 
 
 class _Conn:
-    __slots__ = ("pid", "kind", "ident", "fd", "dirs", "role", "reqs", "sock", "dead", "last")
+    __slots__ = ("pid", "kind", "ident", "fd", "dirs", "reqs", "sock", "dead", "last", "under", "conv")
 
     def __init__(self, pid, kind, ident, fd):
         self.pid, self.kind, self.ident, self.fd = pid, kind, ident, fd
         self.dirs = {"read": _Dir(), "write": _Dir()}
-        self.role: str | None = None           # this process's end: client or server
+        self.under = 0                         # tls: the socket inode it was indexed under
+        self.conv: tuple | None = None         # the connection as both ends name it, once known
         self.reqs: deque[Exchange] = deque()   # requests waiting for their response
         self.sock: SockEvent | None = None
         self.dead = False
@@ -167,6 +170,7 @@ class HttpReassembler:
         self.max_body = max_body
         self.conns: dict[tuple, _Conn] = {}
         self.socks: dict[int, SockEvent] = {}  # socket inode -> endpoints
+        self.by_sock: dict[int, set] = {}      # socket inode -> the conns over it (both ends' processes)
         self.endpoints: dict[str, tuple] = {}  # HTTP+SSE: POST URL -> the SSE connection's conv
         self.reported: dict[tuple, bool] = {}  # connections already reported as not decodable
         self.stats = {"http_requests": 0, "http_responses": 0, "sse_events": 0, "sse_comments": 0,
@@ -185,8 +189,13 @@ class HttpReassembler:
         if c is None:
             if len(self.conns) >= self.max_conns:  # no close seen (kernel without tp_btf): oldest first
                 self.stats["conns_evicted"] += 1
-                del self.conns[next(iter(self.conns))]
+                self._drop(next(iter(self.conns)))
             c = self.conns[key] = _Conn(ev.pid, ev.kind, ev.inode, ev.fd)
+            if ev.kind == "tcp":
+                self.by_sock.setdefault(ev.inode, set()).add(key)
+        if ev.kind == "tls" and ev.dev and c.under != ev.dev:  # the SSL object's socket became known
+            c.under = ev.dev
+            self.by_sock.setdefault(ev.dev, set()).add(key)
         c.last = ev
         if c.sock is None:
             c.sock = self.socks.get(ev.inode if ev.kind == "tcp" else ev.dev)
@@ -225,22 +234,33 @@ class HttpReassembler:
         """The TCP connection with this socket inode ended (the kernel saw it
         leave ESTABLISHED): finish its parsers (and those of TLS streams over
         it). Returns (frames, conversation keys that ended)."""
-        keys = [k for k, c in self.conns.items()
-                if (c.kind == "tcp" and c.ident == inode) or (c.kind == "tls" and c.last is not None
-                                                              and c.last.dev == inode)]
         out, convs = [], []
         self.stats["closed"] += 1
-        for k in keys:
-            convs.append(self._conv(self.conns[k]))
-            out += self._finish(self.conns.pop(k))
+        for k in list(self.by_sock.get(inode, ())):
+            c = self.conns.get(k)
+            if c is not None:
+                convs.append(self._conv(c))
+                out += self._finish(self._drop(k))
+        self.by_sock.pop(inode, None)
+        self.socks.pop(inode, None)
         return out, list(dict.fromkeys(convs))
+
+    def _drop(self, key) -> _Conn:
+        c = self.conns.pop(key)
+        for ino in (c.ident if c.kind == "tcp" else None, c.under):
+            keys = self.by_sock.get(ino)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self.by_sock[ino]
+        return c
 
     def flush(self, pid: int | None = None) -> list:
         """The connection (or process) ended: a body read to the end of the
         connection is complete; anything else pending is kept, marked incomplete."""
         out: list = []
         for key in [k for k in self.conns if pid is None or k[0] == pid]:
-            out += self._finish(self.conns.pop(key))
+            out += self._finish(self._drop(key))
         return out
 
     def _finish(self, c: _Conn) -> list:
@@ -309,8 +329,6 @@ class HttpReassembler:
 
     def _request(self, c, d, ev, method, target, headers, start) -> bool:
         self.stats["http_requests"] += 1
-        if c.role is None:
-            c.role = "server" if ev.direction == "read" else "client"
         x = Exchange(method, target, headers)
         c.reqs.append(x)
         d.exch = x
@@ -331,8 +349,6 @@ class HttpReassembler:
         return True
 
     def _response(self, c, d, ev, status, headers, start, out) -> bool:
-        if c.role is None:
-            c.role = "server" if ev.direction == "write" else "client"
         if 100 <= status < 200 and status != 101:
             return True  # 100 Continue and friends: the real response follows
         self.stats["http_responses"] += 1
@@ -369,6 +385,7 @@ class HttpReassembler:
     def _start_body(self, d: _Dir, ev, mode, n, headers, start) -> None:
         d.state, d.mode, d.left = "body", mode, n
         d.body = []
+        d.size = 0
         d.body_off = d.sse_off = d.base
         d.first = d.sse_first = ev.ktime_ns
         d.head = start
@@ -445,7 +462,8 @@ class HttpReassembler:
             self._sse(c, d, ev, data, out)
         elif data:
             d.body.append(data)
-            if sum(map(len, d.body)) > self.max_body:
+            d.size += len(data)
+            if d.size > self.max_body:
                 d.notes = d.notes + [f"body longer than {self.max_body} bytes: cut here"]
                 d.truncated = True
                 done = True
@@ -553,11 +571,14 @@ class HttpReassembler:
 
     # --- outputs --------------------------------------------------------------
     def _conv(self, c: _Conn) -> tuple:
+        if c.conv is not None:
+            return c.conv
         if c.sock is None:
             c.sock = self.socks.get(c.ident if c.kind == "tcp" else (c.last.dev if c.last else 0))
         if c.sock is not None:
-            return conn_key(c.sock)
-        return (c.kind, c.pid, c.ident)  # endpoints unknown: this process's view only
+            c.conv = conn_key(c.sock)  # settled: the endpoints do not change
+            return c.conv
+        return (c.kind, c.pid, c.ident)  # endpoints unknown (yet): this process's view only
 
     def _frame(self, c: _Conn, d: _Dir, ev: IoEvent, data: bytes, offset: int, first: int, complete: bool,
                notes: list[str], info: HttpInfo | None = None) -> Frame:
@@ -567,7 +588,7 @@ class HttpReassembler:
             flow = None
         else:
             flow = C2S if is_request else S2C
-        conv = self._conv(c)
+        conv = own = self._conv(c)
         alias = None
         if info.session_id:  # revisions up to 2025-11-25: the session spans connections
             conv, alias = ("mcp-session", info.session_id), conv
@@ -577,7 +598,7 @@ class HttpReassembler:
                 conv, alias = linked, None
         f = Frame(ev.pid, ev.tid, ev.comm, c.fd, c.kind, ev.direction, c.ident, ev.dev, first, ev.ktime_ns,
                   data, offset, complete, not complete or d.truncated, list(notes))
-        f.flow, f.conv, f.alias, f.dedup = flow, conv, alias, (self._conv(c), flow)
+        f.flow, f.conv, f.alias, f.dedup = flow, conv, alias, (own, flow)
         f.http, f.exchange, f.peer = info, d.exch, c.sock
         return f
 
