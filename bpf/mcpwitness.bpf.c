@@ -961,6 +961,20 @@ static __always_inline int capture(struct mw_proc *p, struct task_struct *task, 
 
 /* ---- port filter: TCP on watched ports, whoever the process is ------ */
 
+/* The per-CPU stand-in entry for an untracked process whose bytes are
+ * captured (MW_P_UNTRACKED, maybe MW_P_PORT_SERVER): the event header's source. */
+static __always_inline struct mw_proc *stand_in(struct task_struct *task, __u32 flags)
+{
+	__u32 zero = 0;
+	struct mw_proc *c = bpf_map_lookup_elem(&portproc, &zero);
+	if (!c)
+		return NULL;
+	c->start_ns = BPF_CORE_READ(task, group_leader, start_boottime);
+	c->root = bpf_get_current_pid_tgid() >> 32;
+	c->flags = flags;
+	return c;
+}
+
 /* An untracked process moved bytes on a TCP socket: a stand-in entry when
  * one end is a watched port. On the local end (a server) the process is
  * tracked once its stream proves HTTP or JSON; on the remote end (a client)
@@ -978,14 +992,7 @@ static __always_inline struct mw_proc *port_candidate(struct task_struct *task, 
 	else
 		return NULL;
 	count(MW_C_PORT_MATCHED);
-	__u32 zero = 0;
-	struct mw_proc *c = bpf_map_lookup_elem(&portproc, &zero);
-	if (!c)
-		return NULL;
-	c->start_ns = BPF_CORE_READ(task, group_leader, start_boottime);
-	c->root = bpf_get_current_pid_tgid() >> 32;
-	c->flags = flags;
-	return c;
+	return stand_in(task, flags);
 }
 
 /* ---- watch mode: find servers nobody wrapped ---------------------- */

@@ -122,15 +122,8 @@ static __always_inline int ssl_enter(void *ssl, void *buf, void *outlen, __u32 s
 	    !bpf_map_lookup_elem(&ssl_socks, &th->ssl)) {
 		struct task_struct *task = bpf_get_current_task_btf();
 		struct mw_proc *q = p;
-		if (!q && (th->pflags & MW_P_UNTRACKED)) {
-			__u32 zero = 0;
-			q = bpf_map_lookup_elem(&portproc, &zero);
-			if (q) {
-				q->start_ns = BPF_CORE_READ(task, group_leader, start_boottime);
-				q->root = pt >> 32;
-				q->flags = th->pflags;
-			}
-		}
+		if (!q && (th->pflags & MW_P_UNTRACKED))
+			q = stand_in(task, th->pflags);
 		if (q)
 			tls_bind(q, task, th->ssl, (struct sock *)th->sk, th->ino, th->fd, MW_IO_READ, th->pflags,
 				 MW_SB_TLS_NEAR);
@@ -169,15 +162,8 @@ static __always_inline int ssl_exit(long rc)
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct mw_proc *p = current_tracked();
 	if (!p) {
-		if (!b || !(b->pflags & MW_P_UNTRACKED))
+		if (!b || !(b->pflags & MW_P_UNTRACKED) || !(p = stand_in(task, b->pflags)))
 			return 0;
-		__u32 zero = 0;
-		p = bpf_map_lookup_elem(&portproc, &zero);
-		if (!p)
-			return 0;
-		p->start_ns = BPF_CORE_READ(task, group_leader, start_boottime);
-		p->root = pt >> 32;
-		p->flags = b->pflags;
 	}
 	count(MW_C_TLS_CALLS);
 	if (!b)

@@ -114,6 +114,13 @@ def listen():
         lst.close()
 
 
+def free_port(host="127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (on a loopback address)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
 def wait_for(pred, timeout=10.0, step=0.02):
     end = time.time() + timeout
     while time.time() < end:

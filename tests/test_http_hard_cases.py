@@ -12,18 +12,12 @@ import time
 
 import pytest
 
-from conftest import wait_for
+from conftest import free_port, wait_for
 
 pytestmark = pytest.mark.kernel
 MW = shutil.which("mcpwitness") or os.path.join(os.path.dirname(sys.executable), "mcpwitness")
 HERE = os.path.dirname(os.path.abspath(__file__))
 RAW = os.path.join(HERE, "workloads", "raw_http_server.py")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def post(obj, host_port) -> bytes:

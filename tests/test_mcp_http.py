@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,19 +16,13 @@ import uuid
 import anyio
 import pytest
 
-from conftest import wait_for
+from conftest import free_port, wait_for
 from mcp_client import RecordingHttp, check_against_client, client
 
 pytestmark = pytest.mark.kernel
 MW = shutil.which("mcpwitness") or os.path.join(os.path.dirname(sys.executable), "mcpwitness")
 HERE = os.path.dirname(os.path.abspath(__file__))
 SERVER = os.path.join(HERE, "workloads", "sdk_http_server.py")
-
-
-def free_port(host="127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 http/https: Streamable HTTP (uvicorn), sse: the 2024-11-05 HTTP+SSE transport.
 Prints "listening" on stdout once the port accepts connections."""
 import os
-import socket
 import sys
 import threading
 import time
