@@ -190,14 +190,25 @@ def test_handshake_era_session_id_spans_connections(tmp_path, cert):
     assert len(sids) == 1 and None not in sids
 
 
-def test_legacy_sse_transport(tmp_path, cert):
+@pytest.mark.parametrize("how", ["run", "watch"])
+def test_legacy_sse_transport(how, tmp_path, cert):
     """2024-11-05 HTTP+SSE: requests POSTed to the endpoint the SSE stream
-    named, every response back on the stream: one session."""
-    log, recs, port = run_mode(tmp_path, "sse", [("echo", {"text": "sse"})], cert, mode="legacy")
+    named, every response back on the stream: one session (from both ends
+    under watch --port)."""
+    calls = [("echo", {"text": "sse"})]
+    if how == "run":
+        log, recs, port = run_mode(tmp_path, "sse", calls, cert, mode="legacy")
+    else:
+        port = free_port()
+        log, recs, _ = watch_mode(tmp_path, server_argv("sse", "127.0.0.1", port, cert),
+                                  url_of("sse", "127.0.0.1", port), port, calls, mode="legacy")
     mcp, sess, stats = check_common(log, recs, "http", port)
+    if how == "watch":
+        assert {e["role"] for e in sess["ends"]} == {"server", "client"}
     assert {r["http"]["target"].split("?")[0] for r in mcp if r["direction"] == "client->server"} == {"/messages/"}
     assert {r["http"]["sse_event"] for r in mcp if r["direction"] == "server->client"} == {"message"}
     assert stats["http"]["sse_events"] >= len([r for r in mcp if r["direction"] == "server->client"]) + 1
+    assert sess["connection"]["server"] == f"127.0.0.1:{port}"
 
 
 def _ns_inode(path):
