@@ -154,3 +154,23 @@ def test_session_id_joins_connections_and_an_http_error_answers_its_request():
     assert len({m.session for m in mcp}) == 1
     assert [(m.kind, m.id) for m in mcp] == [("request", 1), ("response", 1), ("request", 2), ("error", 2)]
     assert mcp[3].error == {"http_status": 404, "body": "no such s"} and mcp[3].paired
+
+
+def test_http_that_is_not_mcp_is_counted_not_decoded_and_let_go():
+    stopped = []
+    h = HttpReassembler(stop_stream=lambda ino, dev: stopped.append(ino))
+    evs = []
+    for i in range(3):  # a tool's own REST calls: JSON, but no JSON-RPC
+        evs += [io(b"GET /api/%d HTTP/1.1\r\nHost: x\r\n\r\n" % i, "write"),
+                io(resp({"items": [i], "ok": True}), "read")]
+    _, out = feed_all(evs, h)
+    assert out == [] and h.stats["non_mcp_bodies"] == 3 and h.stats["non_mcp_connections"] == 1
+    assert stopped == [77]
+    # an MCP connection with a plain JSON error body still answers its request
+    dec = McpDecoder(identity=lambda pid: ("/srv", ["srv"]), namespaces=lambda pid: {})
+    recs = []
+    for f in feed_all([io(post({"jsonrpc": "2.0", "id": 9, "method": "tools/call"}), inode=5),
+                       io(resp({"detail": "Not Found"}, status=b"404 Not Found"), "write", inode=5)])[1]:
+        recs += dec.feed(f)
+    err = [r for r in recs if type(r).__name__ == "McpMessage"][-1]
+    assert (err.kind, err.id, err.error["http_status"]) == ("error", 9, 404)

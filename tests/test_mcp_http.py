@@ -262,3 +262,51 @@ def test_server_in_its_own_pid_namespace(tmp_path, cert):
     assert server["ns_pid"] == 1 and server["pid"] != 1  # the host pid and the pid inside the namespace
     client_end = [e for e in sess["ends"] if e["role"] == "client"][0]
     assert client_end["ns_pid"] == client_end["pid"] == os.getpid()
+
+
+def test_a_tracked_servers_own_http_calls_are_not_mcp(tmp_path):
+    """A stdio server whose tool calls a REST API over HTTP: its connect is in the
+    call's record, the JSON it fetched makes no MCP records, and after three
+    bodies without JSON-RPC the kernel stops sending that connection."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from mcp_client import RecordingStdio
+
+    class Api(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            body = json.dumps({"item": self.path, "ok": True}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    api = ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    threading.Thread(target=api.serve_forever, daemon=True).start()
+    out = tmp_path / "ev.jsonl"
+    t = RecordingStdio(MW, ["run", "-q", "--no-store", "--jsonl", str(out), "--", sys.executable,
+                            os.path.join(HERE, "workloads", "audit_server.py")])
+    try:
+        async def main():
+            async with client(t) as c:
+                r = await c.call_tool("http_get", {"port": api.server_address[1], "times": 5})
+                assert json.loads(r.content[0].text)["item"] == "/api/items/4"
+
+        anyio.run(main)
+    finally:
+        api.shutdown()
+    recs = records(out)
+    mcp = mcp_of(recs)
+    check_against_client(t.log, mcp)
+    assert {r["transport"] for r in mcp} == {"stdio"}
+    stats = recs[-1]
+    assert stats["http"]["non_mcp_connections"] == 1 and stats["http"]["non_mcp_bodies"] == 3
+    assert stats["http"]["http_requests"] >= 3
+    call = [r for r in recs if r["type"] == "call" and r["tool"] == "http_get"][0]
+    assert [e["port"] for e in call["timeline"] if e["type"] == "connect"] == [api.server_address[1]]

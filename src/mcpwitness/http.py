@@ -35,6 +35,8 @@ from .events import IoEvent, SockEvent
 from .streams import Frame
 
 MAX_HEAD = 64 << 10
+_JSONRPC = b'"jsonrpc"'  # every JSON-RPC 2.0 message names its version: a body without it is not MCP
+NON_MCP_GIVEUP = 3       # bodies without JSON-RPC (and none with) before a connection is let go
 C2S, S2C = "client->server", "server->client"
 
 
@@ -108,13 +110,16 @@ class _Dir:
 
 
 class _Conn:
-    __slots__ = ("pid", "kind", "ident", "fd", "dirs", "reqs", "sock", "dead", "last", "under", "conv")
+    __slots__ = ("pid", "kind", "ident", "fd", "dirs", "reqs", "sock", "dead", "last", "under", "conv", "mcp",
+                 "other")
 
     def __init__(self, pid, kind, ident, fd):
         self.pid, self.kind, self.ident, self.fd = pid, kind, ident, fd
         self.dirs = {"read": _Dir(), "write": _Dir()}
         self.under = 0                         # tls: the socket inode it was indexed under
         self.conv: tuple | None = None         # the connection as both ends name it, once known
+        self.mcp = False                       # it carried JSON-RPC
+        self.other = 0                         # bodies that were not JSON-RPC
         self.reqs: deque[Exchange] = deque()   # requests waiting for their response
         self.sock: SockEvent | None = None
         self.dead = False
@@ -175,7 +180,8 @@ class HttpReassembler:
         self.reported: dict[tuple, bool] = {}  # connections already reported as not decodable
         self.stats = {"http_requests": 0, "http_responses": 0, "sse_events": 0, "sse_comments": 0,
                       "http2_connections": 0, "not_http": 0, "upgraded": 0, "bad_encoding": 0, "http_errors": 0,
-                      "non_json_bodies": 0, "resyncs": 0, "closed": 0, "conns_evicted": 0}
+                      "non_mcp_bodies": 0, "non_mcp_connections": 0, "resyncs": 0, "closed": 0,
+                      "conns_evicted": 0}
 
     # --- inputs -------------------------------------------------------------
     def sock(self, ev: SockEvent) -> None:
@@ -492,17 +498,31 @@ class HttpReassembler:
         elif d.encoding not in (None, "identity"):
             notes = notes + [f"content-encoding {d.encoding} not decoded"]
         if not self._http_error(c, d, ev, body, out) and body.strip():
-            if body.lstrip()[:1] in (b"{", b"["):
+            if _JSONRPC in body:
+                c.mcp = True
                 out.append(self._frame(c, d, ev, body, d.body_off, d.first, complete and not d.truncated, notes))
             else:
-                self.stats["non_json_bodies"] += 1
+                self._not_mcp(c, ev)
         d.notes = []
         d.truncated = False
+
+    def _not_mcp(self, c: _Conn, ev: IoEvent) -> None:
+        """A body that is no JSON-RPC (a REST API a tool calls, a web page):
+        counted, not decoded. A connection that carried several and no
+        JSON-RPC at all is not MCP: the kernel stops sending it, quietly."""
+        self.stats["non_mcp_bodies"] += 1
+        c.other += 1
+        if not c.mcp and c.other >= NON_MCP_GIVEUP:
+            self.stats["non_mcp_connections"] += 1
+            c.dead = True
+            for x in c.dirs.values():
+                x.state, x.buf = "dead", bytearray()
+            self._stop(ev)
 
     def _http_error(self, c: _Conn, d: _Dir, ev: IoEvent, body: bytes, out: list) -> bool:
         """A failed HTTP request whose body is no JSON-RPC: one frame saying so
         (the MCP decoder answers the request's ids with it). True if sent."""
-        if d.info is None or d.info.status is None or d.info.status < 400 or body.lstrip()[:1] in (b"{", b"["):
+        if d.info is None or d.info.status is None or d.info.status < 400 or _JSONRPC in body:
             return False
         out.append(self._frame(c, d, ev, body, d.body_off, d.first, True, d.notes))
         return True
@@ -551,6 +571,9 @@ class HttpReassembler:
                 continue
             if not payload.strip():
                 continue
+            if _JSONRPC not in payload:
+                self.stats["non_mcp_bodies"] += 1
+                continue
             info = msgspec.structs.replace(d.info, sse_event=event, sse_id=eid) if d.info else HttpInfo(
                 sse_event=event, sse_id=eid)
             out.append(self._frame(c, d, ev, payload, off, d.sse_first, True, d.notes, info))
@@ -567,7 +590,13 @@ class HttpReassembler:
             del buf[:i + 1]
             d.base += i + 1
             if line.strip():
-                out.append(self._frame(c, d, ev, line, off, ev.ktime_ns, True, d.notes, HttpInfo()))
+                if _JSONRPC in line:
+                    c.mcp = True
+                    out.append(self._frame(c, d, ev, line, off, ev.ktime_ns, True, d.notes, HttpInfo()))
+                else:
+                    self._not_mcp(c, ev)
+                    if c.dead:
+                        return
 
     # --- outputs --------------------------------------------------------------
     def _conv(self, c: _Conn) -> tuple:
@@ -602,6 +631,13 @@ class HttpReassembler:
         f.http, f.exchange, f.peer = info, d.exch, c.sock
         return f
 
+    def _stop(self, ev: IoEvent) -> None:
+        if self.stop_stream is not None:
+            try:
+                self.stop_stream(ev.inode, 0 if ev.kind == "tls" else ev.dev)
+            except Exception:
+                pass
+
     def _kill(self, c: _Conn, ev: IoEvent, reason: str, out: list, counter: str = "not_http") -> None:
         """Not MCP over HTTP/1.1: say so once per connection (counted), stop
         parsing it, and stop the kernel sending it."""
@@ -611,11 +647,7 @@ class HttpReassembler:
         for x in c.dirs.values():
             x.state, x.buf = "dead", bytearray()
         sock = c.sock
-        if self.stop_stream is not None:
-            try:
-                self.stop_stream(ev.inode, 0 if ev.kind == "tls" else ev.dev)
-            except Exception:
-                pass
+        self._stop(ev)
         key = self._conv(c)
         if key in self.reported:  # its other end said so already
             return

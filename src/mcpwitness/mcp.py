@@ -372,7 +372,7 @@ class McpDecoder:
 
     def _decode(self, s: _Session, f: Frame, out: list) -> None:
         status = f.http.status if f.http is not None else None
-        if status is not None and status >= 400 and f.data.lstrip()[:1] not in (b"{", b"["):
+        if status is not None and status >= 400 and b'"jsonrpc"' not in f.data:
             self._http_failed(s, f, status, out)
             return
         notes = list(f.notes)

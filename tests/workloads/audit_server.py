@@ -50,6 +50,19 @@ def connect(port: int, host: str = "127.0.0.1") -> str:
 
 
 @app.tool()
+def http_get(port: int, times: int = 3) -> str:
+    """GET a loopback REST endpoint a few times on one keep-alive connection (not MCP)."""
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    bodies = []
+    for i in range(times):
+        conn.request("GET", f"/api/items/{i}")
+        bodies.append(conn.getresponse().read().decode())
+    conn.close()
+    return bodies[-1]
+
+
+@app.tool()
 def touch_sync(path: str, delay: float = 0.0) -> str:
     """Open a file unique to this call (a sync tool: the SDK runs it in a worker thread)."""
     time.sleep(delay)
