@@ -886,6 +886,30 @@ static __always_inline void emit_sock(struct mw_proc *p, struct task_struct *tas
 	emit(s, sizeof(*si));
 }
 
+/* A Unix socket's first captured bytes: its connected peer's inode, so
+ * that userspace can join the two ends of one conversation. */
+static __always_inline void emit_unix_peer(struct mw_proc *p, struct task_struct *task, struct sock *sk, long fd,
+					   __u32 dir, __u64 ino)
+{
+	struct unix_sock *us = (struct unix_sock *)sk;
+	struct socket *ps = BPF_CORE_READ(us, peer, sk_socket);
+	if (!ps)
+		return;
+	/* the socket's inode follows it in struct socket_alloc */
+	struct socket_alloc *sa = (void *)ps - bpf_core_field_offset(struct socket_alloc, socket);
+	__u64 peer_ino = BPF_CORE_READ(sa, vfs_inode.i_ino);
+	struct mw_scratch *s = begin(MW_EV_SOCK, p, task, 0);
+	if (!s)
+		return;
+	struct mw_sockinfo *si = &s->sock;
+	__builtin_memset(si, 0, sizeof(*si));
+	si->family = AF_UNIX;
+	si->peer_ino = peer_ino;
+	s->ev.args[0] = (__u32)fd | ((__u64)dir << 32) | ((__u64)MW_SB_CAPTURE << 40);
+	s->ev.args[1] = ino;
+	emit(s, sizeof(*si));
+}
+
 /* Track the current process from now on: it read a JSON-RPC request (watch
  * mode) or served HTTP or JSON on a watched port. */
 static __always_inline struct mw_proc *promote(struct task_struct *task)
@@ -935,6 +959,8 @@ static __always_inline int capture(struct mw_proc *p, struct task_struct *task, 
 		emit_sock(p, task, t->sk, fd, t->k.dir, t->k.ino, MW_SB_CAPTURE, 0);
 		note_captured(t->sk, t->k.ino);
 	}
+	if (state == MW_S_UNKNOWN && t->kind == MW_KIND_UNIX)
+		emit_unix_peer(p, task, t->sk, fd, t->k.dir, t->k.ino);
 
 	struct mw_scratch *s = begin(MW_EV_IO, p, task, ret);
 	if (!s)

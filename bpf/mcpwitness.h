@@ -43,8 +43,8 @@ enum mw_event_type {
 			    * [1]=rule id [2]=port | family << 16 (network) or open flags (files)
 			    * [3]=data length; data: the path (a Unix socket's too: '@' starts
 			    * an abstract name), or the 16 address bytes */
-	MW_EV_SOCK = 9,    /* the endpoints of a TCP connection whose bytes are captured (sent once per
-			    * direction, before its first captured bytes), or the socket a TLS stream
+	MW_EV_SOCK = 9,    /* the endpoints of a TCP connection (or the peer of a Unix socket) whose bytes
+			    * are captured (sent once per direction, before its first captured bytes), or the socket a TLS stream
 			    * was tied to: args: [0]=fd | dir << 32 | how << 40 (MW_SB_*) [1]=socket inode
 			    * data: struct mw_sockinfo */
 };
@@ -68,6 +68,7 @@ struct mw_sockinfo {
 	__u16 _pad;
 	__u32 _pad2;
 	__u64 ssl; /* MW_SB_TLS_*: the SSL object */
+	__u64 peer_ino; /* AF_UNIX: the inode of the connected peer's socket (0: none) */
 };
 
 /* MW_EV_POLICY: what was checked, what was done, by which mechanism */

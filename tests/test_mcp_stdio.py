@@ -3,6 +3,7 @@ the official SDK client, whose own record of the conversation is the truth."""
 import json
 import os
 import shutil
+import subprocess
 import sys
 
 import anyio
@@ -98,3 +99,24 @@ def test_both_ends_tracked_each_message_once(tmp_path):
     assert ident["pid"] == next(x["pid"] for x in ident["peers"] if x["role"] == "server")
     assert recs[-1]["mcp"]["duplicates"] == len(mcp)
     assert len([r for r in recs if r["type"] == "session" and r["event"] == "end"]) == 1
+
+
+def test_both_ends_of_a_unix_socket_are_one_session(tmp_path):
+    """A client and the SDK server on the two ends of a socketpair, both tracked:
+    one session naming both processes, each message recorded once, and the
+    server's file open in the call's record."""
+    out, log, target = tmp_path / "ev.jsonl", tmp_path / "client.json", tmp_path / "target.txt"
+    target.write_text("over a unix socket")
+    subprocess.run([MW, "run", "-q", "--no-store", "--jsonl", str(out), "--", sys.executable,
+                    os.path.join(os.path.dirname(__file__), "workloads", "unix_pair_client.py"), str(log), str(target)],
+                   check=True, timeout=60)
+    mcp = records(out, "mcp")
+    check_against_client([tuple(x) for x in json.loads(log.read_text())], mcp)
+    assert {r["transport"] for r in mcp} == {"unix"}
+    sess = records(out, "session")[-1]
+    roles = sorted(e["role"] for e in sess["ends"])
+    assert roles == ["client", "server"] and sess["role"] == "server"
+    stats = records(out, "stats")[0]
+    assert stats["mcp"]["duplicates"] == len(mcp) and stats["mcp"]["sessions"] == 1
+    call = [r for r in records(out, "call") if r["method"] == "tools/call"][0]
+    assert call["status"] == "ok" and str(target) in [e["path"] for e in call["timeline"] if e["type"] == "open"]

@@ -202,6 +202,8 @@ class Agent:
                         batch.extend(self.mcp.feed(frame) if type(frame) is Frame else (frame,))
                     for conv in convs:
                         batch.extend(self.mcp.end_conv(conv, ev.ktime_ns))
+                elif ev.family == "unix":
+                    self.streams.sock(ev)
                 else:
                     self.http.sock(ev)
                 continue

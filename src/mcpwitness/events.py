@@ -37,7 +37,7 @@ R_DLEN, R_POLICY, R_COMM, R_DATA = 27, 28, 29, 30
 
 EV_FORK, EV_EXEC, EV_EXIT, EV_OPEN, EV_CONNECT, EV_IO, EV_THREAD, EV_POLICY, EV_SOCK = 1, 2, 3, 4, 5, 6, 7, 8, 9
 F_LAST, F_TRUNC, F_PATHERR, F_DEPTH, F_UNTRACKED = 0x1, 0x2, 0x4, 0x8, 0x10
-SOCKINFO = struct.Struct("<16s16sQQIHHHHIQ")  # struct mw_sockinfo
+SOCKINFO = struct.Struct("<16s16sQQIHHHHIQQ")  # struct mw_sockinfo
 
 COUNTERS = [
     "ringbuf_full_events",   # events lost whole
@@ -183,8 +183,9 @@ class IoEvent(Event, tag="io"):
 
 
 class SockEvent(Event, tag="socket"):
-    """The endpoints of a TCP socket whose bytes are captured, or the socket
-    a TLS stream was tied to. Consumed by streams.py."""
+    """The endpoints of a TCP socket whose bytes are captured, the peer of a
+    Unix socket, or the socket a TLS stream was tied to. Consumed by
+    http.py and streams.py."""
     fd: int
     inode: int
     family: str
@@ -198,6 +199,7 @@ class SockEvent(Event, tag="socket"):
     binding: str         # capture, or how a TLS stream was tied to this socket
     ssl: int             # the SSL object (TLS bindings)
     untracked: bool = False
+    peer_inode: int = 0  # family "unix": the connected peer socket's inode
 
 
 class PolicyEvent(Event, tag="policy"):
@@ -436,9 +438,11 @@ class Decoder:
                            IO_SYSCALLS.get((a0 >> 48) & 0xFF, "?"), a1, a2, ret, data,
                            bool(r[R_FLAGS] & F_UNTRACKED))
         if t == EV_SOCK:
-            la, ra, cookie, nscookie, nsino, lport, rport, fam, _, _, ssl = SOCKINFO.unpack_from(data.ljust(
+            la, ra, cookie, nscookie, nsino, lport, rport, fam, _, _, ssl, peer = SOCKINFO.unpack_from(data.ljust(
                 SOCKINFO.size, b"\0"))
-            if fam == socket.AF_INET6:
+            if fam == socket.AF_UNIX:
+                family, laddr, raddr = "unix", "", ""
+            elif fam == socket.AF_INET6:
                 family, laddr, raddr = "inet6", socket.inet_ntop(socket.AF_INET6, la), socket.inet_ntop(
                     socket.AF_INET6, ra)
             else:
@@ -447,7 +451,7 @@ class Decoder:
             fd = a0 & 0xFFFFFFFF
             return SockEvent(*self._base(r, truncated, _NO_NOTES), fd - (1 << 32) if fd & 0x80000000 else fd, a1,
                              family, laddr, lport, raddr, rport, cookie or None, nscookie, nsino,
-                             SOCK_BINDINGS.get((a0 >> 40) & 0xFF, "?"), ssl, bool(r[R_FLAGS] & F_UNTRACKED))
+                             SOCK_BINDINGS.get((a0 >> 40) & 0xFF, "?"), ssl, bool(r[R_FLAGS] & F_UNTRACKED), peer)
         if t == EV_OPEN:
             n1, n2, kind = a3 & 0xFFFF, (a3 >> 16) & 0xFFFF, (a3 >> 32) & 0xFF
             path = data[:n1].decode("utf-8", "backslashreplace")

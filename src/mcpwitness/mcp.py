@@ -201,7 +201,8 @@ class McpDecoder:
         if s is None and f.alias is not None:
             s = self._convs.get(f.alias)
         if s is None:
-            transport = ("https" if f.kind == "tls" else "http") if f.http is not None and f.flow else "tcp"
+            transport = "unix" if f.kind == "unix" else (
+                ("https" if f.kind == "tls" else "http") if f.http is not None and f.flow else "tcp")
             conn = None
             if f.peer is not None:
                 p = f.peer
@@ -347,6 +348,10 @@ class McpDecoder:
                 # the same bytes as the connection's other end saw them: recorded once
                 self.stats["duplicates"] += 1
                 items, pids = at[f.offset]
+                if f.pid not in s.roles:  # this end read what the other wrote (or the reverse)
+                    other = next((s.roles[p] for p in pids if p in s.roles), None)
+                    if other is not None:
+                        s.roles[f.pid] = "client" if other == "server" else "server"
                 pids.add(f.pid)
                 if f.exchange is not None:  # this end's exchange learns the ids too
                     f.exchange.ids.extend(i for k, _, i in items if k == "request")

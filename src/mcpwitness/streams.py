@@ -59,6 +59,15 @@ class Reassembler:
         self.meta: dict[tuple, IoEvent] = {}
         self.pos: dict[tuple, int] = {}  # bytes of each stream moved so far
         self.stats = {"frames": 0, "incomplete": 0, "oversized": 0, "blank": 0}
+        self.peers: dict[int, int] = {}  # Unix socket inode -> its connected peer's inode
+
+    def sock(self, ev) -> None:
+        """A Unix socket's peer (events.SockEvent): its frames name the conversation
+        so that both ends, when both are tracked, are one session."""
+        if ev.peer_inode:
+            self.peers[ev.inode] = ev.peer_inode
+            if len(self.peers) > 65536:
+                del self.peers[next(iter(self.peers))]
 
     @staticmethod
     def key(ev: IoEvent) -> tuple:
@@ -117,8 +126,14 @@ class Reassembler:
     def _frame(self, ev: IoEvent, data: bytes, first: int, offset: int, complete: bool, truncated: bool,
                notes: list[str]) -> Frame:
         self.stats["frames"] += 1
-        return Frame(ev.pid, ev.tid, ev.comm, ev.fd, ev.kind, ev.direction, ev.inode, ev.dev, first,
-                     ev.ktime_ns, data, offset, complete, truncated, notes)
+        f = Frame(ev.pid, ev.tid, ev.comm, ev.fd, ev.kind, ev.direction, ev.inode, ev.dev, first,
+                  ev.ktime_ns, data, offset, complete, truncated, notes)
+        peer = self.peers.get(ev.inode) if ev.kind == "unix" else None
+        if peer:
+            # one conversation whichever end; one byte stream per writer
+            f.conv = ("unix", ev.dev) + ((ev.inode, peer) if ev.inode < peer else (peer, ev.inode))
+            f.dedup = (f.conv, ev.inode if ev.direction == "write" else peer)
+        return f
 
     def flush(self, pid: int | None = None) -> list[Frame]:
         """Frames for what is still buffered (of one process, or all): the
@@ -137,4 +152,6 @@ class Reassembler:
             for k in [k for k in self.meta if k[0] == pid]:
                 del self.meta[k]
                 self.pos.pop(k, None)
+                if k[4] == "read":
+                    self.peers.pop(k[3], None)
         return out
