@@ -34,6 +34,9 @@ int probe_kprobe(void *ctx) { return 0; }
 SEC("uprobe")
 int probe_uprobe(void *ctx) { return 0; }
 
+SEC("uprobe.multi")
+int probe_uprobe_multi(void *ctx) { return 0; }
+
 SEC("lsm/file_open")
 int BPF_PROG(probe_lsm_file_open) { return 0; }
 

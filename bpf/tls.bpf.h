@@ -211,3 +211,34 @@ int BPF_KRETPROBE(mw_ssl_ret, long rc)
 {
 	return ssl_exit(rc);
 }
+
+/* The same probes as one uprobe_multi link per library (kernel 6.6+): one
+ * entry program for the five functions, told apart by the attach cookie,
+ * and one return program. A multi link attaches and detaches in one go
+ * (each single uprobe costs the kernel a synchronisation to remove). */
+#define MW_TLS_HANDSHAKE_COOKIE 100
+
+SEC("uprobe.multi")
+int BPF_KPROBE(mw_ssl_entry_multi, void *ssl, void *buf, __u64 num, void *outlen)
+{
+	__u64 fn = bpf_get_attach_cookie(ctx);
+	switch (fn) {
+	case MW_IOSYS_SSL_READ:
+		return ssl_enter(ssl, buf, NULL, MW_IOSYS_SSL_READ, MW_IO_READ);
+	case MW_IOSYS_SSL_WRITE:
+		return ssl_enter(ssl, buf, NULL, MW_IOSYS_SSL_WRITE, MW_IO_WRITE);
+	case MW_IOSYS_SSL_READ_EX:
+		return ssl_enter(ssl, buf, outlen, MW_IOSYS_SSL_READ_EX, MW_IO_READ);
+	case MW_IOSYS_SSL_WRITE_EX:
+		return ssl_enter(ssl, buf, outlen, MW_IOSYS_SSL_WRITE_EX, MW_IO_WRITE);
+	case MW_TLS_HANDSHAKE_COOKIE:
+		return ssl_enter(ssl, NULL, NULL, 0, 0);
+	}
+	return 0;
+}
+
+SEC("uretprobe.multi")
+int BPF_KRETPROBE(mw_ssl_ret_multi, long rc)
+{
+	return ssl_exit(rc);
+}

@@ -158,6 +158,7 @@ def test_streamable_http_tracked_server(kind, tmp_path, cert, monkeypatch):
         assert stats["kernel"]["tls_calls"] > 0 and stats["kernel"]["tls_unbound"] == 0
         start = recs[0]
         assert any("SSL_read_ex" in lib["functions"] for lib in start["tls"]["libraries"])
+        assert {lib["attached_by"] for lib in start["tls"]["libraries"]} == {"uprobe_multi links"}
 
 
 @pytest.mark.parametrize("kind", ["http", "https"])
@@ -310,3 +311,32 @@ def test_a_tracked_servers_own_http_calls_are_not_mcp(tmp_path):
     assert stats["http"]["http_requests"] >= 3
     call = [r for r in recs if r["type"] == "call" and r["tool"] == "http_get"][0]
     assert [e["port"] for e in call["timeline"] if e["type"] == "connect"] == [api.server_address[1]]
+
+
+def test_tls_with_single_uprobes_the_fallback_for_kernels_before_6_6(tmp_path, cert, monkeypatch):
+    """Kernels without uprobe_multi (before 6.6) get one uprobe per function:
+    the same plaintext, the same messages (forced here; this kernel has both)."""
+    import msgspec
+
+    from mcpwitness.agent import Agent
+    from mcpwitness.loader import LoadOptions
+    from mcpwitness.sinks import ListSink
+
+    monkeypatch.setenv("SSL_CERT_FILE", cert[0])
+    sink = ListSink()
+    agent = Agent(sink, LoadOptions(uprobe_multi=False))
+    assert not agent.kernel.uprobe_multi and "mw_ssl_entry_multi" in agent.kernel.skipped
+    assert {lib["attached_by"] for lib in agent.tls.report()} == {"uprobes"}
+    agent.start()
+    port = free_port()
+    srv = start_server(server_argv("https", "127.0.0.1", port, cert))
+    try:
+        agent.attach(srv.pid)
+        log = drive(url_of("https", "127.0.0.1", port), [("echo", {"text": "single uprobes"})])
+    finally:
+        stop(srv)
+        stats = agent.stop(settle=0.3)
+    mcp = [r for r in (msgspec.to_builtins(e) for e in sink.events) if r.get("type") == "mcp"]
+    check_against_client(log, mcp)
+    assert {r["transport"] for r in mcp} == {"https"}
+    assert stats["kernel"]["tls_calls"] > 0 and stats["kernel"]["tls_unbound"] == 0

@@ -32,6 +32,7 @@ PROBES = [
     ("probe_fentry", "fentry", "attach"),
     ("probe_kprobe", "kprobe", "attach"),
     ("probe_uprobe", "uprobe", "uprobe"),
+    ("probe_uprobe_multi", "uprobe.multi", "uprobe_multi"),
     ("probe_lsm_file_open", "lsm/file_open", "attach"),
     ("probe_lsm_bprm_check", "lsm/bprm_check_security", "attach"),
     ("probe_lsm_socket_connect", "lsm/socket_connect", "attach"),
@@ -99,6 +100,18 @@ def run_probe(prog_name: str, how: str) -> Probe:
                 opts = libbpf.UprobeOpts(sz=ctypes.sizeof(libbpf.UprobeOpts), func_name=b"getpid")
                 link = libbpf.bpf_program__attach_uprobe_opts(target, os.getpid(), libc.encode(), 0,
                                                               ctypes.byref(opts))
+            elif how == "uprobe_multi":
+                from .tls import elf_symbols
+                libc = _libc_path()
+                off = elf_symbols(libc, {"getpid"}).get("getpid") if libc else None
+                if off is None:
+                    return Probe(prog_name, False, "no libc getpid to attach to")
+                try:
+                    os.close(libbpf.uprobe_multi_link(libbpf.bpf_program__fd(target), libc, [off], [0], False,
+                                                      pid=os.getpid()))
+                except OSError as e:
+                    return Probe(prog_name, False, f"attach: {e.strerror}")
+                return Probe(prog_name, True, "loads and attaches")
             elif how == "cgroup":
                 root = cgroup2_root()
                 if not root:
@@ -166,8 +179,10 @@ def features(mech: dict[str, bool]) -> list[dict]:
         row("connection endpoints", "active" if tpbtf else "unavailable",
             "from the socket at capture; cookies set at tp_btf/inet_sock_set_state", "", "5-tuple, netns, cookie"),
         row("TLS plaintext (OpenSSL libssl)", "active" if mech.get("uprobe") else "unavailable",
-            "uprobes on SSL_read/SSL_write(_ex), SSL_do_handshake" if mech.get("uprobe")
-            else "none (uprobes unavailable)", "",
+            ("uprobe_multi links" if mech.get("uprobe.multi") else "uprobes")
+            + " on SSL_read/SSL_write(_ex), SSL_do_handshake" if mech.get("uprobe")
+            else "none (uprobes unavailable)",
+            "single uprobes (slower to detach)" if mech.get("uprobe.multi") else "uprobe_multi (6.6+, unavailable)",
             "statically linked TLS (Go, rustls, BoringSSL in binaries) is not covered"),
     ]
     chosen = choose_mechanisms(lambda label: bool(mech.get(label)))

@@ -142,7 +142,11 @@ def check_int(ret: int, what: str, log: list[str] | None = None) -> int:
 
 
 # sections newer than the oldest libbpf we support (1.1): program type, attach type
-NEWER_SECTIONS = {"cgroup/connect_unix": (18, 49)}  # BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_CGROUP_UNIX_CONNECT
+NEWER_SECTIONS = {
+    "cgroup/connect_unix": (18, 49),  # BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_CGROUP_UNIX_CONNECT (6.7+)
+    "uprobe.multi": (2, 48),          # BPF_PROG_TYPE_KPROBE, BPF_TRACE_UPROBE_MULTI (6.6+)
+    "uretprobe.multi": (2, 48),
+}
 
 
 def set_newer_section_type(prog: int) -> None:
@@ -173,6 +177,38 @@ class UprobeOpts(ctypes.Structure):
 bpf_program__attach_uprobe_opts = _fn("bpf_program__attach_uprobe_opts", _P, _P, c_int, c_char_p, c_size_t,
                                       ctypes.POINTER(UprobeOpts))
 libbpf_major_version = _fn("libbpf_major_version", c_uint32)
+
+
+class _UprobeMultiAttr(ctypes.Structure):
+    """union bpf_attr, the BPF_LINK_CREATE part, with its uprobe_multi member."""
+    _fields_ = [("prog_fd", c_uint32), ("target_fd", c_uint32), ("attach_type", c_uint32), ("flags", c_uint32),
+                ("path", c_uint64), ("offsets", c_uint64), ("ref_ctr_offsets", c_uint64), ("cookies", c_uint64),
+                ("cnt", c_uint32), ("um_flags", c_uint32), ("pid", c_uint32), ("_pad", c_uint32)]
+
+
+_NR_BPF = {"x86_64": 321, "aarch64": 280}
+BPF_LINK_CREATE, BPF_TRACE_UPROBE_MULTI, BPF_F_UPROBE_MULTI_RETURN = 28, 48, 1
+
+
+def uprobe_multi_link(prog_fd: int, path: str, offsets: list[int], cookies: list[int], retprobe: bool,
+                      pid: int = 0) -> int:
+    """One uprobe_multi link (kernel 6.6+; libbpf 1.1 predates it): prog on
+    every offset of path, each with its cookie. Returns the link fd (close it
+    to detach); OSError when the kernel refuses."""
+    import platform
+    n = len(offsets)
+    offs, cks = (c_uint64 * n)(*offsets), (c_uint64 * n)(*cookies)
+    cpath = ctypes.create_string_buffer(path.encode())
+    attr = _UprobeMultiAttr(prog_fd=prog_fd, attach_type=BPF_TRACE_UPROBE_MULTI,
+                            path=ctypes.addressof(cpath), offsets=ctypes.addressof(offs),
+                            cookies=ctypes.addressof(cks), cnt=n,
+                            um_flags=BPF_F_UPROBE_MULTI_RETURN if retprobe else 0, pid=pid)
+    fd = libc.syscall(ctypes.c_long(_NR_BPF.get(platform.machine(), 321)), ctypes.c_long(BPF_LINK_CREATE),
+                      ctypes.byref(attr), ctypes.c_long(ctypes.sizeof(attr)))
+    if fd < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"uprobe_multi link on {path}: {os.strerror(e)}")
+    return fd
 libbpf_minor_version = _fn("libbpf_minor_version", c_uint32)
 
 

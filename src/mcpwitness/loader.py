@@ -84,6 +84,7 @@ class LoadOptions:
     lsm: bool | None = None       # use BPF LSM for enforcement: None = if this kernel has it
     ports: tuple = ()             # TCP ports whose traffic is captured for any process (watch --port)
     tls: bool = True              # uprobes on the OpenSSL libraries: TLS plaintext
+    uprobe_multi: bool | None = None  # TLS probes as uprobe_multi links: None = if this kernel has them
 
 
 def cgroup2_root() -> str | None:
@@ -137,6 +138,8 @@ class Kernel:
     mechanisms: dict = field(default_factory=dict)  # kind of action -> enforcing mechanism (enforce only)
     lsm_bits: int = 0
     fallback_reason: str | None = None
+    uprobe_multi: bool = False  # TLS probes as uprobe_multi links (6.6+), else single uprobes
+    raw_links: list = field(default_factory=list)  # link fds made outside libbpf (uprobe_multi)
     _cgroup_fd: int = -1
 
     # --- life cycle -------------------------------------------------------
@@ -175,6 +178,12 @@ class Kernel:
         try:
             if options.enforce:
                 k._choose_enforcement()
+            if options.tls and options.uprobe_multi is not False:
+                from .doctor import run_probe
+                try:
+                    k.uprobe_multi = run_probe("probe_uprobe_multi", "uprobe_multi").ok
+                except OSError:
+                    k.uprobe_multi = False
             k._configure()
             with libbpf.capture_log() as log:
                 libbpf.check_int(libbpf.bpf_object__load(obj), "loading BPF programs", log)
@@ -242,7 +251,14 @@ class Kernel:
                          (LSM_NET if m["network"] == MECH_NET_LSM else 0))
 
     def _not_wanted(self, sec: str) -> str | None:
-        """Why a policy program is not loaded, or None."""
+        """Why a program is not loaded (policy programs without a policy, the
+        TLS programs of the attach method not used), or None."""
+        if sec.startswith(("uprobe", "uretprobe")):
+            if not self.options.tls:
+                return "--no-tls"
+            if sec.endswith(".multi") != self.uprobe_multi:
+                return "uprobe_multi links are used" if self.uprobe_multi else "no uprobe_multi here (6.6+)"
+            return None
         if sec.startswith("cgroup/"):
             if not self.options.enforce:
                 return "no policy: network enforcement not needed"
@@ -283,6 +299,12 @@ class Kernel:
                                     f"attach {prog} at {path}+{offset:#x}", log)
         self.links.append(link)
 
+    def attach_uprobe_multi(self, prog: str, path: str, offsets: list[int], cookies: list[int],
+                            retprobe: bool) -> None:
+        """One uprobe_multi link: prog on every offset of path, for every process."""
+        fd = libbpf.uprobe_multi_link(libbpf.bpf_program__fd(self.progptr[prog]), path, offsets, cookies, retprobe)
+        self.raw_links.append(fd)
+
     def stop_stream(self, inode: int, dev: int) -> None:
         """Send no more bytes of this stream (both directions): userspace found
         it is not MCP (not HTTP, HTTP/2, ...). Best effort: the entry may be gone."""
@@ -294,7 +316,7 @@ class Kernel:
         p = libbpf.bpf_object__next_program(self.obj, None)
         while p:
             name = libbpf.bpf_program__name(p).decode()
-            if name not in self.skipped and self.programs[name] not in ("uprobe", "uretprobe"):
+            if name not in self.skipped and not self.programs[name].startswith(("uprobe", "uretprobe")):
                 with libbpf.capture_log() as log:
                     if self.programs[name].startswith("cgroup/"):
                         link = libbpf.bpf_program__attach_cgroup(p, self._cgroup())
@@ -323,6 +345,9 @@ class Kernel:
             with ThreadPoolExecutor(max_workers=len(self.links)) as pool:
                 list(pool.map(libbpf.bpf_link__destroy, self.links))
         self.links = []
+        for fd in self.raw_links:
+            os.close(fd)
+        self.raw_links = []
         if self._cgroup_fd >= 0:
             os.close(self._cgroup_fd)
             self._cgroup_fd = -1

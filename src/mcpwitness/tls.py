@@ -20,6 +20,8 @@ import subprocess
 ENTRY = {"SSL_read": "mw_ssl_read", "SSL_write": "mw_ssl_write", "SSL_read_ex": "mw_ssl_read_ex",
          "SSL_write_ex": "mw_ssl_write_ex", "SSL_do_handshake": "mw_ssl_handshake"}
 RETURN = {"SSL_read", "SSL_write", "SSL_read_ex", "SSL_write_ex"}  # mw_ssl_ret on each
+# uprobe_multi: one entry program, told which function by the cookie (MW_IOSYS_SSL_*, tls.bpf.h)
+COOKIE = {"SSL_read": 8, "SSL_write": 9, "SSL_read_ex": 10, "SSL_write_ex": 11, "SSL_do_handshake": 100}
 MARKER = "SSL_write"  # a file that defines this is an OpenSSL (or compatible) libssl
 
 
@@ -120,14 +122,26 @@ class TlsProbes:
         if MARKER not in syms:
             return False
         done = []
-        for fn, off in syms.items():
+        if self.kernel.uprobe_multi:  # two links for the whole file
+            fns = sorted(syms)
             try:
-                self.kernel.attach_uprobe(ENTRY[fn], path, off, retprobe=False)
-                if fn in RETURN:
-                    self.kernel.attach_uprobe("mw_ssl_ret", path, off, retprobe=True)
-                done.append(fn)
+                self.kernel.attach_uprobe_multi("mw_ssl_entry_multi", path, [syms[f] for f in fns],
+                                                [COOKIE[f] for f in fns], retprobe=False)
+                rets = [f for f in fns if f in RETURN]
+                self.kernel.attach_uprobe_multi("mw_ssl_ret_multi", path, [syms[f] for f in rets],
+                                                [COOKIE[f] for f in rets], retprobe=True)
+                done = fns
             except OSError as e:
-                self.errors.append(f"{path} {fn}: {e}")
+                self.errors.append(f"{path}: {e}")
+        else:
+            for fn, off in syms.items():
+                try:
+                    self.kernel.attach_uprobe(ENTRY[fn], path, off, retprobe=False)
+                    if fn in RETURN:
+                        self.kernel.attach_uprobe("mw_ssl_ret", path, off, retprobe=True)
+                    done.append(fn)
+                except OSError as e:
+                    self.errors.append(f"{path} {fn}: {e}")
         self.files[key]["functions"] = sorted(done)
         return bool(done)
 
@@ -146,4 +160,5 @@ class TlsProbes:
             pass
 
     def report(self) -> list[dict]:
-        return [v for v in self.files.values() if v["functions"]]
+        how = "uprobe_multi links" if self.kernel.uprobe_multi else "uprobes"
+        return [dict(v, attached_by=how) for v in self.files.values() if v["functions"]]
