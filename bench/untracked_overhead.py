@@ -35,6 +35,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="a short run to check that it works")
     ap.add_argument("--watch", action="store_true",
                     help="load in watch mode (every read on the host is checked for a JSON-RPC request)")
+    ap.add_argument("--port", type=int, action="append", default=[],
+                    help="also watch this TCP port (every read/write on the host pays an fd lookup)")
     a = ap.parse_args()
     rounds = 2 if a.quick else a.rounds
     iters = 50_000 if a.quick else 400_000
@@ -50,14 +52,16 @@ def main():
     for r in range(rounds):
         order = ["off", "on"] if r % 2 == 0 else ["on", "off"]
         for state in order:
-            k = Kernel.load(LoadOptions(watch=a.watch)) if state == "on" else None
+            k = Kernel.load(LoadOptions(watch=a.watch or bool(a.port), ports=tuple(a.port))) \
+                if state == "on" else None
             try:
                 for name, fn in workloads.items():
                     res[name][state].append(fn())
             finally:
                 if k:
                     k.close()
-    print(f"untracked workloads, programs loaded{' in watch mode' if a.watch else ''} vs not, "
+    mode = f" watching port(s) {a.port}" if a.port else " in watch mode" if a.watch else ""
+    print(f"untracked workloads, programs loaded{mode} vs not, "
           f"median of {rounds} rounds (alternating)")
     print(f"{'workload':38} {'not loaded':>12} {'loaded':>12} {'overhead':>10}")
     worst = 0.0
