@@ -174,3 +174,17 @@ def test_http_that_is_not_mcp_is_counted_not_decoded_and_let_go():
         recs += dec.feed(f)
     err = [r for r in recs if type(r).__name__ == "McpMessage"][-1]
     assert (err.kind, err.id, err.error["http_status"]) == ("error", 9, 404)
+
+
+def test_an_endless_sse_event_is_cut_and_the_stream_goes_on():
+    h = HttpReassembler(max_body=1000)
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"
+    big = b"data: {\"jsonrpc\": \"2.0\", \"method\": \"n\", \"params\": {\"x\": \"" + b"y" * 3000
+    ok = b"data: {\"jsonrpc\": \"2.0\", \"method\": \"after\"}\n\n"
+    evs = [io(post({"jsonrpc": "2.0", "id": 1, "method": "x"})), io(head, "write")]
+    evs += [io(big[i:i + 500], "write") for i in range(0, len(big), 500)]
+    evs += [io(b"\"}}\n\n" + ok, "write")]
+    _, out = feed_all(evs, h)
+    f = frames(out)
+    assert len(f) == 3 and f[1].truncated and "cut here" in f[1].notes[-1]
+    assert json.loads(f[2].data)["method"] == "after" and not f[2].truncated

@@ -84,7 +84,7 @@ class _Dir:
     """One direction of one connection: the parser's state."""
     __slots__ = ("buf", "base", "state", "mode", "left", "exch", "head", "body", "body_off", "first",
                  "sse", "sse_lines", "sse_off", "sse_first", "truncated", "notes", "encoding", "ctype", "info",
-                 "size")
+                 "size", "sse_skip")
 
     def __init__(self):
         self.buf = bytearray()
@@ -107,6 +107,7 @@ class _Dir:
         self.ctype = None
         self.info: HttpInfo | None = None
         self.size = 0
+        self.sse_skip = False                  # inside an SSE event that was cut at max_body
 
 
 class _Conn:
@@ -528,62 +529,85 @@ class HttpReassembler:
         return True
 
     def _sse(self, c: _Conn, d: _Dir, ev: IoEvent, data: bytes, out: list) -> None:
-        """SSE: lines in, one frame per event (data lines joined by newlines)."""
+        """SSE: lines in, one frame per event (data lines joined by newlines).
+        An event longer than max_body is cut there (a truncated frame) and
+        the rest of it skipped up to its blank line."""
         if not d.sse_lines:
             d.sse_first = ev.ktime_ns
+        scan = max(0, len(d.sse_lines) - 3)  # a blank line can straddle the old end
         d.sse_lines += data
         while True:
             buf = d.sse_lines
             # an event ends at a blank line (LF, CRLF or CR line ends)
-            i, n = buf.find(b"\n\n"), 2
-            j = buf.find(b"\r\n\r\n")
+            i, n = buf.find(b"\n\n", scan), 2
+            j = buf.find(b"\r\n\r\n", scan)
             if j >= 0 and (i < 0 or j < i):
                 i, n = j, 4
             if i < 0:
+                if len(buf) > self.max_body and not d.sse_skip:
+                    self._sse_event(c, d, ev, bytes(buf), d.sse_off, out, truncated=True)
+                    d.sse_off += len(buf)
+                    buf.clear()
+                    d.sse_skip = True
+                elif d.sse_skip:
+                    d.sse_off += max(0, len(buf) - 3)
+                    del buf[:max(0, len(buf) - 3)]
                 return
-            block = bytes(buf[:i]).replace(b"\r\n", b"\n")
+            scan = 0
             off = d.sse_off
+            block = bytes(buf[:i])
             del buf[:i + n]
             d.sse_off += i + n
-            datas, event, eid = [], None, None
-            comment = True
-            for line in block.split(b"\n"):
-                if line.startswith(b":"):
-                    continue
-                comment = False
-                k, _, v = line.partition(b":")
-                v = v[1:] if v.startswith(b" ") else v
-                if k == b"data":
-                    datas.append(v)
-                elif k == b"event":
-                    event = v.decode("utf-8", "replace")
-                elif k == b"id":
-                    eid = v.decode("utf-8", "replace")
-            if comment:
-                self.stats["sse_comments"] += 1
+            if d.sse_skip:  # the end of an event that was cut
+                d.sse_skip = False
                 continue
-            self.stats["sse_events"] += 1
-            payload = b"\n".join(datas)
-            if event == "endpoint":  # HTTP+SSE (2024-11-05): where the client must POST
-                self.endpoints[_path(payload.decode("utf-8", "replace").strip())] = self._conv(c)
-                if len(self.endpoints) > 65536:
-                    del self.endpoints[next(iter(self.endpoints))]
-                continue
-            if not payload.strip():
-                continue
-            if _JSONRPC not in payload:
-                self.stats["non_mcp_bodies"] += 1
-                continue
-            info = msgspec.structs.replace(d.info, sse_event=event, sse_id=eid) if d.info else HttpInfo(
-                sse_event=event, sse_id=eid)
-            out.append(self._frame(c, d, ev, payload, off, d.sse_first, True, d.notes, info))
+            self._sse_event(c, d, ev, block, off, out)
             d.sse_first = ev.ktime_ns
+
+    def _sse_event(self, c: _Conn, d: _Dir, ev: IoEvent, block: bytes, off: int, out: list,
+                   truncated: bool = False) -> None:
+        datas, event, eid = [], None, None
+        comment = True
+        for line in block.replace(b"\r\n", b"\n").split(b"\n"):
+            if line.startswith(b":"):
+                continue
+            comment = False
+            k, _, v = line.partition(b":")
+            v = v[1:] if v.startswith(b" ") else v
+            if k == b"data":
+                datas.append(v)
+            elif k == b"event":
+                event = v.decode("utf-8", "replace")
+            elif k == b"id":
+                eid = v.decode("utf-8", "replace")
+        if comment:
+            self.stats["sse_comments"] += 1
+            return
+        self.stats["sse_events"] += 1
+        payload = b"\n".join(datas)
+        if event == "endpoint":  # HTTP+SSE (2024-11-05): where the client must POST
+            self.endpoints[_path(payload.decode("utf-8", "replace").strip())] = self._conv(c)
+            if len(self.endpoints) > 65536:
+                del self.endpoints[next(iter(self.endpoints))]
+            return
+        if not payload.strip():
+            return
+        if _JSONRPC not in payload:
+            self.stats["non_mcp_bodies"] += 1
+            return
+        info = msgspec.structs.replace(d.info, sse_event=event, sse_id=eid) if d.info else HttpInfo(
+            sse_event=event, sse_id=eid)
+        notes = d.notes + [f"SSE event longer than {self.max_body} bytes: cut here"] if truncated else d.notes
+        out.append(self._frame(c, d, ev, payload, off, d.sse_first, not truncated, notes, info))
 
     def _ndjson(self, c: _Conn, d: _Dir, ev: IoEvent, out: list) -> None:
         buf = d.buf
         while True:
             i = buf.find(b"\n")
             if i < 0:
+                if len(buf) > self.max_body:  # a line without end: cut, the rest of it is lost
+                    d.notes = [f"line longer than {self.max_body} bytes: cut here"]
+                    self._kill(c, ev, f"a JSON line longer than {self.max_body} bytes", out, "bad_encoding")
                 break
             line = bytes(buf[:i])
             off = d.base
