@@ -78,6 +78,9 @@ def stop(p, sig=signal.SIGINT, timeout=30):
         return p.wait()
 
 
+STOPPED = [0]  # CLOCK_MONOTONIC when the last run_mode/watch_mode asked mcpwitness to stop
+
+
 def run_mode(tmp_path, kind, calls, cert, mode="auto", prefix=()):
     """mcpwitness run -- SERVER: the server's tree tracked, the client (this test) not."""
     out, port = tmp_path / "run.jsonl", free_port()
@@ -85,12 +88,11 @@ def run_mode(tmp_path, kind, calls, cert, mode="auto", prefix=()):
                        *server_argv(kind, "127.0.0.1", port, cert)])
     try:
         log = drive(url_of(kind, "127.0.0.1", port), calls, mode)
+        time.sleep(0.3)
     finally:
+        STOPPED[0] = time.monotonic_ns()
         stop(mw)
     return log, records(out), port
-
-
-STOPPED = [0]  # CLOCK_MONOTONIC when the last watch_mode asked mcpwitness to stop
 
 
 def watch_mode(tmp_path, server_cmd, url, port, calls, mode="auto"):
@@ -189,6 +191,8 @@ def test_handshake_era_session_id_spans_connections(tmp_path, cert):
     assert sess["era"] == "handshake"
     sids = {r["http"].get("session_id") for r in mcp[2:]}
     assert len(sids) == 1 and None not in sids
+    # the client's DELETE (terminate_on_close) ended the session, before mcpwitness stopped
+    assert sess["ktime_ns"] < STOPPED[0]
 
 
 @pytest.mark.parametrize("how", ["run", "watch"])

@@ -20,7 +20,7 @@ from typing import Callable
 from . import __version__
 from .audit import Auditor
 from .events import RECORD_SIZE, ConnectEvent, Decoder, ExitEvent, ForkEvent, IoEvent, PolicyEvent, SockEvent
-from .http import HttpReassembler
+from .http import HttpReassembler, SessionEnd
 from .flags import Flagger
 from .loader import MECH_UNIX_CGROUP, Kernel, LoadOptions
 from .proc import ProcStat, ProcTable, all_stats, descendants, identity, read_cgroup, read_stat
@@ -189,8 +189,7 @@ class Agent:
                 if self.on_event is not None:
                     self.on_event(ev)
                 if ev.kind == "tcp" or ev.kind == "tls":
-                    for frame in self.http.feed(ev):
-                        batch.extend(self.mcp.feed(frame) if type(frame) is Frame else (frame,))
+                    self._from_http(self.http.feed(ev), batch)
                 else:
                     for frame in self.streams.feed(ev):
                         batch.extend(self.mcp.feed(frame))
@@ -198,8 +197,7 @@ class Agent:
             if t is SockEvent:
                 if ev.binding == "closed":
                     frames, convs = self.http.closed(ev.inode)
-                    for frame in frames:
-                        batch.extend(self.mcp.feed(frame) if type(frame) is Frame else (frame,))
+                    self._from_http(frames, batch)
                     for conv in convs:
                         batch.extend(self.mcp.end_conv(conv, ev.ktime_ns))
                 elif ev.family == "unix":
@@ -215,12 +213,25 @@ class Agent:
             elif isinstance(ev, ExitEvent):
                 self.exits[ev.pid] = ev
                 # a process that died mid-message: what it left is kept
-                for frame in self.streams.flush(ev.pid) + self.http.flush(ev.pid):
-                    batch.extend(self.mcp.feed(frame) if type(frame) is Frame else (frame,))
+                for frame in self.streams.flush(ev.pid):
+                    batch.extend(self.mcp.feed(frame))
+                self._from_http(self.http.flush(ev.pid), batch)
                 batch.extend(self.mcp.end_process(ev.pid, ev.ktime_ns))
             if self.on_event is not None:
                 self.on_event(ev)
         self.sink.write(self.audit.feed(batch))
+
+    def _from_http(self, items, batch: list) -> None:
+        """http.py's output: frames to the MCP decoder, session ends to it,
+        transport notices as they are."""
+        for x in items:
+            t = type(x)
+            if t is Frame:
+                batch.extend(self.mcp.feed(x))
+            elif t is SessionEnd:
+                batch.extend(self.mcp.end_conv(x.conv, x.ktime_ns))
+            else:
+                batch.append(x)
 
     def _discovered(self, ev, batch: list) -> bool:
         """The kernel started tracking ev.root on its own (watch mode): keep it
@@ -313,8 +324,9 @@ class Agent:
                 self._process(self.decoder.feed(records(b) if isinstance(b, bytes) else b))
         self._process(self.decoder.flush())
         tail = []
-        for frame in self.streams.flush() + self.http.flush():
-            tail.extend(self.mcp.feed(frame) if type(frame) is Frame else (frame,))
+        for frame in self.streams.flush():
+            tail.extend(self.mcp.feed(frame))
+        self._from_http(self.http.flush(), tail)
         now = time.monotonic_ns()
         tail.extend(self.mcp.end_all(now))
         self.sink.write(self.audit.feed(tail))

@@ -80,6 +80,14 @@ class TransportNotice(msgspec.Struct, tag="transport", tag_field="type", gc=Fals
     preview: str
 
 
+class SessionEnd:
+    """A session by Mcp-Session-Id was ended by the client (a DELETE, answered 2xx)."""
+    __slots__ = ("conv", "ktime_ns")
+
+    def __init__(self, conv, ktime_ns):
+        self.conv, self.ktime_ns = conv, ktime_ns
+
+
 class _Dir:
     """One direction of one connection: the parser's state."""
     __slots__ = ("buf", "base", "state", "mode", "left", "exch", "head", "body", "body_off", "first",
@@ -367,6 +375,8 @@ class HttpReassembler:
         sid = headers.get("mcp-session-id") or x.headers.get("mcp-session-id")
         d.info = HttpInfo(x.method, x.target, status, sid, x.headers.get("mcp-protocol-version"),
                           x.headers.get("mcp-method"), x.headers.get("mcp-name"), headers.get("content-type"))
+        if x.method == "DELETE" and sid and 200 <= status < 300:
+            out.append(SessionEnd(("mcp-session", sid), ev.ktime_ns))  # the client ended the session
         if status >= 400:
             self.stats["http_errors"] += 1
         te = headers.get("transfer-encoding", "").lower()
