@@ -116,7 +116,7 @@ def listen():
 
 def free_port(host="127.0.0.1") -> int:
     """A TCP port nobody listens on right now (on a loopback address)."""
-    with socket.socket() as s:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
 

@@ -48,7 +48,8 @@ def server_argv(kind, host, port, cert):
 
 def url_of(kind, host, port):
     scheme = "https" if kind == "https" else "http"
-    return f"{scheme}://{host}:{port}/" + ("sse" if kind == "sse" else "mcp")
+    h = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{h}:{port}/" + ("sse" if kind == "sse" else "mcp")
 
 
 def drive(url, calls, mode="auto"):
@@ -163,12 +164,12 @@ def test_streamable_http_tracked_server(kind, tmp_path, cert, monkeypatch):
         assert {lib["attached_by"] for lib in start["tls"]["libraries"]} == {"uprobe_multi links"}
 
 
-@pytest.mark.parametrize("kind", ["http", "https"])
-def test_streamable_http_port_filter_sees_both_ends_once(kind, tmp_path, cert, monkeypatch):
+@pytest.mark.parametrize("kind,host", [("http", "127.0.0.1"), ("https", "127.0.0.1"), ("http", "::1")])
+def test_streamable_http_port_filter_sees_both_ends_once(kind, host, tmp_path, cert, monkeypatch):
     monkeypatch.setenv("SSL_CERT_FILE", cert[0])
-    port = free_port()
-    log, recs, srv_pid = watch_mode(tmp_path, server_argv(kind, "127.0.0.1", port, cert),
-                                    url_of(kind, "127.0.0.1", port), port, CALLS)
+    port = free_port(host)
+    log, recs, srv_pid = watch_mode(tmp_path, server_argv(kind, host, port, cert), url_of(kind, host, port), port,
+                                    CALLS)
     mcp, sess, stats = check_common(log, recs, kind, port)
     roles = {e["pid"]: e["role"] for e in sess["ends"]}
     assert roles == {srv_pid: "server", os.getpid(): "client"}  # one session, seen from both sides
@@ -176,7 +177,8 @@ def test_streamable_http_port_filter_sees_both_ends_once(kind, tmp_path, cert, m
     found = [r for r in recs if r["type"] == "discovered"]
     assert [f["pid"] for f in found] == [srv_pid] and "watched port" in found[0]["reason"]
     conn = sess["connection"]
-    assert conn["server"] == f"127.0.0.1:{port}" and conn["socket_cookie"] and conn["netns_cookie"]
+    assert conn["server"] == (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    assert conn["socket_cookie"] and conn["netns_cookie"]
     # the session ended when its connection closed (both sockets reached TCP_CLOSE), not at the agent's stop
     assert stats["http"]["closed"] == 2
     assert sess["ktime_ns"] < STOPPED[0]

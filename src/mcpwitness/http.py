@@ -162,6 +162,11 @@ def conn_key(sock: SockEvent) -> tuple:
     return ("tcp", ns) + (a + b if a <= b else b + a)
 
 
+def endpoint(addr: str, port: int) -> str:
+    """address:port, IPv6 addresses in brackets."""
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
 def _path(uri: str) -> str:
     u = urlsplit(uri)
     return u.path + ("?" + u.query if u.query else "")
@@ -690,5 +695,5 @@ class HttpReassembler:
             del self.reported[next(iter(self.reported))]
         self.stats[counter] += 1
         out.append(TransportNotice(self.wall(ev.ktime_ns), ev.ktime_ns, ev.pid, ev.comm, ev.fd, ev.kind, reason,
-                                   f"{sock.local_addr}:{sock.local_port}" if sock else None,
-                                   f"{sock.remote_addr}:{sock.remote_port}" if sock else None, preview))
+                                   endpoint(sock.local_addr, sock.local_port) if sock else None,
+                                   endpoint(sock.remote_addr, sock.remote_port) if sock else None, preview))

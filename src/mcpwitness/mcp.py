@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import msgspec
 
+from .http import endpoint
 from .proc import identity as proc_identity, namespaces as proc_namespaces
 from .redact import Redactor
 from .streams import Frame
@@ -206,7 +207,7 @@ class McpDecoder:
             conn = None
             if f.peer is not None:
                 p = f.peer
-                conn = {"local": f"{p.local_addr}:{p.local_port}", "remote": f"{p.remote_addr}:{p.remote_port}",
+                conn = {"local": endpoint(p.local_addr, p.local_port), "remote": endpoint(p.remote_addr, p.remote_port),
                         "seen_by": f.pid, "netns": p.netns_ino, "netns_cookie": p.netns_cookie,
                         "socket_cookie": p.cookie}
                 if f.flow is not None:
