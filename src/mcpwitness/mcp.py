@@ -303,6 +303,8 @@ class McpDecoder:
             return []
         for k in [k for k in self.sessions if k[1] == "conv" and k[2] == conv]:
             del self.sessions[k]
+        for k in [k for k in s.seen_at if k[0] == conv]:  # the connection's byte streams are done
+            del s.seen_at[k]
         self._convs.pop(conv, None)
         if any(x is s for x in self.sessions.values()):
             return []
