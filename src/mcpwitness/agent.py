@@ -74,6 +74,7 @@ class Agent:
             self.tls = TlsProbes(self.kernel)
             self.tls.add_system()
         self._tls_look = 0
+        self._tls_scans: dict[int, int] = {}  # pid -> times its maps were looked at for a libssl
         self.http = HttpReassembler(wall=self.decoder.wall_time, stop_stream=self.kernel.stop_stream)
         self.mcp = McpDecoder(redactor or Redactor(), wall=self.decoder.wall_time)
         self.audit = Auditor(flagger, wall=self.decoder.wall_time, redact=self.mcp.redactor.text,
@@ -469,10 +470,20 @@ class Agent:
 
     def _look_for_tls(self) -> None:
         """A tracked process may map a libssl of its own (a virtualenv's, a
-        bundled one): attach there too. New files only; cheap otherwise."""
+        bundled one): attach there too. The system's libssl is attached from
+        the start; a process is looked at on its first three ticks (2 s apart),
+        which catches a late `import ssl`, then left alone."""
         pids = set(self.roots) | {k[0] for k, c in self.http.conns.items() if c.last and not c.last.untracked}
-        for pid in list(pids)[:256]:
+        looked = 0
+        for pid in pids:
+            n = self._tls_scans.get(pid, 0)
+            if n >= 3 or looked >= 64:
+                continue
+            self._tls_scans[pid] = n + 1
+            looked += 1
             self.tls.add_process(pid)
+        if len(self._tls_scans) > 65536:
+            self._tls_scans = {p: n for p, n in self._tls_scans.items() if p in pids}
 
     def request_policy_reload(self) -> None:
         """Reload the policy file at the next tick (SIGHUP)."""

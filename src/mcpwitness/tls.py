@@ -7,8 +7,8 @@ tracked processes (and, with --port, sockets on a watched port). So one
 attach per library file serves the whole host: the system's libssl at
 start-up, and any other copy (a virtualenv's, a bundled one, or an executable
 that exports OpenSSL's functions itself, as Node.js does) when a tracked
-process is seen to map or run it: at `run`'s spawn, at discovery, and every
-2 s for tracked processes.
+process is seen to map or run it: at `run`'s spawn, at discovery, and on a
+tracked process's first three 2-second ticks.
 """
 from __future__ import annotations
 
