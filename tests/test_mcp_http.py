@@ -35,8 +35,8 @@ def cert(tmp_path_factory):
     return str(crt), str(key)
 
 
-def start_server(argv):
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+def start_server(argv, env=None):
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
     line = p.stdout.readline()
     assert line.strip() == "listening", f"server did not start: {line!r}"
     return p
@@ -82,12 +82,13 @@ def stop(p, sig=signal.SIGINT, timeout=30):
 STOPPED = [0]  # CLOCK_MONOTONIC when the last run_mode/watch_mode asked mcpwitness to stop
 
 
-def run_mode(tmp_path, kind, calls, cert, mode="auto", prefix=()):
+def run_mode(tmp_path, kind, calls, cert, mode="auto", prefix=(), env=None, settle=0.0):
     """mcpwitness run -- SERVER: the server's tree tracked, the client (this test) not."""
     out, port = tmp_path / "run.jsonl", free_port()
     mw = start_server([MW, "run", "-q", "--no-store", "--jsonl", str(out), "--", *prefix,
-                       *server_argv(kind, "127.0.0.1", port, cert)])
+                       *server_argv(kind, "127.0.0.1", port, cert)], env=env)
     try:
+        time.sleep(settle)
         log = drive(url_of(kind, "127.0.0.1", port), calls, mode)
         time.sleep(0.3)
     finally:
@@ -346,3 +347,22 @@ def test_tls_with_single_uprobes_the_fallback_for_kernels_before_6_6(tmp_path, c
     check_against_client(log, mcp)
     assert {r["transport"] for r in mcp} == {"https"}
     assert stats["kernel"]["tls_calls"] > 0 and stats["kernel"]["tls_unbound"] == 0
+
+
+def test_a_private_libssl_the_server_maps_is_probed_too(tmp_path, cert, monkeypatch):
+    """The server loads its own copy of libssl (LD_LIBRARY_PATH), not the
+    system's: mcpwitness finds it in the server's maps and probes it, or
+    there would be no plaintext and no messages."""
+    monkeypatch.setenv("SSL_CERT_FILE", cert[0])
+    import _ssl
+    system = [line.split()[-1] for line in open(f"/proc/{os.getpid()}/maps") if "libssl" in line][0]
+    private = tmp_path / "lib"
+    private.mkdir()
+    shutil.copy(system, private / os.path.basename(system))
+    env = {**os.environ, "LD_LIBRARY_PATH": str(private)}
+    assert _ssl  # this process maps the system libssl; the server will map the copy
+    log, recs, port = run_mode(tmp_path, "https", [("echo", {"text": "private libssl"})], cert, env=env,
+                               settle=4.5)  # the agent looks at a tracked process's maps every 2 s
+    mcp, sess, stats = check_common(log, recs, "https", port)
+    assert str(private / os.path.basename(system)) in stats["tls_libraries"]
+    assert not any(str(private) in lib["path"] for lib in recs[0]["tls"]["libraries"])  # not known at start

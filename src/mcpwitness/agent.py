@@ -357,6 +357,7 @@ class Agent:
             "streams": dict(self.streams.stats),
             "http": dict(self.http.stats),
             "tls_errors": self.tls.errors[-10:] if self.tls is not None else None,
+            "tls_libraries": [lib["path"] for lib in self.tls.report()] if self.tls is not None else None,
             "mcp": dict(self.mcp.stats),
             "attribution": dict(self.audit.attr.stats),
             "calls": dict(self.audit.stats),
