@@ -366,3 +366,39 @@ def test_a_private_libssl_the_server_maps_is_probed_too(tmp_path, cert, monkeypa
     mcp, sess, stats = check_common(log, recs, "https", port)
     assert str(private / os.path.basename(system)) in stats["tls_libraries"]
     assert not any(str(private) in lib["path"] for lib in recs[0]["tls"]["libraries"])  # not known at start
+
+
+def test_node_server_everything_on_streamable_http(tmp_path):
+    """@modelcontextprotocol/server-everything (Node, Express) on Streamable
+    HTTP under `run`: it refuses server/discover with HTTP 400 (a JSON-RPC error
+    with id null), the client falls back to initialize, the session goes on by
+    Mcp-Session-Id over several connections, responses stream as SSE."""
+    from conftest import npm_server
+
+    port, out, err = free_port(), tmp_path / "run.jsonl", tmp_path / "server.log"
+    with open(err, "w") as ef:
+        mw = subprocess.Popen([MW, "run", "-q", "--no-store", "--jsonl", str(out), "--",
+                               npm_server("mcp-server-everything"), "streamableHttp"],
+                              env={**os.environ, "PORT": str(port)}, stderr=ef)
+    try:
+        assert wait_for(lambda: "listening on port" in err.read_text(), 30), err.read_text()
+        log = drive(f"http://127.0.0.1:{port}/mcp", [("echo", {"message": "from node"}),
+                                                      ("get-sum", {"a": 2, "b": 3})])
+        time.sleep(0.3)
+    finally:
+        STOPPED[0] = time.monotonic_ns()
+        stop(mw)
+    recs = records(out)
+    mcp = mcp_of(recs)
+    refused = [r for r in mcp if r["kind"] == "error" and r["id"] is None]
+    assert len(refused) == 1 and refused[0]["paired"] and refused[0]["method"] == "server/discover"
+    assert refused[0]["http"]["status"] == 400 and "answers request 1" in refused[0]["notes"][-1]
+    # the client saw that error as the answer to its request 1
+    check_against_client(log, [dict(r, id=1) if r is refused[0] else r for r in mcp])
+    sess = last_session(recs)
+    assert sess["era"] == "handshake" and sess["server_info"]["name"]
+    assert sess["event"] == "end" and sess["ktime_ns"] < STOPPED[0]  # ended by the client's DELETE
+    assert {r["http"].get("sse_event") for r in mcp if r["direction"] == "server->client" and r["id"] != 1
+            and r["id"] is not None} == {"message"}
+    calls = [r for r in recs if r["type"] == "call" and r["method"] == "tools/call"]
+    assert [c["status"] for c in calls] == ["ok", "ok"]

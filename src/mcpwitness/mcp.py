@@ -520,6 +520,15 @@ class McpDecoder:
             direction = self._direction(s, f)
             other = C2S if direction == S2C else S2C if direction == C2S else "unknown"
             req = s.pending.pop((other, _idkey(mid)), None)
+            if req is None and mid is None and f.exchange is not None:
+                # an error with id null in the HTTP response to a POST (a server that
+                # could not read the request's id): it answers what that POST carried
+                for eid in f.exchange.ids:
+                    req = s.pending.pop((other, _idkey(eid)), None)
+                    if req is not None:
+                        notes = notes + [f"id null on the wire: answers request {eid!r}, carried by the same "
+                                         "HTTP exchange"]
+                        break
             if req is None and direction == "unknown":
                 for k in [k for k in s.pending if k[1] == _idkey(mid)]:
                     req = s.pending.pop(k)
