@@ -256,6 +256,9 @@ def test_server_in_its_own_network_namespace(tmp_path, netns, cert):
     assert ends["client"]["pid"] == os.getpid()
     assert sess["connection"]["server"] == f"{ns_addr}:{port}"
     assert sess["connection"]["client"].startswith(host_addr + ":")
+    call = [r for r in recs if r["type"] == "call" and r["method"] == "tools/call"][0]
+    assert call["transport"] == "http" and call["server"]["address"] == f"{ns_addr}:{port}"
+    assert call["server"]["net_ns"] == ends["server"]["net_ns"] and call["client"]["net_ns"] == ends["client"]["net_ns"]
 
 
 def test_server_in_its_own_pid_namespace(tmp_path, cert):
@@ -268,6 +271,8 @@ def test_server_in_its_own_pid_namespace(tmp_path, cert):
     server = [e for e in sess["ends"] if e["role"] == "server"][0]
     assert server["pid_ns"] != _ns_inode("/proc/self/ns/pid")
     assert server["ns_pid"] == 1 and server["pid"] != 1  # the host pid and the pid inside the namespace
+    call = [r for r in recs if r["type"] == "call" and r["method"] == "tools/call"][0]
+    assert call["server"]["ns_pid"] == 1 and call["server"]["pid_ns"] == server["pid_ns"]
     client_end = [e for e in sess["ends"] if e["role"] == "client"][0]
     assert client_end["ns_pid"] == client_end["pid"] == os.getpid()
 

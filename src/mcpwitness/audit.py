@@ -35,8 +35,8 @@ class CallRecord(msgspec.Struct, tag="call", tag_field="type", gc=False):
     complete: bool
     incomplete_reason: str | None
     latency_ms: float | None
-    client: object                 # {pid, exe, info}
-    server: object                 # {pid, exe, cmdline, info, tracked}
+    client: object                 # {pid, exe, info, container, pid_ns, ns_pid, net_ns, address}
+    server: object                 # {pid, exe, cmdline, info, tracked, container, pid_ns, ns_pid, net_ns, address}
     result: object                 # {is_error, content_types, items, bytes, structured}
     error: object
     attribution: object            # {quality, exact, thread, ambiguous, reason}
@@ -48,6 +48,7 @@ class CallRecord(msgspec.Struct, tag="call", tag_field="type", gc=False):
     still_running: list
     end_ktime_ns: int | None = None
     notes: list = []
+    transport: str | None = None   # stdio, unix, http, https, tcp: the session's
 
 
 class _Call:
@@ -498,6 +499,15 @@ def build_record(c: _Call, sess: SessionRecord | None, roots, live: list[int], w
         client = {"pid": cpeer["pid"] if cpeer else (sess.pid if sess.role == "client" else None),
                   "exe": cpeer["exe"] if cpeer else (sess.exe if sess.role == "client" else None),
                   "info": sess.client_info}
+        # where each end runs (container, namespaces) and, over the network, its address
+        ends = {e.get("role"): e for e in sess.ends or ()}
+        conn = sess.connection or {}
+        for side, d in (("server", server), ("client", client)):
+            e = ends.get(side)
+            if e is not None:
+                d.update({k: e.get(k) for k in ("container", "pid_ns", "ns_pid", "net_ns")})
+            if conn.get(side):
+                d["address"] = conn[side]
     err = resp.error if resp is not None and resp.kind == "error" else None
     viol = _violations(timeline)
     status = c.status or "incomplete"
@@ -505,7 +515,8 @@ def build_record(c: _Call, sess: SessionRecord | None, roots, live: list[int], w
         wall(req.ktime_ns), req.ktime_ns, c.id, c.session, c.direction, req.id, req.method, tool, args, status,
         status not in ("incomplete", "cancelled"), c.reason, resp.latency_ms if resp is not None else None,
         client, server, _result_summary(resp), err, att, list(procs.values()),
-        _lineage(timeline, server_pid, parents, names), timeline, viol, "", sorted(live), c.end_ts)
+        _lineage(timeline, server_pid, parents, names), timeline, viol, "", sorted(live), c.end_ts,
+        transport=sess.transport if sess is not None else None)
     rec.summary = summarize(rec)
     if live:
         rec.notes = [f"processes of this call were still running when the record was written: {sorted(live)}; "

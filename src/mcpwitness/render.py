@@ -81,6 +81,13 @@ def call_timeline(r: dict, later: list | None = None) -> str:
                + ("" if srv.get("tracked") else "  (not tracked: no kernel view)"))
     out.append(f"  client    {ci.get('name', '?')} {ci.get('version', '')}".rstrip() + f"  pid {cli.get('pid')}"
                + (f"  {cli.get('exe')}" if cli.get("exe") else ""))
+    if r.get("transport") not in (None, "stdio"):
+        where = f"  {cli.get('address')} -> {srv.get('address')}" if srv.get("address") else ""
+        out.append(f"  transport {r['transport']}{where}")
+    for who, d in (("server", srv), ("client", cli)):
+        if d.get("container") or (d.get("ns_pid") not in (None, d.get("pid"))):
+            out.append(f"  {who:9} runs in container {d.get('container') or '-'}, pid {d.get('ns_pid')} in its "
+                       f"PID namespace {d.get('pid_ns')}, network namespace {d.get('net_ns')}")
     if r.get("arguments") is not None:
         out.append(f"  arguments {_short(r['arguments'], 200)}")
     lat = f"{r['latency_ms']:.3f} ms" if r.get("latency_ms") is not None else "-"
