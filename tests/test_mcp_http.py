@@ -97,11 +97,12 @@ def run_mode(tmp_path, kind, calls, cert, mode="auto", prefix=(), env=None, sett
     return log, records(out), port
 
 
-def watch_mode(tmp_path, server_cmd, url, port, calls, mode="auto"):
+def watch_mode(tmp_path, server_cmd, url, port, calls, mode="auto", db=None, server_stop=signal.SIGTERM):
     """The server started by itself; mcpwitness watch --port PORT sees both ends."""
     out = tmp_path / "watch.jsonl"
     srv = start_server(server_cmd)
-    w = subprocess.Popen([MW, "watch", "-q", "--no-store", "--jsonl", str(out), "--port", str(port)])
+    store = ["--db", str(db)] if db else ["--no-store"]
+    w = subprocess.Popen([MW, "watch", "-q", *store, "--jsonl", str(out), "--port", str(port)])
     try:
         assert wait_for(lambda: out.exists() and '"start"' in out.read_text(), 20)
         log = drive(url, calls, mode)
@@ -109,7 +110,7 @@ def watch_mode(tmp_path, server_cmd, url, port, calls, mode="auto"):
     finally:
         STOPPED[0] = time.monotonic_ns()
         assert stop(w, signal.SIGTERM) == 0
-        stop(srv, signal.SIGTERM)
+        stop(srv, server_stop)
     return log, records(out), srv.pid
 
 
@@ -266,13 +267,23 @@ def test_server_in_its_own_pid_namespace(tmp_path, cert):
         pytest.skip("util-linux unshare not installed")
     port = free_port()
     cmd = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", *server_argv("http", "127.0.0.1", port, cert)]
-    log, recs, _ = watch_mode(tmp_path, cmd, url_of("http", "127.0.0.1", port), port, [("echo", {"text": "pidns"})])
+    db = tmp_path / "store.db"
+    # unshare does not pass SIGTERM on; killed, it takes the server with it (--kill-child)
+    log, recs, _ = watch_mode(tmp_path, cmd, url_of("http", "127.0.0.1", port), port, [("echo", {"text": "pidns"})],
+                              db=db, server_stop=signal.SIGKILL)
     mcp, sess, _ = check_common(log, recs, "http", port)
     server = [e for e in sess["ends"] if e["role"] == "server"][0]
     assert server["pid_ns"] != _ns_inode("/proc/self/ns/pid")
     assert server["ns_pid"] == 1 and server["pid"] != 1  # the host pid and the pid inside the namespace
     call = [r for r in recs if r["type"] == "call" and r["method"] == "tools/call"][0]
     assert call["server"]["ns_pid"] == 1 and call["server"]["pid_ns"] == server["pid_ns"]
+    # `mcpwitness sessions`: who talked to whom, from the store
+    table = subprocess.run([MW, "sessions", "--db", str(db)], capture_output=True, text=True, check=True).stdout
+    assert f"pid {server['pid']}" in table and f"pid 1 in pid ns {server['pid_ns']}" in table
+    assert f"pid {os.getpid()}" in table and f"127.0.0.1:{port}" in table
+    js = [json.loads(x) for x in subprocess.run([MW, "sessions", "--db", str(db), "--json"], capture_output=True,
+                                                text=True, check=True).stdout.splitlines()]
+    assert [r["session"] for r in js] == [sess["session"]]
     client_end = [e for e in sess["ends"] if e["role"] == "client"][0]
     assert client_end["ns_pid"] == client_end["pid"] == os.getpid()
 

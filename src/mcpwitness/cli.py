@@ -111,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--db", metavar="PATH")
     sh.add_argument("--json", action="store_true", help="the whole record as JSON")
 
+    ss = sub.add_parser("sessions", help="who talked to whom: recent MCP sessions with both ends, from the store")
+    ss.add_argument("--db", metavar="PATH")
+    ss.add_argument("--since", help="e.g. 10m, 2h, 1d, or 2026-11-22T10:00:00 (UTC)")
+    ss.add_argument("--limit", type=int, default=20)
+    ss.add_argument("--json", action="store_true", help="one session record per line")
+
     doc = sub.add_parser("doctor", help="probe what this kernel allows and which mechanism each feature uses")
     doc.add_argument("--json", action="store_true", help="machine-readable output")
     return ap
@@ -138,9 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.cmd == "doctor":
         return cmd_doctor(a)
-    if a.cmd in ("calls", "show"):
+    if a.cmd in ("calls", "show", "sessions"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `mcpwitness calls | head`
-        return cmd_calls(a) if a.cmd == "calls" else cmd_show(a)
+        return {"calls": cmd_calls, "show": cmd_show, "sessions": cmd_sessions}[a.cmd](a)
     if a.cmd in ("run", "watch"):
         code = cmd_run(a, ap) if a.cmd == "run" else cmd_watch(a)
         if argv is None:
@@ -424,6 +430,26 @@ def cmd_calls(a) -> int:
         return 0
     from .render import calls_table
     print(calls_table(rows))
+    return 0
+
+
+def cmd_sessions(a) -> int:
+    from .store import list_sessions, parse_since
+    try:
+        since = parse_since(a.since) if a.since else None
+    except ValueError as e:
+        _say(str(e))
+        return 2
+    db = _open_db(a)
+    if db is None:
+        return 1
+    recs = list_sessions(db, since=since, limit=a.limit)
+    if a.json:
+        for r in recs:
+            print(json.dumps(r))
+        return 0
+    from .render import sessions_table
+    print(sessions_table(recs))
     return 0
 
 

@@ -124,3 +124,37 @@ def call_timeline(r: dict, later: list | None = None) -> str:
     return "\n".join(out)
 
 
+
+
+def sessions_table(recs: list[dict]) -> str:
+    """Who talked to whom: one block per session."""
+    if not recs:
+        return "no sessions recorded (match)"
+    out = []
+    for r in recs:
+        ci, si = r.get("client_info") or {}, r.get("server_info") or {}
+        conn = r.get("connection") or {}
+        state = "ended" if r.get("event") == "end" else "open"
+        out.append(f"{_utc(r.get('time')):23}  {r.get('session')}  {r.get('transport')}  {state}  "
+                   f"{r.get('messages', 0)} messages, {r.get('unanswered', 0)} unanswered  "
+                   f"era {r.get('era') or '?'} {r.get('protocol_version') or ''}".rstrip())
+        info = {"client": ci, "server": si}
+        ends = {e.get("role"): e for e in r.get("ends") or ()}
+        for role in ("client", "server"):
+            e = ends.get(role)
+            name = f"{info[role].get('name', '?')} {info[role].get('version', '')}".rstrip() if info[role] else "?"
+            addr = conn.get(role)
+            if e is None:
+                out.append(f"  {role:7} {name}" + (f"  {addr}" if addr else "") + "  (process not tracked)")
+                continue
+            where = []
+            if e.get("container"):
+                where.append(f"container {e['container'][:12]}")
+            if e.get("ns_pid") not in (None, e.get("pid")):
+                where.append(f"pid {e['ns_pid']} in pid ns {e.get('pid_ns')}")
+            if addr:
+                where.append(f"{addr} (net ns {e.get('net_ns')})")
+            cmd = " ".join(e.get("cmdline") or []) or e.get("exe") or ""
+            out.append(f"  {role:7} {name}  pid {e.get('pid')}  {_short(cmd, 70)}"
+                       + (f"  [{', '.join(where)}]" if where else ""))
+    return "\n".join(out)

@@ -287,3 +287,19 @@ def get_call(db: sqlite3.Connection, prefix: str) -> tuple[dict, list[dict]]:
         "SELECT record FROM events WHERE call_id = ? ORDER BY wall", (rec["call_id"],))]
     later = [e for e in later if (e.get("attribution") or {}).get("after_record")]
     return rec, later
+
+
+def list_sessions(db: sqlite3.Connection, since=None, limit=50) -> list[dict]:
+    """The newest sessions, each as its latest record (end, else the last
+    identified or start), newest first."""
+    q, args = "SELECT session, MAX(id) AS last FROM sessions", []
+    if since is not None:
+        q += " WHERE wall >= ?"
+        args.append(since)
+    q += " GROUP BY session ORDER BY last DESC LIMIT ?"
+    args.append(limit)
+    out = []
+    for row in db.execute(q, args).fetchall():
+        rec = db.execute("SELECT record FROM sessions WHERE id = ?", (row["last"],)).fetchone()
+        out.append(msgspec.json.decode(rec["record"]))
+    return out
