@@ -1,0 +1,21 @@
+"""The benchmarks still run (they are not part of the suite's timing), and
+their loss figure, which is a correctness figure, is zero."""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.kernel
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+def test_mcp_calls_benchmark_quick(transport):
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "mcp_calls.py"), "--quick",
+                          "--transport", transport], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lost = re.search(r"MCP messages lost:\s+(\d+) \(of (\d+) per run\)", out.stdout)
+    assert lost and lost.group(1) == "0" and int(lost.group(2)) == 404, out.stdout
+    assert re.search(r"with mcpwitness:\s+\d+ calls/s", out.stdout)
