@@ -418,3 +418,26 @@ def test_node_server_everything_on_streamable_http(tmp_path):
             and r["id"] is not None} == {"message"}
     calls = [r for r in recs if r["type"] == "call" and r["method"] == "tools/call"]
     assert [c["status"] for c in calls] == ["ok", "ok"]
+
+
+def test_the_client_end_tracked_alone(tmp_path, cert):
+    """`mcpwitness run` in front of an HTTP client, the server untracked: the
+    client's end of each message, its role, the server's address, and call
+    records that say the server has no kernel view."""
+    port, out, log = free_port(), tmp_path / "run.jsonl", tmp_path / "client.json"
+    srv = start_server(server_argv("http", "127.0.0.1", port, cert))
+    try:
+        subprocess.run([MW, "run", "-q", "--no-store", "--jsonl", str(out), "--", sys.executable,
+                        os.path.join(HERE, "workloads", "http_client.py"), url_of("http", "127.0.0.1", port),
+                        str(log)], check=True, timeout=60)
+    finally:
+        stop(srv)
+    recs = records(out)
+    mcp = mcp_of(recs)
+    check_against_client([tuple(x) for x in json.loads(log.read_text())], mcp)
+    sess = last_session(recs)
+    assert sess["role"] == "client" and [e["role"] for e in sess["ends"]] == ["client"]
+    assert sess["connection"]["server"] == f"127.0.0.1:{port}"
+    call = [r for r in recs if r["type"] == "call" and r["method"] == "tools/call"][0]
+    assert call["status"] == "ok" and not call["server"]["tracked"]
+    assert call["server"]["address"] == f"127.0.0.1:{port}" and call["transport"] == "http"
