@@ -188,3 +188,26 @@ def test_an_endless_sse_event_is_cut_and_the_stream_goes_on():
     f = frames(out)
     assert len(f) == 3 and f[1].truncated and "cut here" in f[1].notes[-1]
     assert json.loads(f[2].data)["method"] == "after" and not f[2].truncated
+
+
+def test_a_tls_stream_tied_to_its_socket_late_stays_one_session():
+    """Plaintext before the SSL object's socket was known goes under this
+    process's own view; once known, the connection's key joins it."""
+    h = HttpReassembler()
+    dec = McpDecoder(identity=lambda pid: ("/c", ["c"]), namespaces=lambda pid: {})
+    recs = []
+
+    def tls(data, direction, sockino):
+        ev = io(data, direction, pid=3, inode=0xABC, kind="tls")
+        ev.dev = sockino
+        for f in h.feed(ev):
+            recs.extend(dec.feed(f))
+
+    tls(post({"jsonrpc": "2.0", "id": 1, "method": "server/discover"}), "write", 0)  # not tied yet
+    h.sock(sock(pid=3, inode=99, local=("127.0.0.1", 40000), remote=("127.0.0.1", 8443)))
+    tls(resp({"jsonrpc": "2.0", "id": 1, "result": {}}), "read", 99)
+    tls(post({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}), "write", 99)
+    tls(resp({"jsonrpc": "2.0", "id": 2, "result": {}}), "read", 99)
+    mcp = [r for r in recs if type(r).__name__ == "McpMessage"]
+    assert len(mcp) == 4 and len({m.session for m in mcp}) == 1 and all(m.paired for m in mcp if m.kind == "response")
+    assert dec.stats["sessions"] == 1

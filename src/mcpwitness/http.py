@@ -13,7 +13,7 @@ Frames carry what the MCP decoder needs to put them in sessions:
 - `flow`: requests go client->server, responses server->client;
 - `conv`: the conversation. The connection, named by its endpoints so that
   both ends of one loopback connection name it alike; or, when the request
-  carries one, the `Mcp-Session-Id` of the older revisions (`alias` ties the
+  carries one, the `Mcp-Session-Id` of the older revisions (`aliases` tie the
   two, since the id only comes back in the first response); or, for the
   2024-11-05 HTTP+SSE transport, the SSE connection whose `endpoint` event
   named the URL the POST went to;
@@ -120,7 +120,7 @@ class _Dir:
 
 class _Conn:
     __slots__ = ("pid", "kind", "ident", "fd", "dirs", "reqs", "sock", "dead", "last", "under", "conv", "mcp",
-                 "other")
+                 "other", "local")
 
     def __init__(self, pid, kind, ident, fd):
         self.pid, self.kind, self.ident, self.fd = pid, kind, ident, fd
@@ -128,6 +128,7 @@ class _Conn:
         self.under = 0                         # tls: the socket inode it was indexed under
         self.conv: tuple | None = None         # the connection as both ends name it, once known
         self.mcp = False                       # it carried JSON-RPC
+        self.local: tuple | None = None        # the key used while the endpoints were unknown
         self.other = 0                         # bodies that were not JSON-RPC
         self.reqs: deque[Exchange] = deque()   # requests waiting for their response
         self.sock: SockEvent | None = None
@@ -646,7 +647,8 @@ class HttpReassembler:
         if c.sock is not None:
             c.conv = conn_key(c.sock)  # settled: the endpoints do not change
             return c.conv
-        return (c.kind, c.pid, c.ident)  # endpoints unknown (yet): this process's view only
+        c.local = (c.kind, c.pid, c.ident)  # endpoints unknown (yet): this process's view only
+        return c.local
 
     def _frame(self, c: _Conn, d: _Dir, ev: IoEvent, data: bytes, offset: int, first: int, complete: bool,
                notes: list[str], info: HttpInfo | None = None) -> Frame:
@@ -657,16 +659,20 @@ class HttpReassembler:
         else:
             flow = C2S if is_request else S2C
         conv = own = self._conv(c)
-        alias = None
+        aliases: tuple = ()
         if info.session_id:  # revisions up to 2025-11-25: the session spans connections
-            conv, alias = ("mcp-session", info.session_id), conv
+            conv, aliases = ("mcp-session", info.session_id), (own,)
         elif is_request and info.target is not None:
             linked = self.endpoints.get(_path(info.target))
             if linked is not None:  # HTTP+SSE: the POST belongs to the SSE stream's session
-                conv, alias = linked, None
+                conv = linked
+        if c.local is not None and own != c.local:
+            # earlier frames went out under this process's own view (a TLS stream
+            # not yet tied to its socket): the same conversation
+            aliases += (c.local,)
         f = Frame(ev.pid, ev.tid, ev.comm, c.fd, c.kind, ev.direction, c.ident, ev.dev, first, ev.ktime_ns,
                   data, offset, complete, not complete or d.truncated, list(notes))
-        f.flow, f.conv, f.alias, f.dedup = flow, conv, alias, (own, flow)
+        f.flow, f.conv, f.aliases, f.dedup = flow, conv, aliases, (own, flow)
         f.http, f.exchange, f.peer = info, d.exch, c.sock
         return f
 

@@ -199,8 +199,10 @@ class McpDecoder:
         """Network transports: the conversation http.py named (a connection,
         an Mcp-Session-Id, an HTTP+SSE stream), whichever end saw it."""
         s = self._convs.get(f.conv)
-        if s is None and f.alias is not None:
-            s = self._convs.get(f.alias)
+        for k in f.aliases:
+            if s is not None:
+                break
+            s = self._convs.get(k)
         if s is None:
             transport = "unix" if f.kind == "unix" else (
                 ("https" if f.kind == "tls" else "http") if f.http is not None and f.flow else "tcp")
@@ -215,8 +217,8 @@ class McpDecoder:
                     conn["server"], conn["client"] = (conn["local"], conn["remote"]) if server else (
                         conn["remote"], conn["local"])
             s = self._new(f, transport, out, conn)
-        for k in (f.conv, f.alias):
-            if k is not None and k not in self._convs:
+        for k in (f.conv, *f.aliases):
+            if k not in self._convs:
                 self._convs[k] = s
                 if len(self._convs) > 65536:
                     del self._convs[next(iter(self._convs))]

@@ -33,7 +33,7 @@ class Frame(msgspec.Struct, gc=False):
     # set by http.py for TCP and TLS frames (None for pipes and Unix sockets)
     flow: str | None = None        # client->server or server->client, as HTTP says
     conv: object = None            # the conversation (session) key
-    alias: object = None           # a second key for the same conversation
+    aliases: tuple = ()            # more keys for the same conversation
     dedup: object = None           # (connection, flow): one byte stream whichever end saw it
     http: object = None            # http.HttpInfo
     exchange: object = None        # http.Exchange: the request/response pair
