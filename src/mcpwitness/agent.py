@@ -386,7 +386,8 @@ class Agent:
                                       "recvmsg,sendmsg} on pipes, Unix sockets and TCP sockets",
                            "watch": self.watch, "ports": list(self.kernel.options.ports) or None},
             "programs_skipped": self.kernel.skipped, "mounts": self.kernel.mounts,
-            "tls": {"mechanism": "uprobes on SSL_read/SSL_write(_ex), SSL_do_handshake",
+            "tls": {"mechanism": ("uprobe_multi links" if self.kernel.uprobe_multi else "uprobes")
+                    + " on SSL_read/SSL_write(_ex), SSL_do_handshake",
                     "libraries": self.tls.report()} if self.tls is not None else None,
             "policy": self.policy_record() if self.enforcer is not None else None, **extra})
 

@@ -116,8 +116,8 @@ class TlsProbes:
         self.files[key] = {"path": path, "functions": []}
         try:
             syms = elf_symbols(path, set(ENTRY))
-        except (OSError, ValueError, struct.error) as e:
-            self.errors.append(f"{path}: {e}")
+        except Exception as e:  # unreadable or malformed (any ELF field can lie): counted, not ours
+            self.errors.append(f"{path}: {type(e).__name__}: {e}")
             return False
         if MARKER not in syms:
             return False
