@@ -79,6 +79,11 @@ def test_usage_errors():
     assert p.returncode == 2 and "either -- CMD" in p.stderr
     p = subprocess.run([MW, "run", "--ring-size", "3000", "--", "true"], capture_output=True, text=True)
     assert p.returncode == 2 and "power of two" in p.stderr
+    p = subprocess.run([MW, "watch", "--port", "70000"], capture_output=True, text=True)
+    assert p.returncode == 2 and "not a TCP port" in p.stderr
+    many = [x for i in range(65) for x in ("--port", str(20000 + i))]
+    p = subprocess.run([MW, "watch", *many], capture_output=True, text=True)
+    assert p.returncode == 2 and "at most 64 ports" in p.stderr
 
 
 def test_sigterm_is_forwarded_and_signal_status_returned(tmp_path):

@@ -345,6 +345,10 @@ def server_filter(pids: list[int], comms: list[str], cgroup: str | None):
 def cmd_watch(a) -> int:
     from .loader import LoadOptions
 
+    if len(set(a.port)) > 64:
+        _say(f"at most 64 ports can be watched ({len(set(a.port))} given)")
+        return 2
+
     agent = _start("watch", a, LoadOptions(ring_size=a.ring_size, io_max=a.io_max, watch=True,
                                            lsm=False if a.no_lsm else None, ports=tuple(sorted(set(a.port))),
                                            tls=not a.no_tls),
