@@ -417,17 +417,25 @@ def _open_db(a):
     return None
 
 
-def cmd_calls(a) -> int:
-    from .store import list_calls, parse_since
+def _query_args(a):
+    """(since, until, db) for a store query, or an exit status after saying why not."""
+    from .store import parse_since
     try:
         since = parse_since(a.since) if a.since else None
-        until = parse_since(a.until) if a.until else None
+        until = parse_since(a.until) if getattr(a, "until", None) else None
     except ValueError as e:
         _say(str(e))
         return 2
     db = _open_db(a)
-    if db is None:
-        return 1
+    return 1 if db is None else (since, until, db)
+
+
+def cmd_calls(a) -> int:
+    from .store import list_calls
+    q = _query_args(a)
+    if isinstance(q, int):
+        return q
+    since, until, db = q
     rows = list_calls(db, server=a.server, tool=a.tool, status=a.status, since=since, until=until,
                       has_violations=a.has_violations, limit=a.limit)
     if a.json:
@@ -441,15 +449,11 @@ def cmd_calls(a) -> int:
 
 
 def cmd_sessions(a) -> int:
-    from .store import list_sessions, parse_since
-    try:
-        since = parse_since(a.since) if a.since else None
-    except ValueError as e:
-        _say(str(e))
-        return 2
-    db = _open_db(a)
-    if db is None:
-        return 1
+    from .store import list_sessions
+    q = _query_args(a)
+    if isinstance(q, int):
+        return q
+    since, _, db = q
     recs = list_sessions(db, since=since, limit=a.limit)
     if a.json:
         for r in recs:
