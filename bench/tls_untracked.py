@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""Benchmark: what the TLS uprobes cost a process mcpwitness does not track.
+
+The probes sit in the libssl file, so every process that uses it runs them
+(and returns through a uretprobe) even when the program then leaves at once.
+An untracked process does small TLS round trips over loopback (its own
+client and server threads, 4 SSL calls per round trip), with no programs
+loaded, with the programs loaded without TLS (`--no-tls`), and with them
+(the default), alternating. Printed: microseconds per round trip and ratios.
+
+    .venv/bin/python bench/tls_untracked.py [--rounds 5] [--trips 20000] [--quick]
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "src"))
+
+LOOP = r'''
+import socket, ssl, sys, threading, time
+n, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); sctx.load_cert_chain(cert, key)
+cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); cctx.load_verify_locations(cert)
+ls = socket.socket(); ls.bind(("127.0.0.1", 0)); ls.listen(1)
+def serve():
+    c, _ = ls.accept(); s = sctx.wrap_socket(c, server_side=True)
+    while True:
+        d = s.recv(64)
+        if not d: break
+        s.sendall(d)
+threading.Thread(target=serve, daemon=True).start()
+s = cctx.wrap_socket(socket.create_connection(ls.getsockname()), server_hostname="127.0.0.1")
+t = time.perf_counter()
+for i in range(n):
+    s.sendall(b"x" * 32); s.recv(64)
+print((time.perf_counter() - t) / n * 1e6)
+'''
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--trips", type=int, default=20000)
+    ap.add_argument("--quick", action="store_true")
+    a = ap.parse_args()
+    rounds, trips = (1, 2000) if a.quick else (a.rounds, a.trips)
+    from mcpwitness.agent import Agent
+    from mcpwitness.loader import LoadOptions
+    from mcpwitness.sinks import ListSink
+    res: dict[str, list[float]] = {"not loaded": [], "loaded, --no-tls": [], "loaded, TLS probes": []}
+    with tempfile.TemporaryDirectory() as d:
+        cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                        "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                       check=True, capture_output=True)
+        for r in range(rounds):
+            order = list(res) if r % 2 == 0 else list(reversed(res))
+            for state in order:
+                agent = None
+                if state != "not loaded":
+                    agent = Agent(ListSink(), LoadOptions(watch=True, tls=state == "loaded, TLS probes"))
+                    agent.start()
+                try:
+                    out = subprocess.run([sys.executable, "-c", LOOP, str(trips), cert, key], capture_output=True,
+                                         text=True, check=True).stdout
+                    res[state].append(float(out))
+                finally:
+                    if agent is not None:
+                        agent.stop(settle=0)
+    base = statistics.median(res["not loaded"])
+    print(f"untracked process, {trips} TLS round trips of 32 bytes over loopback (4 SSL calls each), "
+          f"median of {rounds} rounds (alternating), watch mode")
+    for state, v in res.items():
+        m = statistics.median(v)
+        print(f"  {state:22} {m:8.1f} us per round trip   {(m / base - 1) * 100:+6.1f}%")
+
+
+if __name__ == "__main__":
+    main()
