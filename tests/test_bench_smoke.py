@@ -19,3 +19,10 @@ def test_mcp_calls_benchmark_quick(transport):
     lost = re.search(r"MCP messages lost:\s+(\d+) \(of (\d+) per run\)", out.stdout)
     assert lost and lost.group(1) == "0" and int(lost.group(2)) == 404, out.stdout
     assert re.search(r"with mcpwitness:\s+\d+ calls/s", out.stdout)
+
+
+def test_tls_untracked_benchmark_quick():
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "tls_untracked.py"), "--quick"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert len(re.findall(r"us per round trip", out.stdout)) == 3, out.stdout
