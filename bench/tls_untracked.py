@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Benchmark: what the TLS uprobes cost a process mcpwitness does not track.
 
-The probes sit in the libssl file, so every process that uses it runs them
-(and returns through a uretprobe) even when the program then leaves at once.
-An untracked process does small TLS round trips over loopback (its own
-client and server threads, 4 SSL calls per round trip), with no programs
-loaded, with the programs loaded without TLS (`--no-tls`), and with them
-(the default), alternating. Printed: microseconds per round trip and ratios.
+Host-wide probes (`watch --port`) sit in the libssl file, so every process
+that uses it traps into them (and returns through a uretprobe) even when the
+program then leaves at once. Per-process probes (everywhere else: only the
+tracked processes that map a libssl) should cost an untracked process
+nothing. An untracked process does small TLS round trips over loopback (its
+own client and server threads, 4 SSL calls per round trip) with no programs
+loaded, loaded without TLS (`--no-tls`), with per-process TLS probes (the
+default), and with host-wide ones (as `watch --port` has them), alternating.
+Printed: microseconds per round trip and ratios.
 
     .venv/bin/python bench/tls_untracked.py [--rounds 5] [--trips 20000] [--quick]
 """
@@ -51,7 +54,8 @@ def main():
     from mcpwitness.agent import Agent
     from mcpwitness.loader import LoadOptions
     from mcpwitness.sinks import ListSink
-    res: dict[str, list[float]] = {"not loaded": [], "loaded, --no-tls": [], "loaded, TLS probes": []}
+    res: dict[str, list[float]] = {"not loaded": [], "loaded, --no-tls": [], "TLS per process (default)": [],
+                                   "watch --port (host-wide TLS)": []}
     with tempfile.TemporaryDirectory() as d:
         cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
@@ -62,7 +66,8 @@ def main():
             for state in order:
                 agent = None
                 if state != "not loaded":
-                    agent = Agent(ListSink(), LoadOptions(watch=True, tls=state == "loaded, TLS probes"))
+                    ports = (1,) if "host-wide" in state else ()  # a port nobody uses: host-wide probes
+                    agent = Agent(ListSink(), LoadOptions(watch=True, tls="TLS" in state, ports=ports))
                     agent.start()
                 try:
                     out = subprocess.run([sys.executable, "-c", LOOP, str(trips), cert, key], capture_output=True,
@@ -76,7 +81,7 @@ def main():
           f"median of {rounds} rounds (alternating), watch mode")
     for state, v in res.items():
         m = statistics.median(v)
-        print(f"  {state:22} {m:8.1f} us per round trip   {(m / base - 1) * 100:+6.1f}%")
+        print(f"  {state:26} {m:8.1f} us per round trip   {(m / base - 1) * 100:+6.1f}%")
 
 
 if __name__ == "__main__":

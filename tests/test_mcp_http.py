@@ -161,9 +161,9 @@ def test_streamable_http_tracked_server(kind, tmp_path, cert, monkeypatch):
     assert [c["status"] for c in calls] == ["ok"] * 3
     if kind == "https":
         assert stats["kernel"]["tls_calls"] > 0 and stats["kernel"]["tls_unbound"] == 0
-        start = recs[0]
-        assert any("SSL_read_ex" in lib["functions"] for lib in start["tls"]["libraries"])
-        assert {lib["attached_by"] for lib in start["tls"]["libraries"]} == {"uprobe_multi links"}
+        # probed for the server alone, once it opened libssl: other processes do not trap
+        assert "per tracked process" in recs[0]["tls"]["mechanism"] and not recs[0]["tls"]["libraries"]
+        assert any("libssl" in p for p in stats["tls_libraries"]) and stats["tls_processes"] >= 1
 
 
 @pytest.mark.parametrize("kind,host", [("http", "127.0.0.1"), ("https", "127.0.0.1"), ("http", "::1")])
@@ -349,12 +349,12 @@ def test_tls_with_single_uprobes_the_fallback_for_kernels_before_6_6(tmp_path, c
     sink = ListSink()
     agent = Agent(sink, LoadOptions(uprobe_multi=False))
     assert not agent.kernel.uprobe_multi and "mw_ssl_entry_multi" in agent.kernel.skipped
-    assert {lib["attached_by"] for lib in agent.tls.report()} == {"uprobes"}
     agent.start()
     port = free_port()
     srv = start_server(server_argv("https", "127.0.0.1", port, cert))
     try:
-        agent.attach(srv.pid)
+        agent.attach(srv.pid)  # a running process: its maps say which libssl to probe, for it alone
+        assert {lib["attached_by"] for lib in agent.tls.report()} == {"uprobes, per tracked process"}
         log = drive(url_of("https", "127.0.0.1", port), [("echo", {"text": "single uprobes"})])
     finally:
         stop(srv)
@@ -367,8 +367,8 @@ def test_tls_with_single_uprobes_the_fallback_for_kernels_before_6_6(tmp_path, c
 
 def test_a_private_libssl_the_server_maps_is_probed_too(tmp_path, cert, monkeypatch):
     """The server loads its own copy of libssl (LD_LIBRARY_PATH), not the
-    system's: mcpwitness finds it in the server's maps and probes it, or
-    there would be no plaintext and no messages."""
+    system's: mcpwitness sees the server open it and probes it for the server,
+    or there would be no plaintext and no messages."""
     monkeypatch.setenv("SSL_CERT_FILE", cert[0])
     import _ssl
     system = [line.split()[-1] for line in open(f"/proc/{os.getpid()}/maps") if "libssl" in line][0]
@@ -378,10 +378,11 @@ def test_a_private_libssl_the_server_maps_is_probed_too(tmp_path, cert, monkeypa
     env = {**os.environ, "LD_LIBRARY_PATH": str(private)}
     assert _ssl  # this process maps the system libssl; the server will map the copy
     log, recs, port = run_mode(tmp_path, "https", [("echo", {"text": "private libssl"})], cert, env=env,
-                               settle=4.5)  # the agent looks at a tracked process's maps every 2 s
+                               settle=0)  # probed when the server opens it, before its first TLS byte
     mcp, sess, stats = check_common(log, recs, "https", port)
     assert str(private / os.path.basename(system)) in stats["tls_libraries"]
     assert not any(str(private) in lib["path"] for lib in recs[0]["tls"]["libraries"])  # not known at start
+    assert not any(os.path.realpath(system) == p for p in stats["tls_libraries"])  # the system's never probed
 
 
 def test_node_server_everything_on_streamable_http(tmp_path):

@@ -19,7 +19,8 @@ from typing import Callable
 
 from . import __version__
 from .audit import Auditor
-from .events import RECORD_SIZE, ConnectEvent, Decoder, ExitEvent, ForkEvent, IoEvent, PolicyEvent, SockEvent
+from .events import (RECORD_SIZE, ConnectEvent, Decoder, ExecEvent, ExitEvent, ForkEvent, IoEvent, OpenEvent,
+                     PolicyEvent, SockEvent)
 from .http import HttpReassembler, SessionEnd
 from .flags import Flagger
 from .loader import MECH_UNIX_CGROUP, Kernel, LoadOptions
@@ -71,8 +72,10 @@ class Agent:
         self.tls = None
         if options is None or options.tls:
             from .tls import TlsProbes
-            self.tls = TlsProbes(self.kernel)
-            self.tls.add_system()
+            # host-wide only where the processes are not known in advance (--port)
+            self.tls = TlsProbes(self.kernel, per_process=not (options and options.ports))
+            if not self.tls.per_process:
+                self.tls.add_system()
         self._tls_look = 0
         self._tls_scans: dict[int, int] = {}  # pid -> times its maps were looked at for a libssl
         self.http = HttpReassembler(wall=self.decoder.wall_time, stop_stream=self.kernel.stop_stream)
@@ -209,10 +212,20 @@ class Agent:
             batch.append(ev)  # ThreadEvents too: audit.py uses them and does not pass them on
             if self.enforcer is not None:
                 self._policy_event(ev, batch)
-            if isinstance(ev, ForkEvent):
+            if t is OpenEvent:
+                if self.tls is not None and ev.result is not None and "libssl" in ev.path:
+                    self.tls.opened(ev.pid, ev.resolved or ev.path)
+            elif t is ExecEvent:
+                if self.tls is not None and ev.result == 0 and ev.exe:
+                    self.tls.execed(ev.pid, ev.exe)
+            elif t is ForkEvent:
                 self.table.add(ev.child_pid, ev.pid)
-            elif isinstance(ev, ExitEvent):
+                if self.tls is not None:
+                    self.tls.forked(ev.pid, ev.child_pid)
+            elif t is ExitEvent:
                 self.exits[ev.pid] = ev
+                if self.tls is not None:
+                    self.tls.exited(ev.pid)
                 # a process that died mid-message: what it left is kept
                 for frame in self.streams.flush(ev.pid):
                     batch.extend(self.mcp.feed(frame))
@@ -258,6 +271,9 @@ class Agent:
             self.kernel.set_policy(root, slot)
             policy = self.enforcer.policy_name(slot)
         seeded = self._seed_descendants(root, [])
+        if self.tls is not None:
+            for p in seeded:
+                self.tls.add_process(p)
         if self.enforcer is not None:  # children forked since the kernel found it
             self.kernel.set_policy(root, self.root_policy[root][0])
         batch.append({"type": "discovered", "time": self.decoder.wall_time(ev.ktime_ns), "ktime_ns": ev.ktime_ns,
@@ -335,6 +351,8 @@ class Agent:
         stats = self.stats()
         self.sink.write_record(stats)
         self.reader.close()
+        if self.tls is not None:
+            self.tls.give_back()  # detached with the rest, here or in the unloading child
         if unload:
             self.kernel.close()
         return stats
@@ -358,6 +376,7 @@ class Agent:
             "http": dict(self.http.stats),
             "tls_errors": self.tls.errors[-10:] if self.tls is not None else None,
             "tls_libraries": [lib["path"] for lib in self.tls.report()] if self.tls is not None else None,
+            "tls_processes": self.tls.attached_total if self.tls is not None else None,
             "mcp": dict(self.mcp.stats),
             "attribution": dict(self.audit.attr.stats),
             "calls": dict(self.audit.stats),
@@ -387,7 +406,8 @@ class Agent:
                            "watch": self.watch, "ports": list(self.kernel.options.ports) or None},
             "programs_skipped": self.kernel.skipped, "mounts": self.kernel.mounts,
             "tls": {"mechanism": ("uprobe_multi links" if self.kernel.uprobe_multi else "uprobes")
-                    + " on SSL_read/SSL_write(_ex), SSL_do_handshake",
+                    + " on SSL_read/SSL_write(_ex), SSL_do_handshake, "
+                    + ("per tracked process that maps a libssl" if self.tls.per_process else "host-wide"),
                     "libraries": self.tls.report()} if self.tls is not None else None,
             "policy": self.policy_record() if self.enforcer is not None else None, **extra})
 
@@ -407,16 +427,20 @@ class Agent:
             self.kernel.untrack(pid)
             raise
         lineage = [pid] + self._seed_descendants(pid, [])
+        if self.tls is not None:  # already running: its libraries are mapped by now
+            for p in lineage:
+                self.tls.add_process(p)
         return sorted(lineage)
 
     def spawn_tracked(self, argv: list[str], env: dict | None = None) -> int:
         """Start argv tracked before its first instruction, under the policy
         its identity matches. Returns its pid."""
         ident = None
+        tls_exe = None
         if self.tls is not None:  # an executable with OpenSSL inside (node): probed before it runs
-            exe = resolve_command(argv[0])
-            if exe:
-                self.tls.add(os.path.realpath(exe))
+            tls_exe = resolve_command(argv[0])
+            if tls_exe and not self.tls.per_process:
+                self.tls.add(os.path.realpath(tls_exe))
         if self.enforcer is not None:  # the child runs in our cgroup until it moves itself
             from .policy import Identity
             exe = resolve_command(argv[0])
@@ -424,6 +448,8 @@ class Agent:
         slot = self._match(ident)
         pid = spawn_tracked(self.kernel, argv, env, policy=slot)
         self.roots.add(pid)
+        if tls_exe and self.tls.per_process:
+            self.tls.add(os.path.realpath(tls_exe), pid)
         if ident is not None:
             self.root_policy[pid] = (slot, ident)
         return pid

@@ -290,20 +290,41 @@ class Kernel:
             libbpf.check_int(libbpf.bpf_map_update_elem(self.map_fd("ports"), ctypes.byref(key), ctypes.byref(val),
                                                         libbpf.BPF_ANY), f"watch port {port}")
 
-    def attach_uprobe(self, prog: str, path: str, offset: int, retprobe: bool) -> None:
-        """One uprobe (or uretprobe) on a file, for every process (the
-        program filters). OSError when the kernel refuses."""
+    def attach_uprobe(self, prog: str, path: str, offset: int, retprobe: bool, pid: int = -1):
+        """One uprobe (or uretprobe) on a file: for every process (pid -1;
+        the program filters), or for one process only (its breakpoints are
+        then kept out of every other process). Returns the link; OSError
+        when the kernel refuses."""
         with libbpf.capture_log() as log:
-            link = libbpf.check_ptr(libbpf.bpf_program__attach_uprobe(self.progptr[prog], retprobe, -1,
+            link = libbpf.check_ptr(libbpf.bpf_program__attach_uprobe(self.progptr[prog], retprobe, pid,
                                                                        path.encode(), offset),
                                     f"attach {prog} at {path}+{offset:#x}", log)
         self.links.append(link)
+        return ("libbpf", link)
 
     def attach_uprobe_multi(self, prog: str, path: str, offsets: list[int], cookies: list[int],
-                            retprobe: bool) -> None:
-        """One uprobe_multi link: prog on every offset of path, for every process."""
-        fd = libbpf.uprobe_multi_link(libbpf.bpf_program__fd(self.progptr[prog]), path, offsets, cookies, retprobe)
+                            retprobe: bool, pid: int = 0):
+        """One uprobe_multi link: prog on every offset of path, for every
+        process (pid 0) or one. Returns the link."""
+        fd = libbpf.uprobe_multi_link(libbpf.bpf_program__fd(self.progptr[prog]), path, offsets, cookies, retprobe,
+                                      pid=pid)
         self.raw_links.append(fd)
+        return ("fd", fd)
+
+    def take_links(self, links: list) -> list:
+        """Hand links made by attach_uprobe(_multi) over to the caller, who
+        will detach them (detach_links); close() no longer does."""
+        for kind, ref in links:
+            (self.links if kind == "libbpf" else self.raw_links).remove(ref)
+        return links
+
+    @staticmethod
+    def detach_links(links: list) -> None:
+        for kind, ref in links:
+            if kind == "libbpf":
+                libbpf.bpf_link__destroy(ref)
+            else:
+                os.close(ref)
 
     def stop_stream(self, inode: int, dev: int) -> None:
         """Send no more bytes of this stream (both directions): userspace found

@@ -27,39 +27,48 @@ MARKER = "SSL_write"  # a file that defines this is an OpenSSL (or compatible) l
 
 def elf_symbols(path: str, wanted) -> dict[str, int]:
     """File offsets of the defined functions in `wanted` (from .dynsym, else
-    .symtab), for uprobes. {} for a file that is not a 64-bit little-endian ELF."""
+    .symtab), for uprobes. {} for a file that is not a 64-bit little-endian ELF.
+    Reads only the headers and the symbol tables, so that a large executable
+    (checked at every exec of a tracked process) costs little."""
     with open(path, "rb") as f:
-        data = f.read()
-    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
-        return {}
-    (phoff, shoff) = struct.unpack_from("<QQ", data, 0x20)
-    (phentsize, phnum, shentsize, shnum) = struct.unpack_from("<HHHH", data, 0x36)
-    loads = []
-    for i in range(phnum):
-        p_type, _, p_offset, p_vaddr, _, p_filesz, _, _ = struct.unpack_from("<IIQQQQQQ", data, phoff + i * phentsize)
-        if p_type == 1:  # PT_LOAD
-            loads.append((p_vaddr, p_offset, p_filesz))
-    sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
-    out: dict[str, int] = {}
-    for sh_type in (11, 2):  # SHT_DYNSYM, then SHT_SYMTAB
-        for sec in sections:
-            if sec[1] != sh_type:
-                continue
-            strtab = sections[sec[6]]
-            str_off = strtab[4]
-            for j in range(sec[5] // 24):
-                st_name, st_info, _, st_shndx, st_value, _ = struct.unpack_from("<IBBHQQ", data, sec[4] + j * 24)
-                if st_shndx == 0 or st_info & 0xF != 2:  # undefined, or not STT_FUNC
+        def read(off: int, n: int) -> bytes:
+            f.seek(off)
+            return f.read(n)
+
+        ident = read(0, 64)
+        if len(ident) < 64 or ident[:4] != b"\x7fELF" or ident[4] != 2 or ident[5] != 1:
+            return {}
+        (phoff, shoff) = struct.unpack_from("<QQ", ident, 0x20)
+        (phentsize, phnum, shentsize, shnum) = struct.unpack_from("<HHHH", ident, 0x36)
+        ph = read(phoff, phentsize * phnum)
+        loads = []
+        for i in range(phnum):
+            p_type, _, p_offset, p_vaddr, _, p_filesz, _, _ = struct.unpack_from("<IIQQQQQQ", ph, i * phentsize)
+            if p_type == 1:  # PT_LOAD
+                loads.append((p_vaddr, p_offset, p_filesz))
+        sh = read(shoff, shentsize * shnum)
+        sections = [struct.unpack_from("<IIQQQQIIQQ", sh, i * shentsize) for i in range(shnum)]
+        out: dict[str, int] = {}
+        for sh_type in (11, 2):  # SHT_DYNSYM, then SHT_SYMTAB
+            for sec in sections:
+                if sec[1] != sh_type:
                     continue
-                end = data.index(b"\0", str_off + st_name)
-                name = data[str_off + st_name:end].decode("latin-1").split("@", 1)[0]
-                if name in wanted and name not in out:
-                    for vaddr, off, size in loads:
-                        if vaddr <= st_value < vaddr + size:
-                            out[name] = st_value - vaddr + off
-                            break
-        if out:
-            break
+                strtab = sections[sec[6]]
+                strs = read(strtab[4], strtab[5])
+                syms = read(sec[4], sec[5])
+                for j in range(len(syms) // 24):
+                    st_name, st_info, _, st_shndx, st_value, _ = struct.unpack_from("<IBBHQQ", syms, j * 24)
+                    if st_shndx == 0 or st_info & 0xF != 2:  # undefined, or not STT_FUNC
+                        continue
+                    end = strs.index(b"\0", st_name)
+                    name = strs[st_name:end].decode("latin-1").split("@", 1)[0]
+                    if name in wanted and name not in out:
+                        for vaddr, off, size in loads:
+                            if vaddr <= st_value < vaddr + size:
+                                out[name] = st_value - vaddr + off
+                                break
+            if out:
+                break
     return out
 
 
@@ -97,52 +106,83 @@ def mapped_libraries(pid: int) -> list[str]:
 
 
 class TlsProbes:
-    """Attach the TLS uprobes once per library file (by device and inode)."""
+    """Attach the TLS probes to library files (by device and inode).
 
-    def __init__(self, kernel):
+    Two scopes. Host-wide (`watch --port`, whose processes are not known in
+    advance): once per file at start-up, for every process that maps it; each
+    SSL call of every such process then traps into the probes, tracked or not.
+    Per process (everywhere else): for each tracked process that maps a libssl
+    (seen opening it, found in its maps at discovery or attach, inherited at
+    fork), with the kernel's pid filter, so that no other process pays; its
+    probes are detached when it exits."""
+
+    def __init__(self, kernel, per_process: bool = False):
         self.kernel = kernel
-        self.files: dict[tuple, dict] = {}   # (dev, ino) -> {path, functions}
+        self.per_process = per_process
+        self.files: dict[tuple, dict] = {}   # (dev, ino) -> {path, functions}: host-wide attachments
+        self.syms: dict[tuple, dict] = {}    # (dev, ino) -> {function: offset} (or {} for not a libssl)
+        self.procs: dict[int, dict] = {}     # pid -> {(dev, ino): (path, links)}: per-process attachments
+        self.attached_total = 0              # per-process attachments made so far
         self.errors: list[str] = []
 
-    def add(self, path: str) -> bool:
-        """Attach to one library file; False if it is not one, or known already."""
+    def _symbols(self, path: str):
         try:
             st = os.stat(path)
         except OSError:
-            return False
+            return None, None
         key = (st.st_dev, st.st_ino)
-        if key in self.files:
+        if key not in self.syms:
+            try:
+                self.syms[key] = elf_symbols(path, set(ENTRY))
+            except Exception as e:  # unreadable or malformed (any ELF field can lie): counted, not ours
+                self.errors.append(f"{path}: {type(e).__name__}: {e}")
+                self.syms[key] = {}
+        syms = self.syms[key]
+        return key, (syms if MARKER in syms else None)
+
+    def add(self, path: str, pid: int | None = None) -> bool:
+        """Attach to one library file, host-wide (pid None) or for pid only.
+        False if it is not a libssl, or is attached there already."""
+        key, syms = self._symbols(path)
+        if key is None:
             return False
-        self.files[key] = {"path": path, "functions": []}
-        try:
-            syms = elf_symbols(path, set(ENTRY))
-        except Exception as e:  # unreadable or malformed (any ELF field can lie): counted, not ours
-            self.errors.append(f"{path}: {type(e).__name__}: {e}")
+        if pid is None:
+            if key in self.files:
+                return False
+            self.files[key] = {"path": path, "functions": []}
+        elif key in self.procs.get(pid, {}):
             return False
-        if MARKER not in syms:
+        if syms is None:
             return False
-        done = []
+        done, links = [], []
         if self.kernel.uprobe_multi:  # two links for the whole file
             fns = sorted(syms)
             try:
-                self.kernel.attach_uprobe_multi("mw_ssl_entry_multi", path, [syms[f] for f in fns],
-                                                [COOKIE[f] for f in fns], retprobe=False)
+                links.append(self.kernel.attach_uprobe_multi("mw_ssl_entry_multi", path, [syms[f] for f in fns],
+                                                             [COOKIE[f] for f in fns], retprobe=False, pid=pid or 0))
                 rets = [f for f in fns if f in RETURN]
-                self.kernel.attach_uprobe_multi("mw_ssl_ret_multi", path, [syms[f] for f in rets],
-                                                [COOKIE[f] for f in rets], retprobe=True)
+                links.append(self.kernel.attach_uprobe_multi("mw_ssl_ret_multi", path, [syms[f] for f in rets],
+                                                             [COOKIE[f] for f in rets], retprobe=True, pid=pid or 0))
                 done = fns
             except OSError as e:
-                self.errors.append(f"{path}: {e}")
+                self.errors.append(f"{path}{f' (pid {pid})' if pid else ''}: {e}")
         else:
             for fn, off in syms.items():
                 try:
-                    self.kernel.attach_uprobe(ENTRY[fn], path, off, retprobe=False)
+                    links.append(self.kernel.attach_uprobe(ENTRY[fn], path, off, retprobe=False,
+                                                           pid=pid if pid else -1))
                     if fn in RETURN:
-                        self.kernel.attach_uprobe("mw_ssl_ret", path, off, retprobe=True)
+                        links.append(self.kernel.attach_uprobe("mw_ssl_ret", path, off, retprobe=True,
+                                                               pid=pid if pid else -1))
                     done.append(fn)
                 except OSError as e:
-                    self.errors.append(f"{path} {fn}: {e}")
-        self.files[key]["functions"] = sorted(done)
+                    self.errors.append(f"{path} {fn}{f' (pid {pid})' if pid else ''}: {e}")
+        if pid is None:
+            self.files[key]["functions"] = sorted(done)
+        else:
+            self.procs.setdefault(pid, {})[key] = (path, self.kernel.take_links(links))
+            self.files.setdefault(key, {"path": path, "functions": sorted(done)})
+            self.attached_total += bool(done)
         return bool(done)
 
     def add_system(self) -> None:
@@ -152,13 +192,52 @@ class TlsProbes:
     def add_process(self, pid: int) -> None:
         """The libssl files pid maps, and its executable when that exports
         OpenSSL itself (Node.js does)."""
+        scope = pid if self.per_process else None
         for p in mapped_libraries(pid):
-            self.add(p)
+            self.add(p, scope)
         try:
-            self.add(os.readlink(f"/proc/{pid}/exe"))
+            self.add(os.readlink(f"/proc/{pid}/exe"), scope)
         except OSError:
             pass
 
+    def opened(self, pid: int, path: str) -> None:
+        """A tracked process opened this file: probe it there if it is a
+        libssl (the open comes before the mapping and the first SSL call)."""
+        if self.per_process and "libssl" in os.path.basename(path):
+            self.add(path, pid)
+
+    def execed(self, pid: int, exe: str) -> None:
+        """A tracked process now runs exe: probe it there if exe exports
+        OpenSSL itself (Node.js does); a libssl it loads is seen opening."""
+        if self.per_process:
+            self.add(exe, pid)
+
+    def forked(self, parent: int, child: int) -> None:
+        """A child shares its parent's mappings: its probes too."""
+        if self.per_process:
+            for path, _ in list(self.procs.get(parent, {}).values()):
+                self.add(path, child)
+
+    def exited(self, pid: int) -> None:
+        """pid is gone: its probes are detached by a helper thread (each
+        detach waits for the kernel)."""
+        mine = self.procs.pop(pid, None)
+        if not mine:
+            return
+        import threading
+        links = [l for _, ls in mine.values() for l in ls]
+        threading.Thread(target=self.kernel.detach_links, args=(links,), daemon=True).start()
+
+    def give_back(self) -> None:
+        """The agent stops: the per-process attachments still standing go back
+        to the kernel object, which detaches them with everything else."""
+        for m in self.procs.values():
+            for _, links in m.values():
+                for kind, ref in links:
+                    (self.kernel.links if kind == "libbpf" else self.kernel.raw_links).append(ref)
+        self.procs = {}
+
     def report(self) -> list[dict]:
-        how = "uprobe_multi links" if self.kernel.uprobe_multi else "uprobes"
+        how = ("uprobe_multi links" if self.kernel.uprobe_multi else "uprobes") + (
+            ", per tracked process" if self.per_process else ", host-wide")
         return [dict(v, attached_by=how) for v in self.files.values() if v["functions"]]
