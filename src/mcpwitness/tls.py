@@ -12,6 +12,7 @@ tracked process's first three 2-second ticks.
 """
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import subprocess
@@ -165,7 +166,8 @@ class TlsProbes:
                                                              [COOKIE[f] for f in rets], retprobe=True, pid=pid or 0))
                 done = fns
             except OSError as e:
-                self.errors.append(f"{path}{f' (pid {pid})' if pid else ''}: {e}")
+                if not (pid and e.errno == errno.ESRCH):  # the process is gone already: nothing to say
+                    self.errors.append(f"{path}{f' (pid {pid})' if pid else ''}: {e}")
         else:
             for fn, off in syms.items():
                 try:
@@ -176,6 +178,8 @@ class TlsProbes:
                                                                pid=pid if pid else -1))
                     done.append(fn)
                 except OSError as e:
+                    if pid and e.errno == errno.ESRCH:  # the process is gone already: nothing to say
+                        break
                     self.errors.append(f"{path} {fn}{f' (pid {pid})' if pid else ''}: {e}")
         if pid is None:
             self.files[key]["functions"] = sorted(done)
