@@ -870,9 +870,10 @@ static __always_inline void note_captured(struct sock *sk, __u64 ino)
 	bpf_map_update_elem(&cap_socks, &key, &ino, BPF_ANY);
 }
 
-/* One MW_EV_SOCK: the endpoints of sk (how: MW_SB_*), before bytes of it are sent. */
+/* One MW_EV_SOCK: the endpoints of sk (how: MW_SB_*), before bytes of it
+ * are sent; for a Unix socket, peer_ino names its connected peer. */
 static __always_inline void emit_sock(struct mw_proc *p, struct task_struct *task, struct sock *sk, long fd,
-				      __u32 dir, __u64 ino, __u64 how, __u64 ssl)
+				      __u32 dir, __u64 ino, __u64 how, __u64 ssl, __u64 peer_ino)
 {
 	struct mw_scratch *s = begin(MW_EV_SOCK, p, task, 0);
 	if (!s)
@@ -881,33 +882,23 @@ static __always_inline void emit_sock(struct mw_proc *p, struct task_struct *tas
 	__builtin_memset(si, 0, sizeof(*si));
 	sock_addrs(sk, si);
 	si->ssl = ssl;
+	si->peer_ino = peer_ino;
 	s->ev.args[0] = (__u32)fd | ((__u64)dir << 32) | (how << 40);
 	s->ev.args[1] = ino;
 	emit(s, sizeof(*si));
 }
 
-/* A Unix socket's first captured bytes: its connected peer's inode, so
- * that userspace can join the two ends of one conversation. */
-static __always_inline void emit_unix_peer(struct mw_proc *p, struct task_struct *task, struct sock *sk, long fd,
-					   __u32 dir, __u64 ino)
+/* The inode of a Unix socket's connected peer (0: none), so that userspace
+ * can join the two ends of one conversation. */
+static __always_inline __u64 unix_peer_ino(struct sock *sk)
 {
 	struct unix_sock *us = (struct unix_sock *)sk;
 	struct socket *ps = BPF_CORE_READ(us, peer, sk_socket);
 	if (!ps)
-		return;
+		return 0;
 	/* the socket's inode follows it in struct socket_alloc */
 	struct socket_alloc *sa = (void *)ps - bpf_core_field_offset(struct socket_alloc, socket);
-	__u64 peer_ino = BPF_CORE_READ(sa, vfs_inode.i_ino);
-	struct mw_scratch *s = begin(MW_EV_SOCK, p, task, 0);
-	if (!s)
-		return;
-	struct mw_sockinfo *si = &s->sock;
-	__builtin_memset(si, 0, sizeof(*si));
-	si->family = AF_UNIX;
-	si->peer_ino = peer_ino;
-	s->ev.args[0] = (__u32)fd | ((__u64)dir << 32) | ((__u64)MW_SB_CAPTURE << 40);
-	s->ev.args[1] = ino;
-	emit(s, sizeof(*si));
+	return BPF_CORE_READ(sa, vfs_inode.i_ino);
 }
 
 /* Track the current process from now on: it read a JSON-RPC request (watch
@@ -955,12 +946,14 @@ static __always_inline int capture(struct mw_proc *p, struct task_struct *task, 
 		if (!p)
 			return 0;
 	}
-	if (state == MW_S_UNKNOWN && t->kind == MW_KIND_TCP) {
-		emit_sock(p, task, t->sk, fd, t->k.dir, t->k.ino, MW_SB_CAPTURE, 0);
+	if (state == MW_S_UNKNOWN && t->kind == MW_KIND_TCP) { /* first bytes: where they go */
+		emit_sock(p, task, t->sk, fd, t->k.dir, t->k.ino, MW_SB_CAPTURE, 0, 0);
 		note_captured(t->sk, t->k.ino);
+	} else if (state == MW_S_UNKNOWN && t->kind == MW_KIND_UNIX) {
+		__u64 peer = unix_peer_ino(t->sk);
+		if (peer)
+			emit_sock(p, task, t->sk, fd, t->k.dir, t->k.ino, MW_SB_CAPTURE, 0, peer);
 	}
-	if (state == MW_S_UNKNOWN && t->kind == MW_KIND_UNIX)
-		emit_unix_peer(p, task, t->sk, fd, t->k.dir, t->k.ino);
 
 	struct mw_scratch *s = begin(MW_EV_IO, p, task, ret);
 	if (!s)

@@ -72,7 +72,7 @@ static __always_inline void tls_bind(struct mw_proc *p, struct task_struct *task
 		return; /* bound already */
 	note_captured(sk, ino);
 	if (p)
-		emit_sock(p, task, sk, fd, dir, ino, how, ssl);
+		emit_sock(p, task, sk, fd, dir, ino, how, ssl, 0);
 }
 
 /* A tracked (or port-matched) thread moved bytes on a TCP socket: bind the

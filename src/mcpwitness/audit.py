@@ -18,7 +18,8 @@ import msgspec
 from .attribute import Attributor, Request, Verdict
 from .events import KERNEL_TAGS, ThreadEvent
 from .flags import Flagger
-from .mcp import C2S, S2C, McpMessage, Seen, SessionRecord, _idkey
+from .mcp import McpMessage, Seen, SessionRecord, _idkey
+from .streams import C2S, S2C
 
 
 class CallRecord(msgspec.Struct, tag="call", tag_field="type", gc=False):

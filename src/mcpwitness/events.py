@@ -432,8 +432,7 @@ class Decoder:
             if a3 < ret or len(data) < a3:
                 truncated = True
                 notes = [f"captured {len(data)} of {ret} bytes"]
-            fd = a0 & 0xFFFFFFFF
-            return IoEvent(*self._base(r, truncated, notes), fd - (1 << 32) if fd & 0x80000000 else fd,
+            return IoEvent(*self._base(r, truncated, notes), _fd(a0),
                            "write" if (a0 >> 32) & 0xFF else "read", IO_KINDS.get((a0 >> 40) & 0xFF, "other"),
                            IO_SYSCALLS.get((a0 >> 48) & 0xFF, "?"), a1, a2, ret, data,
                            bool(r[R_FLAGS] & F_UNTRACKED))
@@ -448,8 +447,7 @@ class Decoder:
             else:
                 family, laddr, raddr = "inet", socket.inet_ntop(socket.AF_INET, la[:4]), socket.inet_ntop(
                     socket.AF_INET, ra[:4])
-            fd = a0 & 0xFFFFFFFF
-            return SockEvent(*self._base(r, truncated, _NO_NOTES), fd - (1 << 32) if fd & 0x80000000 else fd, a1,
+            return SockEvent(*self._base(r, truncated, _NO_NOTES), _fd(a0), a1,
                              family, laddr, lport, raddr, rport, cookie or None, nscookie, nsino,
                              SOCK_BINDINGS.get((a0 >> 40) & 0xFF, "?"), ssl, bool(r[R_FLAGS] & F_UNTRACKED), peer)
         if t == EV_OPEN:
@@ -529,3 +527,9 @@ class Decoder:
 
 # shared, never mutated: code that adds a note builds a new list
 _NO_NOTES: list[str] = []
+
+
+def _fd(a0: int) -> int:
+    """The fd in an event's args[0] low 32 bits, signed (-1: none, as for TLS)."""
+    fd = a0 & 0xFFFFFFFF
+    return fd - (1 << 32) if fd & 0x80000000 else fd

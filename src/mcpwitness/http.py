@@ -32,12 +32,11 @@ from urllib.parse import urlsplit
 import msgspec
 
 from .events import IoEvent, SockEvent
-from .streams import Frame
+from .streams import C2S, S2C, Frame
 
 MAX_HEAD = 64 << 10
 _JSONRPC = b'"jsonrpc"'  # every JSON-RPC 2.0 message names its version: a body without it is not MCP
 NON_MCP_GIVEUP = 3       # bodies without JSON-RPC (and none with) before a connection is let go
-C2S, S2C = "client->server", "server->client"
 
 
 class HttpInfo(msgspec.Struct, gc=False, omit_defaults=True):

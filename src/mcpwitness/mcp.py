@@ -23,7 +23,7 @@ import msgspec
 from .http import endpoint
 from .proc import identity as proc_identity, namespaces as proc_namespaces
 from .redact import Redactor
-from .streams import Frame
+from .streams import C2S, S2C, Frame
 
 META = "io.modelcontextprotocol/"
 # requests only a client sends (their receiver is the server)
@@ -33,7 +33,6 @@ CLIENT_METHODS = {
     "completion/complete", "logging/setLevel", "tasks/get", "tasks/list", "tasks/cancel", "tasks/result",
 }
 SERVER_METHODS = {"sampling/createMessage", "elicitation/create", "roots/list"}
-C2S, S2C = "client->server", "server->client"
 
 
 class McpMessage(msgspec.Struct, tag="mcp", tag_field="type", gc=False):

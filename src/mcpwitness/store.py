@@ -292,14 +292,7 @@ def get_call(db: sqlite3.Connection, prefix: str) -> tuple[dict, list[dict]]:
 def list_sessions(db: sqlite3.Connection, since=None, limit=50) -> list[dict]:
     """The newest sessions, each as its latest record (end, else the last
     identified or start), newest first."""
-    q, args = "SELECT session, MAX(id) AS last FROM sessions", []
-    if since is not None:
-        q += " WHERE wall >= ?"
-        args.append(since)
-    q += " GROUP BY session ORDER BY last DESC LIMIT ?"
-    args.append(limit)
-    out = []
-    for row in db.execute(q, args).fetchall():
-        rec = db.execute("SELECT record FROM sessions WHERE id = ?", (row["last"],)).fetchone()
-        out.append(msgspec.json.decode(rec["record"]))
-    return out
+    where, args = ("WHERE wall >= ?", [since]) if since is not None else ("", [])
+    rows = db.execute(f"SELECT record FROM sessions WHERE id IN (SELECT MAX(id) FROM sessions {where} "
+                      "GROUP BY session) ORDER BY id DESC LIMIT ?", args + [limit]).fetchall()
+    return [msgspec.json.decode(r["record"]) for r in rows]

@@ -13,6 +13,8 @@ import msgspec
 
 from .events import IoEvent
 
+C2S, S2C = "client->server", "server->client"  # the two directions of an MCP conversation
+
 
 class Frame(msgspec.Struct, gc=False):
     pid: int
