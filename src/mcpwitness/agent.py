@@ -102,6 +102,7 @@ class Agent:
         self._drained = threading.Event()  # process thread: nothing more will come
         self._threads: list[threading.Thread] = []
         self.started = time.time()
+        self.metrics = None            # metrics.MetricsServer, set by the CLI
 
     # --- consumer ---------------------------------------------------------
     # Two threads: one drains the kernel ring into a userspace backlog as fast
@@ -389,7 +390,14 @@ class Agent:
             "discovered": sorted(self.roots) if self.watch else None,
             "rejected_by_filter": len(self.rejected),
             "errors": self.errors[-20:],
+            "detect": self._detect().stats() if self._detect() is not None else None,
+            "store": self._store_stats(),
         }
+
+    def _store_stats(self) -> dict | None:
+        sinks = getattr(getattr(self.sink, "inner", self.sink), "sinks", [])
+        st = next((s for s in sinks if hasattr(s, "db")), None)
+        return dict(st.stats) if st is not None else None
 
     # --- tracking ---------------------------------------------------------
     def start_record(self, **extra) -> None:
@@ -513,9 +521,29 @@ class Agent:
         if len(self._tls_scans) > 65536:
             self._tls_scans = {p: n for p, n in self._tls_scans.items() if p in pids}
 
-    def request_policy_reload(self) -> None:
-        """Reload the policy file at the next tick (SIGHUP)."""
+    def request_reload(self) -> None:
+        """SIGHUP: reload the policy file at the next tick, and the rules."""
         self._reload_requested = True
+        detect = self._detect()
+        if detect is not None:
+            detect.engine.request_reload()
+
+    def _detect(self):
+        from .detect import DetectSink
+        return self.sink if isinstance(self.sink, DetectSink) else None
+
+    def metrics_text(self) -> str:
+        """The Prometheus exposition, for metrics.MetricsServer (its thread)."""
+        from .metrics import exposition, families
+        for attempt in range(5):  # a counter resized by the decode thread mid-copy: take it again
+            try:
+                st = self.stats()
+                detect = self._detect()
+                return exposition(families(st, detect.stats() if detect is not None else None))
+            except RuntimeError:
+                if attempt == 4:
+                    raise
+        return ""
 
     def _maybe_reload(self) -> None:
         forced, self._reload_requested = self._reload_requested, False

@@ -117,6 +117,24 @@ def build_parser() -> argparse.ArgumentParser:
     ss.add_argument("--limit", type=int, default=20)
     ss.add_argument("--json", action="store_true", help="one session record per line")
 
+    d = sub.add_parser("detect", help="run the detection rules over a recorded JSON Lines file, or check rules",
+                       description="Alerts go to stdout as JSON lines (or Falco's JSON with --falco); a summary "
+                                   "to stderr. No kernel needed.")
+    d.add_argument("--replay", metavar="FILE", help="a JSON Lines file written by run/watch ('-' for stdin)")
+    d.add_argument("--check", action="store_true", help="only load and check the rules, and list them")
+    d.add_argument("--falco", action="store_true", help="write alerts in Falco's JSON output shape")
+    d.add_argument("--config", metavar="FILE", help="YAML configuration (its flags: section is used)")
+    _rule_options(d)
+
+    al = sub.add_parser("alerts", help="list recent alerts from the store")
+    al.add_argument("--db", metavar="PATH")
+    al.add_argument("--since", help="e.g. 10m, 2h, 1d, or 2026-11-22T10:00:00 (UTC)")
+    al.add_argument("--rule", help="rule name (substring)")
+    al.add_argument("--priority", help="emergency, alert, critical, error, warning, notice, informational, debug")
+    al.add_argument("--call", help="alerts of this call (id prefix)")
+    al.add_argument("--limit", type=int, default=50)
+    al.add_argument("--json", action="store_true", help="one alert record per line")
+
     doc = sub.add_parser("doctor", help="probe what this kernel allows and which mechanism each feature uses")
     doc.add_argument("--json", action="store_true", help="machine-readable output")
     return ap
@@ -137,6 +155,21 @@ def _audit_options(p) -> None:
                    help="how long a call record waits for the processes the call started (default 10)")
     p.add_argument("--call-timeout", type=float, metavar="SECONDS",
                    help="a request unanswered this long is written as incomplete (default 300)")
+    _rule_options(p)
+    p.add_argument("--no-detect", action="store_true", help="no rules, no alerts")
+    p.add_argument("--alerts-http", metavar="URL",
+                   help="POST each alert, in Falco's JSON shape, to URL (e.g. Falcosidekick's http://HOST:2801/)")
+    p.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve Prometheus metrics (alerts and pipeline counters) on this port, at /metrics")
+    p.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR",
+                   help="address for --metrics-port (default 127.0.0.1)")
+
+
+def _rule_options(p) -> None:
+    p.add_argument("--rules", metavar="FILE", action="append", default=[],
+                   help="a detection rules file (YAML, docs/detection.md), after the default rules; repeatable. "
+                        "Reloaded when it changes (and on SIGHUP under watch)")
+    p.add_argument("--no-default-rules", action="store_true", help="only the rules given with --rules")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,9 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.cmd == "doctor":
         return cmd_doctor(a)
-    if a.cmd in ("calls", "show", "sessions"):
+    if a.cmd in ("calls", "show", "sessions", "alerts", "detect"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `mcpwitness calls | head`
-        return {"calls": cmd_calls, "show": cmd_show, "sessions": cmd_sessions}[a.cmd](a)
+        return {"calls": cmd_calls, "show": cmd_show, "sessions": cmd_sessions, "alerts": cmd_alerts,
+                "detect": cmd_detect}[a.cmd](a)
     if a.cmd in ("run", "watch"):
         code = cmd_run(a, ap) if a.cmd == "run" else cmd_watch(a)
         if argv is None:
@@ -253,6 +287,13 @@ def _start(kind: str, a, options, **agent_kw):
             _say(f"cannot open the store {db}: {e}")
             sink.close()
             return None
+    detect_sink = None
+    if not a.no_detect:
+        detect_sink = _detect_sink(a, sink, cfg)
+        if detect_sink is None:
+            sink.close()
+            return None
+        sink = detect_sink
     from .policy import PolicyError
     try:
         agent = Agent(sink, options, redactor=Redactor(enabled=not a.no_redact), flagger=Flagger(cfg.flags),
@@ -269,6 +310,15 @@ def _start(kind: str, a, options, **agent_kw):
         return None
     if not a.quiet and not a.jsonl:
         _say(f"events -> {path}")
+    if a.metrics_port is not None:
+        from .metrics import MetricsServer
+        try:
+            agent.metrics = MetricsServer(agent.metrics_text, a.metrics_port, a.metrics_addr)
+        except OSError as e:
+            _say(f"cannot serve metrics on {a.metrics_addr}:{a.metrics_port}: {e.strerror or e}")
+            agent.kernel.close()
+            sink.close()
+            return None
     if agent.enforcer is not None:
         for gap in agent.policy_gaps():  # even with -q: a policy that is not enforced must be said
             _say(gap)
@@ -278,9 +328,55 @@ def _start(kind: str, a, options, **agent_kw):
     return agent
 
 
+def _rule_source(a):
+    """The rules for run/watch/detect, loaded and checked, or None after saying why not."""
+    from .detect import RuleSource
+    from .rules import RuleError
+    src = RuleSource(a.rules, defaults=not a.no_default_rules)
+    if not src.paths:
+        _say("no rules: --no-default-rules needs at least one --rules FILE")
+        return None, None
+    try:
+        return src, src.load()
+    except RuleError as e:
+        _say(f"rules refused: {e}")
+        return None, None
+
+
+def _detect_sink(a, sink, cfg):
+    from .detect import DetectSink, Engine, HttpAlerts
+    from .flags import Flagger
+    src, rs = _rule_source(a)
+    if src is None:
+        return None
+    known = []
+    store = next((s for s in getattr(sink, "sinks", []) if hasattr(s, "db")), None)
+    if store is not None:
+        from .store import connect, known_pairs
+        try:
+            db = connect(store.path, readonly=True)
+            known = known_pairs(db)
+            db.close()
+        except Exception as e:  # an old or damaged store: start without its history
+            _say(f"pairs already seen not read from the store: {e}")
+    http = None
+    if a.alerts_http:
+        try:
+            http = HttpAlerts(a.alerts_http)
+        except ValueError as e:
+            _say(f"--alerts-http: {e}")
+            return None
+    for w in rs.warnings:
+        if not a.quiet:
+            _say(w)
+    return DetectSink(sink, Engine(src, Flagger(cfg.flags), known, ruleset=rs), http)
+
+
 def _finish(agent, quiet: bool) -> dict:
     """Drain, write the stats record, say the summary; unload in the background."""
     stats = agent.stop(unload=False)
+    if agent.metrics is not None:
+        agent.metrics.close()
     agent.sink.close()
     _summary(stats, agent.sink.path, quiet)
     _unload_in_background(agent.kernel)
@@ -361,9 +457,8 @@ def cmd_watch(a) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    # SIGHUP: reload the policy (as daemons do); without one, stop as before
-    signal.signal(signal.SIGHUP, (lambda *_: agent.request_policy_reload()) if agent.enforcer is not None
-                  else (lambda *_: stop.set()))
+    # SIGHUP: reload the policy and the rules (as daemons do)
+    signal.signal(signal.SIGHUP, lambda *_: agent.request_reload())
     stop.wait(a.duration)
     _finish(agent, a.quiet)
     return 0
@@ -461,6 +556,76 @@ def cmd_sessions(a) -> int:
         return 0
     from .render import sessions_table
     print(sessions_table(recs))
+    return 0
+
+
+def cmd_alerts(a) -> int:
+    from .store import list_alerts
+    q = _query_args(a)
+    if isinstance(q, int):
+        return q
+    since, _, db = q
+    try:
+        recs = list_alerts(db, since=since, rule=a.rule, priority=a.priority and a.priority.lower(), call=a.call,
+                           limit=a.limit)
+    except Exception as e:  # sqlite3.OperationalError: a store from before alerts
+        _say(f"no alerts in this store ({e})")
+        return 1
+    if a.json:
+        for r in recs:
+            print(json.dumps(r))
+        return 0
+    from .render import alerts_table
+    print(alerts_table(recs))
+    return 0
+
+
+def cmd_detect(a) -> int:
+    from collections import Counter
+
+    from .config import ConfigError, load
+    from .detect import Engine, falco_json, replay
+    from .flags import Flagger
+    src, rs = _rule_source(a)
+    if src is None:
+        return 1
+    for w in rs.warnings:
+        _say(w)
+    if a.check or not a.replay:
+        if not a.check:
+            _say("detect needs --replay FILE or --check")
+            return 2
+        for r in rs.rules:
+            print(f"{'on ' if r.enabled else 'off'}  {r.priority:<13} {r.name}  [{', '.join(sorted(r.types or ['any']))}]"
+                  f"  {r.where}")
+        _say(f"{len(rs.rules)} rules ({sum(r.enabled for r in rs.rules)} enabled) from {', '.join(rs.files)}: valid")
+        return 0
+    try:
+        cfg = load(a.config)
+    except ConfigError as e:
+        _say(f"configuration refused: {e}")
+        return 1
+    engine = Engine(src, Flagger(cfg.flags), ruleset=rs)
+    bad: Counter = Counter()
+    try:
+        f = sys.stdin.buffer if a.replay == "-" else open(a.replay, "rb")
+    except OSError as e:
+        _say(f"cannot read {a.replay}: {e.strerror}")
+        return 1
+    out = sys.stdout
+    with f:
+        for alert in replay(f, engine, bad):
+            out.write(json.dumps(falco_json(alert) if a.falco else alert) + "\n")
+    out.flush()
+    by_rule = Counter(r for (r, _), n in engine.alert_counts.items() for _ in range(n))
+    msg = f"{engine.stats['records']} records, {engine.stats['alerts']} alerts"
+    if by_rule:
+        msg += " (" + ", ".join(f"{r}: {n}" for r, n in by_rule.most_common()) + ")"
+    if bad:
+        msg += f"; skipped {sum(bad.values())} lines that are not records ({dict(bad)})"
+    if engine.errors:
+        msg += f"; {len(engine.errors)} evaluation errors, first: {engine.errors[0]}"
+    _say(msg)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Call records -> text for a terminal (`mcpwitness calls`, `mcpwitness show`)."""
+"""Records -> text for a terminal (`mcpwitness calls`, `show`, `sessions`, `alerts`)."""
 from __future__ import annotations
 
 import json
@@ -158,3 +158,13 @@ def sessions_table(recs: list[dict]) -> str:
             out.append(f"  {role:7} {name}  pid {e.get('pid')}  {_short(cmd, 70)}"
                        + (f"  [{', '.join(where)}]" if where else ""))
     return "\n".join(out)
+
+
+def alerts_table(recs: list[dict]) -> str:
+    if not recs:
+        return "no alerts recorded (match)"
+    lines = [f"{'TIME (UTC)':23}  {'PRIORITY':13}  {'CALL':12}  {'RULE':38}  OUTPUT"]
+    for a in recs:
+        lines.append(f"{_utc(a.get('time')):23}  {a.get('priority') or '-':13}  {a.get('call_id') or '-':12}  "
+                     f"{_short(a.get('rule') or '?', 38):38}  {_short(a.get('output') or '', 110)}")
+    return "\n".join(lines)

@@ -9,7 +9,8 @@ and at start), the space given back with incremental vacuum.
 
 Tables: calls (one row per call record, the record as JSON plus the columns
 the filters use), events (kernel events with the call they are attributed
-to), messages, sessions, other (start, stats, discovery, non-JSON...).
+to), messages, sessions, alerts (detect.py's, with their call and session),
+other (start, stats, discovery, non-JSON...).
 """
 from __future__ import annotations
 
@@ -38,11 +39,14 @@ CREATE TABLE IF NOT EXISTS messages (
     record TEXT);
 CREATE TABLE IF NOT EXISTS sessions (id INTEGER PRIMARY KEY, wall REAL, session TEXT, event TEXT, record TEXT);
 CREATE TABLE IF NOT EXISTS other (id INTEGER PRIMARY KEY, wall REAL, type TEXT, record TEXT);
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY, wall REAL, rule TEXT, priority TEXT, call_id TEXT, session TEXT, record TEXT);
+CREATE INDEX IF NOT EXISTS alerts_call ON alerts(call_id);
 """
 # Only the calls table is indexed by time: the others are appended in time
 # order and read by call id or by retention (a scan once a minute). Records are
 # stored as the JSON bytes already encoded for the JSON Lines file.
-TABLES = ("calls", "events", "messages", "sessions", "other")
+TABLES = ("calls", "events", "messages", "sessions", "other", "alerts")
 
 
 _SECONDS: dict[str, int] = {}
@@ -160,6 +164,8 @@ class Store:
                 self.db.executemany("INSERT INTO sessions (wall, session, event, record) VALUES (?,?,?,?)",
                                     rows["sessions"])
                 self.db.executemany("INSERT INTO other (wall, type, record) VALUES (?,?,?)", rows["other"])
+                self.db.executemany("INSERT INTO alerts (wall, rule, priority, call_id, session, record) "
+                                    "VALUES (?,?,?,?,?,?)", rows["alerts"])
             self.stats["written"] += len(records)
             self.stats["batches"] += 1
         except sqlite3.Error as e:
@@ -170,7 +176,11 @@ class Store:
         if js is None:
             js = self._enc.encode(r)
         if isinstance(r, dict):
-            rows["other"].append((wall_of(r.get("time")), r.get("type"), js))
+            if r.get("type") == "alert":
+                rows["alerts"].append((wall_of(r.get("time")), r.get("rule"), r.get("priority"), r.get("call_id"),
+                                       r.get("session"), js))
+            else:
+                rows["other"].append((wall_of(r.get("time")), r.get("type"), js))
             return
         tag = type(r).__struct_config__.tag
         w = wall_of(r.time)
@@ -200,7 +210,7 @@ class Store:
                 # rows are appended in time order: delete below the first young
                 # row's id (reads only the old rows, no index needed)
                 for t, key in (("calls", "rowid"), ("events", "id"), ("messages", "id"), ("sessions", "id"),
-                               ("other", "id")):
+                               ("other", "id"), ("alerts", "id")):
                     n += self.db.execute(
                         f"DELETE FROM {t} WHERE {key} < COALESCE((SELECT {key} FROM {t} WHERE wall >= ? "
                         f"ORDER BY {key} LIMIT 1), (SELECT MAX({key}) + 1 FROM {t}), 0)", (cut,)).rowcount
@@ -296,3 +306,41 @@ def list_sessions(db: sqlite3.Connection, since=None, limit=50) -> list[dict]:
     rows = db.execute(f"SELECT record FROM sessions WHERE id IN (SELECT MAX(id) FROM sessions {where} "
                       "GROUP BY session) ORDER BY id DESC LIMIT ?", args + [limit]).fetchall()
     return [msgspec.json.decode(r["record"]) for r in rows]
+
+
+def list_alerts(db: sqlite3.Connection, since=None, rule=None, priority=None, call=None, limit=50) -> list[dict]:
+    """The newest alerts first; rule is a substring, call an id prefix."""
+    q, args = "SELECT record FROM alerts WHERE 1=1", []
+    if since is not None:
+        q += " AND wall >= ?"
+        args.append(since)
+    if rule:
+        q += " AND rule LIKE ?"
+        args.append(f"%{rule}%")
+    if priority:
+        q += " AND priority = ?"
+        args.append(priority)
+    if call:
+        q += " AND call_id LIKE ?"
+        args.append(call + "%")
+    q += " ORDER BY id DESC LIMIT ?"
+    args.append(limit)
+    return [msgspec.json.decode(r["record"]) for r in db.execute(q, args)]
+
+
+def known_pairs(db: sqlite3.Connection, limit: int = 100000) -> list[str]:
+    """The client-server pairs of the sessions in the store, as detectors.Pair
+    keys: what `New client-server pair` has already seen."""
+    from .detectors import Detectors, settings
+    d = Detectors(settings(None))
+    keys = []
+    for (rec,) in db.execute("SELECT record FROM sessions WHERE event != 'start' ORDER BY id DESC LIMIT ?",
+                             (limit,)):
+        try:
+            facts = d.observe(msgspec.json.decode(rec), "session")
+        except (msgspec.DecodeError, TypeError, ValueError):
+            continue
+        p = facts.get("pair")
+        if p is not None:
+            keys.append(p["key"])
+    return keys

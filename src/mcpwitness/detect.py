@@ -1,0 +1,351 @@
+"""The detect stage: every record the pipeline writes (MCP messages, sessions,
+kernel events, call records) goes through the detectors (detectors.py) and
+the rules (rules.py); a rule that matches writes an `alert` record, linked to
+the call and the session it came from.
+
+Rules are reloaded when a rule file changes or on request (SIGHUP): the new
+set is compiled completely first; one that does not validate is refused
+(a `rules` record says where and why) and the running set stays. The swap
+happens between two batches: no record is looked at by neither set.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import Counter, OrderedDict
+from typing import Iterable
+
+from . import rules as rules_mod
+from .config import ConfigError
+from .detectors import Detectors, settings
+
+_TAGS: dict = {}
+
+
+def record_type(r) -> str | None:
+    if type(r) is dict:
+        return r.get("type")
+    t = type(r)
+    tag = _TAGS.get(t)
+    if tag is None:
+        cfg = getattr(t, "__struct_config__", None)
+        tag = _TAGS[t] = (cfg.tag if cfg is not None else None) or ""
+    return tag or None
+
+
+def _get(o, k):
+    return o.get(k) if type(o) is dict else getattr(o, k, None)
+
+
+class RuleSource:
+    """The rule files in use (the packaged defaults first unless turned off)
+    and their state on disk, to notice a change."""
+
+    def __init__(self, paths: list[str] | None = None, defaults: bool = True):
+        self.paths = ([rules_mod.DEFAULT_RULES] if defaults else []) + list(paths or [])
+        self.stamp = self._stamp()
+
+    def _stamp(self):
+        out = []
+        for p in self.paths:
+            try:
+                st = os.stat(p)
+                out.append((st.st_ino, st.st_mtime_ns, st.st_size))
+            except OSError:
+                out.append(None)
+        return tuple(out)
+
+    def changed(self) -> bool:
+        s = self._stamp()
+        if s != self.stamp:
+            self.stamp = s
+            return True
+        return False
+
+    def load(self) -> rules_mod.RuleSet:
+        """RuleError (file:line: reason) if any file is unusable."""
+        rs = rules_mod.load(self.paths)
+        try:
+            rs.detectors = settings(rs.detectors)
+        except ConfigError as e:
+            raise rules_mod.RuleError(str(e)) from None
+        return rs
+
+
+class Engine:
+    """Records in, alert records out. Not thread-safe: one caller."""
+
+    def __init__(self, source: RuleSource, flagger=None, known_pairs=(), ruleset: rules_mod.RuleSet | None = None):
+        self.source = source
+        self.rules = ruleset or source.load()
+        self.flagger = flagger
+        self.detectors = Detectors(self.rules.detectors, flagger, known_pairs)
+        self.stats: Counter = Counter()
+        self.alert_counts: Counter = Counter()   # (rule, priority) -> alerts
+        self.loads: Counter = Counter({"applied": 1})
+        self.errors: list[str] = []
+        self._seen: OrderedDict = OrderedDict()  # (rule, call or session) already alerted
+        self._reload_asked = False
+        self._last_look = 0.0
+
+    # --- rules ------------------------------------------------------------
+    def request_reload(self) -> None:
+        self._reload_asked = True
+
+    def maybe_reload(self, now: float | None = None, every: float = 1.0) -> dict | None:
+        """At most once a second: reload if asked or a file changed. Returns
+        the `rules` record to write, or None."""
+        now = time.monotonic() if now is None else now
+        if not self._reload_asked and now - self._last_look < every:
+            return None
+        self._last_look = now
+        asked, self._reload_asked = self._reload_asked, False
+        if not self.source.changed() and not asked:
+            return None
+        return self.reload()
+
+    def reload(self) -> dict:
+        rec = {"type": "rules", "time": _now_iso(), "event": "reload", "files": self.source.paths}
+        try:
+            rs = self.source.load()
+        except rules_mod.RuleError as e:
+            self.loads["refused"] += 1
+            self.errors.append(f"rules: {e}")
+            rec.update(result="refused", error=str(e), running=len(self.rules.rules))
+            return rec
+        self.rules = rs
+        self.detectors.reconfigure(rs.detectors, self.flagger)
+        self.loads["applied"] += 1
+        rec.update(result="applied", rules=len(rs.rules), enabled=sum(r.enabled for r in rs.rules),
+                   warnings=rs.warnings)
+        return rec
+
+    def describe(self) -> dict:
+        rs = self.rules
+        return {"files": rs.files, "rules": len(rs.rules), "enabled": sum(r.enabled for r in rs.rules),
+                "warnings": rs.warnings}
+
+    # --- records ------------------------------------------------------------
+    def process(self, records: Iterable) -> list[dict]:
+        out: list[dict] = []
+        by_type = self.rules.by_type
+        anyrules = by_type.get("*", ())
+        observe = self.detectors.observe
+        n = 0
+        for r in records:
+            t = record_type(r)
+            if t is None or t == "alert":
+                continue
+            n += 1
+            try:
+                facts = observe(r, t)
+            except Exception as e:  # a detector must not stop the pipeline
+                self.stats["detector_errors"] += 1
+                self._error(f"detector: {type(e).__name__}: {e}")
+                facts = {}
+            for rule in by_type.get(t, anyrules):
+                try:
+                    hit = rule.fn(r, t, facts)
+                except Exception as e:
+                    self.stats["rule_errors"] += 1
+                    self._error(f"rule {rule.name!r}: {type(e).__name__}: {e}")
+                    continue
+                if hit:
+                    a = self._alert(rule, r, t, facts)
+                    if a is not None:
+                        out.append(a)
+        self.stats["records"] += n
+        return out
+
+    def _error(self, msg: str) -> None:
+        if len(self.errors) < 100:
+            self.errors.append(msg)
+
+    def _alert(self, rule, r, t: str, facts: dict) -> dict | None:
+        call = facts.get("call") or {}
+        call_id = call.get("id") or (_get(r, "call_id") if t == "call" else None)
+        session = call.get("session") or _get(r, "session")
+        if rule.once_per != "record":
+            link = call_id if rule.once_per == "call" else None
+            link = link or session
+            if link is not None:
+                key = (rule.name, link)
+                if key in self._seen:
+                    self.stats["suppressed"] += 1
+                    return None
+                self._seen[key] = True
+                if len(self._seen) > 100000:
+                    self._seen.popitem(last=False)
+        output, fields = rules_mod.render(rule, r, t, facts)
+        self.alert_counts[(rule.name, rule.priority)] += 1
+        self.stats["alerts"] += 1
+        return {"type": "alert", "time": _get(r, "time") or _now_iso(), "ktime_ns": _get(r, "ktime_ns"),
+                "rule": rule.name, "priority": rule.priority, "output": output, "tags": rule.tags,
+                "source": t, "call_id": call_id, "session": session,
+                "tool": call.get("tool") if call else _get(r, "tool"),
+                "candidates": call.get("candidates"), "pid": _get(r, "pid"), "fields": fields,
+                "delay_ms": None}
+
+
+def _now_iso() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
+
+
+FALCO_PRIORITY = {p: p.capitalize() for p in rules_mod.PRIORITIES}
+
+
+def falco_json(alert: dict, hostname: str | None = None) -> dict:
+    """The alert in the shape Falco writes with json_output (and Falcosidekick
+    accepts): uuid, output, priority, rule, time, output_fields, source, tags,
+    hostname. Our own links go in output_fields under mcpwitness.*."""
+    fields = dict(alert.get("fields") or {})
+    for k in ("call_id", "session", "tool", "pid", "source"):
+        if alert.get(k) is not None:
+            fields[f"mcpwitness.{k}"] = alert[k]
+    return {"uuid": str(uuid.uuid4()), "output": alert["output"], "priority": FALCO_PRIORITY[alert["priority"]],
+            "rule": alert["rule"], "time": alert["time"], "output_fields": fields, "source": "mcpwitness",
+            "tags": list(alert.get("tags") or []), "hostname": hostname or socket.gethostname()}
+
+
+class HttpAlerts:
+    """POSTs each alert, Falco-shaped, to a URL (Falcosidekick's `/`), from
+    a thread with a bounded queue: a slow or dead endpoint never slows the
+    pipeline; what cannot be sent is counted."""
+
+    def __init__(self, url: str, timeout: float = 5.0, queue_max: int = 10000, retries: int = 2):
+        import queue
+        from urllib.parse import urlsplit
+        u = urlsplit(url)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ValueError(f"not an http(s) URL: {url!r}")
+        self.url, self.timeout, self.retries = url, timeout, retries
+        self.q: queue.Queue = queue.Queue(queue_max)
+        self.stats = Counter()
+        self.errors: list[str] = []
+        self.host = socket.gethostname()
+        self._t = threading.Thread(target=self._loop, name="mcpwitness-alerts-http", daemon=True)
+        self._t.start()
+
+    def send(self, alerts: list[dict]) -> None:
+        import queue
+        for a in alerts:
+            try:
+                self.q.put_nowait(falco_json(a, self.host))
+            except queue.Full:
+                self.stats["dropped_queue_full"] += 1
+
+    def _loop(self) -> None:
+        import json
+        import urllib.request
+        while True:
+            item = self.q.get()
+            if item is None:
+                return
+            body = json.dumps(item).encode()
+            for attempt in range(self.retries + 1):
+                try:
+                    req = urllib.request.Request(self.url, data=body, method="POST",
+                                                 headers={"Content-Type": "application/json",
+                                                          "User-Agent": "mcpwitness"})
+                    with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                        resp.read()
+                    self.stats["sent"] += 1
+                    break
+                except Exception as e:
+                    if attempt == self.retries:
+                        self.stats["failed"] += 1
+                        if len(self.errors) < 20:
+                            self.errors.append(f"{type(e).__name__}: {e}")
+                    else:
+                        time.sleep(0.2 * (attempt + 1))
+
+    def close(self, wait: float = 5.0) -> None:
+        try:
+            self.q.put(None, timeout=wait)
+        except Exception:
+            return
+        self._t.join(wait)
+
+
+class DetectSink:
+    """A sink in front of the others: passes every record on, then writes the
+    alerts those records raised (in the same flush, so the alert line follows
+    its cause), and sends them on (HTTP)."""
+
+    def __init__(self, inner, engine: Engine, http: HttpAlerts | None = None, clock=time.monotonic_ns):
+        self.inner = inner
+        self.engine = engine
+        self.http = http
+        self.path = inner.path
+        self.clock = clock
+        self.delays: list[float] = []    # ms from the kernel event to the alert, the last 10000
+
+    def write(self, events) -> None:
+        events = list(events)
+        if events:
+            self.inner.write(events)
+            alerts = self.engine.process(events)
+            if alerts:
+                now = self.clock()
+                for a in alerts:
+                    k = a.get("ktime_ns")
+                    if k:
+                        a["delay_ms"] = round((now - k) / 1e6, 3)
+                        self.delays.append(a["delay_ms"])
+                if len(self.delays) > 10000:
+                    del self.delays[:5000]
+                self.inner.write(alerts)
+                if self.http is not None:
+                    self.http.send(alerts)
+        rec = self.engine.maybe_reload()
+        if rec is not None:
+            self.inner.write_record(rec)
+
+    def write_record(self, record: dict) -> None:
+        self.inner.write_record(record)
+
+    def stats(self) -> dict:
+        e = self.engine
+        out = {"records": e.stats["records"], "alerts": e.stats["alerts"], "suppressed": e.stats["suppressed"],
+               "rule_errors": e.stats["rule_errors"], "detector_errors": e.stats["detector_errors"],
+               "by_rule": [[r, p, n] for (r, p), n in sorted(e.alert_counts.items())],
+               "reloads": dict(e.loads), "rules": e.describe(), "errors": e.errors[-10:]}
+        if self.http is not None:
+            out["http"] = dict(self.http.stats)
+            out["http_errors"] = self.http.errors[-5:]
+        return out
+
+    def close(self) -> None:
+        if self.http is not None:
+            self.http.close()
+        self.inner.close()
+
+
+def replay(lines: Iterable[bytes], engine: Engine, bad: Counter) -> Iterable[dict]:
+    """Alert records for a recorded JSON Lines stream (mcpwitness detect --replay).
+    Lines that are not JSON objects are counted in `bad`, and skipped."""
+    import msgspec
+    dec = msgspec.json.Decoder()
+    batch: list = []
+    for n, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            r = dec.decode(line)
+        except msgspec.DecodeError:
+            bad["not_json"] += 1
+            continue
+        if not isinstance(r, dict) or not isinstance(r.get("type"), str):
+            bad["not_a_record"] += 1
+            continue
+        batch.append(r)
+        if len(batch) >= 512:
+            yield from engine.process(batch)
+            batch = []
+    if batch:
+        yield from engine.process(batch)

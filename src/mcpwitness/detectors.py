@@ -1,0 +1,566 @@
+"""Stateful detectors: facts about a record that need memory of the traffic
+before it. Rules (rules.py) read them as fields:
+
+  call.*      the tool call a record belongs to: id, tool, method, session,
+              client, server, arguments, candidates (ambiguous kernel events)
+  rate.*      per client, server, tool and method: calls in the sliding window
+              against a baseline learned from the traffic (`rate.client.burst`...)
+  args.*      a request's arguments: traversal, sensitive, outside_roots,
+              shell_meta, long, repeated, max_length, roots
+  pair.*      a session's client and server: new (never seen), allowed
+  size.*      a response against what that tool usually returns: response,
+              request, typical, samples, ratio, anomalous, amplification
+  behaviour.* a tool's kernel activity against its own past: first_write,
+              new_destination, destination, prior_calls
+
+Every detector works on record times (ktime_ns), never on the wall clock, so
+a replayed file gives the same facts as the live run. State is bounded (LRU).
+"""
+from __future__ import annotations
+
+import fnmatch
+import math
+import os
+import re
+import zlib
+from collections import OrderedDict, deque
+from urllib.parse import unquote
+
+from .audit import call_id as make_call_id
+from .config import ConfigError, duration
+from .streams import C2S, S2C
+
+# --- settings ----------------------------------------------------------------
+
+DEFAULTS: dict[str, dict] = {
+    # a burst: at least min_calls in `window`, and factor x the learned rate
+    # (never below min_rate), once the key has been seen for `learn`; or
+    # max_calls in `window` whatever the baseline
+    "rate": {"window": 10.0, "learn": 60.0, "half_life": 600.0, "factor": 5.0, "min_calls": 10,
+             "max_calls": 200, "min_rate": 0.05},
+    "args": {"max_length": 8192, "repeat_min_length": 1024, "repeat_ratio": 20.0, "max_strings": 512},
+    # allow: [{client: glob, server: glob}]; empty: no allowlist (pair.allowed is null)
+    "pair": {"learn": 0.0, "allow": []},
+    "size": {"min_samples": 5, "half_life": 50.0, "factor": 10.0, "min_bytes": 65536},
+    "behaviour": {"min_calls": 3},
+}
+_DURATIONS = {("rate", "window"), ("rate", "learn"), ("rate", "half_life"), ("pair", "learn")}
+
+
+def settings(given: dict | None) -> dict:
+    """DEFAULTS overlaid with a rule set's `- detector:` items, checked."""
+    out = {k: dict(v) for k, v in DEFAULTS.items()}
+    for name, conf in (given or {}).items():
+        where = conf.get("__where__", "rules") if isinstance(conf, dict) else "rules"
+        if name not in DEFAULTS:
+            raise ConfigError(f"{where}: unknown detector {name!r} (known: {', '.join(DEFAULTS)})")
+        for k, v in conf.items():
+            if k == "__where__":
+                continue
+            if k not in DEFAULTS[name]:
+                raise ConfigError(f"{where}: detector {name}: unknown setting {k!r} "
+                                  f"(known: {', '.join(DEFAULTS[name])})")
+            if (name, k) in _DURATIONS:
+                v = duration(v, f"{where}: detector {name}.{k}")
+            elif k == "allow":
+                if not isinstance(v, list) or not all(isinstance(x, dict) and set(x) <= {"client", "server"}
+                                                      and all(isinstance(y, str) for y in x.values()) for x in v):
+                    raise ConfigError(f"{where}: detector pair.allow: a list of {{client: glob, server: glob}}")
+            elif not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+                raise ConfigError(f"{where}: detector {name}.{k}: must be a number >= 0 (got {v!r})")
+            out[name][k] = v
+    return out
+
+
+class _Lru(OrderedDict):
+    def __init__(self, cap: int):
+        super().__init__()
+        self.cap = cap
+
+    def touch(self, k, make):
+        v = self.get(k)
+        if v is None:
+            v = self[k] = make()
+            if len(self) > self.cap:
+                self.popitem(last=False)
+        else:
+            self.move_to_end(k)
+        return v
+
+
+# --- shared context: sessions and calls ------------------------------------------
+
+def _name(info) -> str | None:
+    return info.get("name") if isinstance(info, dict) and isinstance(info.get("name"), str) else None
+
+
+class _Session:
+    __slots__ = ("client", "server", "client_name", "server_name", "client_exe", "server_exe", "roots", "paired")
+
+    def __init__(self):
+        self.client = self.server = "unknown"
+        self.client_name = self.server_name = self.client_exe = self.server_exe = None
+        self.roots = None
+        self.paired = False
+
+
+class CallInfo:
+    __slots__ = ("id", "tool", "method", "session", "client", "server", "req_size", "key", "arguments")
+
+    def as_facts(self) -> dict:
+        return {"id": self.id, "tool": self.tool, "method": self.method, "session": self.session,
+                "client": self.client, "server": self.server, "arguments": self.arguments}
+
+
+def _idkey(v):
+    return f"s:{v}" if isinstance(v, str) else f"n:{v}"
+
+
+def tool_of(method, params):
+    if not isinstance(params, dict):
+        return None
+    if method in ("tools/call", "prompts/get"):
+        n = params.get("name")
+        return n if isinstance(n, str) else None
+    if method in ("resources/read", "resources/subscribe"):
+        u = params.get("uri")
+        return u if isinstance(u, str) else None
+    return None
+
+
+def declared_roots(result) -> list[str] | None:
+    """A roots/list result -> the file paths it declares (None: not one)."""
+    roots = result.get("roots") if isinstance(result, dict) else None
+    if not isinstance(roots, list):
+        return None
+    out = []
+    for r in roots:
+        uri = r.get("uri") if isinstance(r, dict) else None
+        if isinstance(uri, str) and uri.startswith("file://"):
+            out.append(os.path.normpath(unquote(uri[7:]) or "/"))
+    return out
+
+
+# --- the detectors -----------------------------------------------------------------
+
+class Rate:
+    """Sliding-window call counts per key against an EWMA baseline of the
+    key's own rate, learned from closed windows. A burst fires once, on the
+    call that crosses the threshold, and re-arms when the window drains."""
+
+    class _K:
+        __slots__ = ("times", "first", "base", "bstart", "bn", "armed", "buckets")
+
+        def __init__(self, t):
+            self.times, self.first, self.base, self.bstart, self.bn, self.armed, self.buckets = \
+                deque(), t, 0.0, t, 0, True, 0
+
+    def __init__(self, s: dict):
+        self.s = s
+        self.w = max(float(s["window"]), 0.001)
+        self.alpha = 1 - 0.5 ** (self.w / max(float(s["half_life"]), 0.001))
+        self.keys = _Lru(50000)
+
+    def observe(self, key: str, t: float) -> dict:
+        s, w = self.s, self.w
+        k = self.keys.touch(key, lambda: Rate._K(t))
+        if t - k.bstart >= w:
+            closed = int((t - k.bstart) // w)
+            r = k.bn / w
+            k.base = r if k.buckets == 0 else k.base + self.alpha * (r - k.base)
+            if closed > 1:
+                k.base *= (1 - self.alpha) ** (closed - 1)
+            k.buckets += closed
+            k.bstart += closed * w
+            k.bn = 0
+        k.bn += 1
+        times = k.times
+        times.append(t)
+        while times and times[0] <= t - w:
+            times.popleft()
+        n = len(times)
+        learned = t - k.first >= s["learn"] and k.buckets > 0
+        expected = max(k.base, s["min_rate"]) * w
+        over = n >= s["max_calls"] or (learned and n >= s["min_calls"] and n >= s["factor"] * expected)
+        burst = over and k.armed
+        if burst:
+            k.armed = False
+        elif not k.armed and n < max(s["min_calls"], s["factor"] * expected) / 2:
+            k.armed = True
+        return {"burst": burst, "count": n, "window_s": w, "baseline_per_min": round(k.base * 60, 3),
+                "learning": not learned, "key": key}
+
+
+_TRAVERSAL = re.compile(r"(?:^|[/\\])\.{2,}(?:[/\\]|$)")
+_OVERLONG = (("%c0%ae", "."), ("%e0%80%ae", "."), ("%c0%af", "/"), ("%e0%80%af", "/"), ("%c1%9c", "\\"),
+             ("%u002e", "."), ("%u2215", "/"), ("\uff0e", "."), ("\u2215", "/"))
+_SHELL_WORDS = ("sh|bash|dash|zsh|ksh|fish|busybox|curl|wget|nc|ncat|netcat|socat|python[0-9.]*|perl|ruby|php|"
+                "node|rm|cat|chmod|chown|echo|base64|sudo|su|id|whoami|uname|nohup|kill|pkill|mkfifo|tee|dd|"
+                "xargs|env|eval|exec|scp|ssh|telnet|ftp|tftp|crontab|awk|sed|find|head|tail|ls|touch|mv|cp|"
+                "printf|openssl|powershell|cmd|bin/[a-z]+")
+_SHELL_META = re.compile(
+    r"\$\([^)]*\)|`[^`]+`|\$\{[^}]*\}"                        # command or parameter substitution
+    r"|(?:;|&&|\|\||\||\n)\s*(?:/usr)?(?:/bin/)?(?:" + _SHELL_WORDS + r")\b"   # chaining into a program
+    r"|(?:^|\s)>{1,2}\s*/[\w./-]+"                              # redirect into an absolute path
+    r"|\b(?:" + _SHELL_WORDS + r")\s+[^|;&]*\|\s*(?:sh|bash|dash|zsh|python[0-9.]*|perl)\b")  # ... | sh
+
+
+class Args:
+    """Suspicious argument values in a request."""
+
+    def __init__(self, s: dict, flagger):
+        self.s = s
+        self.flagger = flagger
+
+    def _strings(self, v, path: str, out: list) -> None:
+        if len(out) >= self.s["max_strings"]:
+            return
+        if isinstance(v, str):
+            out.append((path or "value", v))
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                self._strings(x, f"{path}.{k}" if path else str(k), out)
+        elif isinstance(v, list):
+            for i, x in enumerate(v):
+                self._strings(x, f"{path}[{i}]", out)
+
+    def observe(self, arguments, roots: list[str] | None) -> dict:
+        strings: list = []
+        self._strings(arguments, "", strings)
+        s = self.s
+        trav, sens, outside, meta, long_, rep = [], [], [], [], [], []
+        maxlen = 0
+        for name, v in strings:
+            n = len(v)
+            maxlen = max(maxlen, n)
+            shown = f"{name}={v[:160]}" + ("..." if n > 160 else "")
+            low = v.lower()
+            if ".." in v or "%" in v or "\uff0e" in v or "\u2215" in v:
+                cands = {v}
+                if "%" in v:
+                    for bad, good in _OVERLONG:
+                        low = low.replace(bad, good)
+                    u1 = unquote(low)
+                    cands |= {low, u1, unquote(u1)}
+                elif "\uff0e" in v or "\u2215" in v:
+                    for bad, good in _OVERLONG:
+                        low = low.replace(bad, good)
+                    cands.add(low)
+                if any(_TRAVERSAL.search(c) for c in cands):
+                    trav.append(shown)
+            if n < 4096:
+                p = _as_path(v)
+                if p is not None:
+                    label = self.flagger.sensitive(p) if self.flagger is not None else None
+                    if label:
+                        sens.append(f"{shown} ({label})")
+                    if roots is not None and p.startswith("/") and not _under(p, roots):
+                        outside.append(shown)
+            if _SHELL_META.search(v):
+                meta.append(shown)
+            if n > s["max_length"]:
+                long_.append(f"{name} ({n} chars)")
+            if n >= s["repeat_min_length"]:
+                head = v[:65536].encode("utf-8", "surrogatepass")
+                if len(zlib.compress(head, 1)) * s["repeat_ratio"] <= len(head):
+                    rep.append(f"{name} ({n} chars, {len(head) // max(1, len(zlib.compress(head, 1)))}x compressible)")
+        return {"traversal": trav, "sensitive": sens, "outside_roots": outside if roots is not None else None,
+                "shell_meta": meta, "long": long_, "repeated": rep, "max_length": maxlen, "roots": roots,
+                "strings": len(strings)}
+
+
+def _as_path(v: str) -> str | None:
+    """A string that names a file: absolute, ~/, or a file:// uri -> a
+    normalised absolute path."""
+    if v.startswith("file://"):
+        v = unquote(v[7:]) or "/"
+    elif v.startswith("~/"):
+        v = "/root/" + v[2:]
+    if not v.startswith("/") or "\n" in v or "\x00" in v:
+        return None
+    return os.path.normpath(v)
+
+
+def _under(path: str, roots: list[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+class Pair:
+    """Client-server pairs: new ones, and ones outside an allowlist."""
+
+    def __init__(self, s: dict, known=()):
+        self.s = s
+        self.known = _Lru(100000)
+        for k in known:
+            self.known[k] = True
+        self.t0 = None
+
+    def observe(self, sess: _Session, t: float) -> dict:
+        if self.t0 is None:
+            self.t0 = t
+        key = f"{sess.client} -> {sess.server}"
+        new = key not in self.known
+        self.known.touch(key, lambda: True)
+        allowed = None
+        if self.s["allow"]:
+            allowed = any(_glob_any(a.get("client", "*"), (sess.client_name, sess.client_exe, sess.client))
+                          and _glob_any(a.get("server", "*"), (sess.server_name, sess.server_exe, sess.server))
+                          for a in self.s["allow"])
+        learning = t - self.t0 < self.s["learn"]
+        return {"client": sess.client, "server": sess.server, "key": key, "new": new and not learning,
+                "allowed": allowed, "learning": learning}
+
+
+def _glob_any(pat: str, values) -> bool:
+    return any(v is not None and fnmatch.fnmatchcase(v, pat) for v in values)
+
+
+class Size:
+    """Response sizes per tool (or resource, or method) of a server: an EWMA
+    of log2(bytes); far above it is an anomaly."""
+
+    class _K:
+        __slots__ = ("n", "mean")
+
+        def __init__(self):
+            self.n, self.mean = 0, 0.0
+
+    def __init__(self, s: dict):
+        self.s = s
+        self.keys = _Lru(50000)
+
+    def observe(self, key: str, size: int, req_size: int | None) -> dict:
+        s = self.s
+        k = self.keys.touch(key, Size._K)
+        typical = 2 ** k.mean if k.n else None
+        anomalous = (k.n >= s["min_samples"] and size >= s["min_bytes"] and typical is not None
+                     and size >= s["factor"] * typical)
+        lg = math.log2(max(size, 1))
+        k.n += 1
+        a = max(1.0 / k.n, 1 - 0.5 ** (1 / max(s["half_life"], 1)))
+        k.mean += a * (lg - k.mean)
+        return {"response": size, "request": req_size, "typical": round(typical) if typical else None,
+                "samples": k.n - 1, "ratio": round(size / typical, 2) if typical else None,
+                "anomalous": anomalous, "key": key,
+                "amplification": round(size / req_size, 1) if req_size else None}
+
+
+class Behaviour:
+    """A tool's kernel activity against its own past calls."""
+
+    class _K:
+        __slots__ = ("calls", "wrote", "dests")
+
+        def __init__(self):
+            self.calls, self.wrote, self.dests = 0, False, set()
+
+    def __init__(self, s: dict):
+        self.s = s
+        self.keys = _Lru(20000)
+
+    def called(self, key: str) -> None:
+        self.keys.touch(key, Behaviour._K).calls += 1
+
+    def observe(self, key: str, rtype: str, ev) -> dict | None:
+        k = self.keys.get(key)
+        if k is None:
+            return None
+        prior = max(0, k.calls - 1)
+        learned = prior >= self.s["min_calls"]
+        out = {"tool_key": key, "prior_calls": prior, "learning": not learned, "first_write": False,
+               "new_destination": False, "destination": None}
+        if rtype == "open":
+            risk = _get(ev, "risk")
+            path = _get(ev, "resolved") or _get(ev, "path") or ""
+            if risk in ("write", "create", "truncate") and not path.startswith(("/dev/", "/proc/")) and not k.wrote:
+                k.wrote = True
+                out["first_write"] = learned
+        elif rtype == "connect":
+            dest = _get(ev, "unix_path")
+            if not dest:
+                addr = _get(ev, "address")
+                if addr is None:
+                    return out
+                dest = f"[{addr}]:{_get(ev, 'port')}" if ":" in addr else f"{addr}:{_get(ev, 'port')}"
+            out["destination"] = dest
+            if dest not in k.dests:
+                if len(k.dests) < 4096:
+                    k.dests.add(dest)
+                out["new_destination"] = learned
+        return out
+
+
+def _get(o, k):
+    return o.get(k) if type(o) is dict else getattr(o, k, None)
+
+
+# --- all of them, over the record stream ---------------------------------------
+
+KERNEL = frozenset(("open", "exec", "connect", "fork", "exit", "policy"))
+
+
+class Detectors:
+    """Facts for each record, in stream order. observe(record, type) -> facts."""
+
+    def __init__(self, conf: dict, flagger=None, known_pairs=()):
+        self.conf = conf
+        self.rate = Rate(conf["rate"])
+        self.args = Args(conf["args"], flagger)
+        self.pair = Pair(conf["pair"], known_pairs)
+        self.size = Size(conf["size"])
+        self.behaviour = Behaviour(conf["behaviour"])
+        self.sessions: _Lru = _Lru(50000)
+        self.calls: _Lru = _Lru(200000)       # call id -> CallInfo
+        self.pending: _Lru = _Lru(200000)     # (session, request id) -> CallInfo, until answered
+
+    def reconfigure(self, conf: dict, flagger=None) -> None:
+        """New settings: a detector whose settings changed starts afresh,
+        the others keep what they learned."""
+        if conf["rate"] != self.conf["rate"]:
+            self.rate = Rate(conf["rate"])
+        self.args = Args(conf["args"], flagger or self.args.flagger)
+        if conf["pair"] != self.conf["pair"]:
+            known = list(self.pair.known)
+            self.pair = Pair(conf["pair"], known)
+        if conf["size"] != self.conf["size"]:
+            self.size = Size(conf["size"])
+        if conf["behaviour"] != self.conf["behaviour"]:
+            self.behaviour = Behaviour(conf["behaviour"])
+        self.conf = conf
+
+    def observe(self, r, rtype: str) -> dict:
+        if rtype in KERNEL:
+            return self._kernel(r, rtype)
+        if rtype == "mcp":
+            return self._mcp(r)
+        if rtype == "session":
+            return self._session(r)
+        if rtype == "call":
+            return {"call": {"id": _get(r, "call_id"), "tool": _get(r, "tool"), "method": _get(r, "method"),
+                             "session": _get(r, "session"), "arguments": _get(r, "arguments"),
+                             "client": _ident(_get(r, "client")), "server": _ident(_get(r, "server"))}}
+        return {}
+
+    def _sess(self, sid) -> _Session:
+        return self.sessions.touch(sid, _Session)
+
+    def _session(self, r) -> dict:
+        s = self._sess(_get(r, "session"))
+        ci, si = _get(r, "client_info"), _get(r, "server_info")
+        for end in _get(r, "ends") or ():
+            role, exe = _get(end, "role"), _get(end, "exe")
+            if exe and role == "client":
+                s.client_exe = os.path.basename(exe)
+            elif exe and role == "server":
+                s.server_exe = os.path.basename(exe)
+        if _get(r, "role") == "server" and _get(r, "exe") and not s.server_exe:
+            s.server_exe = os.path.basename(_get(r, "exe"))
+        if _name(ci):
+            s.client_name = _name(ci)
+        if _name(si):
+            s.server_name = _name(si)
+        s.client = _label(s.client_name, s.client_exe)
+        s.server = _label(s.server_name, s.server_exe)
+        facts = {}
+        if not s.paired and s.client_name and s.server_name:
+            s.paired = True
+            facts["pair"] = self.pair.observe(s, (_get(r, "ktime_ns") or 0) / 1e9)
+        if _get(r, "event") == "end":
+            self.sessions.pop(_get(r, "session"), None)
+        return facts
+
+    def _mcp(self, m) -> dict:
+        kind, direction = _get(m, "kind"), _get(m, "direction")
+        sid = _get(m, "session")
+        if kind == "request":
+            if direction != C2S:
+                return {}
+            s = self._sess(sid)
+            method, params = _get(m, "method"), _get(m, "params")
+            c = CallInfo()
+            c.id = make_call_id(sid, _get(m, "id"), _get(m, "ktime_ns"))
+            c.tool, c.method, c.session = tool_of(method, params), method, sid
+            c.client, c.server, c.req_size = s.client, s.server, _get(m, "size")
+            c.key = f"{s.server}/{c.tool or method}"
+            c.arguments = params.get("arguments") if isinstance(params, dict) and method in (
+                "tools/call", "prompts/get") else (params.get("uri") if isinstance(params, dict) else None)
+            self.calls[c.id] = c
+            if len(self.calls) > self.calls.cap:
+                self.calls.popitem(last=False)
+            self.pending[(sid, _idkey(_get(m, "id")))] = c
+            if len(self.pending) > self.pending.cap:
+                self.pending.popitem(last=False)
+            if isinstance(params, dict) and isinstance(params.get("inputResponses"), dict):
+                for v in params["inputResponses"].values():
+                    roots = declared_roots(v.get("result", v) if isinstance(v, dict) else None)
+                    if roots is not None:
+                        s.roots = roots
+            self.behaviour.called(c.key)
+            t = (_get(m, "ktime_ns") or 0) / 1e9
+            rate = {"client": self.rate.observe(f"client {s.client}", t),
+                    "server": self.rate.observe(f"server {s.server}", t),
+                    "method": self.rate.observe(f"method {s.server} {method}", t)}
+            if c.tool is not None:
+                rate["tool"] = self.rate.observe(f"tool {c.key}", t)
+            rate["burst"] = any(v["burst"] for v in rate.values())
+            facts = {"call": c.as_facts(), "rate": rate}
+            if method in ("tools/call", "prompts/get", "resources/read") and isinstance(params, dict):
+                facts["args"] = self.args.observe(c.arguments, s.roots)
+            return facts
+        if kind in ("response", "error"):
+            if direction == C2S:  # the client answering the server: roots/list
+                if _get(m, "method") == "roots/list":
+                    roots = declared_roots(_get(m, "result"))
+                    if roots is not None:
+                        self._sess(sid).roots = roots
+                return {}
+            c = self.pending.pop((sid, _idkey(_get(m, "id"))), None)
+            if c is None:
+                return {}
+            return {"call": c.as_facts(),
+                    "size": self.size.observe(c.key, _get(m, "size") or 0, c.req_size)}
+        return {}
+
+    def _kernel(self, ev, rtype: str) -> dict:
+        a = _get(ev, "attribution")
+        if not isinstance(a, dict):
+            return {}
+        cid = a.get("call")
+        if cid is None:
+            cands = a.get("candidates")
+            if not cands:
+                return {}
+            infos = [self.calls.get(x) for x in cands]
+            keys = {c.key for c in infos if c is not None}
+            facts = {"call": {"id": None, "candidates": cands, "tool": None, "method": None}}
+            if len(keys) == 1 and all(infos):
+                c = infos[0]
+                facts["call"].update(tool=c.tool, method=c.method, session=c.session, client=c.client,
+                                     server=c.server)
+                b = self.behaviour.observe(c.key, rtype, ev)
+                if b is not None:
+                    facts["behaviour"] = b
+            return facts
+        c = self.calls.get(cid)
+        if c is None:
+            return {"call": {"id": cid}}
+        facts = {"call": c.as_facts()}
+        if rtype in ("open", "connect"):
+            b = self.behaviour.observe(c.key, rtype, ev)
+            if b is not None:
+                facts["behaviour"] = b
+        return facts
+
+
+def _label(name: str | None, exe: str | None) -> str:
+    if name and exe:
+        return f"{name} ({exe})"
+    return name or exe or "unknown"
+
+
+def _ident(end) -> str | None:
+    if not isinstance(end, dict):
+        return None
+    info = end.get("info")
+    exe = end.get("exe")
+    return _label(_name(info), os.path.basename(exe) if exe else None)
