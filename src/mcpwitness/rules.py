@@ -106,8 +106,21 @@ def _record_fields() -> dict[str, list[str]]:
 
 
 RECORD_FIELDS: dict[str, list[str]] = _record_fields()
-# facts the detectors add (detectors.py documents each)
-DETECTOR_ROOTS = ("call", "rate", "args", "pair", "size", "behaviour")
+# facts the detectors add (detectors.py documents each); None: free-form below
+_RATE = {"burst": None, "count": None, "window_s": None, "baseline_per_min": None, "learning": None, "key": None}
+DETECTOR_FIELDS: dict = {
+    "call": {"id": None, "tool": None, "method": None, "session": None, "client": None, "server": None,
+             "arguments": "*", "candidates": None},
+    "rate": {"client": _RATE, "server": _RATE, "tool": _RATE, "method": _RATE, "burst": None},
+    "args": {k: None for k in ("traversal", "sensitive", "outside_roots", "shell_meta", "long", "repeated",
+                               "max_length", "roots", "strings")},
+    "pair": {k: None for k in ("client", "server", "key", "new", "allowed", "learning")},
+    "size": {k: None for k in ("response", "request", "typical", "samples", "ratio", "anomalous", "key",
+                               "amplification")},
+    "behaviour": {k: None for k in ("tool_key", "prior_calls", "learning", "first_write", "new_destination",
+                                    "destination")},
+}
+DETECTOR_ROOTS = tuple(DETECTOR_FIELDS)
 KNOWN_ROOTS = {"type"} | set(DETECTOR_ROOTS) | {k for v in RECORD_FIELDS.values() for k in v}
 
 
@@ -115,10 +128,19 @@ def _check_field(name: str, types: set | None) -> str | None:
     """Why a field cannot be used, or None."""
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_/\-]+)*", name):
         return f"not a field name: {name!r}"
-    root = name.split(".", 1)[0]
+    parts = name.split(".")
+    root = parts[0]
     if root not in KNOWN_ROOTS:
         return f"unknown field {name!r}"
-    if root == "call" and types == {"call"}:
+    if root in DETECTOR_FIELDS:
+        node = DETECTOR_FIELDS
+        for i, p in enumerate(parts):
+            if node == "*":
+                break
+            if node is None or p not in node:
+                known = ", ".join(sorted(node)) if isinstance(node, dict) else "nothing below it"
+                return f"unknown field {name!r} ({'.'.join(parts[:i]) or 'fields'}: {known})"
+            node = node[p]
         return None
     if types and root not in DETECTOR_ROOTS and root != "type":
         if not any(root in RECORD_FIELDS.get(t, ()) for t in types):
@@ -504,7 +526,8 @@ def compile_condition(node):
     return eval(code, {**_ENV, "K": c.consts, "__builtins__": {"bool": bool}}), src
 
 
-_TEMPLATE = re.compile(r"%\{([A-Za-z0-9_.\-/]+)\}|%([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_\-/]+)*)")
+# %field.path, or %{field.path} where the path has - or / in it or text follows directly
+_TEMPLATE = re.compile(r"%\{([A-Za-z0-9_.\-/]+)\}|%([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)")
 
 
 def template_fields(text: str) -> list[str]:

@@ -1,0 +1,504 @@
+"""The default rules end to end: a real MCP server (the SDK's, and the npm
+filesystem server) under `mcpwitness run`, driven by the SDK client. For every
+default rule, one session where a call triggers it (the alert names that
+call and its session) and one benign near-miss that must not.
+
+The sessions run once per module; each rule's two tests read them."""
+import http.server
+import json
+import os
+import random
+import shutil
+import sys
+import threading
+
+import anyio
+import pytest
+from mcp.types import Implementation, ListRootsResult, Root
+
+from conftest import Listener, npm_server
+from mcp_client import RecordingStdio, client
+
+pytestmark = pytest.mark.kernel
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MW = shutil.which("mcpwitness") or os.path.join(os.path.dirname(sys.executable), "mcpwitness")
+SERVER = os.path.join(ROOT, "tests", "workloads", "detect_server.py")
+RULES = os.path.join(ROOT, "src", "mcpwitness", "default_rules.yaml")
+TAG = f"{os.getpid()}"
+
+# faster baselines than the defaults, so that a test can learn one in seconds
+TEST_RULES = """
+- detector: rate
+  window: 2s
+  learn: 3s
+  min_calls: 15
+  factor: 5
+- detector: pair
+  allow:
+    - {client: "mw-near-*"}
+"""
+
+
+def load(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def words(n_chars, seed):
+    rnd = random.Random(seed)
+    vocab = ["tool", "call", "kernel", "audit", "server", "client", "file", "open", "read", "write", "the", "a",
+             "network", "session", "request", "response", "policy", "rule", "alert", "trace", "event", "data"]
+    out, size = [], 0
+    while size < n_chars:
+        w = rnd.choice(vocab) + str(rnd.randint(0, 9999))
+        out.append(w)
+        size += len(w) + 1
+    return " ".join(out)[:n_chars]
+
+
+def run_session(tmp, name, client_name, drive, db=None, extra=(), server=None, **client_kw):
+    out = tmp / f"{name}.jsonl"
+    rules = tmp / "test_rules.yaml"
+    rules.write_text(TEST_RULES)
+    store = ["--db", str(db)] if db else ["--no-store"]
+    argv = ["run", "-q", "--jsonl", str(out), *store, "--rules", str(rules), *extra, "--",
+            *(server or [sys.executable, SERVER])]
+    t = RecordingStdio(MW, argv)
+
+    async def main():
+        async with client(t, client_info=Implementation(name=client_name, version="1"), **client_kw) as c:
+            await drive(c)
+            await anyio.sleep(0.4)
+
+    anyio.run(main)
+    return load(out)
+
+
+def alerts(recs, rule):
+    return [r for r in recs if r["type"] == "alert" and r["rule"] == rule]
+
+
+def calls(recs, tool, **args):
+    return [r for r in recs if r["type"] == "call" and r["tool"] == tool
+            and all((r["arguments"] or {}).get(k) == v for k, v in args.items())]
+
+
+def session_of(recs):
+    ids = {r["session"] for r in recs if r["type"] == "session"}
+    assert len(ids) == 1
+    return ids.pop()
+
+
+class Receiver:
+    """A loopback HTTP endpoint that keeps what is POSTed to it (Falcosidekick's place)."""
+
+    def __init__(self):
+        self.got = []
+        outer = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.got.append((self.headers["Content-Type"], json.loads(body)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}/"
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("detect")
+    a, b = Listener("127.0.0.1"), Listener("127.0.0.2")
+    rx = Receiver()
+    (tmp / "r.txt").write_text("r")
+    yield {"tmp": tmp, "db": tmp / "store.db", "a": a, "b": b, "rx": rx}
+    a.close()
+    b.close()
+    rx.close()
+
+
+@pytest.fixture(scope="module")
+def trig(env):
+    """The trigger session: each call below is meant to raise one rule."""
+    tmp, a, b = env["tmp"], env["a"], env["b"]
+
+    async def drive(c):
+        await c.call_tool("read_file", {"path": "/tmp/../etc/hostname"})
+        await c.call_tool("read_file", {"path": "/etc/passwd"})
+        await c.call_tool("shell", {"command": "echo hi; cat /etc/hostname"})
+        await c.call_tool("run", {"argv": ["curl", "--version"]})
+        await c.call_tool("run", {"argv": ["perl", "-e", "print 1"]})
+        await c.call_tool("echo", {"text": words(10000, 1)})
+        await c.call_tool("echo", {"text": "ab" * 1000})
+        for _ in range(3):
+            await c.call_tool("touch", {"path": str(tmp / "r.txt"), "write": False})
+        await c.call_tool("touch", {"path": str(tmp / "r.txt"), "write": True})
+        for _ in range(4):
+            await c.call_tool("connect", {"port": a.port})
+        await c.call_tool("connect", {"port": b.port, "host": "127.0.0.2"})
+        for _ in range(5):
+            await c.call_tool("blob", {"n": 100})
+        await c.call_tool("blob", {"n": 300000})
+        await c.call_tool("blob", {"n": 2 << 20})
+
+    return run_session(tmp, "trigger", f"mw-trigger-{TAG}", drive, db=env["db"],
+                       extra=["--alerts-http", env["rx"].url])
+
+
+@pytest.fixture(scope="module")
+def near(env, trig):
+    """Near-misses: the same tools, used in ways the rules must leave alone.
+    A first session introduces the client, so the second one's pair is known."""
+    tmp, a = env["tmp"], env["a"]
+
+    async def warm(c):
+        await c.call_tool("ping", {})
+
+    run_session(tmp, "warmup", f"mw-near-{TAG}", warm, db=env["db"])
+
+    async def drive(c):
+        await c.call_tool("read_file", {"path": "/etc/hostname"})
+        await c.call_tool("read_file", {"path": str(tmp / "notes..v2.txt")})
+        await c.call_tool("echo", {"text": "Tom & Jerry; a classic | more or less > twice as long, see v1..v2"})
+        await c.call_tool("run", {"argv": ["/bin/true"]})
+        await c.call_tool("echo", {"text": words(4000, 2)})
+        for _ in range(4):
+            await c.call_tool("touch", {"path": str(tmp / "r.txt"), "write": False})
+        for i in range(2):
+            await c.call_tool("save", {"path": str(tmp / f"s{i}.txt"), "text": "x"})
+        for _ in range(5):
+            await c.call_tool("connect", {"port": a.port})
+        for n in (100, 120, 90, 110, 100, 800):
+            await c.call_tool("blob", {"n": n})
+        await c.call_tool("echo_back", {"text": words(1200000, 3)})
+
+    return run_session(tmp, "near", f"mw-near-{TAG}", drive, db=env["db"])
+
+
+def one_alert(recs, rule, call):
+    """The rule alerted exactly for this call (and its session)."""
+    got = alerts(recs, rule)
+    assert got, f"no {rule!r} alert; alerts: {[x['rule'] for x in recs if x['type'] == 'alert']}"
+    assert call["call_id"] in {x["call_id"] for x in got}, (rule, [x["output"] for x in got])
+    mine = [x for x in got if x["call_id"] == call["call_id"]]
+    assert all(x["session"] == call["session"] for x in mine)
+    return mine[0]
+
+
+# --- arguments ----------------------------------------------------------------
+
+def test_traversal_triggers(trig):
+    c = calls(trig, "read_file", path="/tmp/../etc/hostname")[0]
+    a = one_alert(trig, "Path traversal in tool arguments", c)
+    assert "path=/tmp/../etc/hostname" in a["output"] and a["priority"] == "warning"
+    assert len(alerts(trig, "Path traversal in tool arguments")) == 1
+
+
+def test_traversal_near_miss(near):
+    assert calls(near, "read_file") and not alerts(near, "Path traversal in tool arguments")
+
+
+def test_sensitive_argument_triggers(trig):
+    c = calls(trig, "read_file", path="/etc/passwd")[0]
+    a = one_alert(trig, "Sensitive path in tool arguments", c)
+    assert "system accounts" in a["output"]
+
+
+def test_sensitive_argument_near_miss(near):
+    assert calls(near, "read_file", path="/etc/hostname")
+    assert not alerts(near, "Sensitive path in tool arguments")
+
+
+def test_shell_meta_triggers(trig):
+    c = calls(trig, "shell")[0]
+    a = one_alert(trig, "Shell metacharacters in tool arguments", c)
+    assert "; cat" in a["output"]
+
+
+def test_shell_meta_near_miss(near):
+    assert calls(near, "echo") and not alerts(near, "Shell metacharacters in tool arguments")
+
+
+def test_long_argument_triggers(trig):
+    c = [x for x in calls(trig, "echo") if len(x["arguments"]["text"]) == 10000][0]
+    a = one_alert(trig, "Very long tool argument", c)
+    assert "10000 chars" in a["output"]
+
+
+def test_long_argument_near_miss(near):
+    # 4000 characters: long, but under the 8192 limit (the 1.2 MB echo_back is over it, by design)
+    c = [x for x in calls(near, "echo") if len(x["arguments"]["text"]) == 4000][0]
+    assert c["call_id"] not in {x["call_id"] for x in alerts(near, "Very long tool argument")}
+
+
+def test_repeated_argument_triggers(trig):
+    c = [x for x in calls(trig, "echo") if x["arguments"]["text"].startswith("abab")][0]
+    one_alert(trig, "Repetitive tool argument", c)
+    long_words = [x for x in calls(trig, "echo") if len(x["arguments"]["text"]) == 10000][0]
+    assert long_words["call_id"] not in {x["call_id"] for x in alerts(trig, "Repetitive tool argument")}
+
+
+def test_repeated_argument_near_miss(near):
+    assert not alerts(near, "Repetitive tool argument")
+
+
+# --- pairs --------------------------------------------------------------------------
+
+def test_new_pair_triggers(trig):
+    a = alerts(trig, "New client-server pair")
+    assert len(a) == 1 and a[0]["session"] == session_of(trig)
+    assert f"mw-trigger-{TAG} -> witness-detect-server" in a[0]["output"]
+
+
+def test_new_pair_near_miss(near):
+    # the warm-up session introduced the pair; the store remembers it across runs
+    assert not alerts(near, "New client-server pair")
+
+
+def test_pair_outside_allowlist_triggers(trig):
+    a = alerts(trig, "Client-server pair outside allowlist")
+    assert len(a) == 1 and a[0]["session"] == session_of(trig) and a[0]["priority"] == "warning"
+
+
+def test_pair_outside_allowlist_near_miss(near):
+    assert not alerts(near, "Client-server pair outside allowlist")
+
+
+# --- sizes ---------------------------------------------------------------------------
+
+def test_size_anomaly_triggers(trig):
+    c = calls(trig, "blob", n=300000)[0]
+    a = one_alert(trig, "Response far above the tool's usual size", c)
+    assert a["fields"]["size.samples"] == 5 and a["fields"]["size.ratio"] > 100
+    assert not [x for x in alerts(trig, "Response far above the tool's usual size")
+                if x["call_id"] in {y["call_id"] for y in calls(trig, "blob", n=100)}]
+
+
+def test_size_anomaly_near_miss(near):
+    assert len(calls(near, "blob")) == 6 and not alerts(near, "Response far above the tool's usual size")
+
+
+def test_large_response_triggers(trig):
+    c = calls(trig, "blob", n=2 << 20)[0]
+    a = one_alert(trig, "Large response to a small request", c)
+    assert a["fields"]["size.response"] > 2 << 20
+
+
+def test_large_response_near_miss(near):
+    # more than 1 MiB back, but to a request just as large
+    assert calls(near, "echo_back") and not alerts(near, "Large response to a small request")
+
+
+# --- kernel behaviour ----------------------------------------------------------------
+
+def test_sensitive_open_triggers(trig):
+    c = calls(trig, "read_file", path="/etc/passwd")[0]
+    a = one_alert(trig, "Tool opened a sensitive path", c)
+    assert a["source"] == "open" and "/etc/passwd" in a["output"]
+    assert any(e["type"] == "open" and e["path"] == "/etc/passwd" for e in c["timeline"])
+
+
+def test_sensitive_open_near_miss(near):
+    assert not alerts(near, "Tool opened a sensitive path")
+
+
+def test_first_write_triggers(trig):
+    c = calls(trig, "touch", write=True)[0]
+    a = one_alert(trig, "Tool wrote where it only read before", c)
+    assert "after 3 read-only calls" in a["output"]
+    assert len(alerts(trig, "Tool wrote where it only read before")) == 1
+
+
+def test_first_write_near_miss(near):
+    assert len(calls(near, "save")) == 2 and not alerts(near, "Tool wrote where it only read before")
+
+
+def test_shell_exec_triggers(trig):
+    one_alert(trig, "Tool ran a shell", calls(trig, "shell")[0])
+
+
+def test_shell_exec_near_miss(near):
+    assert calls(near, "run") and not alerts(near, "Tool ran a shell")
+
+
+def test_downloader_exec_triggers(trig):
+    c = [x for x in calls(trig, "run") if x["arguments"]["argv"][0] == "curl"][0]
+    a = one_alert(trig, "Tool ran a downloader", c)
+    assert a["priority"] == "critical" and "curl" in a["output"]
+
+
+def test_downloader_exec_near_miss(near):
+    assert not alerts(near, "Tool ran a downloader")
+
+
+def test_interpreter_exec_triggers(trig):
+    c = [x for x in calls(trig, "run") if x["arguments"]["argv"][0] == "perl"][0]
+    one_alert(trig, "Tool ran an interpreter", c)
+
+
+def test_interpreter_exec_near_miss(near):
+    assert not alerts(near, "Tool ran an interpreter")
+
+
+def test_new_destination_triggers(trig, env):
+    c = calls(trig, "connect", host="127.0.0.2")[0]
+    a = one_alert(trig, "Tool connected to a new destination", c)
+    assert f"127.0.0.2:{env['b'].port}" in a["output"]
+    # the first destination was seen while the tool was being learned: no alert for it
+    assert len(alerts(trig, "Tool connected to a new destination")) == 1
+
+
+def test_new_destination_near_miss(near):
+    assert len(calls(near, "connect")) == 5 and not alerts(near, "Tool connected to a new destination")
+
+
+# --- where alerts go --------------------------------------------------------------
+
+def test_alerts_in_store_and_falco_http(trig, env):
+    """The same alerts are in the store (linked to their calls) and were POSTed in Falco's shape."""
+    import sqlite3
+    db = sqlite3.connect(env["db"])
+    rows = db.execute("SELECT rule, call_id, record FROM alerts").fetchall()
+    mine = [r for r in rows if json.loads(r[2])["session"] == session_of(trig)]
+    assert sorted((r[0], r[1]) for r in mine) == sorted((a["rule"], a["call_id"]) for a in trig
+                                                        if a["type"] == "alert")
+    got = env["rx"].got
+    assert len([g for g in got if g[1]["output_fields"].get("mcpwitness.session") == session_of(trig)]) == len(mine)
+    ctype, f = got[0]
+    assert ctype == "application/json"
+    assert set(f) == {"uuid", "output", "priority", "rule", "time", "output_fields", "source", "tags", "hostname"}
+    assert f["priority"] in ("Emergency", "Alert", "Critical", "Error", "Warning", "Notice", "Informational", "Debug")
+    assert f["source"] == "mcpwitness" and f["time"].endswith("Z")
+
+
+def test_replay_gives_the_same_alerts(trig, env, tmp_path):
+    """`mcpwitness detect --replay` over the recorded file: the same rules, the same calls."""
+    import subprocess
+    recorded = env["tmp"] / "trigger.jsonl"
+    # the live run's own alert lines are ignored by the replay
+    p = subprocess.run([MW, "detect", "--replay", str(recorded), "--rules", str(env["tmp"] / "test_rules.yaml")],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    replayed = [json.loads(x) for x in p.stdout.splitlines()]
+    live = [(a["rule"], a["call_id"]) for a in trig if a["type"] == "alert"]
+    assert sorted((a["rule"], a["call_id"]) for a in replayed) == sorted(live)
+    assert f"{len(live)} alerts" in p.stderr
+
+
+# --- rate bursts (their own sessions: each needs a clean baseline) ----------------
+
+async def _steady(c, n, every=0.5, tool="ping", args=None):
+    for _ in range(n):
+        await c.call_tool(tool, args or {})
+        await anyio.sleep(every)
+
+
+def test_client_burst_triggers(tmp_path):
+    async def drive(c):
+        await _steady(c, 8)          # 2 calls a second for 4 s: the baseline
+        for _ in range(30):          # then 30 at once
+            await c.call_tool("ping", {})
+
+    recs = run_session(tmp_path, "burst", "mw-rate", drive)
+    got = alerts(recs, "Client call rate burst")
+    assert len(got) == 1, [a["output"] for a in got]
+    pings = sorted(calls(recs, "ping"), key=lambda r: r["ktime_ns"])
+    fired = [i for i, p in enumerate(pings) if p["call_id"] == got[0]["call_id"]]
+    assert fired and fired[0] >= 8 + 14, "fired inside the burst, at the 15th call of the window or later"
+    assert got[0]["fields"]["rate.client.count"] >= 15 and "mw-rate" in got[0]["output"]
+
+
+def test_tool_burst_triggers_without_client_burst(tmp_path):
+    """The client keeps its usual rate, but all of it goes to one tool that was rarely used."""
+    async def drive(c):
+        await c.call_tool("echo", {"text": "once"})
+        await _steady(c, 50, every=0.1)               # ~10 calls a second, to ping, for ~5 s
+        await _steady(c, 30, every=0.1, tool="echo", args={"text": "x"})  # same rate, now to echo
+
+    recs = run_session(tmp_path, "toolburst", "mw-rate", drive)
+    assert not alerts(recs, "Client call rate burst")
+    got = alerts(recs, "Server or tool call rate burst")
+    assert len(got) == 1 and got[0]["call_id"] in {c["call_id"] for c in calls(recs, "echo", text="x")}
+
+
+def test_rate_near_miss(tmp_path):
+    async def drive(c):
+        await _steady(c, 8)
+        for _ in range(8):           # a small flurry: under min_calls
+            await c.call_tool("ping", {})
+        await _steady(c, 6)
+
+    recs = run_session(tmp_path, "steady", "mw-rate", drive)
+    assert len(calls(recs, "ping")) == 22
+    assert not alerts(recs, "Client call rate burst") and not alerts(recs, "Server or tool call rate burst")
+
+
+# --- roots, against the npm filesystem server -------------------------------------
+
+@pytest.fixture(scope="module")
+def roots_session(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("roots")
+    root = tmp / "root"
+    root.mkdir()
+    (root / "a.txt").write_text("inside")
+
+    async def list_roots(ctx):
+        return ListRootsResult(roots=[Root(uri=f"file://{root}")])
+
+    async def drive(c):
+        await anyio.sleep(0.5)  # the server asks for the roots after initialization
+        await c.call_tool("read_text_file", {"path": str(root / "a.txt")})
+        await c.call_tool("read_text_file", {"path": "/etc/hostname"})
+
+    recs = run_session(tmp, "roots", "mw-roots", drive, server=[npm_server("mcp-server-filesystem"), str(root)],
+                       mode="legacy", list_roots_callback=list_roots)
+    return recs, root
+
+
+def test_outside_roots_triggers(roots_session):
+    recs, root = roots_session
+    c = calls(recs, "read_text_file", path="/etc/hostname")[0]
+    a = one_alert(recs, "Path outside declared roots in arguments", c)
+    assert str(root) in a["output"]
+
+
+def test_outside_roots_near_miss(roots_session):
+    recs, root = roots_session
+    inside = calls(recs, "read_text_file", path=str(root / "a.txt"))[0]
+    assert inside["status"] == "ok"
+    assert inside["call_id"] not in {a["call_id"] for a in alerts(recs, "Path outside declared roots in arguments")}
+
+
+# --- policy --------------------------------------------------------------------------
+
+def test_policy_refusal_triggers_and_allowed_connect_does_not(tmp_path):
+    ok, other = Listener("127.0.0.1"), Listener("127.0.0.1")
+    pol = tmp_path / "policy.yaml"
+    pol.write_text(f'policies:\n  - name: detect\n    match: {{cmdline: "*detect_server.py*"}}\n'
+                   f'    network:\n      default: deny\n      allow: ["127.0.0.1:{ok.port}"]\n')
+
+    async def drive(c):
+        await c.call_tool("connect", {"port": ok.port})
+        await c.call_tool("connect", {"port": other.port})
+
+    try:
+        recs = run_session(tmp_path, "policy", "mw-policy", drive, extra=["--policy", str(pol)])
+    finally:
+        ok.close()
+        other.close()
+    refused = calls(recs, "connect", port=other.port)[0]
+    allowed = calls(recs, "connect", port=ok.port)[0]
+    got = alerts(recs, "Policy refused an action")
+    assert [a["call_id"] for a in got] == [refused["call_id"]]
+    assert allowed["call_id"] not in {a["call_id"] for a in got}
+    assert got[0]["priority"] == "error" and "detect" in got[0]["output"]
