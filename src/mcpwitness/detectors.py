@@ -165,12 +165,16 @@ class Rate:
         s, w = self.s, self.w
         k = self.keys.touch(key, lambda: Rate._K(t))
         if t - k.bstart >= w:
+            # each closed window is one sample of the rate: a plain mean while
+            # there are few (no bias from the first one), an EWMA after
             closed = int((t - k.bstart) // w)
             r = k.bn / w
-            k.base = r if k.buckets == 0 else k.base + self.alpha * (r - k.base)
-            if closed > 1:
-                k.base *= (1 - self.alpha) ** (closed - 1)
-            k.buckets += closed
+            for i in range(min(closed, 4096)):
+                k.buckets += 1
+                k.base += max(self.alpha, 1 / k.buckets) * ((r if i == 0 else 0.0) - k.base)
+            if closed > 4096:
+                k.buckets += closed - 4096
+                k.base *= (1 - self.alpha) ** (closed - 4096)
             k.bstart += closed * w
             k.bn = 0
         k.bn += 1
@@ -191,7 +195,7 @@ class Rate:
                 "learning": not learned, "key": key}
 
 
-_TRAVERSAL = re.compile(r"(?:^|[/\\])\.{2,}(?:[/\\]|$)")
+_TRAVERSAL = re.compile(r"(?:^|[/\\])(?:\.\.(?:[/\\]|$)|\.\.\.\.[/\\]{2})")  # .. and the ....// filter bypass
 _OVERLONG = (("%c0%ae", "."), ("%e0%80%ae", "."), ("%c0%af", "/"), ("%e0%80%af", "/"), ("%c1%9c", "\\"),
              ("%u002e", "."), ("%u2215", "/"), ("\uff0e", "."), ("\u2215", "/"))
 _SHELL_WORDS = ("sh|bash|dash|zsh|ksh|fish|busybox|curl|wget|nc|ncat|netcat|socat|python[0-9.]*|perl|ruby|php|"
@@ -276,6 +280,8 @@ def _as_path(v: str) -> str | None:
         v = unquote(v[7:]) or "/"
     elif v.startswith("~/"):
         v = "/root/" + v[2:]
+    elif v.startswith("../") and "\n" not in v:
+        v = "/" + v  # climbing from anywhere ends at or below /: ../../etc/passwd names /etc/passwd
     if not v.startswith("/") or "\n" in v or "\x00" in v:
         return None
     return os.path.normpath(v)

