@@ -481,9 +481,11 @@ def test_outside_roots_near_miss(roots_session):
 
 # --- policy --------------------------------------------------------------------------
 
-def test_policy_refusal_triggers_and_allowed_connect_does_not(tmp_path):
+@pytest.fixture(scope="module")
+def policy_session(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("policy")
     ok, other = Listener("127.0.0.1"), Listener("127.0.0.1")
-    pol = tmp_path / "policy.yaml"
+    pol = tmp / "policy.yaml"
     pol.write_text(f'policies:\n  - name: detect\n    match: {{cmdline: "*detect_server.py*"}}\n'
                    f'    network:\n      default: deny\n      allow: ["127.0.0.1:{ok.port}"]\n')
 
@@ -492,13 +494,24 @@ def test_policy_refusal_triggers_and_allowed_connect_does_not(tmp_path):
         await c.call_tool("connect", {"port": other.port})
 
     try:
-        recs = run_session(tmp_path, "policy", "mw-policy", drive, extra=["--policy", str(pol)])
+        recs = run_session(tmp, "policy", "mw-policy", drive, extra=["--policy", str(pol)])
     finally:
         ok.close()
         other.close()
-    refused = calls(recs, "connect", port=other.port)[0]
-    allowed = calls(recs, "connect", port=ok.port)[0]
+    return recs, ok.port, other.port
+
+
+def test_policy_refusal_triggers(policy_session):
+    recs, _, refused_port = policy_session
+    refused = calls(recs, "connect", port=refused_port)[0]
     got = alerts(recs, "Policy refused an action")
     assert [a["call_id"] for a in got] == [refused["call_id"]]
-    assert allowed["call_id"] not in {a["call_id"] for a in got}
     assert got[0]["priority"] == "error" and "detect" in got[0]["output"]
+
+
+def test_policy_near_miss(policy_session):
+    """The connect the policy allows raises nothing."""
+    recs, allowed_port, _ = policy_session
+    allowed = calls(recs, "connect", port=allowed_port)[0]
+    assert allowed["status"] == "ok"
+    assert allowed["call_id"] not in {a["call_id"] for a in alerts(recs, "Policy refused an action")}

@@ -239,3 +239,13 @@ def test_detect_check_refuses_a_bad_file(tmp_path):
     assert p.returncode == 1 and f"{bad}:2: rule 'x': condition: unexpected end of condition" in p.stderr
     p = subprocess.run([MW, "detect", "--check"], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and "Tool ran a shell" in p.stdout
+
+
+def test_every_default_rule_has_its_end_to_end_tests():
+    """A new default rule without its trigger and near-miss in test_detect.py fails here."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, "test_detect.py")) as f:
+        src = f.read()
+    for r in RuleSource().load().rules:
+        n = src.count(f'"{r.name}"')
+        assert n >= 2, f"{r.name!r} is named {n} times in test_detect.py (a trigger and a near-miss each name it)"
