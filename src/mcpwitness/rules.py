@@ -256,7 +256,7 @@ class _Parser:
                                      or (nxt.kind == "word" and (nxt.text in BINOPS or nxt.text == "exists")))
         if name in self.macros and not is_op:
             self.macros_used.add(name)
-            return self.macros[name]
+            return ("macro", name, self.macros[name])
         self.fields.append(name)
         if not is_op:
             return ("truthy", name)
@@ -315,6 +315,8 @@ def _types_of(node) -> set | None:
     """The record types a condition can match (from `type = x` / `type in
     (...)` conjuncts), or None for any."""
     k = node[0]
+    if k == "macro":
+        return _types_of(node[2])
     if k == "cmp" and node[2] == "type" and node[1] in ("=", "in"):
         v = node[3]
         return {str(x) for x in v} if isinstance(v, tuple) else {str(v)}
@@ -350,6 +352,8 @@ def _num(v):
 
 
 def op_eq(a, b):
+    if type(a) is type(b):
+        return a == b
     if a is None:
         return False
     if _num(b) and not _num(a):
@@ -471,6 +475,13 @@ class _Compiler:
 
     def emit(self, node) -> str:
         k = node[0]
+        if k == "macro":
+            # compiled once; evaluated at most once per record, however many rules use it
+            fn = _MACRO_CACHE.get(id(node[2]))
+            if fn is None or fn[0] is not node[2]:
+                fn = (node[2], compile_condition(node[2])[0])
+                _MACRO_CACHE[id(node[2])] = fn
+            return f"_mac({self.const(fn[1])}, R, T, C)"
         if k == "and":
             return f"({self.emit(node[1])} and {self.emit(node[2])})"
         if k == "or":
@@ -516,9 +527,23 @@ def _ne(a, b):
     return a is not None and not op_eq(a, b)
 
 
+_MACRO_CACHE: dict = {}
+
+
+def _mac(fn, R, T, C):
+    """A macro's value for this record, computed once (facts carry the memo)."""
+    memo = C.get("__macros")
+    if memo is None:
+        memo = C["__macros"] = {}
+    v = memo.get(fn)
+    if v is None:
+        v = memo[fn] = fn(R, T, C)
+    return v
+
+
 _ENV = {"get": get, "op_eq": op_eq, "op_lt": op_lt, "op_gt": op_gt, "op_in": op_in, "op_intersects": op_intersects,
         "op_contains": op_contains, "op_startswith": op_startswith, "op_match": op_match, "_exists": _exists,
-        "_ne": _ne}
+        "_ne": _ne, "_mac": _mac}
 
 
 def compile_condition(node):
@@ -784,6 +809,7 @@ def _exception_node(exc, where: str, name: str, macros: dict, lists: dict):
 
 
 def _build(lists, macro_text, rules, order, detectors, paths) -> RuleSet:
+    _MACRO_CACHE.clear()  # one compiled function per macro of this set, shared by its rules
     macros = _expand_macros(macro_text, lists)
     out: list[Rule] = []
     warnings: list[str] = []
