@@ -549,13 +549,17 @@ def cmd_sessions(a) -> int:
     if isinstance(q, int):
         return q
     since, _, db = q
-    recs = list_sessions(db, since=since, limit=a.limit)
-    if a.json:
+    from .render import sessions_table
+    return _print_records(list_sessions(db, since=since, limit=a.limit), a.json, sessions_table)
+
+
+def _print_records(recs: list[dict], as_json: bool, table) -> int:
+    """One JSON object per line, or the table."""
+    if as_json:
         for r in recs:
             print(json.dumps(r))
-        return 0
-    from .render import sessions_table
-    print(sessions_table(recs))
+    else:
+        print(table(recs))
     return 0
 
 
@@ -571,13 +575,8 @@ def cmd_alerts(a) -> int:
     except Exception as e:  # sqlite3.OperationalError: a store from before alerts
         _say(f"no alerts in this store ({e})")
         return 1
-    if a.json:
-        for r in recs:
-            print(json.dumps(r))
-        return 0
     from .render import alerts_table
-    print(alerts_table(recs))
-    return 0
+    return _print_records(recs, a.json, alerts_table)
 
 
 def cmd_detect(a) -> int:

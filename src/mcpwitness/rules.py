@@ -35,6 +35,7 @@ This module is pure: no kernel, no I/O beyond reading the files.
 from __future__ import annotations
 
 import fnmatch
+import operator
 import os
 import re
 from dataclasses import dataclass, field
@@ -220,19 +221,19 @@ class _Parser:
             raise SyntaxError(f"unexpected {t.text!r} at column {t.pos + 1}")
         return node
 
-    def or_(self):
-        node = self.and_()
-        while self.word("or"):
+    def _chain(self, op: str, operand):
+        """operand (op operand)*, left-associative."""
+        node = operand()
+        while self.word(op):
             self.take()
-            node = ("or", node, self.and_())
+            node = (op, node, operand())
         return node
 
+    def or_(self):
+        return self._chain("or", self.and_)
+
     def and_(self):
-        node = self.not_()
-        while self.word("and"):
-            self.take()
-            node = ("and", node, self.not_())
-        return node
+        return self._chain("and", self.not_)
 
     def not_(self):
         if self.word("not"):
@@ -368,34 +369,17 @@ def op_eq(a, b):
     return a == b
 
 
-def op_lt(a, b, strict):
+def op_order(a, b, cmp):
+    """<, <=, >, >= (cmp is the operator): numeric when b is a number."""
     if a is None:
         return False
-    if _num(b):
-        if not _num(a):
-            try:
-                a = float(a)
-            except (TypeError, ValueError):
-                return False
-        return a < b if strict else a <= b
+    if _num(b) and not _num(a):
+        try:
+            a = float(a)
+        except (TypeError, ValueError):
+            return False
     try:
-        return a < b if strict else a <= b
-    except TypeError:
-        return False
-
-
-def op_gt(a, b, strict):
-    if a is None:
-        return False
-    if _num(b):
-        if not _num(a):
-            try:
-                a = float(a)
-            except (TypeError, ValueError):
-                return False
-        return a > b if strict else a >= b
-    try:
-        return a > b if strict else a >= b
+        return cmp(a, b)
     except TypeError:
         return False
 
@@ -500,10 +484,8 @@ class _Compiler:
             return f"op_eq({f}, {self.const(value)})"
         if op == "!=":
             return f"_ne({f}, {self.const(value)})"
-        if op in ("<", "<="):
-            return f"op_lt({f}, {self.const(value)}, {op == '<'})"
-        if op in (">", ">="):
-            return f"op_gt({f}, {self.const(value)}, {op == '>'})"
+        if op in _ORDER:
+            return f"op_order({f}, {self.const(value)}, {self.const(_ORDER[op])})"
         if op in ("in", "intersects"):
             vals = value if isinstance(value, tuple) else (value,)
             if name == "type":
@@ -541,7 +523,8 @@ def _mac(fn, R, T, C):
     return v
 
 
-_ENV = {"get": get, "op_eq": op_eq, "op_lt": op_lt, "op_gt": op_gt, "op_in": op_in, "op_intersects": op_intersects,
+_ORDER = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+_ENV = {"get": get, "op_eq": op_eq, "op_order": op_order, "op_in": op_in, "op_intersects": op_intersects,
         "op_contains": op_contains, "op_startswith": op_startswith, "op_match": op_match, "_exists": _exists,
         "_ne": _ne, "_mac": _mac}
 
