@@ -5,7 +5,8 @@ pipeline, connect to a loopback port and leave a grandchild behind that
 writes a file after the response. A policy (enforce mode) allows only that
 port and denies a private directory: a connect to another loopback address
 is refused with EPERM before any packet, and a `cat` of the private file is
-stopped. Then `mcpwitness calls` and `show` say what each call really did.
+stopped. Then `mcpwitness calls` and `show` say what each call really did,
+and `mcpwitness alerts` what the default detection rules made of it.
 
 Then the same kind of server over Streamable HTTP with TLS (a self-signed
 certificate made here, on a loopback port), started by nobody we know:
@@ -89,6 +90,9 @@ def main(state: str) -> None:
         cid = json.loads(out[nth])["call_id"]  # newest first
         print(f"\n$ mcpwitness show --db {db} {cid}")
         subprocess.run([MW, "show", "--db", db, cid], check=True)
+    # the default detection rules ran on all of it: each alert names its call
+    print(f"\n$ mcpwitness alerts --db {db}")
+    subprocess.run([MW, "alerts", "--db", db], check=True)
     https_part(state, notes)
 
 
