@@ -16,8 +16,9 @@ import anyio
 import pytest
 from mcp.types import Implementation, ListRootsResult, Root
 
-from conftest import Listener, npm_server
+from conftest import Listener, free_port, npm_server
 from mcp_client import RecordingStdio, client
+from test_mcp_http import cert, server_argv, url_of, watch_mode  # noqa: F401 (cert: a fixture)
 
 pytestmark = pytest.mark.kernel
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -515,3 +516,25 @@ def test_policy_near_miss(policy_session):
     allowed = calls(recs, "connect", port=allowed_port)[0]
     assert allowed["status"] == "ok"
     assert allowed["call_id"] not in {a["call_id"] for a in alerts(recs, "Policy refused an action")}
+
+
+# --- over the network -----------------------------------------------------------------
+
+def test_alerts_over_https_under_watch_port(tmp_path, cert, monkeypatch):
+    """The same rules on a Streamable HTTP server over TLS that nobody wrapped, both ends
+    seen through the port filter: each alert once, linked to the server's call record."""
+    monkeypatch.setenv("SSL_CERT_FILE", cert[0])
+    port = free_port()
+    _, recs, srv_pid = watch_mode(tmp_path, server_argv("https", "127.0.0.1", port, cert),
+                                  url_of("https", "127.0.0.1", port), port,
+                                  [("read_file", {"path": "/tmp/../etc/passwd"}), ("echo", {"text": "benign"})])
+    call = calls(recs, "read_file")[0]
+    assert call["transport"] == "https" and call["server"]["pid"] == srv_pid
+    for rule in ("Path traversal in tool arguments", "Sensitive path in tool arguments",
+                 "Tool opened a sensitive path"):
+        got = alerts(recs, rule)
+        assert [a["call_id"] for a in got] == [call["call_id"]], (rule, got)
+        assert got[0]["session"] == call["session"]
+    assert len(alerts(recs, "New client-server pair")) == 1
+    echo = calls(recs, "echo")[0]
+    assert echo["call_id"] not in {a["call_id"] for a in recs if a["type"] == "alert"}

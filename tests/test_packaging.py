@@ -1,4 +1,4 @@
-"""The installed package runs without a compiler: the BPF objects ship inside the wheel."""
+"""The installed package runs without a compiler: the BPF objects (and the default rules) ship inside the wheel."""
 import os
 import subprocess
 import sys
@@ -22,3 +22,4 @@ def test_wheel_ships_the_bpf_objects(tmp_path):
         assert f"mcpwitness/bpf/{obj}.{platform.machine()}.bpf.o" in names
         assert f"mcpwitness/bpf/{obj}.{platform.machine()}.json" in names
     assert not [n for n in names if n.endswith(".bpf.c") or n.endswith("vmlinux.h")]
+    assert "mcpwitness/default_rules.yaml" in names  # detection works from an installed wheel

@@ -417,7 +417,8 @@ class Agent:
                     + " on SSL_read/SSL_write(_ex), SSL_do_handshake, "
                     + ("per tracked process that maps a libssl" if self.tls.per_process else "host-wide"),
                     "libraries": self.tls.report()} if self.tls is not None else None,
-            "policy": self.policy_record() if self.enforcer is not None else None, **extra})
+            "policy": self.policy_record() if self.enforcer is not None else None,
+            "detect": self._detect().engine.describe() if self._detect() is not None else None, **extra})
 
     def attach(self, pid: int) -> list[int]:
         """Track a running process and its descendants. Returns the pids tracked."""
