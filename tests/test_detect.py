@@ -373,6 +373,17 @@ def test_alerts_in_store_and_falco_http(trig, env):
     mine = [r for r in rows if json.loads(r[2])["session"] == session_of(trig)]
     assert sorted((r[0], r[1]) for r in mine) == sorted((a["rule"], a["call_id"]) for a in trig
                                                         if a["type"] == "alert")
+    # mcpwitness alerts: a call's alerts from the store
+    import subprocess
+    cid = calls(trig, "read_file", path="/etc/passwd")[0]["call_id"]
+    p = subprocess.run([MW, "alerts", "--db", str(env["db"]), "--call", cid, "--json"], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert sorted(json.loads(x)["rule"] for x in p.stdout.splitlines()) == [
+        "Sensitive path in tool arguments", "Tool opened a sensitive path"]
+    p = subprocess.run([MW, "alerts", "--db", str(env["db"]), "--priority", "critical"], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0 and "Tool ran a downloader" in p.stdout and "Tool ran a shell" not in p.stdout
     got = env["rx"].got
     assert len([g for g in got if g[1]["output_fields"].get("mcpwitness.session") == session_of(trig)]) == len(mine)
     ctype, f = got[0]

@@ -20,7 +20,7 @@ from typing import Iterable
 
 from . import rules as rules_mod
 from .config import ConfigError
-from .detectors import Detectors, settings
+from .detectors import Detectors, _get, settings
 
 _TAGS: dict = {}
 
@@ -34,10 +34,6 @@ def record_type(r) -> str | None:
         cfg = getattr(t, "__struct_config__", None)
         tag = _TAGS[t] = (cfg.tag if cfg is not None else None) or ""
     return tag or None
-
-
-def _get(o, k):
-    return o.get(k) if type(o) is dict else getattr(o, k, None)
 
 
 class RuleSource:
@@ -282,7 +278,6 @@ class DetectSink:
         self.http = http
         self.path = inner.path
         self.clock = clock
-        self.delays: list[float] = []    # ms from the kernel event to the alert, the last 10000
 
     def write(self, events) -> None:
         events = list(events)
@@ -291,13 +286,10 @@ class DetectSink:
             alerts = self.engine.process(events)
             if alerts:
                 now = self.clock()
-                for a in alerts:
+                for a in alerts:  # from the kernel timestamp of the cause to this write
                     k = a.get("ktime_ns")
                     if k:
                         a["delay_ms"] = round((now - k) / 1e6, 3)
-                        self.delays.append(a["delay_ms"])
-                if len(self.delays) > 10000:
-                    del self.delays[:5000]
                 self.inner.write(alerts)
                 if self.http is not None:
                     self.http.send(alerts)

@@ -435,9 +435,11 @@ def _exists(v):
 
 
 class _Compiler:
+    """An AST -> the source of one Python expression over R (the record),
+    T (its type) and C (the detectors' facts), with its constants in K."""
+
     def __init__(self):
         self.consts: list = []
-        self.fields: dict[str, int] = {}
 
     def const(self, v) -> str:
         self.consts.append(v)
@@ -448,11 +450,8 @@ class _Compiler:
         root = parts[0]
         if root == "type":
             return "T"
-        expr = f"C.get({root!r})" if root in DETECTOR_ROOTS and root != "call" else None
-        if root == "call":  # the record's own fields for call records, else the detectors' call facts
-            expr = "C.get('call')"
-        if expr is None:
-            expr = f"get(R, {root!r})"
+        # detector facts (call.* too: for call records the detector fills it from the record)
+        expr = f"C.get({root!r})" if root in DETECTOR_ROOTS else f"get(R, {root!r})"
         for p in parts[1:]:
             expr = f"get({expr}, {p!r})"
         return expr
@@ -529,11 +528,16 @@ _ENV = {"get": get, "op_eq": op_eq, "op_order": op_order, "op_in": op_in, "op_in
         "_ne": _ne, "_mac": _mac}
 
 
+def _function(c: _Compiler, src: str):
+    code = compile(f"lambda R, T, C: {src}", "<rule>", "eval")
+    return eval(code, {**_ENV, "K": c.consts, "__builtins__": {"bool": bool}})
+
+
 def compile_condition(node):
+    """(fn(record, type, facts) -> bool, its Python source)."""
     c = _Compiler()
     src = c.emit(node)
-    code = compile(f"lambda R, T, C: {src}", "<rule>", "eval")
-    return eval(code, {**_ENV, "K": c.consts, "__builtins__": {"bool": bool}}), src
+    return _function(c, src), src
 
 
 # %field.path, or %{field.path} where the path has - or / in it or text follows directly
@@ -573,12 +577,6 @@ class RuleSet:
     by_type: dict = field(default_factory=dict)   # type -> [Rule], "*" -> rules for any type
     warnings: list[str] = field(default_factory=list)
 
-    def for_type(self, t: str) -> list[Rule]:
-        r = self.by_type.get(t)
-        if r is None:
-            r = self.by_type.get("*", [])
-        return r
-
 
 DEFAULT_RULES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_rules.yaml")
 
@@ -610,14 +608,14 @@ def _strlist(v, where: str, what: str) -> list:
     return list(v)
 
 
-def load(paths: list[str], detector_defaults: dict | None = None) -> RuleSet:
+def load(paths: list[str]) -> RuleSet:
     """Read, check and compile rule files, in order (later files override and
     append to earlier ones). Raises RuleError with file:line: reason."""
     lists: dict[str, list] = {}
     macro_text: dict[str, tuple[str, str]] = {}
     rules: dict[str, dict] = {}
     order: list[str] = []
-    detectors: dict[str, dict] = {k: dict(v) for k, v in (detector_defaults or {}).items()}
+    detectors: dict[str, dict] = {}
     for path in paths:
         for item in _read(path):
             if not isinstance(item, dict):
@@ -863,9 +861,7 @@ def _build(lists, macro_text, rules, order, detectors, paths) -> RuleSet:
 
 def _getter(name: str):
     c = _Compiler()
-    src = c.field(name)
-    code = compile(f"lambda R, T, C: {src}", "<field>", "eval")
-    return eval(code, {**_ENV, "K": c.consts, "__builtins__": {}})
+    return _function(c, c.field(name))
 
 
 def _index(rs: RuleSet) -> None:
