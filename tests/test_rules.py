@@ -172,7 +172,7 @@ def mcp_req(i, t_s, method="tools/call", name="ping", args=None, session="s", si
 
 
 def test_rate_detector_baseline_then_burst():
-    d = Detectors(settings({"rate": {"window": 10, "learn": 60, "min_calls": 10, "factor": 5}}))
+    d = Detectors(settings(None))  # the defaults catch the example
     fired = []
     t = 0.0
     for i in range(40):                 # 2-3 calls a minute for 15 minutes

@@ -328,9 +328,10 @@ def list_alerts(db: sqlite3.Connection, since=None, rule=None, priority=None, ca
     return [msgspec.json.decode(r["record"]) for r in db.execute(q, args)]
 
 
-def known_pairs(db: sqlite3.Connection, limit: int = 100000) -> list[str]:
+def known_pairs(db: sqlite3.Connection, limit: int = 50000) -> list[str]:
     """The client-server pairs of the sessions in the store, as detectors.Pair
-    keys: what `New client-server pair` has already seen."""
+    keys: what `New client-server pair` has already seen (the newest `limit` session
+    records: a store with more remembers only those)."""
     from .detectors import Detectors, settings
     d = Detectors(settings(None))
     keys = []
