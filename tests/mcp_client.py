@@ -1,6 +1,7 @@
 """Drive a server with the official SDK client and keep the client's own
 record of every message it sent and received: the ground truth."""
 import json
+import os
 from contextlib import asynccontextmanager
 
 from mcp import Client, StdioServerParameters
@@ -79,6 +80,10 @@ class Recording:
 
 class RecordingStdio(Recording):
     def __init__(self, command, args, env=None):
+        if env is None and os.environ.get("MCPWITNESS_STATE_DIR"):
+            # the SDK passes the server only HOME, PATH, SHELL and TERM (plus env): without
+            # this, an mcpwitness started as the server would use the machine's state directory
+            env = {"MCPWITNESS_STATE_DIR": os.environ["MCPWITNESS_STATE_DIR"]}
         self.params = StdioServerParameters(command=command, args=args, env=env)
         super().__init__(lambda: stdio_client(self.params))
 

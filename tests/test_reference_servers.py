@@ -80,3 +80,8 @@ def test_reference_server(name, tmp_path):
     assert ident["era"] == ("handshake" if handshake else "stateless")
     stats = recs[-1]
     assert stats["type"] == "stats" and stats["lost"]["events"] == 0
+    # the default detection rules ran over all of it without an evaluation error
+    det = stats["detect"]
+    assert det["records"] > len(mcp) and det["rule_errors"] == 0 and det["detector_errors"] == 0, det["errors"]
+    assert {a["rule"] for a in recs if a["type"] == "alert"} <= {"New client-server pair", "Tool ran an interpreter",
+                                                                "Tool ran a shell"}
