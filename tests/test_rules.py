@@ -249,3 +249,18 @@ def test_every_default_rule_has_its_end_to_end_tests():
     for r in RuleSource().load().rules:
         n = src.count(f'"{r.name}"')
         assert n >= 2, f"{r.name!r} is named {n} times in test_detect.py (a trigger and a near-miss each name it)"
+
+
+def test_adversarial_arguments_do_not_stall_the_detectors():
+    """Arguments are the attacker's input: 1 MB strings built against each pattern must
+    be judged in linear time. (A backtracking pattern took 6 s on 160 KB of 'cat cat ...'
+    and would hold the decode thread for minutes on 1 MB; the timeout is the guard.)"""
+    code = ("from mcpwitness.detectors import Args, settings\n"
+            "from mcpwitness.flags import Flagger\n"
+            "a = Args(settings(None)['args'], Flagger())\n"
+            "for s in ('cat ' * 250000, '$(' * 500000, '${' * 500000, '; ' * 500000, '../' * 333333,\n"
+            "          '%2e%2e%2f' * 100000, '> ' * 500000, '`' * 1000000):\n"
+            "    a.observe({'x': s, 'y': [s[:5000]] * 3}, ['/srv'])\n"
+            "print('ok')\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr
