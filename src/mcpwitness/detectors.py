@@ -417,8 +417,10 @@ class Detectors:
         self.size = Size(conf["size"])
         self.behaviour = Behaviour(conf["behaviour"])
         self.sessions: _Lru = _Lru(50000)
-        self.calls: _Lru = _Lru(200000)       # call id -> CallInfo
-        self.pending: _Lru = _Lru(200000)     # (session, request id) -> CallInfo, until answered
+        # call id -> CallInfo (it holds the arguments: bounded to the last 50k calls;
+        # an older call's late kernel events keep their call id, without its facts)
+        self.calls: _Lru = _Lru(50000)
+        self.pending: _Lru = _Lru(50000)      # (session, request id) -> CallInfo, until answered
 
     def reconfigure(self, conf: dict, flagger=None) -> None:
         """New settings: a detector whose settings changed starts afresh,
