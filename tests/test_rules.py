@@ -264,3 +264,15 @@ def test_adversarial_arguments_do_not_stall_the_detectors():
             "print('ok')\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr
+
+
+def test_min_priority_runs_only_rules_at_or_above_it(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("- rule: low\n  condition: type = open\n  output: low\n  priority: notice\n  once_per: record\n"
+                 "- rule: high\n  condition: type = open\n  output: high\n  priority: critical\n  once_per: record\n")
+    for minimum, expect in ((None, ["low", "high"]), ("warning", ["high"]), ("critical", ["high"]),
+                            ("alert", [])):
+        e = Engine(RuleSource([str(p)], defaults=False, min_priority=minimum))
+        assert [a["rule"] for a in e.process([rec()])] == expect, minimum
+    with pytest.raises(rules.RuleError):
+        RuleSource([str(p)], defaults=False, min_priority="loud")

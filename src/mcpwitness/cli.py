@@ -170,6 +170,9 @@ def _rule_options(p) -> None:
                    help="a detection rules file (YAML, docs/detection.md), after the default rules; repeatable. "
                         "Reloaded when it changes (and on SIGHUP under watch)")
     p.add_argument("--no-default-rules", action="store_true", help="only the rules given with --rules")
+    p.add_argument("--min-priority", type=str.lower, metavar="PRIORITY",
+                   help="run only rules of this priority or higher (emergency, alert, critical, error, warning, "
+                        "notice, informational, debug)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -332,11 +335,11 @@ def _rule_source(a):
     """The rules for run/watch/detect, loaded and checked, or None after saying why not."""
     from .detect import RuleSource
     from .rules import RuleError
-    src = RuleSource(a.rules, defaults=not a.no_default_rules)
-    if not src.paths:
-        _say("no rules: --no-default-rules needs at least one --rules FILE")
-        return None, None
     try:
+        src = RuleSource(a.rules, defaults=not a.no_default_rules, min_priority=a.min_priority)
+        if not src.paths:
+            _say("no rules: --no-default-rules needs at least one --rules FILE")
+            return None, None
         return src, src.load()
     except RuleError as e:
         _say(f"rules refused: {e}")

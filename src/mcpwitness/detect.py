@@ -40,8 +40,12 @@ class RuleSource:
     """The rule files in use (the packaged defaults first unless turned off)
     and their state on disk, to notice a change."""
 
-    def __init__(self, paths: list[str] | None = None, defaults: bool = True):
+    def __init__(self, paths: list[str] | None = None, defaults: bool = True, min_priority: str | None = None):
         self.paths = ([rules_mod.DEFAULT_RULES] if defaults else []) + list(paths or [])
+        if min_priority is not None and min_priority not in rules_mod.PRIORITIES:
+            raise rules_mod.RuleError(f"minimum priority must be one of {', '.join(rules_mod.PRIORITIES)} "
+                                      f"(got {min_priority!r})")
+        self.min_priority = min_priority
         self.stamp = self._stamp()
 
     def _stamp(self):
@@ -68,6 +72,12 @@ class RuleSource:
             rs.detectors = settings(rs.detectors)
         except ConfigError as e:
             raise rules_mod.RuleError(str(e)) from None
+        if self.min_priority is not None:  # as Falco's `priority:`: rules below it are not run
+            cut = rules_mod.PRIORITIES.index(self.min_priority)
+            for r in rs.rules:
+                if rules_mod.PRIORITIES.index(r.priority) > cut:
+                    r.enabled = False
+            rules_mod.index(rs)
         return rs
 
 

@@ -855,7 +855,7 @@ def _build(lists, macro_text, rules, order, detectors, paths) -> RuleSet:
                         enabled=r["enabled"], exceptions=excs, types=frozenset(types) if types else None,
                         fn=fn, out_fields=ofields, out_getters=getters, source=src))
     rs = RuleSet(rules=out, detectors=detectors, files=list(paths), warnings=warnings)
-    _index(rs)
+    index(rs)
     return rs
 
 
@@ -864,7 +864,8 @@ def _getter(name: str):
     return _function(c, c.field(name))
 
 
-def _index(rs: RuleSet) -> None:
+def index(rs: RuleSet) -> None:
+    """Enabled rules by the record types they can match."""
     live = [r for r in rs.rules if r.enabled]
     anytype = [r for r in live if r.types is None]
     by: dict[str, list] = {"*": anytype}
