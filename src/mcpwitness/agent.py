@@ -360,6 +360,7 @@ class Agent:
 
     def stats(self) -> dict:
         kc = self.kernel.counters()
+        detect = self._detect()
         still = sorted(self.kernel.tracked())
         return {
             "type": "stats",
@@ -390,13 +391,13 @@ class Agent:
             "discovered": sorted(self.roots) if self.watch else None,
             "rejected_by_filter": len(self.rejected),
             "errors": self.errors[-20:],
-            "detect": self._detect().stats() if self._detect() is not None else None,
+            "detect": detect.stats() if detect is not None else None,
             "store": self._store_stats(),
         }
 
     def _store_stats(self) -> dict | None:
-        sinks = getattr(getattr(self.sink, "inner", self.sink), "sinks", [])
-        st = next((s for s in sinks if hasattr(s, "db")), None)
+        from .sinks import find_store
+        st = find_store(self.sink)
         return dict(st.stats) if st is not None else None
 
     # --- tracking ---------------------------------------------------------

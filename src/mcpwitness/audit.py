@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from urllib.parse import unquote
 
 import msgspec
 
@@ -66,6 +67,26 @@ class _Call:
         self.reason: str | None = None
         self.status: str | None = None
         self.written = False
+
+
+def declared_roots(answers) -> list[str] | None:
+    """The file paths a client declared as its roots, from answers keyed by
+    anything ({key: roots/list result or {result: ...}}, as in inputResponses),
+    the last one found; None if there is none."""
+    if not isinstance(answers, dict):
+        return None
+    found = None
+    for v in answers.values():
+        roots = v.get("roots") if isinstance(v, dict) else None
+        if isinstance(v, dict) and isinstance(v.get("result"), dict):
+            roots = v["result"].get("roots", roots)
+        if isinstance(roots, list):
+            found = []
+            for r in roots:
+                uri = r.get("uri") if isinstance(r, dict) else None
+                if isinstance(uri, str) and uri.startswith("file://"):
+                    found.append(os.path.normpath(unquote(uri[7:]) or "/"))
+    return found
 
 
 def call_id(session: str, mid, ktime: int) -> str:
@@ -155,19 +176,9 @@ class Auditor:
                           + (f": {m.params['reason']}" if isinstance(m.params.get("reason"), str) else ""), out)
 
     def _learn_roots(self, session: str, answers) -> None:
-        if not isinstance(answers, dict):
-            return
-        for v in answers.values():
-            roots = v.get("roots") if isinstance(v, dict) else None
-            if isinstance(v, dict) and isinstance(v.get("result"), dict):
-                roots = v["result"].get("roots", roots)
-            if isinstance(roots, list):
-                paths = []
-                for r in roots:
-                    uri = r.get("uri") if isinstance(r, dict) else None
-                    if isinstance(uri, str) and uri.startswith("file://"):
-                        paths.append(os.path.normpath(uri[7:] or "/"))
-                self.roots[session] = paths
+        roots = declared_roots(answers)
+        if roots is not None:
+            self.roots[session] = roots
 
     def _seen(self, s: Seen, out: list) -> None:
         if s.role != "server":

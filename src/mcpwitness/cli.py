@@ -353,7 +353,8 @@ def _detect_sink(a, sink, cfg):
     if src is None:
         return None
     known = []
-    store = next((s for s in getattr(sink, "sinks", []) if hasattr(s, "db")), None)
+    from .sinks import find_store
+    store = find_store(sink)
     if store is not None:
         from .store import connect, known_pairs
         try:

@@ -20,7 +20,8 @@ from typing import Iterable
 
 from . import rules as rules_mod
 from .config import ConfigError
-from .detectors import Detectors, _get, settings
+from .detectors import Detectors, settings
+from .rules import get as _get
 
 _TAGS: dict = {}
 

@@ -26,9 +26,10 @@ import zlib
 from collections import OrderedDict, deque
 from urllib.parse import unquote
 
-from .audit import call_id as make_call_id
+from .audit import call_id as make_call_id, declared_roots
 from .config import ConfigError, duration
-from .streams import C2S, S2C
+from .rules import get as _get
+from .streams import C2S
 
 # --- settings ----------------------------------------------------------------
 
@@ -76,6 +77,12 @@ class _Lru(OrderedDict):
     def __init__(self, cap: int):
         super().__init__()
         self.cap = cap
+
+    def put(self, k, v) -> None:
+        self[k] = v
+        self.move_to_end(k)
+        if len(self) > self.cap:
+            self.popitem(last=False)
 
     def touch(self, k, make):
         v = self.get(k)
@@ -128,19 +135,6 @@ def tool_of(method, params):
     return None
 
 
-def declared_roots(result) -> list[str] | None:
-    """A roots/list result -> the file paths it declares (None: not one)."""
-    roots = result.get("roots") if isinstance(result, dict) else None
-    if not isinstance(roots, list):
-        return None
-    out = []
-    for r in roots:
-        uri = r.get("uri") if isinstance(r, dict) else None
-        if isinstance(uri, str) and uri.startswith("file://"):
-            out.append(os.path.normpath(unquote(uri[7:]) or "/"))
-    return out
-
-
 # --- the detectors -----------------------------------------------------------------
 
 class Rate:
@@ -168,13 +162,15 @@ class Rate:
             # each closed window is one sample of the rate: a plain mean while
             # there are few (no bias from the first one), an EWMA after
             closed = int((t - k.bstart) // w)
-            r = k.bn / w
-            for i in range(min(closed, 4096)):
+            k.buckets += 1
+            k.base += max(self.alpha, 1 / k.buckets) * (k.bn / w - k.base)
+            empty = closed - 1                      # the windows since, without a call
+            while empty and (k.buckets + 1) * self.alpha < 1:  # still the plain mean
                 k.buckets += 1
-                k.base += max(self.alpha, 1 / k.buckets) * ((r if i == 0 else 0.0) - k.base)
-            if closed > 4096:
-                k.buckets += closed - 4096
-                k.base *= (1 - self.alpha) ** (closed - 4096)
+                k.base -= k.base / k.buckets
+                empty -= 1
+            k.buckets += empty
+            k.base *= (1 - self.alpha) ** empty
             k.bstart += closed * w
             k.bn = 0
         k.bn += 1
@@ -397,10 +393,6 @@ class Behaviour:
         return out
 
 
-def _get(o, k):
-    return o.get(k) if type(o) is dict else getattr(o, k, None)
-
-
 # --- all of them, over the record stream ---------------------------------------
 
 KERNEL = frozenset(("open", "exec", "connect", "fork", "exit", "policy"))
@@ -493,17 +485,11 @@ class Detectors:
             c.key = f"{s.server}/{c.tool or method}"
             c.arguments = params.get("arguments") if isinstance(params, dict) and method in (
                 "tools/call", "prompts/get") else (params.get("uri") if isinstance(params, dict) else None)
-            self.calls[c.id] = c
-            if len(self.calls) > self.calls.cap:
-                self.calls.popitem(last=False)
-            self.pending[(sid, _idkey(_get(m, "id")))] = c
-            if len(self.pending) > self.pending.cap:
-                self.pending.popitem(last=False)
-            if isinstance(params, dict) and isinstance(params.get("inputResponses"), dict):
-                for v in params["inputResponses"].values():
-                    roots = declared_roots(v.get("result", v) if isinstance(v, dict) else None)
-                    if roots is not None:
-                        s.roots = roots
+            self.calls.put(c.id, c)
+            self.pending.put((sid, _idkey(_get(m, "id"))), c)
+            roots = declared_roots(params.get("inputResponses")) if isinstance(params, dict) else None
+            if roots is not None:
+                s.roots = roots
             self.behaviour.called(c.key)
             t = (_get(m, "ktime_ns") or 0) / 1e9
             rate = {"client": self.rate.observe(f"client {s.client}", t),
@@ -519,7 +505,7 @@ class Detectors:
         if kind in ("response", "error"):
             if direction == C2S:  # the client answering the server: roots/list
                 if _get(m, "method") == "roots/list":
-                    roots = declared_roots(_get(m, "result"))
+                    roots = declared_roots({"r": _get(m, "result")})
                     if roots is not None:
                         self._sess(sid).roots = roots
                 return {}

@@ -110,5 +110,15 @@ class TeeSink:
             s.close()
 
 
+def find_store(sink):
+    """The SQLite store among a sink's outputs (through DetectSink and
+    TeeSink), or None."""
+    sink = getattr(sink, "inner", sink)
+    for s in getattr(sink, "sinks", [sink]):
+        if hasattr(s, "db"):
+            return s
+    return None
+
+
 def default_db_path() -> str:
     return os.path.join(default_state_dir(), "mcpwitness.db")
