@@ -195,7 +195,6 @@ class _Parser:
         self.i = 0
         self.macros, self.lists = macros, lists
         self.fields: list[str] = []
-        self.macros_used: set[str] = set()
 
     def peek(self, k=0):
         j = self.i + k
@@ -256,7 +255,6 @@ class _Parser:
         is_op = nxt is not None and ((nxt.kind == "op" and nxt.text not in ("(", ")", ","))
                                      or (nxt.kind == "word" and (nxt.text in BINOPS or nxt.text == "exists")))
         if name in self.macros and not is_op:
-            self.macros_used.add(name)
             return ("macro", name, self.macros[name])
         self.fields.append(name)
         if not is_op:
@@ -737,7 +735,7 @@ def _exception_node(exc, where: str, name: str, macros: dict, lists: dict):
     """A Falco-style exception -> an AST node that matches the known-good cases."""
     if not isinstance(exc, dict) or not isinstance(exc.get("name"), str):
         raise RuleError(f"{where}: rule {name!r}: each exception needs a name")
-    ew = _where(where.split(":")[0], exc) if hasattr(exc, "line") else where
+    ew = _where(where.rsplit(":", 1)[0], exc) if hasattr(exc, "line") else where
     bad = set(exc) - {"name", "fields", "comps", "values", "condition"}
     if bad:
         raise RuleError(f"{ew}: rule {name!r}: exception {exc['name']!r}: unknown keys {sorted(bad)}")
