@@ -97,8 +97,14 @@ def test_sighup_reloads_rules_under_watch(tmp_path):
             async with client(params, client_info=Implementation(name="mw-hup", version="1")) as c:
                 await c.call_tool("echo", {"text": "x"})
                 await c.call_tool("ping", {})
-                rules.write_text(RULE.format(name="tool BBBB", tool="ping"))  # same length
-                os.utime(rules, ns=(st.st_atime_ns, st.st_mtime_ns))
+                # same length, times put back; watch is stopped meanwhile, so that its once-a-second
+                # look at the file cannot fall between the write and the utime
+                w.send_signal(signal.SIGSTOP)
+                try:
+                    rules.write_text(RULE.format(name="tool BBBB", tool="ping"))
+                    os.utime(rules, ns=(st.st_atime_ns, st.st_mtime_ns))
+                finally:
+                    w.send_signal(signal.SIGCONT)
                 await anyio.sleep(2.0)
                 await c.call_tool("ping", {})  # not yet: the change went unnoticed
                 w.send_signal(signal.SIGHUP)
