@@ -32,6 +32,9 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
 #define S_IFIFO 0010000
+#define S_IFCHR 0020000
+#define UNIX98_PTY_SLAVE_MAJOR 136 /* .. 143: /dev/pts/N */
+#define MW_MINORBITS 20             /* the kernel's dev_t: major << 20 | minor */
 
 const volatile struct mw_config cfg = {
 	.argv_max = MW_ARGV_MAX,
@@ -406,6 +409,8 @@ int BPF_PROG(mw_fork, struct task_struct *parent, struct task_struct *child)
 	return 0;
 }
 
+static __noinline void emit_stdio(struct mw_proc *p, struct task_struct *task, __u32 why);
+
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(mw_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
 {
@@ -443,6 +448,7 @@ int BPF_PROG(mw_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	s->ev.args[2] = alen;
 	s->ev.args[3] = cap;
 	emit(s, pos + cap);
+	emit_stdio(p, task, MW_STDIO_EXEC);
 	if (p->policy && !(cfg.lsm & MW_LSM_EXEC))
 		path_fallback(p, task, s, n1, n2, MW_ACC_EXEC, BPF_CORE_READ(bprm, file, f_path.dentry),
 			      MW_PW_EXEC, MW_PM_KILL_EXEC, 0);
@@ -776,7 +782,7 @@ static __always_inline int json_head(__u64 first, long ret)
 	return h.verdict;
 }
 
-/* What a payload syscall's fd is: pipe, Unix socket or TCP socket, with
+/* What a payload syscall's fd is: pipe, Unix socket, TCP socket or a pty's slave, with
  * its stream key (one direction of it) and, for sockets, the sock. */
 struct io_target {
 	struct mw_stream_key k;
@@ -805,6 +811,11 @@ static __always_inline __u64 fd_kind(struct task_struct *task, long fd, __u32 di
 		else
 			return 0;
 		t->sk = sk;
+	} else if (mode == S_IFCHR) {
+		__u32 major = BPF_CORE_READ(ino, i_rdev) >> MW_MINORBITS;
+		if (major < UNIX98_PTY_SLAVE_MAJOR || major > UNIX98_PTY_SLAVE_MAJOR + 7)
+			return 0;
+		kind = MW_KIND_TTY;
 	} else {
 		return 0;
 	}
@@ -901,6 +912,34 @@ static __always_inline __u64 unix_peer_ino(struct sock *sk)
 	return BPF_CORE_READ(sa, vfs_inode.i_ino);
 }
 
+/* One MW_EV_STDIO: what the task's fd 0 and fd 1 are. A server's stdio is its
+ * conversation with the client that launched it, whatever the client made it
+ * of (pipes, one or two socketpairs, a pty): userspace joins the two
+ * directions by these inodes, and the client's ends by their peers. */
+static __noinline void emit_stdio(struct mw_proc *p, struct task_struct *task, __u32 why)
+{
+	struct io_target t0 = {}, t1 = {};
+	__u64 k0 = fd_kind(task, 0, MW_IO_READ, &t0);
+	__u64 k1 = fd_kind(task, 1, MW_IO_WRITE, &t1);
+	if (!k0 && fd_file(task, 0))
+		k0 = MW_KIND_OTHER;
+	if (!k1 && fd_file(task, 1))
+		k1 = MW_KIND_OTHER;
+	__u64 peer0 = k0 == MW_KIND_UNIX ? unix_peer_ino(t0.sk) : 0;
+	__u64 peer1 = k1 == MW_KIND_UNIX ? unix_peer_ino(t1.sk) : 0;
+	struct mw_scratch *s = begin(MW_EV_STDIO, p, task, 0);
+	if (!s)
+		return;
+	s->ev.args[0] = t0.k.ino;
+	s->ev.args[1] = t1.k.ino;
+	s->ev.args[2] = t0.k.dev | ((__u64)t1.k.dev << 32);
+	s->ev.args[3] = k0 | (k1 << 8) | ((__u64)why << 16);
+	__u64 *d = (__u64 *)s->buf;
+	d[0] = peer0;
+	d[1] = peer1;
+	emit(s, 16);
+}
+
 /* Track the current process from now on: it read a JSON-RPC request (watch
  * mode) or served HTTP or JSON on a watched port. */
 static __always_inline struct mw_proc *promote(struct task_struct *task)
@@ -928,7 +967,8 @@ static __always_inline int capture(struct mw_proc *p, struct task_struct *task, 
 		return 0;
 	if (state == MW_S_UNKNOWN) {
 		__u64 first = first_buffer(ubuf, iov);
-		int verdict = t->kind >= MW_KIND_TCP ? http_head(first, ret) : json_head(first, ret);
+		int verdict = (t->kind == MW_KIND_TCP || t->kind == MW_KIND_TLS) ? http_head(first, ret)
+										   : json_head(first, ret);
 		struct mw_stream nst = {.state = MW_S_JSON};
 		if (verdict <= 0) {
 			count(MW_C_IO_SKIPPED);
@@ -1071,7 +1111,10 @@ static __always_inline struct mw_proc *watch_discover(long ret, long fd, __u64 f
 	bpf_map_update_elem(&streams, &t.k, &st, BPF_ANY);
 	if (!c.found)
 		return NULL;
-	return promote(task);
+	struct mw_proc *p = promote(task);
+	if (p)
+		emit_stdio(p, task, MW_STDIO_FOUND);
+	return p;
 }
 
 #include "tls.bpf.h"

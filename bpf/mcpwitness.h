@@ -47,7 +47,16 @@ enum mw_event_type {
 			    * are captured (sent once per direction, before its first captured bytes), or the socket a TLS stream
 			    * was tied to: args: [0]=fd | dir << 32 | how << 40 (MW_SB_*) [1]=socket inode
 			    * data: struct mw_sockinfo */
+	MW_EV_STDIO = 10,  /* what a tracked process's fd 0 and fd 1 are, at its exec or when watch mode
+			    * found it: args: [0]=fd 0's inode [1]=fd 1's inode [2]=fd 0's device | fd 1's << 32
+			    * [3]=fd 0's kind | fd 1's kind << 8 (MW_KIND_*; 0: closed, MW_KIND_OTHER: a file,
+			    * /dev/null, ...) | why << 16 (MW_STDIO_*); data: two __u64, the inode of each
+			    * one's connected peer when it is a Unix socket (0: none) */
 };
+
+/* MW_EV_STDIO: when the record was sent */
+#define MW_STDIO_EXEC 0  /* the process exec'd */
+#define MW_STDIO_FOUND 1 /* watch mode: the kernel started tracking it */
 
 /* MW_EV_SOCK: why the record was sent */
 #define MW_SB_CAPTURE 0 /* a TCP stream's first captured bytes */
@@ -171,6 +180,8 @@ struct mw_name_rule {
 #define MW_KIND_UNIX 2
 #define MW_KIND_TCP 3
 #define MW_KIND_TLS 4 /* plaintext at SSL_read/SSL_write: args[1] = the SSL object, args[2] = its socket's inode (0: not known yet) */
+#define MW_KIND_TTY 5 /* a pseudo-terminal's slave end (/dev/pts/N): a server whose stdio is a pty */
+#define MW_KIND_OTHER 15 /* MW_EV_STDIO only: an open fd that is none of the above */
 #define MW_IOSYS_READ 0
 #define MW_IOSYS_WRITE 1
 #define MW_IOSYS_READV 2

@@ -20,11 +20,11 @@ from typing import Callable
 from . import __version__
 from .audit import Auditor
 from .events import (RECORD_SIZE, ConnectEvent, Decoder, ExecEvent, ExitEvent, ForkEvent, IoEvent, OpenEvent,
-                     PolicyEvent, SockEvent)
+                     PolicyEvent, SockEvent, StdioEvent)
 from .http import HttpReassembler, SessionEnd
 from .flags import Flagger
 from .loader import MECH_UNIX_CGROUP, Kernel, LoadOptions
-from .proc import ProcStat, ProcTable, all_stats, descendants, identity, read_cgroup, read_stat
+from .proc import ProcStat, ProcTable, all_stats, descendants, identity, read_cgroup, read_stat, stdio as proc_stdio
 from .mcp import McpDecoder
 from .redact import Redactor
 from .ringbuf import records
@@ -79,7 +79,8 @@ class Agent:
         self._tls_look = 0
         self._tls_scans: dict[int, int] = {}  # pid -> times its maps were looked at for a libssl
         self.http = HttpReassembler(wall=self.decoder.wall_time, stop_stream=self.kernel.stop_stream)
-        self.mcp = McpDecoder(redactor or Redactor(), wall=self.decoder.wall_time)
+        self._idents: dict[int, tuple] = {}  # pid -> (exe, argv): what its exec or /proc said, for after it exits
+        self.mcp = McpDecoder(redactor or Redactor(), wall=self.decoder.wall_time, identity=self._identity)
         self.audit = Auditor(flagger, wall=self.decoder.wall_time, redact=self.mcp.redactor.text,
                              linger_ns=int(linger * 1e9), timeout_ns=int(call_timeout * 1e9))
         self.sink = sink
@@ -210,6 +211,9 @@ class Agent:
                 else:
                     self.http.sock(ev)
                 continue
+            if t is StdioEvent:
+                self.mcp.stdio(ev.pid, ev.stdin, ev.stdout)
+                continue
             batch.append(ev)  # ThreadEvents too: audit.py uses them and does not pass them on
             if self.enforcer is not None:
                 self._policy_event(ev, batch)
@@ -217,10 +221,15 @@ class Agent:
                 if self.tls is not None and ev.result is not None and "libssl" in ev.path:
                     self.tls.opened(ev.pid, ev.resolved or ev.path)
             elif t is ExecEvent:
+                if ev.result == 0:
+                    self._idents[ev.pid] = (ev.exe or ev.filename, ev.argv)
+                    if len(self._idents) > 65536:
+                        del self._idents[next(iter(self._idents))]
                 if self.tls is not None and ev.result == 0 and ev.exe:
                     self.tls.execed(ev.pid, ev.exe)
             elif t is ForkEvent:
                 self.table.add(ev.child_pid, ev.pid)
+                self.mcp.forked(ev.pid, ev.child_pid)
                 if self.tls is not None:
                     self.tls.forked(ev.pid, ev.child_pid)
             elif t is ExitEvent:
@@ -262,9 +271,9 @@ class Agent:
             self.kernel.untrack(root)
             return False
         self.roots.add(root)
+        exe, cmdline = self._remember(root)  # first: a short-lived server may be gone soon
         if self.tls is not None:
             self.tls.add_process(root)
-        exe, cmdline = identity(root)
         policy = None
         if self.enforcer is not None:
             # before its children are seeded, so that they are tracked with it
@@ -315,7 +324,30 @@ class Agent:
             if not alive:
                 self.kernel.untrack(p)
                 del lineage[p]
+            else:
+                self._proc_stdio(p)
         return sorted(p for p in lineage if p != root)
+
+    def _proc_stdio(self, pid: int) -> None:
+        """A process that was running before it was tracked: what its stdio is, from /proc."""
+        self._remember(pid)
+        fds = proc_stdio(pid)
+        if fds is not None:
+            self.mcp.stdio(pid, *fds)
+
+    def _remember(self, pid: int) -> tuple:
+        """(exe, argv) of a process found running, kept for when /proc no longer says."""
+        ident = identity(pid)
+        if ident[0] is not None or ident[1]:
+            self._idents[pid] = ident
+        return ident
+
+    def _identity(self, pid: int) -> tuple:
+        """(exe, argv) of pid: from /proc while it runs, else from its exec or from when it was found."""
+        ident = identity(pid)
+        if ident[0] is None and not ident[1]:
+            return self._idents.get(pid, ident)
+        return ident
 
     def stop(self, settle: float = 0.05, unload: bool = True) -> dict:
         """Stop, drain what the kernel already wrote, decode all of it, write
@@ -436,6 +468,7 @@ class Agent:
         except ProcessLookupError:
             self.kernel.untrack(pid)
             raise
+        self._proc_stdio(pid)
         lineage = [pid] + self._seed_descendants(pid, [])
         if self.tls is not None:  # already running: its libraries are mapped by now
             for p in lineage:

@@ -325,9 +325,9 @@ def _start(kind: str, a, options, **agent_kw):
     if agent.enforcer is not None:
         for gap in agent.policy_gaps():  # even with -q: a policy that is not enforced must be said
             _say(gap)
-    if agent.tls is not None and not agent.tls.report() and not a.quiet:
-        why = agent.tls.errors[0] if agent.tls.errors else "no OpenSSL libssl found on this host"
-        _say(f"TLS plaintext will not be captured ({why}); plain TCP and stdio are (see `mcpwitness doctor`)")
+    plan = agent.tls.plan() if agent.tls is not None and not a.quiet else None
+    if plan:
+        _say(plan)
     return agent
 
 

@@ -35,7 +35,7 @@ R_TYPE, R_SEQ, R_FLAGS, R_PID, R_TID, R_PPID, R_UID, R_ROOT, R_DEPTH = range(10,
 R_ANC = 19
 R_DLEN, R_POLICY, R_COMM, R_DATA = 27, 28, 29, 30
 
-EV_FORK, EV_EXEC, EV_EXIT, EV_OPEN, EV_CONNECT, EV_IO, EV_THREAD, EV_POLICY, EV_SOCK = 1, 2, 3, 4, 5, 6, 7, 8, 9
+EV_FORK, EV_EXEC, EV_EXIT, EV_OPEN, EV_CONNECT, EV_IO, EV_THREAD, EV_POLICY, EV_SOCK, EV_STDIO = range(1, 11)
 F_LAST, F_TRUNC, F_PATHERR, F_DEPTH, F_UNTRACKED = 0x1, 0x2, 0x4, 0x8, 0x10
 SOCKINFO = struct.Struct("<16s16sQQIHHHHIQQ")  # struct mw_sockinfo
 
@@ -82,7 +82,9 @@ OPEN_SYSCALLS = {0: "openat", 1: "open", 2: "openat2", 3: "creat"}
 EXEC_SYSCALLS = {4: "execve", 5: "execveat"}
 IO_SYSCALLS = {0: "read", 1: "write", 2: "readv", 3: "writev", 4: "recvfrom", 5: "sendto", 6: "recvmsg",
                7: "sendmsg", 8: "SSL_read", 9: "SSL_write", 10: "SSL_read_ex", 11: "SSL_write_ex"}
-IO_KINDS = {1: "pipe", 2: "unix", 3: "tcp", 4: "tls"}
+IO_KINDS = {1: "pipe", 2: "unix", 3: "tcp", 4: "tls", 5: "tty"}
+STDIO_KINDS = {0: None, 1: "pipe", 2: "unix", 3: "tcp", 5: "tty", 15: "other"}  # None: the fd is closed
+STDIO_WHY = {0: "exec", 1: "found"}
 SOCK_BINDINGS = {0: "capture", 1: "inside the SSL call", 2: "next to the SSL call on its thread", 3: "closed"}
 
 
@@ -202,6 +204,26 @@ class SockEvent(Event, tag="socket"):
     peer_inode: int = 0  # family "unix": the connected peer socket's inode
 
 
+class StdioFd(msgspec.Struct, array_like=True, gc=False):
+    """What one of a process's stdio fds is: its kind (pipe, unix, tcp, tty,
+    other; None: closed), the file's device and inode, and for a Unix socket
+    the inode of its connected peer (0: none or not known)."""
+    kind: str | None
+    dev: int
+    inode: int
+    peer: int = 0
+
+
+class StdioEvent(Event, tag="stdio"):
+    """What a tracked process's fd 0 and fd 1 are, when it exec'd (why
+    "exec"), when watch mode found it ("found"), or read from /proc when it
+    was attached or seeded ("proc"). Consumed by mcp.py: a server's stdin and
+    stdout are one conversation however the client wired them."""
+    stdin: StdioFd
+    stdout: StdioFd
+    why: str
+
+
 class PolicyEvent(Event, tag="policy"):
     """A policy refused an action (or in monitor mode would have): what, by
     which rule, with which mechanism, and what the process saw."""
@@ -227,7 +249,7 @@ class PolicyEvent(Event, tag="policy"):
 KERNEL_TAGS = frozenset({"fork", "exec", "exit", "open", "connect", "policy"})
 
 AnyEvent = (ForkEvent | ExecEvent | ExitEvent | OpenEvent | ConnectEvent | IoEvent | ThreadEvent | PolicyEvent
-            | SockEvent)
+            | SockEvent | StdioEvent)
 
 # --- decoding helpers -----------------------------------------------------
 
@@ -497,6 +519,12 @@ class Decoder:
                                 ret, errname(ret) if ret < 0 else None, policy_slot=r[R_POLICY])
         if t == EV_FORK:
             return ForkEvent(*self._base(r, truncated, _NO_NOTES), a0, a1)
+        if t == EV_STDIO:
+            p0, p1 = struct.unpack_from("<QQ", data.ljust(16, b"\0"))
+            return StdioEvent(*self._base(r, truncated, _NO_NOTES),
+                              StdioFd(STDIO_KINDS.get(a3 & 0xFF, "other"), a2 & 0xFFFFFFFF, a0, p0),
+                              StdioFd(STDIO_KINDS.get((a3 >> 8) & 0xFF, "other"), a2 >> 32, a1, p1),
+                              STDIO_WHY.get((a3 >> 16) & 0xFF, "?"))
         if t == EV_THREAD:
             return ThreadEvent(*self._base(r, truncated, _NO_NOTES), a0)
         if t == EV_POLICY:

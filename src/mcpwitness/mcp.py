@@ -1,7 +1,10 @@
 """Frames -> MCP messages, sessions and request/response pairs.
 
-A session is one client-server conversation as one tracked process saw it:
-a pair of pipes (its stdio, whatever fds it moved them to) or one Unix socket. Both protocol eras:
+A session is one client-server conversation, whichever of its ends were
+tracked: a server's stdio (its stdin and stdout, whatever the client made
+them of: pipes, one socketpair, two socketpairs as Node and Electron hosts
+use, a pty, or a mix; whatever fds the server moved them to), one Unix
+socket connection, or a network conversation named by http.py. Both protocol eras:
 
 - up to 2025-11-25, `initialize` / `notifications/initialized` opens the
   session and carries protocolVersion, clientInfo, serverInfo, capabilities;
@@ -86,6 +89,8 @@ class SessionRecord(msgspec.Struct, tag="session", tag_field="type", gc=False):
     ends: object = None            # every process seen in it: pid, role, exe, cmdline, cgroup, container,
                                    # PID namespace (and the pid inside it), network namespace
     connection: object = None      # network transports: client and server address, netns, socket cookie
+    stdio: object = None           # a server's stdio: what its stdin and stdout are (kind: pipe, unix, tty;
+                                   # inode; a Unix socket's peer: the client's end)
 
 
 class NonJson(msgspec.Struct, tag="nonjson", tag_field="type", gc=False):
@@ -120,7 +125,7 @@ _SEEN_KEEP = 4096  # per pipe: offsets of recent frames, to name what a duplicat
 class _Session:
     __slots__ = ("id", "transport", "pid", "role", "era", "version", "client_info", "server_info",
                  "client_caps", "server_caps", "pending", "messages", "exe", "cmdline", "sides", "rounds",
-                 "roles", "flow", "emitted", "pids", "idents", "seen_at", "ns", "conn")
+                 "roles", "flow", "emitted", "pids", "idents", "seen_at", "ns", "conn", "uses", "stdio")
 
     def __init__(self, sid, transport, pid):
         self.id, self.transport, self.pid = sid, transport, pid
@@ -130,7 +135,9 @@ class _Session:
         self.messages = 0
         self.sides: dict[int, dict[str, int]] = {}  # pipes: pid -> read/write -> inode
         self.roles: dict[int, str] = {}              # pid -> server/client
-        self.flow: dict[tuple, str] = {}             # pipe (dev, inode) -> C2S/S2C
+        self.flow: dict[tuple, str] = {}             # writer (see _writer) -> C2S/S2C
+        self.uses: dict[int, dict[tuple, str]] = {}  # local channels: pid -> writer -> read/write
+        self.stdio: dict | None = None               # the server's stdio this session is (kinds, inodes)
         self.emitted: dict[tuple, int] = {}          # pipe (dev, inode) -> stream offset recorded up to
         self.seen_at: dict[tuple, dict] = {}         # pipe (dev, inode) -> {offset: items} of recent frames
         self.pids: set[int] = {pid}
@@ -155,43 +162,97 @@ class McpDecoder:
         self._convs: dict = {}  # network conversations: conv key -> session
         self.sessions: dict[tuple, _Session] = {}
         self._open_pipes: dict[int, list[_Session]] = {}
-        self._pipe_conv: dict[tuple, _Session] = {}  # pipe (dev, inode) -> its conversation
+        self._chan: dict[tuple, _Session] = {}      # local channel end (dev, inode) -> its conversation
+        # stdio facts (StdioEvent): pid -> its (stdin, stdout) ends; an end (or its peer) -> the
+        # stdio pair it belongs to; a pair -> its session, and what its ends are
+        self._stdio: dict[int, tuple] = {}
+        self._std_of: dict[tuple, tuple] = {}
+        self._std_sess: dict[tuple, _Session] = {}
+        self._std_info: dict[tuple, dict] = {}
         self.stats = {"messages": 0, "nonjson": 0, "invalid_utf8": 0, "sessions": 0, "duplicates": 0,
                       "unpaired_responses": 0}
         self._dec = msgspec.json.Decoder()
 
     # --- sessions ---------------------------------------------------------
+    def stdio(self, pid: int, stdin, stdout) -> None:
+        """What pid's fd 0 and fd 1 are (events.StdioFd each: from the kernel at
+        exec or discovery, or from /proc). A process's stdin and stdout are one
+        conversation with the one that launched it, whatever they are made
+        of. Their ends, and the ends' peers (the client's ends of socketpairs),
+        are noted here; the session is made when bytes are captured on one of
+        them. An end keeps the first pair it was seen in: a child that
+        inherits the server's stdin but got its own stdout does not take the
+        server's stdin away."""
+        fds = (stdin, stdout)
+        ends = tuple((fd.dev, fd.inode) if fd.kind in _LOCAL and fd.inode else None for fd in fds)
+        if ends == (None, None):
+            self._stdio.pop(pid, None)
+            return
+        self._stdio[pid] = ends
+        if ends not in self._std_info:
+            self._std_info[ends] = {name: {"kind": fd.kind, "inode": fd.inode or None, "peer": fd.peer or None}
+                                    for name, fd in zip(("stdin", "stdout"), fds)}
+            _bound(self._std_info)
+        for fd, end in zip(fds, ends):
+            if end is not None:
+                self._std_of.setdefault(end, ends)
+                if fd.peer:
+                    self._std_of.setdefault((fd.dev, fd.peer), ends)
+        _bound(self._std_of)
+        _bound(self._stdio)
+
+    def forked(self, parent: int, child: int) -> None:
+        """A child shares its parent's stdio until it execs (which says again)."""
+        ends = self._stdio.get(parent)
+        if ends is not None and child not in self._stdio:
+            self._stdio[child] = ends
+
     def _session(self, f: Frame, out: list):
-        """The session of this frame. A Unix socket is one session. Pipes come
-        in pairs: a process's session joins the first pipe it reads JSON from
-        with the first pipe it writes JSON to (servers often dup their stdio,
-        so fd numbers say nothing); further pairs are further sessions. A pipe
-        is one conversation whoever uses it: when both ends are tracked, the
-        second process joins the session the first one started."""
-        if f.kind == "pipe":
-            key = (f.pid, "pipe", f.dev, f.inode, f.direction)
-            s = self.sessions.get(key)
-            if s is None:
-                s = self._pipe_conv.get((f.dev, f.inode))
-                if s is None:
-                    other = "write" if f.direction == "read" else "read"
-                    s = next((x for x in self._open_pipes.get(f.pid, ()) if x.sides.get(f.pid, {}).get(other)
-                              and not x.sides.get(f.pid, {}).get(f.direction)), None)
-                if s is None:
-                    s = self._new(f, "stdio", out)
-                self._join(s, f)
-                s.sides.setdefault(f.pid, {})[f.direction] = f.inode
-                self._pipe_conv[(f.dev, f.inode)] = s
-                self.sessions[key] = s
-                if f.pid in s.roles:
-                    self._set_flows(s, f.pid)
-            return s
-        if f.conv is not None:
-            return self._conv_session(f, out)
-        key = (f.pid, "unix", f.dev, f.inode)
+        if f.kind in _LOCAL:
+            return self._local_session(f, out)
+        return self._conv_session(f, out)
+
+    def _local_session(self, f: Frame, out: list) -> _Session:
+        """Pipes, Unix sockets and ptys. A channel is one conversation whoever
+        uses it (both ends tracked: the second process joins the session the
+        first one started; a socket's two ends are joined by their peer
+        inodes). A server's stdin and stdout are joined by the stdio facts
+        (stdio()). Without them (nothing said what a process's stdio is):
+        a process's first pipe read and first pipe write are one session
+        (servers often dup their stdio, so fd numbers say nothing), and a
+        Unix socket is a session of its own."""
+        key = (f.pid, f.kind, f.dev, f.inode, f.direction)
         s = self.sessions.get(key)
+        if s is not None:
+            return s
+        here = (f.dev, f.inode)
+        peer = (f.dev, f.peer_inode) if f.peer_inode else None
+        s = self._chan.get(here) or (self._chan.get(peer) if peer else None)
+        std = self._std_of.get(here) or (self._std_of.get(peer) if peer else None)
+        if s is None and std is not None:
+            s = self._std_sess.get(std)
+        if s is None and std is None and f.kind == "pipe":
+            other = "write" if f.direction == "read" else "read"
+            s = next((x for x in self._open_pipes.get(f.pid, ()) if x.sides.get(f.pid, {}).get(other)
+                      and not x.sides.get(f.pid, {}).get(f.direction)), None)
         if s is None:
-            s = self.sessions[key] = self._new(f, "unix", out)
+            s = self._new(f, "unix" if f.kind == "unix" and std is None else "stdio", out,
+                          stdio=self._std_info.get(std) if std is not None else None)
+        if std is not None and std not in self._std_sess and (s.stdio is None or s.stdio is self._std_info.get(std)):
+            self._std_sess[std] = s
+            s.stdio = self._std_info.get(std)
+            s.transport = "stdio"  # (a socket seen first from its client end, before the facts)
+            for end in std:
+                if end is not None:
+                    self._chan.setdefault(end, s)
+        self._chan.setdefault(here, s)
+        if peer:
+            self._chan.setdefault(peer, s)
+        _bound(self._chan)
+        self.sessions[key] = s
+        if f.kind == "pipe":
+            s.sides.setdefault(f.pid, {})[f.direction] = f.inode
+        self._join(s, f)
         return s
 
     def _conv_session(self, f: Frame, out: list) -> _Session:
@@ -236,6 +297,18 @@ class McpDecoder:
                 s.role = s.roles[f.pid]
         return s
 
+    @staticmethod
+    def _writer(f: Frame) -> tuple:
+        """The end that wrote f's bytes, which names their direction: a pipe
+        is one channel one way; a socket or a pty carries both ways, so its
+        bytes are named by the end that wrote them (a read's writer is the
+        peer, or, where the peer is not seen, this end's other way)."""
+        if f.kind == "pipe":
+            return (f.dev, f.inode)
+        if f.direction == "write":
+            return (f.dev, f.inode, "w")
+        return (f.dev, f.peer_inode, "w") if f.peer_inode else (f.dev, f.inode, "r")
+
     def _join(self, s: _Session, f: Frame) -> None:
         s.pids.add(f.pid)
         if f.pid not in s.idents:
@@ -245,21 +318,39 @@ class McpDecoder:
         mine = self._open_pipes.setdefault(f.pid, [])
         if s not in mine:
             mine.append(s)
-        flow = s.flow.get((f.dev, f.inode))
-        if flow is not None and f.pid not in s.roles:  # the pipe says which end this is
-            s.roles[f.pid] = "server" if (flow == C2S) == (f.direction == "read") else "client"
+        w = self._writer(f)
+        s.uses.setdefault(f.pid, {})[w] = f.direction
+        if f.pid in s.roles:
+            self._set_flows(s, f.pid)
+        elif w in s.flow:  # the channel says which end this is
+            s.roles[f.pid] = "server" if (s.flow[w] == C2S) == (f.direction == "read") else "client"
+            self._set_flows(s, f.pid)
 
     def _set_flows(self, s: _Session, pid: int) -> None:
-        """pid's role is known: every pipe it uses now has a direction."""
-        role = s.roles[pid]
-        for d, ino in s.sides.get(pid, {}).items():
-            for k in [k for k in self._pipe_conv if k[1] == ino and self._pipe_conv[k] is s]:
-                s.flow[k] = C2S if (role == "server") == (d == "read") else S2C
+        """pid's role is known: every channel end it uses now has a direction,
+        and the other processes on those channels have their roles."""
+        todo = [pid]
+        while todo:
+            p = todo.pop()
+            server = s.roles[p] == "server"
+            for w, d in s.uses.get(p, {}).items():
+                s.flow.setdefault(w, C2S if server == (d == "read") else S2C)
+            for q, uses in s.uses.items():
+                if q in s.roles:
+                    continue
+                for w, d in uses.items():
+                    flow = s.flow.get(w)
+                    if flow is not None:
+                        s.roles[q] = "server" if (flow == C2S) == (d == "read") else "client"
+                        if q == s.pid:
+                            s.role = s.roles[q]
+                        todo.append(q)
+                        break
 
-    def _new(self, f: Frame, transport: str, out: list, conn: dict | None = None) -> _Session:
+    def _new(self, f: Frame, transport: str, out: list, conn: dict | None = None, stdio: dict | None = None) -> _Session:
         sid = f"{f.pid}-{transport}-{f.inode}-{f.first_ktime_ns}"
         s = _Session(sid, transport, f.pid)
-        s.conn = conn
+        s.conn, s.stdio = conn, stdio
         s.exe, s.cmdline = s.idents[f.pid] = self.identity(f.pid)
         s.ns[f.pid] = self.namespaces(f.pid)
         self.stats["sessions"] += 1
@@ -277,7 +368,7 @@ class McpDecoder:
                  "cmdline": s.idents.get(p, (None, None))[1], **s.ns[p]} for p in sorted(s.ns)] or None
         return SessionRecord(self.wall(ktime), ktime, event, s.id, s.transport, pid, s.roles.get(pid), exe,
                              cmdline, s.era, s.version, r(s.client_info), r(s.server_info), s.client_caps,
-                             s.server_caps, s.messages, len(s.pending), peers, ends, s.conn)
+                             s.server_caps, s.messages, len(s.pending), peers, ends, s.conn, s.stdio)
 
     def end_process(self, pid: int, ktime: int) -> list:
         """pid exited: its sessions end when no tracked process is left in them."""
@@ -294,6 +385,7 @@ class McpDecoder:
             if not s.pids or all(k[0] not in s.pids for k in self.sessions if self.sessions[k] is s):
                 out.extend(self._end_session(s, ktime))
         self._open_pipes.pop(pid, None)
+        self._stdio.pop(pid, None)
         return out
 
     def end_conv(self, conv, ktime: int) -> list:
@@ -322,8 +414,9 @@ class McpDecoder:
     def _end_session(self, s: _Session, ktime: int) -> list:
         for k in [k for k, x in self.sessions.items() if x is s]:
             del self.sessions[k]
-        for k in [k for k, x in self._pipe_conv.items() if x is s]:
-            del self._pipe_conv[k]
+        for d in (self._chan, self._std_sess):
+            for k in [k for k, x in d.items() if x is s]:
+                del d[k]
         for k in [k for k, x in self._convs.items() if x is s]:
             del self._convs[k]
         for pipes in self._open_pipes.values():
@@ -356,6 +449,8 @@ class McpDecoder:
                     other = next((s.roles[p] for p in pids if p in s.roles), None)
                     if other is not None:
                         s.roles[f.pid] = "client" if other == "server" else "server"
+                        if f.kind in _LOCAL:
+                            self._set_flows(s, f.pid)
                 pids.add(f.pid)
                 if f.exchange is not None:  # this end's exchange learns the ids too
                     f.exchange.ids.extend(i for k, _, i in items if k == "request")
@@ -420,7 +515,8 @@ class McpDecoder:
     def _direction(self, s: _Session, f: Frame) -> str:
         if f.flow is not None:
             return f.flow
-        flow = s.flow.get((f.dev, f.inode)) if f.kind == "pipe" else None
+        local = f.kind in _LOCAL
+        flow = s.flow.get(self._writer(f)) if local else None
         if flow is not None:
             return flow
         role = s.roles.get(f.pid)
@@ -429,6 +525,12 @@ class McpDecoder:
             return C2S if f.direction == "read" else S2C
         if role == "client":
             return S2C if f.direction == "read" else C2S
+        ends = self._stdio.get(f.pid) if local else None
+        if ends is not None:  # nothing said yet who is who: a process launched on a channel serves it
+            if (f.dev, f.inode) == ends[0] and f.direction == "read":
+                return C2S
+            if (f.dev, f.inode) == ends[1] and f.direction == "write":
+                return S2C
         return "unknown"
 
     def _http_failed(self, s: _Session, f: Frame, status: int, out: list) -> None:
@@ -451,7 +553,7 @@ class McpDecoder:
                                f"HTTP {status}", preview))
 
     def _learn_role(self, s: _Session, f: Frame, method: str, is_request: bool) -> None:
-        if f.flow is not None or f.pid in s.roles or (f.kind == "pipe" and (f.dev, f.inode) in s.flow):
+        if f.flow is not None or f.pid in s.roles:
             return
         if method in SERVER_METHODS:
             role = "client" if f.direction == "read" else "server"
@@ -464,16 +566,8 @@ class McpDecoder:
         s.roles[f.pid] = role
         if f.pid == s.pid:
             s.role = role
-        if f.kind == "pipe":
+        if f.kind in _LOCAL:
             self._set_flows(s, f.pid)
-            for p in s.pids:  # the other ends follow from the pipes they share
-                if p not in s.roles:
-                    for d, ino in s.sides.get(p, {}).items():
-                        flow = s.flow.get((f.dev, ino))
-                        if flow is not None:
-                            s.roles[p] = "server" if (flow == C2S) == (d == "read") else "client"
-                            self._set_flows(s, p)
-                            break
 
     def _invalid(self, s, f, why, notes, batch=None):
         return McpMessage(self.wall(f.ktime_ns), f.ktime_ns, s.id, self._direction(s, f), "invalid", None, None,
@@ -600,6 +694,15 @@ class McpDecoder:
                 changed = True
         if changed:
             out.append(self._record(s, "identified", f.ktime_ns))
+
+
+_LOCAL = frozenset({"pipe", "unix", "tty"})  # channels on this host (not network conversations)
+
+
+def _bound(d: dict, limit: int = 65536) -> None:
+    """Keep a table of facts bounded: the oldest entries go first."""
+    while len(d) > limit:
+        del d[next(iter(d))]
 
 
 def _idkey(mid):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat as stat_mod
 from dataclasses import dataclass
 
 
@@ -120,6 +121,54 @@ def namespaces(pid: int) -> dict:
     except (OSError, ValueError):
         pass
     return out
+
+
+def _unix_inodes(pid: int) -> set[int]:
+    """Inodes of the Unix sockets in pid's network namespace."""
+    out = set()
+    try:
+        with open(f"/proc/{pid}/net/unix") as f:
+            next(f, None)
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 7 and parts[6].isdigit():
+                    out.add(int(parts[6]))
+    except OSError:
+        pass
+    return out
+
+
+def stdio(pid: int):
+    """What pid's fd 0 and fd 1 are, from /proc (events.StdioFd each), for a
+    process that was already running when it was tracked; None when /proc
+    no longer says. The device is given as the kernel encodes it
+    (major << 20 | minor), as in the kernel's records. /proc does not name
+    a Unix socket's peer: the kernel does, when bytes are captured."""
+    from .events import StdioFd
+    fds = []
+    unix = None
+    for n in (0, 1):
+        try:
+            st = os.stat(f"/proc/{pid}/fd/{n}")
+        except FileNotFoundError:
+            fds.append(StdioFd(None, 0, 0))
+            continue
+        except OSError:
+            return None
+        dev = (os.major(st.st_dev) << 20) | os.minor(st.st_dev)
+        mode = st.st_mode
+        if stat_mod.S_ISFIFO(mode):
+            kind = "pipe"
+        elif stat_mod.S_ISSOCK(mode):
+            if unix is None:
+                unix = _unix_inodes(pid)
+            kind = "unix" if st.st_ino in unix else "other"
+        elif stat_mod.S_ISCHR(mode) and 136 <= os.major(st.st_rdev) <= 143:
+            kind = "tty"
+        else:
+            kind = "other"
+        fds.append(StdioFd(kind, dev, st.st_ino) if kind != "other" else StdioFd(kind, 0, 0))
+    return fds[0], fds[1]
 
 
 def identity(pid: int) -> tuple[str | None, list[str] | None]:

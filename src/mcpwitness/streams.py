@@ -21,7 +21,7 @@ class Frame(msgspec.Struct, gc=False):
     tid: int
     comm: str
     fd: int
-    kind: str              # "pipe", "unix", "tcp" or "tls"
+    kind: str              # "pipe", "unix", "tty", "tcp" or "tls"
     direction: str         # "read" or "write", as the process did it
     inode: int
     dev: int
@@ -40,6 +40,7 @@ class Frame(msgspec.Struct, gc=False):
     http: object = None            # http.HttpInfo
     exchange: object = None        # http.Exchange: the request/response pair
     peer: object = None            # events.SockEvent: the connection's endpoints
+    peer_inode: int = 0            # a Unix socket: the inode of its connected peer (0: not known)
 
 
 class _Pending:
@@ -132,6 +133,7 @@ class Reassembler:
                   ev.ktime_ns, data, offset, complete, truncated, notes)
         peer = self.peers.get(ev.inode) if ev.kind == "unix" else None
         if peer:
+            f.peer_inode = peer
             # one conversation whichever end; one byte stream per writer
             f.conv = ("unix", ev.dev) + ((ev.inode, peer) if ev.inode < peer else (peer, ev.inode))
             f.dedup = (f.conv, ev.inode if ev.direction == "write" else peer)

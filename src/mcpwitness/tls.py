@@ -241,6 +241,21 @@ class TlsProbes:
                     (self.kernel.links if kind == "libbpf" else self.kernel.raw_links).append(ref)
         self.procs = {}
 
+    def plan(self) -> str | None:
+        """What will happen to TLS plaintext, in a sentence for the user (None: nothing to say:
+        the host-wide probes are attached)."""
+        if not self.per_process:
+            if self.report():
+                return None
+            why = self.errors[0] if self.errors else "no OpenSSL libssl found on this host"
+            return f"TLS plaintext will not be captured ({why}); plain TCP and stdio are (see `mcpwitness doctor`)"
+        libs = sorted({os.path.basename(os.path.realpath(p)) for p in system_libraries()})
+        if libs:
+            return (f"TLS plaintext: probed in each tracked process that loads libssl ({', '.join(libs)} here) "
+                    "or runs an executable that exports OpenSSL (Node.js)")
+        return ("no OpenSSL libssl found on this host: TLS plaintext is captured only from tracked executables "
+                "that export OpenSSL themselves (Node.js); plain TCP and stdio are")
+
     def report(self) -> list[dict]:
         how = ("uprobe_multi links" if self.kernel.uprobe_multi else "uprobes") + (
             ", per tracked process" if self.per_process else ", host-wide")
