@@ -894,6 +894,11 @@ static __always_inline void emit_sock(struct mw_proc *p, struct task_struct *tas
 	sock_addrs(sk, si);
 	si->ssl = ssl;
 	si->peer_ino = peer_ino;
+	if (peer_ino) {
+		struct unix_sock *us = (struct unix_sock *)sk;
+		struct unix_sock *ps = (struct unix_sock *)BPF_CORE_READ(us, peer);
+		si->unix_named = (BPF_CORE_READ(us, addr) ? 1 : 0) | (ps && BPF_CORE_READ(ps, addr) ? 2 : 0);
+	}
 	s->ev.args[0] = (__u32)fd | ((__u64)dir << 32) | (how << 40);
 	s->ev.args[1] = ino;
 	emit(s, sizeof(*si));
@@ -1107,10 +1112,13 @@ static __always_inline struct mw_proc *watch_discover(long ret, long fd, __u64 f
 	if (bpf_probe_read_user(s->buf, 64, (void *)first))
 		return NULL;
 	bpf_loop(56, scan_step, &c, 0);
-	struct mw_stream st = {.state = MW_S_JSON};
-	bpf_map_update_elem(&streams, &t.k, &st, BPF_ANY);
-	if (!c.found)
+	if (!c.found) {
+		struct mw_stream st = {.state = MW_S_JSON};
+		bpf_map_update_elem(&streams, &t.k, &st, BPF_ANY);
 		return NULL;
+	}
+	/* the stream stays unclassified: capture() classifies it as it does
+	 * every first chunk, and sends what it needs first (a socket's peer) */
 	struct mw_proc *p = promote(task);
 	if (p)
 		emit_stdio(p, task, MW_STDIO_FOUND);

@@ -74,7 +74,7 @@ struct mw_sockinfo {
 	__u16 lport;
 	__u16 rport;
 	__u16 family;
-	__u16 _pad;
+	__u16 unix_named; /* AF_UNIX: 1: this end is bound to a name, 2: its peer is (neither: a socketpair) */
 	__u32 _pad2;
 	__u64 ssl; /* MW_SB_TLS_*: the SSL object */
 	__u64 peer_ino; /* AF_UNIX: the inode of the connected peer's socket (0: none) */

@@ -443,7 +443,8 @@ class Agent:
                            "connect": "tracepoint syscalls sys_exit_connect",
                            "exec_failures": "tracepoint syscalls sys_exit_execve*",
                            "payload": "tracepoint syscalls sys_exit_{read,write,readv,writev,recvfrom,sendto,"
-                                      "recvmsg,sendmsg} on pipes, Unix sockets and TCP sockets",
+                                      "recvmsg,sendmsg} on pipes, Unix sockets, pty slaves and TCP sockets",
+                           "stdio": "fds 0 and 1 at tp_btf sched_process_exec and at watch discovery",
                            "watch": self.watch, "ports": list(self.kernel.options.ports) or None},
             "programs_skipped": self.kernel.skipped, "mounts": self.kernel.mounts,
             "tls": {"mechanism": ("uprobe_multi links" if self.kernel.uprobe_multi else "uprobes")

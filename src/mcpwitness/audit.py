@@ -504,9 +504,13 @@ def build_record(c: _Call, sess: SessionRecord | None, roots, live: list[int], w
     if sess is not None:
         peers = sess.peers or []
         cpeer = next((p for p in peers if p.get("role") == "client"), None)
-        server = {"pid": server_pid or (sess.pid if sess.role == "server" else None),
-                  "exe": sess.exe if sess.role == "server" else None,
-                  "cmdline": sess.cmdline if sess.role == "server" else None,
+        spid = server_pid or (sess.pid if sess.role == "server" else None)
+        # the process that read the request, as the session saw it (its role may have been
+        # learnt after the session's last record: a server attached to mid-session)
+        se = next((e for e in sess.ends or () if spid is not None and e.get("pid") == spid), {})
+        server = {"pid": spid,
+                  "exe": se.get("exe") or (sess.exe if sess.role == "server" else None),
+                  "cmdline": se.get("cmdline") or (sess.cmdline if sess.role == "server" else None),
                   "info": sess.server_info, "tracked": c.areq is not None}
         client = {"pid": cpeer["pid"] if cpeer else (sess.pid if sess.role == "client" else None),
                   "exe": cpeer["exe"] if cpeer else (sess.exe if sess.role == "client" else None),

@@ -202,6 +202,7 @@ class SockEvent(Event, tag="socket"):
     ssl: int             # the SSL object (TLS bindings)
     untracked: bool = False
     peer_inode: int = 0  # family "unix": the connected peer socket's inode
+    unix_named: int = 0  # family "unix": 1: this end is bound to a name, 2: its peer is (neither: a socketpair)
 
 
 class StdioFd(msgspec.Struct, array_like=True, gc=False):
@@ -459,7 +460,7 @@ class Decoder:
                            IO_SYSCALLS.get((a0 >> 48) & 0xFF, "?"), a1, a2, ret, data,
                            bool(r[R_FLAGS] & F_UNTRACKED))
         if t == EV_SOCK:
-            la, ra, cookie, nscookie, nsino, lport, rport, fam, _, _, ssl, peer = SOCKINFO.unpack_from(data.ljust(
+            la, ra, cookie, nscookie, nsino, lport, rport, fam, named, _, ssl, peer = SOCKINFO.unpack_from(data.ljust(
                 SOCKINFO.size, b"\0"))
             if fam == socket.AF_UNIX:
                 family, laddr, raddr = "unix", "", ""
@@ -471,7 +472,8 @@ class Decoder:
                     socket.AF_INET, ra[:4])
             return SockEvent(*self._base(r, truncated, _NO_NOTES), _fd(a0), a1,
                              family, laddr, lport, raddr, rport, cookie or None, nscookie, nsino,
-                             SOCK_BINDINGS.get((a0 >> 40) & 0xFF, "?"), ssl, bool(r[R_FLAGS] & F_UNTRACKED), peer)
+                             SOCK_BINDINGS.get((a0 >> 40) & 0xFF, "?"), ssl, bool(r[R_FLAGS] & F_UNTRACKED), peer,
+                             named)
         if t == EV_OPEN:
             n1, n2, kind = a3 & 0xFFFF, (a3 >> 16) & 0xFFFF, (a3 >> 32) & 0xFF
             path = data[:n1].decode("utf-8", "backslashreplace")

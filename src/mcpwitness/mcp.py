@@ -125,7 +125,8 @@ _SEEN_KEEP = 4096  # per pipe: offsets of recent frames, to name what a duplicat
 class _Session:
     __slots__ = ("id", "transport", "pid", "role", "era", "version", "client_info", "server_info",
                  "client_caps", "server_caps", "pending", "messages", "exe", "cmdline", "sides", "rounds",
-                 "roles", "flow", "emitted", "pids", "idents", "seen_at", "ns", "conn", "uses", "stdio")
+                 "roles", "flow", "emitted", "pids", "idents", "seen_at", "ns", "conn", "uses", "stdio",
+                 "chans", "assumed")
 
     def __init__(self, sid, transport, pid):
         self.id, self.transport, self.pid = sid, transport, pid
@@ -137,7 +138,9 @@ class _Session:
         self.roles: dict[int, str] = {}              # pid -> server/client
         self.flow: dict[tuple, str] = {}             # writer (see _writer) -> C2S/S2C
         self.uses: dict[int, dict[tuple, str]] = {}  # local channels: pid -> writer -> read/write
-        self.stdio: dict | None = None               # the server's stdio this session is (kinds, inodes)
+        self.stdio: dict | None = None               # the server's stdio as the kernel said it (stdio())
+        self.chans: dict[tuple, dict] = {}           # (pid, read/write) -> the first local channel it used
+        self.assumed: set[int] = set()               # pids whose role only their stdio says (see _join)
         self.emitted: dict[tuple, int] = {}          # pipe (dev, inode) -> stream offset recorded up to
         self.seen_at: dict[tuple, dict] = {}         # pipe (dev, inode) -> {offset: items} of recent frames
         self.pids: set[int] = {pid}
@@ -161,7 +164,7 @@ class McpDecoder:
         self.namespaces = namespaces
         self._convs: dict = {}  # network conversations: conv key -> session
         self.sessions: dict[tuple, _Session] = {}
-        self._open_pipes: dict[int, list[_Session]] = {}
+        self._open_local: dict[int, list[_Session]] = {}  # pid -> the local sessions it is in
         self._chan: dict[tuple, _Session] = {}      # local channel end (dev, inode) -> its conversation
         # stdio facts (StdioEvent): pid -> its (stdin, stdout) ends; an end (or its peer) -> the
         # stdio pair it belongs to; a pair -> its session, and what its ends are
@@ -231,12 +234,16 @@ class McpDecoder:
         std = self._std_of.get(here) or (self._std_of.get(peer) if peer else None)
         if s is None and std is not None:
             s = self._std_sess.get(std)
+        if s is None and std is None and f.direction == "write":
+            s = self._answering(f)
         if s is None and std is None and f.kind == "pipe":
             other = "write" if f.direction == "read" else "read"
-            s = next((x for x in self._open_pipes.get(f.pid, ()) if x.sides.get(f.pid, {}).get(other)
+            s = next((x for x in self._open_local.get(f.pid, ()) if x.sides.get(f.pid, {}).get(other)
                       and not x.sides.get(f.pid, {}).get(f.direction)), None)
         if s is None:
-            s = self._new(f, "unix" if f.kind == "unix" and std is None else "stdio", out,
+            # a socketpair (no name at either end) is stdio-like: a private channel to the process
+            # launched on it; a connection to a named socket is a Unix socket transport
+            s = self._new(f, "unix" if f.kind == "unix" and std is None and not f.pair else "stdio", out,
                           stdio=self._std_info.get(std) if std is not None else None)
         if std is not None and std not in self._std_sess and (s.stdio is None or s.stdio is self._std_info.get(std)):
             self._std_sess[std] = s
@@ -297,6 +304,25 @@ class McpDecoder:
                 s.role = s.roles[f.pid]
         return s
 
+    def _answering(self, f: Frame) -> _Session | None:
+        """A process writes JSON on a channel no session knows: the session
+        whose requests it answers there, when it only read so far in exactly
+        one such session. This joins a server's stdout to its stdin when the
+        kernel could not say what its stdio was (a server found by watch
+        mode after it moved its stdio to other fds, as the Python SDK does)."""
+        halves = [x for x in self._open_local.get(f.pid, ())
+                  if x.uses.get(f.pid) and "write" not in x.uses[f.pid].values() and x.pending]
+        if not halves or not f.complete:
+            return None
+        try:
+            doc = self._dec.decode(f.data)
+        except (msgspec.DecodeError, UnicodeDecodeError, ValueError):
+            return None
+        ids = [_idkey(m.get("id")) for m in (doc if isinstance(doc, list) else [doc])
+               if isinstance(m, dict) and "id" in m and ("result" in m or "error" in m)]
+        match = [x for x in halves if any((C2S, i) in x.pending for i in ids)]
+        return match[0] if len(match) == 1 else None
+
     @staticmethod
     def _writer(f: Frame) -> tuple:
         """The end that wrote f's bytes, which names their direction: a pipe
@@ -315,18 +341,29 @@ class McpDecoder:
             s.idents[f.pid] = self.identity(f.pid)
         if f.pid not in s.ns:
             s.ns[f.pid] = self.namespaces(f.pid)
-        mine = self._open_pipes.setdefault(f.pid, [])
+        mine = self._open_local.setdefault(f.pid, [])
         if s not in mine:
             mine.append(s)
         w = self._writer(f)
         s.uses.setdefault(f.pid, {})[w] = f.direction
+        s.chans.setdefault((f.pid, f.direction), {"kind": f.kind, "inode": f.inode, "peer": f.peer_inode or None})
         if f.pid in s.roles:
             self._set_flows(s, f.pid)
         elif w in s.flow:  # the channel says which end this is
             s.roles[f.pid] = "server" if (s.flow[w] == C2S) == (f.direction == "read") else "client"
             self._set_flows(s, f.pid)
+        else:
+            ends = self._stdio.get(f.pid)
+            if ends is not None and (f.dev, f.inode) == ends[0 if f.direction == "read" else 1]:
+                # nothing said yet who is who: a process launched on a channel (reading its stdin,
+                # writing its stdout) serves it, until a method says otherwise (_learn_role)
+                s.roles[f.pid] = "server"
+                s.assumed.add(f.pid)
+                if f.pid == s.pid:
+                    s.role = "server"
+                self._set_flows(s, f.pid)
 
-    def _set_flows(self, s: _Session, pid: int) -> None:
+    def _set_flows(self, s: _Session, pid: int, force: bool = False) -> None:
         """pid's role is known: every channel end it uses now has a direction,
         and the other processes on those channels have their roles."""
         todo = [pid]
@@ -334,7 +371,10 @@ class McpDecoder:
             p = todo.pop()
             server = s.roles[p] == "server"
             for w, d in s.uses.get(p, {}).items():
-                s.flow.setdefault(w, C2S if server == (d == "read") else S2C)
+                if force and p == pid:
+                    s.flow[w] = C2S if server == (d == "read") else S2C
+                else:
+                    s.flow.setdefault(w, C2S if server == (d == "read") else S2C)
             for q, uses in s.uses.items():
                 if q in s.roles:
                     continue
@@ -366,9 +406,14 @@ class McpDecoder:
                  for p in sorted(s.pids)] if len(s.pids) > 1 else None
         ends = [{"pid": p, "role": s.roles.get(p), "exe": s.idents.get(p, (None, None))[0],
                  "cmdline": s.idents.get(p, (None, None))[1], **s.ns[p]} for p in sorted(s.ns)] or None
+        stdio = s.stdio
+        if s.roles.get(pid) == "server" and (pid, "read") in s.chans:
+            # what the server really read its requests from and wrote its answers to
+            stdio = {"stdin": s.chans[(pid, "read")], "stdout": s.chans.get((pid, "write"))}
         return SessionRecord(self.wall(ktime), ktime, event, s.id, s.transport, pid, s.roles.get(pid), exe,
                              cmdline, s.era, s.version, r(s.client_info), r(s.server_info), s.client_caps,
-                             s.server_caps, s.messages, len(s.pending), peers, ends, s.conn, s.stdio)
+                             s.server_caps, s.messages, len(s.pending), peers, ends, s.conn,
+                             stdio if s.transport == "stdio" else None)
 
     def end_process(self, pid: int, ktime: int) -> list:
         """pid exited: its sessions end when no tracked process is left in them."""
@@ -379,12 +424,12 @@ class McpDecoder:
                 continue
             done.add(id(s))
             s.pids.discard(pid)
-            pipes = self._open_pipes.get(pid)
+            pipes = self._open_local.get(pid)
             if pipes and s in pipes:
                 pipes.remove(s)
             if not s.pids or all(k[0] not in s.pids for k in self.sessions if self.sessions[k] is s):
                 out.extend(self._end_session(s, ktime))
-        self._open_pipes.pop(pid, None)
+        self._open_local.pop(pid, None)
         self._stdio.pop(pid, None)
         return out
 
@@ -419,7 +464,7 @@ class McpDecoder:
                 del d[k]
         for k in [k for k, x in self._convs.items() if x is s]:
             del self._convs[k]
-        for pipes in self._open_pipes.values():
+        for pipes in self._open_local.values():
             if s in pipes:
                 pipes.remove(s)
         return [self._record(s, "end", ktime)]
@@ -553,7 +598,7 @@ class McpDecoder:
                                f"HTTP {status}", preview))
 
     def _learn_role(self, s: _Session, f: Frame, method: str, is_request: bool) -> None:
-        if f.flow is not None or f.pid in s.roles:
+        if f.flow is not None or (f.pid in s.roles and f.pid not in s.assumed):
             return
         if method in SERVER_METHODS:
             role = "client" if f.direction == "read" else "server"
@@ -563,11 +608,13 @@ class McpDecoder:
             role = "server" if f.direction == "read" else "client"
         else:
             return
+        was = s.roles.get(f.pid)
+        s.assumed.discard(f.pid)
         s.roles[f.pid] = role
         if f.pid == s.pid:
             s.role = role
         if f.kind in _LOCAL:
-            self._set_flows(s, f.pid)
+            self._set_flows(s, f.pid, force=was is not None and was != role)
 
     def _invalid(self, s, f, why, notes, batch=None):
         return McpMessage(self.wall(f.ktime_ns), f.ktime_ns, s.id, self._direction(s, f), "invalid", None, None,

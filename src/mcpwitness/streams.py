@@ -1,7 +1,8 @@
 """Captured bytes -> newline-delimited frames, per byte stream.
 
 A stream is one direction of one pipe or socket as one process used it:
-(pid, fd, dev, inode, direction). Bytes arrive in syscall-sized pieces; a
+(pid, fd, dev, inode, direction); its lines are numbered by their position in
+the channel (dev, inode, direction), whoever moved the bytes. Bytes arrive in syscall-sized pieces; a
 message may span many of them, and one of them may hold many messages or end
 in the middle of one. Frames are the complete lines (without the newline),
 stamped with the kernel time of the syscall that completed them; what is
@@ -41,6 +42,7 @@ class Frame(msgspec.Struct, gc=False):
     exchange: object = None        # http.Exchange: the request/response pair
     peer: object = None            # events.SockEvent: the connection's endpoints
     peer_inode: int = 0            # a Unix socket: the inode of its connected peer (0: not known)
+    pair: bool = False             # a Unix socket with no name at either end: a socketpair (stdio-like)
 
 
 class _Pending:
@@ -56,20 +58,30 @@ class _Pending:
 
 
 class Reassembler:
-    def __init__(self, max_frame: int = 64 << 20):
+    def __init__(self, max_frame: int = 64 << 20, max_channels: int = 65536):
         self.max_frame = max_frame
         self.pending: dict[tuple, _Pending] = {}
         self.meta: dict[tuple, IoEvent] = {}
-        self.pos: dict[tuple, int] = {}  # bytes of each stream moved so far
+        # bytes moved so far through each channel end and direction (dev, inode, read/write),
+        # by every process that uses it: a line's offset names it whichever process wrote it
+        # (a server's children writing on the stdout they inherited) and whichever end saw it.
+        # A channel outlives the processes that used it so far: kept, the least recently used
+        # going first past max_channels
+        self.pos: dict[tuple, int] = {}
+        self.max_channels = max_channels
         self.stats = {"frames": 0, "incomplete": 0, "oversized": 0, "blank": 0}
         self.peers: dict[int, int] = {}  # Unix socket inode -> its connected peer's inode
+        self.pairs: set[int] = set()     # Unix socket inodes with no name at either end (socketpairs)
 
     def sock(self, ev) -> None:
         """A Unix socket's peer (events.SockEvent): its frames name the conversation
         so that both ends, when both are tracked, are one session."""
         if ev.peer_inode:
             self.peers[ev.inode] = ev.peer_inode
+            if not ev.unix_named:
+                self.pairs.add(ev.inode)
             if len(self.peers) > 65536:
+                self.pairs.discard(next(iter(self.peers)))
                 del self.peers[next(iter(self.peers))]
 
     @staticmethod
@@ -81,9 +93,12 @@ class Reassembler:
         self.meta[k] = ev
         p = self.pending.get(k)
         data = ev.data
-        base = self.pos.get(k, 0)
+        ck = k[2:]
+        base = self.pos.pop(ck, 0)
         # positions advance by what the syscall moved, captured or not
-        self.pos[k] = base + ev.bytes
+        self.pos[ck] = base + ev.bytes
+        if len(self.pos) > self.max_channels:
+            del self.pos[next(iter(self.pos))]
         out: list[Frame] = []
         if ev.truncated:
             if p is None:
@@ -134,6 +149,7 @@ class Reassembler:
         peer = self.peers.get(ev.inode) if ev.kind == "unix" else None
         if peer:
             f.peer_inode = peer
+            f.pair = ev.inode in self.pairs
             # one conversation whichever end; one byte stream per writer
             f.conv = ("unix", ev.dev) + ((ev.inode, peer) if ev.inode < peer else (peer, ev.inode))
             f.dedup = (f.conv, ev.inode if ev.direction == "write" else peer)
@@ -155,7 +171,7 @@ class Reassembler:
         if pid is not None:
             for k in [k for k in self.meta if k[0] == pid]:
                 del self.meta[k]
-                self.pos.pop(k, None)
                 if k[4] == "read":
                     self.peers.pop(k[3], None)
+                    self.pairs.discard(k[3])
         return out

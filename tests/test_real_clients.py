@@ -1,0 +1,395 @@
+"""The clients people use against the servers people run, under `mcpwitness
+run` (the client launches mcpwitness, which runs the server) and under
+`mcpwitness watch` (the client launches the server; the kernel finds it).
+
+Clients: the Python SDK (it gives the server pipes), the TypeScript SDK's
+stdio client driven by tests/workloads/ts_client.js and the MCP Inspector CLI
+(Node: the server's stdin and stdout are two Unix socketpairs). Servers: the
+Python SDK test server, server-filesystem and server-everything (Node), and
+mcp-server-time (Python). In every pairing: one session, every message once
+(against the client's own record where the client keeps one), every request
+answered and paired, one call record per request with its status and
+latency, the server named, and the file the call makes the server open in
+that call's record, attributed exactly."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections import Counter
+from contextlib import contextmanager
+
+import anyio
+import pytest
+
+from conftest import NPM, wait_for
+from mcp_client import RecordingStdio, check_against_client, client
+
+pytestmark = pytest.mark.kernel
+MW = shutil.which("mcpwitness") or os.path.join(os.path.dirname(sys.executable), "mcpwitness")
+HERE = os.path.dirname(os.path.abspath(__file__))
+BIN = os.path.dirname(sys.executable)
+NPM_DIR = os.path.dirname(os.path.dirname(NPM))  # .cache/npm-servers
+MODULES = os.path.join(NPM_DIR, "node_modules", "@modelcontextprotocol")
+TS_CLIENT = os.path.join(HERE, "workloads", "ts_client.js")
+INSPECTOR = os.path.join(NPM, "mcp-inspector")
+DOCS = os.path.join(MODULES, "server-everything", "dist", "docs")
+CLIENTS = ["python-sdk", "ts-sdk", "inspector"]
+SERVERS = ["python-sdk", "server-filesystem", "server-everything", "mcp-server-time"]
+TIMEOUT = 300  # generous: the same tests run in emulated guests, 10-20x slower
+
+
+def server(name: str, tmp) -> dict:
+    """argv, the operations a client makes (the last one opens `opens`), and
+    what its answer contains."""
+    target = tmp / "files" / "note.txt"
+    target.parent.mkdir(exist_ok=True)
+    target.write_text("a note for the audit\n")
+    if name == "python-sdk":
+        return {"argv": [sys.executable, os.path.join(HERE, "workloads", "sdk_server.py")],
+                "ops": [("tool", "echo", {"text": "hi"}), ("tool", "read_file", {"path": str(target)})],
+                "expect": "a note for the audit", "opens": str(target)}
+    if name == "server-filesystem":
+        return {"argv": ["node", os.path.join(MODULES, "server-filesystem", "dist", "index.js"), str(target.parent)],
+                "ops": [("tool", "list_directory", {"path": str(target.parent)}),
+                        ("tool", "read_text_file", {"path": str(target)})],
+                "expect": "a note for the audit", "opens": str(target)}
+    if name == "server-everything":
+        return {"argv": ["node", os.path.join(MODULES, "server-everything", "dist", "index.js"), "stdio"],
+                "ops": [("tool", "echo", {"message": "hi"}),
+                        ("resource", "demo://resource/static/document/features.md")],
+                "expect": "Everything Server", "opens": os.path.join(DOCS, "features.md")}
+    if name == "mcp-server-time":
+        return {"argv": [os.path.join(BIN, "mcp-server-time")],
+                "ops": [("tool", "get_current_time", {"timezone": "UTC"}),
+                        ("tool", "convert_time", {"source_timezone": "UTC", "time": "12:00",
+                                                  "target_timezone": "America/Lima"})],
+                "expect": "America/Lima", "opens": "/usr/share/zoneinfo/America/Lima"}
+    raise KeyError(name)
+
+
+# --- the clients: each runs argv as its stdio server and makes the operations ---
+
+def python_sdk(argv, ops, tmp):
+    t = RecordingStdio(argv[0], argv[1:])
+    texts = []
+
+    async def main():
+        async with client(t) as c:
+            for op in ops:
+                if op[0] == "tool":
+                    r = await c.call_tool(op[1], op[2])
+                    texts.append(" ".join(getattr(x, "text", "") for x in r.content))
+                else:
+                    r = await c.read_resource(op[1])
+                    texts.append(" ".join(getattr(x, "text", "") for x in r.contents))
+
+    anyio.run(main)
+    return [tuple(x) for x in t.log], texts
+
+
+def ts_sdk(argv, ops, tmp):
+    cfg, log = tmp / "ts.json", tmp / "ts-log.json"
+    cfg.write_text(json.dumps({"npm": NPM_DIR, "log": str(log), "command": argv[0], "args": argv[1:],
+                               "env": {"MCPWITNESS_STATE_DIR": os.environ.get("MCPWITNESS_STATE_DIR", "")},
+                               "calls": [list(op) for op in ops]}))
+    p = subprocess.run(["node", TS_CLIENT, str(cfg)], capture_output=True, text=True, timeout=TIMEOUT)
+    assert p.returncode == 0, p.stderr
+    return [tuple(x) for x in json.loads(log.read_text())], json.loads(p.stdout.split("results: ", 1)[1])
+
+
+def inspector(argv, ops, tmp):
+    """The Inspector CLI makes one operation per run, and keeps no record of the messages."""
+    if not os.path.exists(INSPECTOR):
+        pytest.fail(f"{INSPECTOR} is not installed: run scripts/setup")
+    cfg = tmp / "inspector.json"
+    # the Inspector stops reading its own options at a "--" among the server's arguments:
+    # `mcpwitness run` takes its command without one
+    args = [a for a in argv[1:] if a != "--"]
+    cfg.write_text(json.dumps({"mcpServers": {"s": {"command": argv[0], "args": args}}}))
+    op = ops[-1]
+    if op[0] == "tool":
+        what = ["--method", "tools/call", "--tool-name", op[1]]
+        for k, v in op[2].items():
+            what += ["--tool-arg", f"{k}={v}"]
+    else:
+        what = ["--method", "resources/read", "--uri", op[1]]
+    p = subprocess.run([INSPECTOR, "--cli", "--config", str(cfg), "--server", "s", *what], capture_output=True,
+                       text=True, timeout=TIMEOUT, env=dict(os.environ, MCP_AUTO_OPEN_ENABLED="false"))
+    assert p.returncode == 0, p.stdout + p.stderr
+    return None, [p.stdout]
+
+
+RUNNERS = {"python-sdk": python_sdk, "ts-sdk": ts_sdk, "inspector": inspector}
+
+
+@contextmanager
+def watching(out):
+    w = subprocess.Popen([MW, "watch", "-q", "--no-store", "--jsonl", str(out)], stdin=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: out.exists() and '"type":"start"' in out.read_text(), TIMEOUT), "watch did not start"
+        yield
+    finally:
+        w.send_signal(signal.SIGINT)
+        assert w.wait(timeout=TIMEOUT) == 0
+
+
+def records(path):
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def exchange(client_name, server_name, mode, tmp_path):
+    """Run one pairing; return (records, the client's log or None, answers, server spec)."""
+    spec = server(server_name, tmp_path)
+    out = tmp_path / "ev.jsonl"
+    ops = spec["ops"]
+    if mode == "run":
+        argv = [MW, "run", "-q", "--no-store", "--jsonl", str(out), "--", *spec["argv"]]
+        log, texts = RUNNERS[client_name](argv, ops, tmp_path)
+    else:
+        with watching(out):
+            log, texts = RUNNERS[client_name](spec["argv"], ops, tmp_path)
+    assert spec["expect"] in texts[-1]
+    return records(out), log, spec
+
+
+def check(recs, log, spec, client_name):
+    mcp = [r for r in recs if r["type"] == "mcp"]
+    assert mcp, "no MCP message recorded"
+    assert len({r["session"] for r in mcp}) == 1, Counter(r["session"] for r in mcp)
+    if log is not None:  # each message once, in order per direction, paired, against the client's record
+        check_against_client(log, mcp)
+    else:
+        seen = Counter((r["direction"], r["kind"], json.dumps(r["id"]), r["method"]) for r in mcp)
+        assert max(seen.values()) == 1, seen
+        sent = [r["method"] for r in mcp if r["direction"] == "client->server"]
+        assert sent[0] == "initialize" and "notifications/initialized" in sent
+    assert "unknown" not in {r["direction"] for r in mcp}
+    # every request answered, and the answer paired with it
+    requests = [r for r in mcp if r["kind"] == "request"]
+    answers = {(r["direction"], json.dumps(r["id"])): r for r in mcp if r["kind"] in ("response", "error")}
+    for q in requests:
+        back = "server->client" if q["direction"] == "client->server" else "client->server"
+        a = answers.get((back, json.dumps(q["id"])))
+        assert a is not None and a["paired"] and a["method"] == q["method"] and a["latency_ms"] > 0, q
+    # one call record per request, finished, with its latency, naming the server
+    calls = [r for r in recs if r["type"] == "call"]
+    assert sorted(json.dumps(c["request_id"]) for c in calls if c["direction"] == "client->server") == sorted(
+        json.dumps(q["id"]) for q in requests if q["direction"] == "client->server")
+    for c in calls:
+        # (error: a server that rejects the 2026 client's server/discover probe; the client then falls back)
+        assert c["complete"] and c["status"] in ("ok", "tool_error", "error") and c["latency_ms"] > 0, c
+        assert c["server"]["exe"] and c["server"]["pid"], c["server"]
+        if c["method"] in ("tools/call", "resources/read") and client_name != "attached":
+            # the handshake named the server by then (attached after it: not seen)
+            assert c["server"]["info"] and c["server"]["info"].get("name"), c["server"]
+    # the file the last operation opens: in that call's record, attributed exactly
+    op = spec["ops"][-1]
+    mine = [c for c in calls if (c["tool"] == op[1] if op[0] == "tool" else c["method"] == "resources/read")]
+    assert len(mine) == 1
+    opens = [e for e in mine[0]["timeline"] if e["type"] == "open" and spec["opens"] in (e.get("path"), e.get("resolved"))]
+    assert opens and all(e["attribution"] == "exact" for e in opens), mine[0]["timeline"]
+    # the session is the server's stdio, as the client wired it
+    sess = [r for r in recs if r["type"] == "session" and r["event"] == "end"]
+    assert len(sess) == 1 and sess[0]["transport"] == "stdio" and sess[0]["role"] == "server"
+    wiring = {"python-sdk": "pipe"}.get(client_name, "unix")  # Node: socketpairs
+    assert sess[0]["stdio"]["stdin"]["kind"] == wiring, sess[0]["stdio"]
+    if sess[0]["stdio"]["stdout"] is not None:  # (not when the server's children wrote every answer)
+        assert sess[0]["stdio"]["stdout"]["kind"] == wiring, sess[0]["stdio"]
+    assert sess[0]["stdio"]["stdin"]["inode"] != (sess[0]["stdio"]["stdout"] or {}).get("inode")
+    stats = [r for r in recs if r["type"] == "stats"][0]
+    assert stats["lost"]["events"] == 0 and stats["mcp"]["unpaired_responses"] == 0
+
+
+@pytest.mark.parametrize("mode", ["run", "watch"])
+@pytest.mark.parametrize("server_name", SERVERS)
+@pytest.mark.parametrize("client_name", CLIENTS)
+def test_client_server_matrix(client_name, server_name, mode, tmp_path):
+    recs, log, spec = exchange(client_name, server_name, mode, tmp_path)
+    if mode == "watch":
+        found = [r for r in recs if r["type"] == "discovered"]
+        assert len(found) == 1, found  # the server, never the client
+    check(recs, log, spec, client_name)
+
+
+# --- over HTTP: watch --port sees both ends of a Streamable HTTP session ---
+
+def watch_port(port, out):
+    w = subprocess.Popen([MW, "watch", "-q", "--no-store", "--jsonl", str(out), "--port", str(port)],
+                         stdin=subprocess.DEVNULL)
+    assert wait_for(lambda: out.exists() and '"type":"start"' in out.read_text(), TIMEOUT), "watch did not start"
+    return w
+
+
+def stop(p, sig=signal.SIGINT):
+    if p.poll() is None:
+        p.send_signal(sig)
+    return p.wait(timeout=TIMEOUT)
+
+
+def check_http(recs, log):
+    mcp = [r for r in recs if r["type"] == "mcp"]
+    # a server that refuses server/discover answers with HTTP 400 and id null; the client took it
+    # as the answer to its request
+    for r in mcp:
+        if r["kind"] == "error" and r["id"] is None and r["paired"]:
+            r["id"] = next(m["id"] for w, m in log if w == "sent" and m.get("method") == r["method"])
+    check_against_client(log, mcp)
+    calls = [r for r in recs if r["type"] == "call" and r["method"] == "tools/call"]
+    assert calls and all(c["status"] == "ok" and c["complete"] and c["latency_ms"] > 0 for c in calls)
+    assert {r["transport"] for r in mcp} == {"http"}
+    return calls
+
+
+def test_ts_sdk_http_client_and_python_sdk_server_under_watch_port(tmp_path):
+    from conftest import free_port
+    port, out = free_port(), tmp_path / "ev.jsonl"
+    w = watch_port(port, out)
+    srv = None
+    try:
+        srv = subprocess.Popen([sys.executable, os.path.join(HERE, "workloads", "sdk_http_server.py"), "http",
+                                "127.0.0.1", str(port)], stdout=subprocess.PIPE, text=True)
+        assert srv.stdout.readline().strip() == "listening"
+        cfg, log = tmp_path / "ts.json", tmp_path / "ts-log.json"
+        cfg.write_text(json.dumps({"npm": NPM_DIR, "log": str(log), "url": f"http://127.0.0.1:{port}/mcp",
+                                   "calls": [["tools/list"], ["tool", "echo", {"text": "over http"}],
+                                             ["tool", "read_file", {"path": __file__}]]}))
+        p = subprocess.run(["node", TS_CLIENT, str(cfg)], capture_output=True, text=True, timeout=TIMEOUT)
+        assert p.returncode == 0, p.stderr
+        assert "over http" in p.stdout
+    finally:
+        if srv is not None:
+            stop(srv)
+        assert stop(w) == 0
+    recs = records(out)
+    calls = check_http(recs, [tuple(x) for x in json.loads(log.read_text())])
+    read = [c for c in calls if c["tool"] == "read_file"][0]
+    assert any(e["type"] == "open" and e.get("path") == __file__ and e["attribution"] == "exact"
+               for e in read["timeline"])
+
+
+def test_python_sdk_http_client_and_server_everything_under_watch_port(tmp_path):
+    from conftest import free_port
+    from mcp_client import RecordingHttp
+    port, out, err = free_port(), tmp_path / "ev.jsonl", tmp_path / "server.log"
+    w = watch_port(port, out)
+    srv = None
+    try:
+        with open(err, "w") as ef:
+            srv = subprocess.Popen(["node", os.path.join(MODULES, "server-everything", "dist", "index.js"),
+                                    "streamableHttp"], env={**os.environ, "PORT": str(port)}, stderr=ef)
+        assert wait_for(lambda: "listening on port" in err.read_text(), TIMEOUT), err.read_text()
+        t = RecordingHttp(f"http://127.0.0.1:{port}/mcp")
+
+        async def main():
+            async with client(t) as c:
+                await c.list_tools()
+                await c.call_tool("echo", {"message": "from python"})
+                await c.call_tool("get-sum", {"a": 2, "b": 3})
+
+        anyio.run(main)
+    finally:
+        if srv is not None:
+            stop(srv)
+        assert stop(w) == 0
+    check_http(records(out), t.log)
+
+
+@pytest.mark.parametrize("mode", ["run", "watch"])
+def test_a_pty_as_the_servers_stdio(mode, tmp_path):
+    """A client that gives the server a pseudo-terminal: the slave is the server's stdin and
+    stdout (one channel both ways); the client's master end is not captured."""
+    out, log, target = tmp_path / "ev.jsonl", tmp_path / "log.json", tmp_path / "note.txt"
+    target.write_text("over a pty\n")
+    srv = [sys.executable, os.path.join(HERE, "workloads", "sdk_server.py")]
+    argv = [sys.executable, os.path.join(HERE, "workloads", "pty_client.py"), str(log), str(target)]
+    if mode == "run":
+        subprocess.run(argv + [MW, "run", "-q", "--no-store", "--jsonl", str(out), "--", *srv], check=True,
+                       timeout=TIMEOUT)
+    else:
+        with watching(out):
+            subprocess.run(argv + srv, check=True, timeout=TIMEOUT)
+    recs = records(out)
+    mcp = [r for r in recs if r["type"] == "mcp"]
+    check_against_client([tuple(x) for x in json.loads(log.read_text())], mcp)
+    sess = [r for r in recs if r["type"] == "session" and r["event"] == "end"][0]
+    assert sess["transport"] == "stdio" and sess["stdio"]["stdin"]["kind"] == "tty"
+    assert sess["stdio"]["stdin"]["inode"] == sess["stdio"]["stdout"]["inode"]
+    call = [r for r in recs if r["type"] == "call" and r["method"] == "tools/call"][0]
+    assert call["status"] == "ok" and any(e["type"] == "open" and e.get("path") == str(target)
+                                          and e["attribution"] == "exact" for e in call["timeline"])
+
+
+def ts_config(tmp, argv, ops, **extra) -> tuple:
+    cfg, log = tmp / "ts.json", tmp / "ts-log.json"
+    cfg.write_text(json.dumps({"npm": NPM_DIR, "log": str(log), "command": argv[0], "args": argv[1:],
+                               "calls": [list(op) for op in ops], **extra}))
+    return cfg, log
+
+
+def test_both_ends_tracked_node_client(tmp_path):
+    """`run` in front of the Node client: the client and the server it launches are both
+    tracked; their four socket ends are one session, each message recorded once."""
+    spec = server("python-sdk", tmp_path)
+    out = tmp_path / "ev.jsonl"
+    cfg, log = ts_config(tmp_path, spec["argv"], spec["ops"])
+    subprocess.run([MW, "run", "-q", "--no-store", "--jsonl", str(out), "--", "node", TS_CLIENT, str(cfg)],
+                   check=True, timeout=TIMEOUT, capture_output=True)
+    recs = records(out)
+    log = [tuple(x) for x in json.loads(log.read_text())]
+    check(recs, log, spec, "ts-sdk")
+    sess = [r for r in recs if r["type"] == "session" and r["event"] == "end"][0]
+    assert sorted(e["role"] for e in sess["ends"]) == ["client", "server"]
+    stats = [r for r in recs if r["type"] == "stats"][0]
+    assert stats["mcp"]["duplicates"] == len([r for r in recs if r["type"] == "mcp"])
+
+
+def test_run_pid_attaches_to_a_server_a_node_client_launched(tmp_path):
+    """`run --pid` on a running server (the SDK moved its stdio to other fds by then, so
+    /proc's fds 0 and 1 say nothing): the calls made after the attach are one session,
+    paired, with the tool's open in its record."""
+    spec = server("python-sdk", tmp_path)
+    out, pidfile, go = tmp_path / "ev.jsonl", tmp_path / "pid", tmp_path / "go"
+    cfg, log = ts_config(tmp_path, spec["argv"], spec["ops"], pidfile=str(pidfile), go=str(go))
+    cli = subprocess.Popen(["node", TS_CLIENT, str(cfg)], stdout=subprocess.PIPE, text=True)
+    mw = None
+    try:
+        assert wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), TIMEOUT)
+        mw = subprocess.Popen([MW, "run", "-q", "--no-store", "--jsonl", str(out), "--pid",
+                               pidfile.read_text().strip()])
+        assert wait_for(lambda: out.exists() and '"type":"start"' in out.read_text(), TIMEOUT)
+        go.write_text("go")
+        assert cli.wait(timeout=TIMEOUT) == 0
+        assert mw.wait(timeout=TIMEOUT) == 0  # the server exited with its client
+    finally:
+        for p in (cli, mw):
+            if p is not None and p.poll() is None:
+                p.kill()
+    recs = records(out)
+    log = [tuple(x) for x in json.loads(log.read_text())]
+    after = log[[m.get("method") for _, m in log].index("notifications/initialized") + 1:]
+    check(recs, after, spec, "attached")
+
+
+@pytest.mark.parametrize("mode", ["run", "watch"])
+def test_answers_written_by_the_servers_children(mode, tmp_path):
+    """A server whose children write its answers on the stdout they inherited: their
+    bytes are the same session's, server->client, paired."""
+    target = tmp_path / "note.txt"
+    target.write_text("read by the parent\n")
+    srv = [sys.executable, os.path.join(HERE, "workloads", "helper_server.py")]
+    out = tmp_path / "ev.jsonl"
+    ops = [("tools/list",), ("tool", "read_file", {"path": str(target)})]
+    if mode == "run":
+        cfg, log = ts_config(tmp_path, [MW, "run", "-q", "--no-store", "--jsonl", str(out), "--", *srv], ops)
+        subprocess.run(["node", TS_CLIENT, str(cfg)], check=True, timeout=TIMEOUT, capture_output=True)
+    else:
+        cfg, log = ts_config(tmp_path, srv, ops)
+        with watching(out):
+            subprocess.run(["node", TS_CLIENT, str(cfg)], check=True, timeout=TIMEOUT, capture_output=True)
+    recs = records(out)
+    log = [tuple(x) for x in json.loads(log.read_text())]
+    check(recs, log, {"ops": [ops[-1]], "opens": str(target)}, "ts-sdk")
+    answers = [r for r in recs if r["type"] == "mcp" and r["direction"] == "server->client"]
+    assert answers and all(r["comm"] == "printf" for r in answers)
