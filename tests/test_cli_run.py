@@ -138,3 +138,16 @@ def test_attach_to_missing_pid(tmp_path):
     p = subprocess.run([MW, "run", "--jsonl", str(tmp_path / "e.jsonl"), "--pid", "999999999"],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 1 and "no process 999999999" in p.stderr
+
+
+def test_the_tls_line_says_what_will_happen(tmp_path):
+    """Per-process TLS probes attach later: at start `run` says when, not that no libssl exists
+    (where this host has one)."""
+    from mcpwitness.tls import system_libraries
+    p = subprocess.run([MW, "run", "--no-store", "--jsonl", str(tmp_path / "e.jsonl"), "--", "/bin/true"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0
+    tls = [ln for ln in p.stderr.splitlines() if "TLS" in ln]
+    assert len(tls) == 1 and "will not be captured" not in tls[0]
+    if system_libraries():
+        assert "probed in each tracked process that loads libssl (libssl.so" in tls[0]
