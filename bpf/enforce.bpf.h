@@ -129,7 +129,11 @@ static __always_inline __u32 path_verdict(struct mw_policy *pol, __u32 scope, co
 		bpf_probe_read_kernel(k->path, MW_PKEY_PATH, path);
 		k->prefixlen = 32 + MW_PKEY_PATH * 8;
 	} else {
-		__u32 n = len & 255;
+		/* the barrier keeps clang from passing the caller's len (whose bounds
+		 * older verifiers, 6.12's among them, track as signed) instead of n */
+		__u32 n = len;
+		barrier_var(n);
+		n &= 255;
 		if (n > MW_PKEY_PATH - 1)
 			n = MW_PKEY_PATH - 1;
 		bpf_probe_read_kernel(k->path, n, path);
@@ -333,7 +337,9 @@ int mw_sendmsg6(struct bpf_sock_addr *ctx)
 	return net_check(ctx, 1, MW_PW_SENDMSG, MW_PM_CGROUP_SENDMSG6);
 }
 
-extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
+/* 6.2+; weak, so the object still loads where it is missing (6.1): the only
+ * caller, cgroup/connect_unix (6.7+), is then not loaded (loader.py) */
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym __weak;
 
 /* Unix socket paths. The section is newer than some libbpfs: the loader
  * sets the program and attach types itself where libbpf does not know it. */

@@ -44,7 +44,8 @@ def _load() -> ctypes.CDLL:
 
 lib = _load()
 libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-libc.vsnprintf.argtypes = [c_char_p, c_size_t, c_char_p, c_void_p]
+libc.vasprintf.argtypes = [POINTER(c_void_p), c_char_p, c_void_p]
+libc.free.argtypes = [c_void_p]
 
 _P = c_void_p
 
@@ -103,12 +104,20 @@ _log = threading.local()
 
 @_PRINT_FN
 def _print(level, fmt, ap):  # pragma: no cover - called from C
-    buf = ctypes.create_string_buffer(4096)
-    libc.vsnprintf(buf, len(buf), fmt, ap)
     lines = getattr(_log, "lines", None)
-    if lines is not None:
-        lines.extend(buf.value.decode("utf-8", "replace").rstrip("\n").split("\n"))
-        del lines[:-400]
+    if lines is None:
+        return 0
+    # one message can be a whole verifier log (libbpf prints it in one call):
+    # vasprintf sizes the buffer, so its last lines, the verifier's verdict, survive
+    out = c_void_p()
+    if libc.vasprintf(ctypes.byref(out), fmt, ap) < 0 or not out.value:
+        return 0
+    try:
+        text = ctypes.string_at(out.value).decode("utf-8", "replace")
+    finally:
+        libc.free(out)
+    lines.extend(text.rstrip("\n").split("\n"))
+    del lines[:-400]
     return 0
 
 
