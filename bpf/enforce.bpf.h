@@ -467,6 +467,44 @@ int BPF_PROG(mw_lsm_file_open, struct file *file, int ret)
 	return lsm_path_check(file, access, MW_PW_OPEN, MW_PM_LSM_FILE_OPEN, NULL);
 }
 
+/* A new name about to be made (open with O_CREAT of a file that does not
+ * exist, mknod): file_open runs only after the kernel has created the file,
+ * so a refused creation is refused here, before it. The path is the parent
+ * directory's, walked from its struct path, plus the new name. Needs
+ * CONFIG_SECURITY_PATH (Debian, Ubuntu, Fedora: yes); the loader leaves it
+ * out where the hook is missing and says so. */
+SEC("lsm/path_mknod")
+int BPF_PROG(mw_lsm_path_mknod, const struct path *dir, struct dentry *dentry, umode_t mode, unsigned int dev,
+	     int ret)
+{
+	if (ret)
+		return ret;
+	struct mw_proc *p = current_tracked();
+	if (!p || !p->policy)
+		return 0;
+	__u32 scope;
+	struct mw_policy *pol = policy_of(p, &scope);
+	if (!pol)
+		return 0;
+	__u32 zero = 0;
+	struct mw_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return 0;
+	int trunc = 0;
+	__u32 len = append_path(s, 0, dir, &trunc) & (MW_PATH_MAX - 1);
+	if (len == 1) /* the root: "/" + name, not "//name" */
+		len = 0;
+	__u32 nlen = BPF_CORE_READ(dentry, d_name.len) & 255;
+	if (len + 1 + nlen < MW_PATH_MAX) {
+		s->buf[len & (MW_PATH_MAX - 1)] = '/';
+		bpf_probe_read_kernel(&s->buf[(len + 1) & (MW_PATH_MAX - 1)], nlen, BPF_CORE_READ(dentry, d_name.name));
+		len += 1 + nlen;
+	}
+	__u32 action = path_judge(p, pol, scope, bpf_get_current_task_btf(), s, 0, len, MW_ACC_CREATE, NULL,
+				  MW_PW_OPEN, MW_PM_LSM_PATH_MKNOD, O_CREAT, 1);
+	return action == MW_PA_DENIED ? -EPERM : 0;
+}
+
 SEC("lsm/bprm_check_security")
 int BPF_PROG(mw_lsm_bprm_check, struct linux_binprm *bprm, int ret)
 {

@@ -448,10 +448,12 @@ int BPF_PROG(mw_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	s->ev.args[2] = alen;
 	s->ev.args[3] = cap;
 	emit(s, pos + cap);
-	emit_stdio(p, task, MW_STDIO_EXEC);
+	/* the fallback judges the path still in the scratch buffer: before
+	 * emit_stdio, which reuses that buffer */
 	if (p->policy && !(cfg.lsm & MW_LSM_EXEC))
 		path_fallback(p, task, s, n1, n2, MW_ACC_EXEC, BPF_CORE_READ(bprm, file, f_path.dentry),
 			      MW_PW_EXEC, MW_PM_KILL_EXEC, 0);
+	emit_stdio(p, task, MW_STDIO_EXEC);
 	return 0;
 }
 

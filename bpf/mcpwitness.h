@@ -99,6 +99,7 @@ struct mw_sockinfo {
 #define MW_PM_KILL_OPEN 8  /* bpf_send_signal(SIGKILL) at sys_exit of open* */
 #define MW_PM_KILL_EXEC 9  /* bpf_send_signal(SIGKILL) at sched_process_exec */
 #define MW_PM_CGROUP_CONNECT_UNIX 11
+#define MW_PM_LSM_PATH_MKNOD 12 /* a new file's creation (open O_CREAT, mknod) */
 /* access bits (files and execs) */
 #define MW_ACC_READ 0x1
 #define MW_ACC_WRITE 0x2

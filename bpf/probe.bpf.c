@@ -43,6 +43,9 @@ int BPF_PROG(probe_lsm_file_open) { return 0; }
 SEC("lsm/bprm_check_security")
 int BPF_PROG(probe_lsm_bprm_check) { return 0; }
 
+SEC("lsm/path_mknod")
+int BPF_PROG(probe_lsm_path_mknod) { return 0; }
+
 SEC("lsm/socket_connect")
 int BPF_PROG(probe_lsm_socket_connect) { return 0; }
 

@@ -21,7 +21,12 @@ def npm_server(name: str) -> str:
     return exe
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
+    for item in items:  # matrix(..., ids=[...]): only those parameters run in the kernel matrix
+        m = item.get_closest_marker("matrix")
+        if m and m.kwargs.get("ids") and getattr(item, "callspec", None) and item.callspec.id not in m.kwargs["ids"]:
+            item.own_markers = [x for x in item.own_markers if x.name != "matrix"]
     if os.geteuid() != 0:
         skip = pytest.mark.skip(reason="needs root to load BPF programs")
         for item in items:
@@ -31,6 +36,38 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "kernel: loads real BPF programs on the running kernel")
+    config.addinivalue_line("markers", "matrix(feature): also run by scripts/test-kernels in every kernel of the "
+                                       "matrix; `feature` is its row in the table")
+
+
+# scripts/guest-tests: one JSON line per test, for the kernel matrix's table
+_MATRIX_OUT = os.environ.get("MW_MATRIX_RESULTS")
+
+
+def pytest_runtest_logreport(report):
+    if not _MATRIX_OUT or (report.when != "call" and not (report.failed or report.skipped)):
+        return
+    if report.when == "teardown" and report.skipped:
+        return
+    import json
+    feature = next((m.args[0] for m in getattr(report, "_mw_markers", []) if m.args), None)
+    reason = ""
+    if report.skipped and isinstance(report.longrepr, tuple):
+        reason = report.longrepr[2]
+    elif report.failed:  # where it failed and the assertion's first lines
+        lines = (report.longreprtext or "").strip().splitlines()
+        errs = [ln[1:].strip() for ln in lines if ln.startswith("E ")][:4]
+        reason = " | ".join((lines[-1:] or [""]) + errs)[:1200]
+    with open(_MATRIX_OUT, "a") as f:
+        f.write(json.dumps({"test": report.nodeid, "feature": feature, "when": report.when,
+                            "outcome": report.outcome, "reason": reason,
+                            "seconds": round(report.duration, 1)}) + "\n")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    outcome.get_result()._mw_markers = list(item.iter_markers("matrix"))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -121,8 +158,18 @@ def free_port(host="127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+# under an emulated kernel (scripts/test-kernels, TCG) everything takes 10-20 times longer:
+# timeouts are ceilings for a wait on an event, scaled by this factor
+SLOW = float(os.environ.get("MW_TEST_SLOW", "1"))
+if SLOW > 1:
+    # the SDK client gives server/discover 10 s, then falls back to initialize (which a
+    # modern server refuses): a slow start is not what these tests are about
+    import mcp.client.session as _sdk_session
+    _sdk_session.DISCOVER_TIMEOUT_SECONDS *= SLOW
+
+
 def wait_for(pred, timeout=10.0, step=0.02):
-    end = time.time() + timeout
+    end = time.time() + timeout * SLOW
     while time.time() < end:
         if pred():
             return True

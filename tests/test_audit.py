@@ -12,7 +12,7 @@ import sys
 import anyio
 import pytest
 
-from conftest import npm_server
+from conftest import SLOW, npm_server
 from mcp_client import RecordingStdio, client
 
 pytestmark = pytest.mark.kernel
@@ -31,6 +31,7 @@ def event_key(e):
     return (e["type"], e["pid"], e["time"])
 
 
+@pytest.mark.matrix("attribution: one record per call")
 def test_each_event_in_the_record_of_its_call(tmp_path, listener):
     side, target, late = tmp_path / "side.cfg", tmp_path / "target.txt", tmp_path / "late.txt"
     side.write_text("cfg")
@@ -43,10 +44,10 @@ def test_each_event_in_the_record_of_its_call(tmp_path, listener):
         async with client(t) as c:
             r = await c.call_tool("read_file", {"path": str(target)})
             assert r.content[0].text == "the content"
-            await c.call_tool("spawn", {"marker": str(late), "delay": 0.5})
+            await c.call_tool("spawn", {"marker": str(late), "delay": 0.5 * SLOW})
             assert not late.exists()  # the response came before the grandchild's open
             await c.call_tool("connect", {"port": listener.port})
-            for _ in range(100):  # the grandchild opens its file after the response
+            for _ in range(int(100 * SLOW)):  # the grandchild opens its file after the response
                 if late.exists():
                     break
                 await anyio.sleep(0.05)
@@ -56,7 +57,8 @@ def test_each_event_in_the_record_of_its_call(tmp_path, listener):
     recs = load(out)
     calls = {r["tool"] or r["method"]: r for r in recs if r["type"] == "call"}
     assert set(calls) >= {"read_file", "spawn", "connect"}
-    assert all(r["complete"] and r["status"] == "ok" for r in calls.values())
+    assert all(r["complete"] and r["status"] == "ok" for r in calls.values()), \
+        {k: (r["complete"], r["status"], r.get("error")) for k, r in calls.items()}
 
     rf = calls["read_file"]
     opened = [e["path"] for e in rf["timeline"] if e["type"] == "open"]

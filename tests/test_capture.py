@@ -41,6 +41,7 @@ a.sendmsg([b'{"x":', b'[1,2]}\n']); b.recvmsg(100)
 """
 
 
+@pytest.mark.matrix("payload: pipes, Unix sockets")
 def test_pipes_and_unix_sockets_byte_for_byte():
     got, stats = capture(PIPES)
     by = [(e.kind, e.direction, e.syscall, e.data) for e in got]

@@ -16,8 +16,10 @@ from mcp_client import RecordingStdio, client
 from mcpwitness import policy
 from mcpwitness.agent import spawn_tracked
 from mcpwitness.enforce import Enforcer
-from mcpwitness.loader import (MECH_EXEC_KILL, MECH_EXEC_LSM, MECH_FILE_KILL, MECH_FILE_LSM, MECH_NET_CGROUP,
-                               Kernel, LoadOptions)
+from mcpwitness.agent import Agent
+from mcpwitness.loader import (MECH_CREATE_LSM, MECH_EXEC_KILL, MECH_EXEC_LSM, MECH_FILE_KILL, MECH_FILE_LSM,
+                               MECH_NET_CGROUP, Kernel, LoadOptions)
+from mcpwitness.sinks import ListSink
 
 pytestmark = pytest.mark.kernel
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,6 +57,7 @@ def policy_events(call):
     return [e for e in call["timeline"] if e["type"] == "policy"]
 
 
+@pytest.mark.matrix("enforce: connect (cgroup sock_addr)")
 def test_connects_allowed_and_refused_ipv4_ipv6(tmp_path, listen):
     ok4, ok6 = listen("127.0.0.1"), listen("::1")
     other_port, other_addr, other6 = listen("127.0.0.1"), listen("127.0.0.2"), listen("::1")
@@ -120,6 +123,7 @@ policies:
 """
 
 
+@pytest.mark.matrix("enforce: SIGKILL fallback")
 def test_denied_open_and_exec_are_stopped_by_the_fallback(tmp_path):
     secret = tmp_path / "secret"
     secret.mkdir()
@@ -254,6 +258,7 @@ open(out, "w").write(json.dumps(n))
 """
 
 
+@pytest.mark.matrix("enforce: reload under load")
 def test_reload_under_a_stream_of_connects_never_lets_a_refused_one_through(tmp_path, listen):
     ok, bad = listen(), listen()
     # every variant refuses `bad` and allows `ok`, each in another way
@@ -296,7 +301,7 @@ def test_lsm_programs_are_built_and_run_where_the_kernel_has_bpf_lsm(tmp_path):
     k = Kernel.load(LoadOptions(ring_size=1 << 16, enforce=True))
     try:
         progs = {n: s for n, s in k.programs.items() if s.startswith("lsm/")}
-        assert set(progs.values()) == {"lsm/file_open", "lsm/bprm_check_security", "lsm/socket_connect"}
+        assert set(progs.values()) == {"lsm/file_open", "lsm/bprm_check_security", "lsm/socket_connect", "lsm/path_mknod"}
         probe = run_probe("probe_lsm_file_open", "attach")
         if not probe.ok:
             assert k.mechanisms["files"] == MECH_FILE_KILL and "mw_lsm_file_open" in k.skipped
@@ -407,6 +412,7 @@ open(out, "w").write(" ".join(res))
 """
 
 
+@pytest.mark.matrix("enforce: Unix socket paths")
 def test_unix_socket_paths_refused_before_connecting(tmp_path):
     import socket
     from mcpwitness.events import PolicyEvent
@@ -551,3 +557,105 @@ def test_filesystem_server_under_a_policy(tmp_path):
     assert len(pe) == 1 and pe[0]["action"] == "killed" and pe[0]["path"] == str(root / "private" / "key")
     assert pe[0]["pid"] == calls[1]["server"]["pid"] and "files deny" in pe[0]["rule"]
     assert calls[1]["status"] == "incomplete"
+
+
+def lsm_or_skip():
+    from mcpwitness.doctor import run_probe
+    probe = run_probe("probe_lsm_file_open", "attach")
+    if not probe.ok:
+        pytest.skip(f"no BPF LSM on this kernel ({probe.detail}): enforcement uses the fallbacks, tested above; "
+                    "scripts/test-kernels runs this on Debian 12 and 13")
+
+
+@pytest.mark.matrix("enforce: BPF LSM open, create, exec")
+def test_lsm_refuses_before_the_action(tmp_path):
+    """Where the kernel has BPF LSM, each refusal happens before the action and
+    the caller lives on: a denied open fails with EPERM, a denied O_CREAT makes
+    no file, a denied exec never runs the program, and the server itself gets
+    EPERM instead of being killed. Each refusal is in its call's record with
+    its lsm/ mechanism."""
+    lsm_or_skip()
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "key").write_text("TOPSECRET")
+    allowed = tmp_path / "allowed.txt"
+    allowed.write_text("fine")
+    created = secret / "new.txt"
+
+    async def calls(c, results):
+        for name, args in (("run", {"argv": ["cat", str(secret / "key")]}),
+                           ("touch_sync", {"path": str(created)}),
+                           ("run", {"argv": ["sh", "-c", "echo from-shell"]}),
+                           ("read_file", {"path": str(secret / "key")}),
+                           ("run", {"argv": ["cat", str(allowed)]})):
+            r = await c.call_tool(name, args)
+            results.append("ERROR" if r.is_error else (r.content[0].text if r.content else ""))
+
+    recs, results = session(tmp_path, DENY_SECRET.format(mode="enforce", secret=secret), calls)
+    assert results == ["", "ERROR", "ERROR", "ERROR", "fine"], results
+    assert not created.exists(), "the refused O_CREAT made no file"
+    start = next(r for r in recs if r["type"] == "start")
+    mech = start["policy"]["mechanisms"]
+    assert mech["files"] == MECH_FILE_LSM and mech["exec"] == MECH_EXEC_LSM and mech["create"] == MECH_CREATE_LSM
+
+    runs, touch, rf = calls_of(recs, "run"), calls_of(recs, "touch_sync")[0], calls_of(recs, "read_file")[0]
+    pe = policy_events(runs[0])
+    assert len(pe) == 1, runs[0]["timeline"]
+    e = pe[0]
+    assert (e["action"], e["check"], e["mechanism"], e["errno"]) == ("denied", "open", "lsm/file_open", "EPERM")
+    assert e["path"] == str(secret / "key") and e["attribution"] == "exact" and "files deny" in e["rule"]
+    cat_exit = [x for x in runs[0]["timeline"] if x["type"] == "exit" and x["pid"] == e["pid"]]
+    assert cat_exit and cat_exit[0].get("signal") is None and cat_exit[0].get("exit_code") == 1, "cat lived on"
+
+    pe = policy_events(touch)
+    assert [(x["check"], x["mechanism"], x["path"], x["access"], x["errno"]) for x in pe] == [
+        ("open", "lsm/path_mknod", str(created), ["create"], "EPERM")]
+
+    # Python's subprocess tries each PATH entry after an EPERM: one refusal per sh it finds
+    pe = policy_events(runs[1])
+    assert pe and {(x["check"], x["mechanism"], x["action"]) for x in pe} == {("exec", "lsm/bprm_check_security",
+                                                                              "denied")}
+    assert all("exec deny sh" in x["rule"] and x["errno"] == "EPERM" for x in pe)
+    assert not [x for x in runs[1]["timeline"] if x["type"] == "exec" and x.get("error") is None], \
+        "the shell never ran"
+
+    pe = policy_events(rf)
+    assert len(pe) == 1 and pe[0]["pid"] == rf["server"]["pid"] and pe[0]["mechanism"] == "lsm/file_open"
+    assert rf["status"] == "tool_error", "the server got EPERM and answered; it was not killed"
+    assert policy_events(runs[2]) == [] and runs[2]["status"] == "ok"
+
+
+@pytest.mark.matrix("enforce: BPF LSM connect")
+def test_lsm_socket_connect_where_it_is_the_network_mechanism(tmp_path, listen, monkeypatch):
+    """lsm/socket_connect is the network mechanism where the cgroup sock_addr
+    hooks cannot be used (no cgroup2 mounted, simulated here): a denied connect
+    fails with EPERM before any packet and is reported with its mechanism."""
+    lsm_or_skip()
+    from mcpwitness import loader
+    from mcpwitness.events import PolicyEvent
+    from mcpwitness.loader import MECH_NET_LSM
+    monkeypatch.setattr(loader, "cgroup2_root", lambda: None)
+    ok, bad = listen(), listen()
+    pfile = tmp_path / "p.yaml"
+    pfile.write_text(f'policies:\n  - name: p\n    network: {{deny: ["127.0.0.1:{bad.port}"]}}\n')
+    sink = ListSink()
+    a = Agent(sink, LoadOptions(ring_size=1 << 20), policy_path=str(pfile))
+    a.start()
+    try:
+        assert a.kernel.mechanisms["network"] == MECH_NET_LSM
+        assert "mw_lsm_socket_connect" not in a.kernel.skipped and "mw_connect4" in a.kernel.skipped
+        out = tmp_path / "out"
+        code = ("import errno, socket, sys\nr = []\nfor port in sys.argv[1:3]:\n    s = socket.socket()\n"
+                "    try:\n        s.connect(('127.0.0.1', int(port)))\n        r.append('ok')\n"
+                "    except OSError as e:\n        r.append(errno.errorcode[e.errno])\n"
+                "open(sys.argv[3], 'w').write(' '.join(r))\n")
+        pid = a.spawn_tracked([sys.executable, "-c", code, str(ok.port), str(bad.port), str(out)])
+        _, st = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(st) == 0
+    finally:
+        a.stop()
+    assert out.read_text() == "ok EPERM"
+    assert len(ok.accepted) == 1 and bad.accepted == []
+    pe = [e for e in sink.events if isinstance(e, PolicyEvent)]
+    assert [(e.check, e.action, e.mechanism, e.port) for e in pe] == [
+        ("connect", "denied", "lsm/socket_connect", bad.port)]

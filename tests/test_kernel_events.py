@@ -49,6 +49,7 @@ def test_argv_beyond_the_limit_is_marked_truncated(workdir):
     assert any("argv cut at 64" in n for n in ex.notes)
 
 
+@pytest.mark.matrix("opens")
 def test_open_variants(agent, workdir):
     script = f"""
 import ctypes, os, sys
@@ -86,6 +87,7 @@ os.close(os.open(wd, os.O_TMPFILE | os.O_WRONLY, 0o600))    # O_TMPFILE
     assert tmp and tmp[0].result is not None and tmp[0].mode == "0600"
 
 
+@pytest.mark.matrix("connects")
 def test_connect_families(agent, workdir):
     srv6 = socket.socket(socket.AF_INET6)
     srv6.bind(("::1", 0))
@@ -122,6 +124,7 @@ except OSError: pass
     assert c[3].sock_type == "dgram" and c[1].sock_type == "stream"
 
 
+@pytest.mark.matrix("failed execs")
 def test_failed_exec_is_reported(agent, workdir):
     script = f"import os\ntry: os.execv({str(workdir / 'nope')!r}, ['nope'])\nexcept OSError: pass"
     _, _, events = run_tracked(agent, [PY, "-c", script])

@@ -16,7 +16,7 @@ import uuid
 import anyio
 import pytest
 
-from conftest import free_port, wait_for
+from conftest import free_port, wait_for, SLOW
 from mcp_client import RecordingHttp, check_against_client, client
 
 pytestmark = pytest.mark.kernel
@@ -69,7 +69,7 @@ def records(out):
     return [json.loads(x) for x in out.read_text().splitlines()]
 
 
-def stop(p, sig=signal.SIGINT, timeout=30):
+def stop(p, sig=signal.SIGINT, timeout=30 * SLOW):
     if p.poll() is None:
         p.send_signal(sig)
     try:
@@ -143,6 +143,7 @@ def check_common(log, recs, transport, port):
 CALLS = [("echo", {"text": "over the network"}), ("big", {"n": 300_000}), ("echo", {"text": "again"})]
 
 
+@pytest.mark.matrix("MCP over HTTP and HTTPS (TLS uprobes)")
 @pytest.mark.parametrize("kind", ["http", "https"])
 def test_streamable_http_tracked_server(kind, tmp_path, cert, monkeypatch):
     monkeypatch.setenv("SSL_CERT_FILE", cert[0])

@@ -35,6 +35,7 @@ def drive(out, calls, mode="auto"):
     return t.log, results
 
 
+@pytest.mark.matrix("MCP over stdio (SDK client and server)")
 def test_sdk_server_stateless_era(tmp_path):
     out = tmp_path / "ev.jsonl"
     big = 5 << 20

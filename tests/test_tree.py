@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import run_tracked
+from conftest import run_tracked, SLOW
 from mcpwitness.events import ConnectEvent, ExecEvent, ExitEvent, ForkEvent, OpenEvent
 
 pytestmark = pytest.mark.kernel
@@ -20,6 +20,7 @@ def lineage(forks: dict[int, int], pid: int, root: int) -> list[int]:
     return out
 
 
+@pytest.mark.matrix("process tree (fork, exec, exit)")
 def test_whole_tree_is_followed_and_nothing_else(agent, workdir, listener, tmp_path):
     port = listener.getsockname()[1]
     outside_dir = tmp_path / "outside"
@@ -28,7 +29,7 @@ def test_whole_tree_is_followed_and_nothing_else(agent, workdir, listener, tmp_p
     outside = subprocess.Popen([sys.executable, TREE, str(outside_dir), str(port)])
     root, code, events = run_tracked(agent, [sys.executable, TREE, str(workdir), str(port)],
                                      done_marker=workdir / "done")
-    outside.wait(timeout=30)
+    outside.wait(timeout=30 * SLOW)
     assert (outside_dir / "done").exists() or wait_done(outside_dir)
     assert code == 5
 

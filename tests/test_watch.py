@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import wait_for
+from conftest import wait_for, SLOW
 from mcp_client import check_against_client
 from test_reference_servers import servers
 
@@ -28,9 +28,9 @@ def watched(tmp_path, cmd, calls, *filters):
     w = subprocess.Popen([MW, "watch", "-q", "--jsonl", str(out), *args])
     assert wait_for(lambda: out.exists() and '"start"' in out.read_text(), 20)
     go.write_text("go")
-    assert cli.wait(timeout=60) == 0
+    assert cli.wait(timeout=60 * SLOW) == 0
     w.send_signal(signal.SIGTERM)
-    assert w.wait(timeout=30) == 0
+    assert w.wait(timeout=30 * SLOW) == 0
     recs = [json.loads(x) for x in out.read_text().splitlines()]
     return json.loads(log.read_text()), recs
 
@@ -38,6 +38,7 @@ def watched(tmp_path, cmd, calls, *filters):
 CASES = ["sdk", "mcp-server-time", "mcp-server-git", "server-filesystem", "server-everything"]
 
 
+@pytest.mark.matrix("watch discovery", ids=['sdk'])
 @pytest.mark.parametrize("name", CASES)
 def test_watch_finds_servers_started_by_any_client(name, tmp_path):
     if name == "sdk":

@@ -35,6 +35,7 @@ PROBES = [
     ("probe_uprobe_multi", "uprobe.multi", "uprobe_multi"),
     ("probe_lsm_file_open", "lsm/file_open", "attach"),
     ("probe_lsm_bprm_check", "lsm/bprm_check_security", "attach"),
+    ("probe_lsm_path_mknod", "lsm/path_mknod", "attach"),
     ("probe_lsm_socket_connect", "lsm/socket_connect", "attach"),
     ("probe_connect4", "cgroup/connect4", "cgroup"),
     ("probe_connect6", "cgroup/connect6", "cgroup"),
@@ -193,9 +194,12 @@ def features(mech: dict[str, bool]) -> list[dict]:
         "network": "IP destinations; unix socket paths: " + (
             "cgroup/connect_unix (refused before connecting)" if chosen["unix"].startswith("cgroup/")
             else "no cgroup/connect_unix (6.7+) here: checked after the connect and reported, not refused"),
-        "files": "" if chosen["files"] != MECH_FILE_KILL else
-        "weaker than LSM: the process dies before it can use the fd, but the open happened "
-        "(O_CREAT/O_TRUNC are not undone); the path is the one the kernel resolved",
+        "files": ("weaker than LSM: the process dies before it can use the fd, but the open happened "
+                  "(O_CREAT/O_TRUNC are not undone); the path is the one the kernel resolved")
+        if chosen["files"] == MECH_FILE_KILL else
+        ("a new file (O_CREAT): lsm/path_mknod refuses it before it is made" if chosen["create"] else
+         "no lsm/path_mknod here (CONFIG_SECURITY_PATH): a refused O_CREAT open has made an empty file")
+        if chosen["files"] else "",
         "exec": "" if chosen["exec"] != MECH_EXEC_KILL else
         "weaker than LSM: the new program is killed before its first instruction, but the exec happened",
     }
@@ -243,7 +247,11 @@ def diagnose() -> dict:
     try:
         with Kernel.load(LoadOptions(ring_size=1 << 16, max_procs=64, enforce=True)) as k:
             report["main_object"] = {"ok": True, "detail": "loads and attaches, policy programs included",
-                                     "skipped": k.skipped}
+                                     "skipped": k.skipped,
+                                     "programs": {n: f"not attached: {k.skipped[n]}" if n in k.skipped
+                                                  else "loaded: attached in each process that loads libssl"
+                                                  if sec.startswith(("uprobe", "uretprobe"))
+                                                  else "attached" for n, sec in k.programs.items()}}
     except OSError as e:
         report["main_object"] = {"ok": False, "detail": str(e).splitlines()[0]}
     report["ok"] = report["main_object"]["ok"]
@@ -276,6 +284,6 @@ def render(report: dict) -> str:
     lines.append("")
     mo = report["main_object"]
     lines.append(f"main BPF object: {'OK' if mo['ok'] else 'FAILED'}: {mo['detail']}")
-    for name, why in (mo.get("skipped") or {}).items():
-        lines.append(f"  {name} not attached: {why}")
+    for name, what in (mo.get("programs") or {}).items():
+        lines.append(f"  {name}: {what}")
     return "\n".join(lines)

@@ -68,7 +68,7 @@ POLICY_MECHANISMS = {
     5: "lsm/file_open", 6: "lsm/bprm_check_security", 7: "lsm/socket_connect",
     8: "SIGKILL at sys_exit_open* (fallback)", 9: "SIGKILL at sched_process_exec (fallback)",
     10: "userspace, after the connect (this kernel has no cgroup/connect_unix)",
-    11: "cgroup/connect_unix",
+    11: "cgroup/connect_unix", 12: "lsm/path_mknod",
 }
 POLICY_OUTCOMES = {
     "denied": "refused before it happened",

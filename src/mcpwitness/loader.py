@@ -104,6 +104,7 @@ MECH_UNIX_USER = "userspace, after the connect (reported, not refused)"
 MECH_FILE_LSM = "lsm/file_open (refused before the open)"
 MECH_FILE_KILL = "SIGKILL at sys_exit of open* (fallback: the open happened, the fd is never used)"
 MECH_EXEC_LSM = "lsm/bprm_check_security (refused before the exec)"
+MECH_CREATE_LSM = "lsm/path_mknod (a refused O_CREAT makes no file)"
 MECH_EXEC_KILL = "SIGKILL at sched_process_exec (fallback: the new program never runs)"
 
 
@@ -122,7 +123,69 @@ def choose_mechanisms(have) -> dict:
     out["unix"] = MECH_UNIX_CGROUP if have("cgroup/connect_unix") and cgroup2 else MECH_UNIX_USER
     out["files"] = MECH_FILE_LSM if have("lsm/file_open") else MECH_FILE_KILL if kill else None
     out["exec"] = MECH_EXEC_LSM if have("lsm/bprm_check_security") else MECH_EXEC_KILL if kill else None
+    # file_open runs after an O_CREAT has made the file: the creation itself is refused
+    # at path_mknod (CONFIG_SECURITY_PATH); without it a refused create leaves an empty file
+    out["create"] = MECH_CREATE_LSM if out["files"] == MECH_FILE_LSM and have("lsm/path_mknod") else None
     return out
+
+
+LSM_MAIN = {"mw_lsm_file_open", "mw_lsm_bprm_check", "mw_lsm_socket_connect"}  # all or none
+LSM_PROGRAMS = LSM_MAIN | {"mw_lsm_path_mknod"}
+# programs with a fallback: where the kernel refuses one, the rest loads without it
+OPTIONAL_PROGRAMS = {"mw_connect_unix", "mw_lsm_path_mknod"} | LSM_PROGRAMS
+
+
+def _optional(prog: str, options: LoadOptions) -> bool:
+    if prog in LSM_PROGRAMS:
+        return options.lsm is not True  # --lsm asked for LSM: refuse to run without it
+    return prog in OPTIONAL_PROGRAMS
+
+
+def refused_program(log: list[str]) -> tuple[str | None, str]:
+    """(program, the kernel's reason) from libbpf's log of a failed load: the
+    verifier's last words, or the missing kernel symbol."""
+    import re
+    prog, why = None, ""
+    for i, line in enumerate(log):
+        m = re.search(r"prog '([^']+)': (?:BPF program load failed|failed to load)", line)
+        if m and prog is None:
+            prog = m.group(1)
+            # the verdict: the last verifier line before the log's end marker
+            tail = [ln.strip() for ln in log[i:] if ln.strip() and "END PROG LOAD LOG" not in ln
+                    and not ln.strip().startswith(("processed ", "libbpf:", "prog '"))]
+            why = tail[-1] if tail else line[m.end(1) + 3:]
+        m = re.search(r"extern \((?:func ksym|var ksym|kconfig)\) '([^']+)': not found", line)
+        if m:
+            return None, f"the kernel has no {m.group(1)}"
+    return prog, why
+
+
+# what each program needs, to name it when a kernel refuses the object
+NEEDS = {"tp_btf": "tp_btf programs (5.5+)", "ring buffer output": "BPF ring buffers (5.8+)",
+         "helper bpf_loop": "the bpf_loop helper (5.17+)"}
+
+
+def explain_failure(e: "libbpf.BPFError", prog: str | None, why: str) -> "libbpf.BPFError":
+    """A load failure in words: which program, what the kernel said, and what
+    this kernel lacks that mcpwitness needs (probed now), not just an errno."""
+    missing = []
+    try:
+        from .doctor import PROBES, run_probe
+        labels = {label: (p, how) for p, label, how in PROBES}
+        for label, need in NEEDS.items():
+            if not run_probe(*labels[label]).ok:
+                missing.append(need)
+    except OSError:
+        pass
+    if not os.path.exists("/sys/kernel/btf/vmlinux"):
+        missing.insert(0, "BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF)")
+    what = f"the kernel refused program {prog}: {why}" if prog else why or str(e).splitlines()[0]
+    msg = f"loading BPF programs: {what}"
+    if missing:
+        msg += (f"\n  this kernel ({platform.release()}) lacks {', '.join(missing)}: mcpwitness needs Linux 6.1 "
+                "or newer with BTF (`mcpwitness doctor` lists every mechanism)")
+    err = libbpf.BPFError(e.errno or 22, msg, e.log)
+    return err
 
 
 @dataclass
@@ -140,6 +203,7 @@ class Kernel:
     fallback_reason: str | None = None
     uprobe_multi: bool = False  # TLS probes as uprobe_multi links (6.6+), else single uprobes
     raw_links: list = field(default_factory=list)  # link fds made outside libbpf (uprobe_multi)
+    refused: dict = field(default_factory=dict)  # program -> why this kernel refused it (fallback used)
     _cgroup_fd: int = -1
 
     # --- life cycle -------------------------------------------------------
@@ -155,29 +219,43 @@ class Kernel:
         mounts = {"tracefs": ensure_mount(TRACEFS, "tracefs")}
         raise_memlock()
         path = path or object_path()
-        try:
-            return cls._load_object(path, options, mounts)
-        except libbpf.BPFError as e:
-            # a kernel whose trivial LSM probe passed may still refuse the real
-            # LSM programs: fall back rather than not run, and say why
-            if not options.enforce or options.lsm is False:
-                raise
-            from dataclasses import replace
-            k = cls._load_object(path, replace(options, lsm=False), mounts)
-            k.fallback_reason = f"the LSM programs did not load ({str(e).splitlines()[0]}): fallbacks used"
-            for name, sec in k.programs.items():
-                if sec.startswith("lsm/"):
-                    k.skipped[name] = k.fallback_reason
-            return k
+        refused: dict[str, str] = {}  # program -> why the kernel refused it (its fallback is used)
+        while True:
+            try:
+                return cls._load_object(path, options, mounts, refused)
+            except libbpf.BPFError as e:
+                prog, why = refused_program(e.log)
+                if prog and prog not in refused and _optional(prog, options):
+                    # a kernel whose trivial probe passed may still refuse the real program
+                    # (a verifier older or stricter than ours): run with its fallback, say why
+                    refused[prog] = f"did not load on this kernel ({why}): the fallback is used"
+                    continue
+                raise explain_failure(e, prog, why) from None
+
+    @staticmethod
+    def _apply_refusals(k: "Kernel", refused: dict) -> None:
+        """Mechanisms without the programs this kernel refused."""
+        if not refused:
+            return
+        k.fallback_reason = "; ".join(f"{n} {why}" for n, why in refused.items())
+        if "mw_connect_unix" in refused:
+            k.mechanisms["unix"] = MECH_UNIX_USER
+        if "mw_lsm_path_mknod" in refused:
+            k.mechanisms["create"] = None
 
     @classmethod
-    def _load_object(cls, path: str, options: LoadOptions, mounts: dict) -> "Kernel":
+    def _load_object(cls, path: str, options: LoadOptions, mounts: dict, refused: dict) -> "Kernel":
+        from dataclasses import replace
         with libbpf.capture_log() as log:
             obj = libbpf.check_ptr(libbpf.bpf_object__open_file(path.encode(), None), f"open {path}", log)
-        k = cls(obj=obj, options=options, mounts=mounts)
+        k = cls(obj=obj, options=replace(options), mounts=mounts)
+        k.refused = refused
         try:
+            if refused.keys() & LSM_MAIN:
+                k.options.lsm = False  # all or none: the fallbacks for files, exec and network
             if options.enforce:
                 k._choose_enforcement()
+                cls._apply_refusals(k, refused)
             if options.tls and options.uprobe_multi is not False:
                 from .doctor import run_probe
                 try:
@@ -216,7 +294,8 @@ class Kernel:
             self.programs[name] = sec
             self.progptr[name] = p
             libbpf.set_newer_section_type(p)
-            why = self._not_wanted(sec)
+            why = (self.fallback_reason if name in LSM_PROGRAMS and self.refused.keys() & LSM_MAIN else None) \
+                or self.refused.get(name) or self._not_wanted(sec)
             if why:
                 libbpf.bpf_program__set_autoload(p, False)
                 self.skipped[name] = why
@@ -272,6 +351,10 @@ class Kernel:
                    "lsm/socket_connect": LSM_NET}.get(sec, 0)
             if not self.options.enforce:
                 return "no policy: LSM enforcement not needed"
+            if sec == "lsm/path_mknod":
+                bit = LSM_FILES
+                if self.lsm_bits & bit and self.mechanisms.get("create") != MECH_CREATE_LSM:
+                    return "no lsm/path_mknod here (CONFIG_SECURITY_PATH): a refused O_CREAT leaves an empty file"
             if not self.lsm_bits & bit:
                 return "BPF LSM unavailable here (the fallback is used)" if sec != "lsm/socket_connect" \
                     else "cgroup sock_addr hooks are used instead"

@@ -47,13 +47,23 @@ a = os.fork()
 if a == 0:
     os.execv("/bin/sh", ["sh", "-c", f"cat {wd}/a.txt >/dev/null; sh -c 'cat {wd}/a2.txt >/dev/null'; true"])
 
+root_pid = os.getpid()
 b = os.fork()
 if b == 0:
     os.setsid()
     if os.fork() != 0:
         os._exit(0)
-    # grandchild: reparented once b exits, outlives the root
-    time.sleep(0.5)
+    # grandchild: reparented once b exits, outlives the root: it waits for the root's exit
+    # (a zombie or gone), not a fixed time, so that it holds on a slow (emulated) kernel too
+    end = time.time() + 120
+    while time.time() < end:
+        try:
+            with open(f"/proc/{root_pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                    break
+        except FileNotFoundError:
+            break
+        time.sleep(0.02)
     touch("daemon.txt")
     connect()
     os.execv("/bin/sh", ["sh", "-c", f"cat {wd}/g.txt >/dev/null; touch {wd}/done"])

@@ -1,0 +1,84 @@
+"""One BPF object for every kernel from the stated minimum up: on the running
+kernel every program is attached or left out for a stated reason, and none is
+refused. scripts/test-kernels runs these in Debian 12's 6.1 (where the object
+once failed on a 6.2+ kfunc) and Debian 13's 6.12 (whose verifier once refused
+cgroup/connect_unix)."""
+import subprocess
+
+import pytest
+
+from mcpwitness.doctor import PROBES, run_probe
+from mcpwitness.loader import Kernel, LoadOptions, refused_program
+
+LABELS = {label: (prog, how) for prog, label, how in PROBES}
+
+
+def have(label: str) -> bool:
+    return run_probe(*LABELS[label]).ok
+
+
+def check_programs(k: Kernel) -> None:
+    assert k.refused == {}, f"programs this kernel refused: {k.refused}"
+    for name, sec in k.programs.items():
+        if name in k.skipped:
+            assert k.skipped[name].strip(), name
+        else:
+            assert not sec.startswith(("uprobe", "uretprobe")) or name in k.progptr
+
+
+@pytest.mark.kernel
+@pytest.mark.matrix("object loads (run)")
+def test_the_object_loads_without_a_policy():
+    with Kernel.load(LoadOptions(ring_size=1 << 16)) as k:
+        check_programs(k)
+        assert not [n for n, s in k.programs.items() if s.startswith(("tp_btf/", "tracepoint/"))
+                    and n in k.skipped and "no tracepoint" not in k.skipped[n]]
+
+
+@pytest.mark.kernel
+@pytest.mark.matrix("object loads (--policy)")
+def test_the_object_loads_with_every_enforcement_program_the_kernel_has():
+    """Each policy program is attached where its hook exists, and left out,
+    with its fallback named, where it does not: no verifier refusal hides
+    behind a fallback."""
+    with Kernel.load(LoadOptions(ring_size=1 << 16, enforce=True)) as k:
+        check_programs(k)
+        attached = {s for n, s in k.programs.items() if n not in k.skipped}
+        assert ("cgroup/connect_unix" in attached) == have("cgroup/connect_unix")
+        lsm = have("lsm/file_open")
+        for sec in ("lsm/file_open", "lsm/bprm_check_security"):
+            assert (sec in attached) == lsm, sec
+        assert ("lsm/path_mknod" in attached) == (lsm and have("lsm/path_mknod"))
+        if not have("cgroup/connect_unix"):
+            assert "6.7" in k.skipped["mw_connect_unix"]
+
+
+@pytest.mark.kernel
+@pytest.mark.matrix("doctor")
+def test_doctor_names_each_program_and_the_object_loads():
+    import json
+    import os
+    import sys
+    mw = os.path.join(os.path.dirname(sys.executable), "mcpwitness")
+    p = subprocess.run([mw, "doctor", "--json"], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    report = json.loads(p.stdout)
+    mo = report["main_object"]
+    assert mo["ok"], mo
+    assert mo["programs"]["mw_fork"] == "attached"
+    assert all(v == "attached" or v.startswith(("not attached: ", "loaded: ")) for v in mo["programs"].values())
+
+
+def test_a_verifier_refusal_is_named_with_its_program_and_reason():
+    log = ["libbpf: prog 'mw_connect_unix': BPF program load failed: Permission denied",
+           "libbpf: prog 'mw_connect_unix': -- BEGIN PROG LOAD LOG --",
+           "0: R1=ctx() R10=fp0", "203: (85) call bpf_probe_read_kernel#113",
+           "R2 min value is negative, either use unsigned or 'var &= const'",
+           "processed 849 insns (limit 1000000) max_states_per_insn 2 total_states 61",
+           "-- END PROG LOAD LOG --",
+           "libbpf: prog 'mw_connect_unix': failed to load: -13"]
+    assert refused_program(log) == ("mw_connect_unix",
+                                    "R2 min value is negative, either use unsigned or 'var &= const'")
+    log = ["libbpf: extern (func ksym) 'bpf_cast_to_kern_ctx': not found in kernel or module BTFs",
+           "libbpf: failed to load object 'x.bpf.o'"]
+    assert refused_program(log) == (None, "the kernel has no bpf_cast_to_kern_ctx")
