@@ -431,9 +431,11 @@ static __always_inline void path_fallback(struct mw_proc *p, struct task_struct 
 
 /* ---- BPF LSM: refuse before the action (kernels with lsm=...,bpf) ------- */
 
-/* Check a file about to be opened or executed; 0 or -EPERM. */
-static __always_inline int lsm_path_check(struct file *file, __u32 access, __u32 what, __u32 mech,
-					  struct dentry *exe_dentry)
+/* Check a path about to be opened, executed or made; 0 or -EPERM. The path
+ * is walked from `path`; `name`, when given, is a new entry in that directory
+ * (its last component, not made yet). */
+static __always_inline int lsm_path_check(const struct path *path, struct dentry *name, __u32 access, __u32 what,
+					  __u32 mech, struct dentry *exe_dentry, __u64 arg2)
 {
 	struct mw_proc *p = current_tracked();
 	if (!p || !p->policy)
@@ -447,9 +449,20 @@ static __always_inline int lsm_path_check(struct file *file, __u32 access, __u32
 	if (!s)
 		return 0;
 	int trunc = 0;
-	__u32 len = append_path(s, 0, __builtin_preserve_access_index(&file->f_path), &trunc);
+	__u32 len = append_path(s, 0, path, &trunc) & (MW_PATH_MAX - 1);
+	if (name) {
+		if (len == 1) /* the root: "/" + name, not "//name" */
+			len = 0;
+		__u32 nlen = BPF_CORE_READ(name, d_name.len) & 255;
+		if (len + 1 + nlen < MW_PATH_MAX) {
+			s->buf[len & (MW_PATH_MAX - 1)] = '/';
+			bpf_probe_read_kernel(&s->buf[(len + 1) & (MW_PATH_MAX - 1)], nlen,
+					      BPF_CORE_READ(name, d_name.name));
+			len += 1 + nlen;
+		}
+	}
 	__u32 action = path_judge(p, pol, scope, bpf_get_current_task_btf(), s, 0, len, access, exe_dentry, what,
-				  mech, BPF_CORE_READ(file, f_flags), 1);
+				  mech, arg2, 1);
 	return action == MW_PA_DENIED ? -EPERM : 0;
 }
 
@@ -464,7 +477,8 @@ int BPF_PROG(mw_lsm_file_open, struct file *file, int ret)
 	__u32 access = open_access(fl);
 	if (!access)
 		return 0;
-	return lsm_path_check(file, access, MW_PW_OPEN, MW_PM_LSM_FILE_OPEN, NULL);
+	return lsm_path_check(__builtin_preserve_access_index(&file->f_path), NULL, access, MW_PW_OPEN,
+			      MW_PM_LSM_FILE_OPEN, NULL, fl);
 }
 
 /* A new name about to be made (open with O_CREAT of a file that does not
@@ -479,30 +493,7 @@ int BPF_PROG(mw_lsm_path_mknod, const struct path *dir, struct dentry *dentry, u
 {
 	if (ret)
 		return ret;
-	struct mw_proc *p = current_tracked();
-	if (!p || !p->policy)
-		return 0;
-	__u32 scope;
-	struct mw_policy *pol = policy_of(p, &scope);
-	if (!pol)
-		return 0;
-	__u32 zero = 0;
-	struct mw_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
-	if (!s)
-		return 0;
-	int trunc = 0;
-	__u32 len = append_path(s, 0, dir, &trunc) & (MW_PATH_MAX - 1);
-	if (len == 1) /* the root: "/" + name, not "//name" */
-		len = 0;
-	__u32 nlen = BPF_CORE_READ(dentry, d_name.len) & 255;
-	if (len + 1 + nlen < MW_PATH_MAX) {
-		s->buf[len & (MW_PATH_MAX - 1)] = '/';
-		bpf_probe_read_kernel(&s->buf[(len + 1) & (MW_PATH_MAX - 1)], nlen, BPF_CORE_READ(dentry, d_name.name));
-		len += 1 + nlen;
-	}
-	__u32 action = path_judge(p, pol, scope, bpf_get_current_task_btf(), s, 0, len, MW_ACC_CREATE, NULL,
-				  MW_PW_OPEN, MW_PM_LSM_PATH_MKNOD, O_CREAT, 1);
-	return action == MW_PA_DENIED ? -EPERM : 0;
+	return lsm_path_check(dir, dentry, MW_ACC_CREATE, MW_PW_OPEN, MW_PM_LSM_PATH_MKNOD, NULL, O_CREAT);
 }
 
 SEC("lsm/bprm_check_security")
@@ -511,7 +502,8 @@ int BPF_PROG(mw_lsm_bprm_check, struct linux_binprm *bprm, int ret)
 	if (ret)
 		return ret;
 	struct file *f = BPF_CORE_READ(bprm, file);
-	return lsm_path_check(f, MW_ACC_EXEC, MW_PW_EXEC, MW_PM_LSM_BPRM_CHECK, BPF_CORE_READ(f, f_path.dentry));
+	return lsm_path_check(__builtin_preserve_access_index(&f->f_path), NULL, MW_ACC_EXEC, MW_PW_EXEC,
+			      MW_PM_LSM_BPRM_CHECK, BPF_CORE_READ(f, f_path.dentry), BPF_CORE_READ(f, f_flags));
 }
 
 SEC("lsm/socket_connect")

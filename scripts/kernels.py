@@ -25,15 +25,18 @@ APT = os.path.join(CACHE, "apt")
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 MIRROR = "http://deb.debian.org"          # the host this machine's apt sources use
 SOURCES = [
+    ("debian", "bullseye"), ("debian-security", "bullseye-security"),
     ("debian", "bookworm"), ("debian-security", "bookworm-security"),
     ("debian", "trixie"), ("debian-security", "trixie-security"),
 ]
 # name in the matrix -> package-name pattern; the newest match wins
 FAMILIES = {
+    "debian11-5.10": r"^linux-image-5\.10\.0-(\d+)-amd64-unsigned$",  # below the minimum: refused clearly
     "debian12-6.1": r"^linux-image-6\.1\.0-(\d+)-amd64-unsigned$",
     "debian13-6.12": r"^linux-image-6\.12\.(\d+)\+deb13(?:\.\d+)?-amd64-unsigned$",
 }
 INDEX_MAX_AGE = 24 * 3600
+REQUIRED = {"debian12-6.1", "debian13-6.12"}  # the matrix fails without these
 
 
 def _mirror() -> str:
@@ -61,22 +64,37 @@ def _update_index() -> bool:
     os.makedirs(f"{APT}/lists/partial", exist_ok=True)
     os.makedirs(f"{APT}/cache/archives/partial", exist_ok=True)
     mirror = _mirror()
+    sources = "".join(f"deb [signed-by={KEYRING}] {mirror}/{path} {suite} main\n" for path, suite in SOURCES)
     with open(f"{APT}/sources.list", "w") as f:
-        for path, suite in SOURCES:
-            f.write(f"deb [signed-by={KEYRING}] {mirror}/{path} {suite} main\n")
-    stamp = f"{APT}/.updated"
-    if os.path.exists(stamp) and time.time() - os.path.getmtime(stamp) < INDEX_MAX_AGE:
+        f.write(sources)
+    stamp = f"{APT}/.updated"  # holds the sources list the index was read with
+    try:
+        fresh = time.time() - os.path.getmtime(stamp) < INDEX_MAX_AGE and open(stamp).read() == sources
+    except OSError:
+        fresh = False
+    if fresh:
         return True
     p = subprocess.run(["apt-get", *_apt_opts(), "update"], capture_output=True, text=True)
-    if p.returncode != 0 or "W: " in p.stderr and "Failed" in p.stderr:
-        sys.stderr.write(f"kernels: apt index update failed:\n{p.stderr[-2000:]}")
-        return False
-    open(stamp, "w").close()
+    if p.returncode != 0:
+        # a suite that has left the archive (bullseye, one day) must not take the others along
+        gone = [suite for _, suite in SOURCES if f" {suite} " in p.stderr or f" {suite}/" in p.stderr]
+        sys.stderr.write(f"kernels: apt index update failed{' for ' + ', '.join(gone) if gone else ''}:\n"
+                         f"{p.stderr[-1500:]}")
+        if not gone or len(gone) == len(SOURCES):
+            return False
+        sources = "".join(line for line in sources.splitlines(keepends=True)
+                          if not any(f" {g} " in line for g in gone))
+        with open(f"{APT}/sources.list", "w") as f:
+            f.write(sources)
+        if subprocess.run(["apt-get", *_apt_opts(), "update"], capture_output=True, text=True).returncode != 0:
+            return False
+    with open(stamp, "w") as f:
+        f.write(sources)
     return True
 
 
 def _newest(pattern: str) -> str | None:
-    p = subprocess.run(["apt-cache", *_apt_opts(), "pkgnames", "linux-image-6"],
+    p = subprocess.run(["apt-cache", *_apt_opts(), "pkgnames", "linux-image-"],
                        capture_output=True, text=True)
     rx = re.compile(pattern)
     found = [(int(m.group(1)), name) for name in p.stdout.split() if (m := rx.match(name))]

@@ -17,6 +17,11 @@ def have(label: str) -> bool:
     return run_probe(*LABELS[label]).ok
 
 
+def below_minimum_skips():
+    if kernel_version() < MINIMUM:
+        pytest.skip(f"below the minimum ({MINIMUM[0]}.{MINIMUM[1]}): refused, tested below")
+
+
 def check_programs(k: Kernel) -> None:
     assert k.refused == {}, f"programs this kernel refused: {k.refused}"
     for name, sec in k.programs.items():
@@ -29,6 +34,7 @@ def check_programs(k: Kernel) -> None:
 @pytest.mark.kernel
 @pytest.mark.matrix("object loads (run)")
 def test_the_object_loads_without_a_policy():
+    below_minimum_skips()
     with Kernel.load(LoadOptions(ring_size=1 << 16)) as k:
         check_programs(k)
         assert not [n for n, s in k.programs.items() if s.startswith(("tp_btf/", "tracepoint/"))
@@ -41,6 +47,7 @@ def test_the_object_loads_with_every_enforcement_program_the_kernel_has():
     """Each policy program is attached where its hook exists, and left out,
     with its fallback named, where it does not: no verifier refusal hides
     behind a fallback."""
+    below_minimum_skips()
     with Kernel.load(LoadOptions(ring_size=1 << 16, enforce=True)) as k:
         check_programs(k)
         attached = {s for n, s in k.programs.items() if n not in k.skipped}
@@ -56,6 +63,7 @@ def test_the_object_loads_with_every_enforcement_program_the_kernel_has():
 @pytest.mark.kernel
 @pytest.mark.matrix("doctor")
 def test_doctor_names_each_program_and_the_object_loads():
+    below_minimum_skips()
     import json
     import os
     import sys
@@ -82,3 +90,30 @@ def test_a_verifier_refusal_is_named_with_its_program_and_reason():
     log = ["libbpf: extern (func ksym) 'bpf_cast_to_kern_ctx': not found in kernel or module BTFs",
            "libbpf: failed to load object 'x.bpf.o'"]
     assert refused_program(log) == (None, "the kernel has no bpf_cast_to_kern_ctx")
+
+
+MINIMUM = (6, 1)
+
+
+def kernel_version() -> tuple[int, int]:
+    import os
+    major, minor = os.uname().release.split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
+@pytest.mark.kernel
+@pytest.mark.matrix("below the minimum: refused, naming what is missing")
+def test_a_kernel_below_the_minimum_is_refused_with_what_it_lacks(tmp_path):
+    """Below 6.1 (Debian 11's 5.10 in the matrix) `run` stops before anything
+    runs and names what the kernel lacks, not an errno."""
+    import os
+    import sys
+    if kernel_version() >= MINIMUM:
+        pytest.skip(f"this kernel meets the minimum ({MINIMUM[0]}.{MINIMUM[1]})")
+    mw = os.path.join(os.path.dirname(sys.executable), "mcpwitness")
+    marker = tmp_path / "ran"
+    p = subprocess.run([mw, "run", "--no-store", "--jsonl", str(tmp_path / "e.jsonl"), "--", "touch", str(marker)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode != 0 and not marker.exists()
+    assert "lacks" in p.stderr and "bpf_loop" in p.stderr and "6.1 or newer" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr

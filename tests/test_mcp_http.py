@@ -69,14 +69,20 @@ def records(out):
     return [json.loads(x) for x in out.read_text().splitlines()]
 
 
-def stop(p, sig=signal.SIGINT, timeout=30 * SLOW):
+def stop(p, sig=signal.SIGINT, timeout=min(30 * SLOW, 180)):
     if p.poll() is None:
         p.send_signal(sig)
     try:
         return p.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        p.kill()
-        return p.wait()
+        # stuck: with PYTHONFAULTHANDLER set (scripts/guest-tests) SIGABRT prints every
+        # thread's stack to its stderr, which pytest keeps with the failure
+        p.send_signal(signal.SIGABRT)
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+        raise AssertionError(f"{p.args[:3]} did not stop within {timeout:.0f} s of {sig!r}")
 
 
 STOPPED = [0]  # CLOCK_MONOTONIC when the last run_mode/watch_mode asked mcpwitness to stop

@@ -162,6 +162,7 @@ def refused_program(log: list[str]) -> tuple[str | None, str]:
 
 # what each program needs, to name it when a kernel refuses the object
 NEEDS = {"tp_btf": "tp_btf programs (5.5+)", "ring buffer output": "BPF ring buffers (5.8+)",
+         "helper bpf_task_pt_regs": "the bpf_task_pt_regs helper (5.15+)",
          "helper bpf_loop": "the bpf_loop helper (5.17+)"}
 
 
