@@ -659,3 +659,62 @@ def test_lsm_socket_connect_where_it_is_the_network_mechanism(tmp_path, listen, 
     pe = [e for e in sink.events if isinstance(e, PolicyEvent)]
     assert [(e.check, e.action, e.mechanism, e.port) for e in pe] == [
         ("connect", "denied", "lsm/socket_connect", bad.port)]
+
+
+OPEN_RELOAD_CHILD = r"""
+import errno, json, sys, time
+ok_path, bad_path, secs, out = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+n = {"ok": 0, "ok_failed": 0, "bad_refused": 0, "bad_through": 0, "bad_other": 0}
+end = time.time() + secs
+while time.time() < end:
+    for path, good in ((ok_path, True), (bad_path, False)):
+        try:
+            open(path).close()
+            n["ok" if good else "bad_through"] += 1
+        except OSError as e:
+            n["ok_failed" if good else ("bad_refused" if e.errno == errno.EPERM else "bad_other")] += 1
+open(out, "w").write(json.dumps(n))
+"""
+
+
+@pytest.mark.matrix("enforce: BPF LSM reload under load")
+def test_lsm_reload_under_a_stream_of_opens_never_lets_a_refused_one_through(tmp_path):
+    """Policies replaced again and again while a process opens a denied and an
+    allowed file in a loop: under BPF LSM every denied open fails with EPERM,
+    every allowed one works, whichever version of the policy is in the maps."""
+    lsm_or_skip()
+    d = tmp_path / "d"
+    (d / "secret").mkdir(parents=True)
+    ok, bad = d / "ok.txt", d / "secret" / "key"
+    ok.write_text("x")
+    bad.write_text("x")
+    runtime = ", ".join(f'"{p}/**"' for p in sorted({"/usr", "/lib", "/etc", "/proc", "/dev", "/sys", sys.prefix,
+                                                         sys.base_prefix}))
+    # no `default: deny` variant yet: in a 6.12 guest, files on other mounts were judged without
+    # their mount point (README, known limits: an open bug), which refuses allowed paths
+    variants = [f'files: {{deny: ["{d}/secret/**"]}}',
+                f'files: {{deny: ["{bad}"]}}',
+                f'files: {{allow: ["{d}/**", {runtime}], deny: ["{d}/secret/**"]}}',
+                f'files: {{allow: ["{d}/**"], deny: ["{d}/secret/**"]}}']
+    texts = [f"policies:\n  - name: p\n    {v}\n" for v in variants]
+    for t in texts:  # each variant alone is right, in Python
+        p = policy.parse(t).policies[0]
+        assert policy.path_decide(p, str(bad), 1)[0] and not policy.path_decide(p, str(ok), 1)[0]
+    k = Kernel.load(LoadOptions(ring_size=1 << 16, enforce=True))
+    try:
+        assert k.mechanisms["files"] == MECH_FILE_LSM
+        enf = Enforcer(k)
+        enf.apply(policy.parse(texts[0]))
+        result = tmp_path / "n.json"
+        pid = spawn_tracked(k, [sys.executable, "-c", OPEN_RELOAD_CHILD, str(ok), str(bad), "3", str(result)],
+                            policy=enf.slots["p"])
+        reloads = 0
+        while os.waitpid(pid, os.WNOHANG) == (0, 0):
+            enf.apply(policy.parse(texts[reloads % len(texts)], first_rule=enf.next_rule_id()))
+            reloads += 1
+    finally:
+        k.close()
+    n = json.loads(result.read_text())
+    assert reloads > 10, reloads
+    assert n["bad_refused"] > 10 and n["ok"] > 10, n
+    assert n["bad_through"] == 0 and n["bad_other"] == 0 and n["ok_failed"] == 0, n
