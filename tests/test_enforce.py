@@ -258,6 +258,27 @@ open(out, "w").write(json.dumps(n))
 """
 
 
+def reload_while(tmp_path, texts, child, ok, bad, mechanism=None):
+    """Run `child` (OK BAD SECONDS OUT) tracked under policy p, replacing the policy with
+    the next of `texts` again and again until it exits. Returns (reloads, its counts)."""
+    k = Kernel.load(LoadOptions(ring_size=1 << 16, enforce=True))
+    try:
+        if mechanism:
+            assert k.mechanisms[mechanism[0]] == mechanism[1]
+        enf = Enforcer(k)
+        enf.apply(policy.parse(texts[0]))
+        result = tmp_path / "n.json"
+        pid = spawn_tracked(k, [sys.executable, "-c", child, str(ok), str(bad), "3", str(result)],
+                            policy=enf.slots["p"])
+        reloads = 0
+        while os.waitpid(pid, os.WNOHANG) == (0, 0):
+            enf.apply(policy.parse(texts[reloads % len(texts)], first_rule=enf.next_rule_id()))
+            reloads += 1
+    finally:
+        k.close()
+    return reloads, json.loads(result.read_text())
+
+
 @pytest.mark.matrix("enforce: reload under load")
 def test_reload_under_a_stream_of_connects_never_lets_a_refused_one_through(tmp_path, listen):
     ok, bad = listen(), listen()
@@ -273,20 +294,7 @@ def test_reload_under_a_stream_of_connects_never_lets_a_refused_one_through(tmp_
     for t in texts:  # each variant alone is right, in Python
         p = policy.parse(t).policies[0]
         assert policy.net_decide(p, "127.0.0.1", bad.port) and not policy.net_decide(p, "127.0.0.1", ok.port)
-    k = Kernel.load(LoadOptions(ring_size=1 << 16, enforce=True))
-    try:
-        enf = Enforcer(k)
-        enf.apply(policy.parse(texts[0]))
-        result = tmp_path / "n.json"
-        pid = spawn_tracked(k, [sys.executable, "-c", RELOAD_CHILD, str(ok.port), str(bad.port), "3",
-                                str(result)], policy=enf.slots["p"])
-        reloads = 0
-        while os.waitpid(pid, os.WNOHANG) == (0, 0):
-            enf.apply(policy.parse(texts[reloads % len(texts)], first_rule=enf.next_rule_id()))
-            reloads += 1
-    finally:
-        k.close()
-    n = json.loads(result.read_text())
+    reloads, n = reload_while(tmp_path, texts, RELOAD_CHILD, ok.port, bad.port)
     assert reloads > 100, reloads
     assert n["bad_refused"] > 100 and n["ok"] > 100, n
     assert n["bad_through"] == 0 and n["bad_other"] == 0 and n["ok_failed"] == 0, n
@@ -700,21 +708,7 @@ def test_lsm_reload_under_a_stream_of_opens_never_lets_a_refused_one_through(tmp
     for t in texts:  # each variant alone is right, in Python
         p = policy.parse(t).policies[0]
         assert policy.path_decide(p, str(bad), 1)[0] and not policy.path_decide(p, str(ok), 1)[0]
-    k = Kernel.load(LoadOptions(ring_size=1 << 16, enforce=True))
-    try:
-        assert k.mechanisms["files"] == MECH_FILE_LSM
-        enf = Enforcer(k)
-        enf.apply(policy.parse(texts[0]))
-        result = tmp_path / "n.json"
-        pid = spawn_tracked(k, [sys.executable, "-c", OPEN_RELOAD_CHILD, str(ok), str(bad), "3", str(result)],
-                            policy=enf.slots["p"])
-        reloads = 0
-        while os.waitpid(pid, os.WNOHANG) == (0, 0):
-            enf.apply(policy.parse(texts[reloads % len(texts)], first_rule=enf.next_rule_id()))
-            reloads += 1
-    finally:
-        k.close()
-    n = json.loads(result.read_text())
+    reloads, n = reload_while(tmp_path, texts, OPEN_RELOAD_CHILD, ok, bad, mechanism=("files", MECH_FILE_LSM))
     assert reloads > 10, reloads
     assert n["bad_refused"] > 10 and n["ok"] > 10, n
     assert n["bad_through"] == 0 and n["bad_other"] == 0 and n["ok_failed"] == 0, n
