@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import re
 import resource
 import struct
 from dataclasses import dataclass, field
@@ -132,7 +133,7 @@ def choose_mechanisms(have) -> dict:
 LSM_MAIN = {"mw_lsm_file_open", "mw_lsm_bprm_check", "mw_lsm_socket_connect"}  # all or none
 LSM_PROGRAMS = LSM_MAIN | {"mw_lsm_path_mknod"}
 # programs with a fallback: where the kernel refuses one, the rest loads without it
-OPTIONAL_PROGRAMS = {"mw_connect_unix", "mw_lsm_path_mknod"} | LSM_PROGRAMS
+OPTIONAL_PROGRAMS = {"mw_connect_unix"} | LSM_PROGRAMS
 
 
 def _optional(prog: str, options: LoadOptions) -> bool:
@@ -144,7 +145,6 @@ def _optional(prog: str, options: LoadOptions) -> bool:
 def refused_program(log: list[str]) -> tuple[str | None, str]:
     """(program, the kernel's reason) from libbpf's log of a failed load: the
     verifier's last words, or the missing kernel symbol."""
-    import re
     prog, why = None, ""
     for i, line in enumerate(log):
         m = re.search(r"prog '([^']+)': (?:BPF program load failed|failed to load)", line)
@@ -185,8 +185,7 @@ def explain_failure(e: "libbpf.BPFError", prog: str | None, why: str) -> "libbpf
     if missing:
         msg += (f"\n  this kernel ({platform.release()}) lacks {', '.join(missing)}: mcpwitness needs Linux 6.1 "
                 "or newer with BTF (`mcpwitness doctor` lists every mechanism)")
-    err = libbpf.BPFError(e.errno or 22, msg, e.log)
-    return err
+    return libbpf.BPFError(e.errno or 22, msg, e.log)
 
 
 @dataclass
@@ -348,14 +347,12 @@ class Kernel:
             elif self.mechanisms.get("network") != MECH_NET_CGROUP:
                 return "cgroup sock_addr hooks unavailable here"
         if sec.startswith("lsm/"):
-            bit = {"lsm/file_open": LSM_FILES, "lsm/bprm_check_security": LSM_EXEC,
+            bit = {"lsm/file_open": LSM_FILES, "lsm/path_mknod": LSM_FILES, "lsm/bprm_check_security": LSM_EXEC,
                    "lsm/socket_connect": LSM_NET}.get(sec, 0)
             if not self.options.enforce:
                 return "no policy: LSM enforcement not needed"
-            if sec == "lsm/path_mknod":
-                bit = LSM_FILES
-                if self.lsm_bits & bit and self.mechanisms.get("create") != MECH_CREATE_LSM:
-                    return "no lsm/path_mknod here (CONFIG_SECURITY_PATH): a refused O_CREAT leaves an empty file"
+            if sec == "lsm/path_mknod" and self.lsm_bits & bit and self.mechanisms.get("create") != MECH_CREATE_LSM:
+                return "no lsm/path_mknod here (CONFIG_SECURITY_PATH): a refused O_CREAT leaves an empty file"
             if not self.lsm_bits & bit:
                 return "BPF LSM unavailable here (the fallback is used)" if sec != "lsm/socket_connect" \
                     else "cgroup sock_addr hooks are used instead"
