@@ -124,12 +124,14 @@ def cell(tests: list[dict]) -> str:
     return "pass"
 
 
+MECH_ROWS = ["file opens", "payload", "file enforcement", "exec enforcement", "network enforcement", "TLS probes"]
+
+
 def mechanisms(doc: dict | None) -> dict[str, str]:
     if not doc:
         return {}
     if not doc.get("ok"):  # the object does not load here: nothing is used
-        return dict.fromkeys(["file opens", "payload", "file enforcement", "exec enforcement",
-                              "network enforcement", "TLS probes"], "none (refused)")
+        return dict.fromkeys(MECH_ROWS, "none (refused)")
     feats = {f["feature"]: f for f in doc.get("features", [])}
 
     def used(prefix):
@@ -152,7 +154,7 @@ def render(results: list[dict]) -> str:
     for f in features:
         rows.append([f] + [cell([t for t in r["tests"] if (t["feature"] or t["test"]) == f]) for r in results])
     mech = [mechanisms(r["doctor"]) for r in results]
-    for key in ["file opens", "payload", "file enforcement", "exec enforcement", "network enforcement", "TLS probes"]:
+    for key in MECH_ROWS:
         rows.append([f"uses: {key}"] + [m.get(key, "?") for m in mech])
     rows.append(["time"] + [f"{r['seconds']} s" + (" (timed out)" if r["timed_out"] else "") for r in results])
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
