@@ -20,10 +20,11 @@ import time
 import msgspec
 from common import build
 
-from mcpwitness.agent import Agent, spawn_tracked
-from mcpwitness.events import Decoder
-from mcpwitness.loader import Kernel, LoadOptions
-from mcpwitness.ringbuf import records
+from mcpwitness.agent import Agent
+from mcpwitness.kernel.tracking import spawn_tracked
+from mcpwitness.decode.events import Decoder
+from mcpwitness.kernel.loader import Kernel, LoadOptions
+from mcpwitness.kernel.ringbuf import records
 
 
 class CountingSink:

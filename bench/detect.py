@@ -29,8 +29,8 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 import anyio  # noqa: E402
 import msgspec  # noqa: E402
 
-from mcpwitness.detect import Engine, RuleSource  # noqa: E402
-from mcpwitness.flags import Flagger  # noqa: E402
+from mcpwitness.decode.flags import Flagger  # noqa: E402
+from mcpwitness.detect.engine import Engine, RuleSource  # noqa: E402
 
 MW = shutil.which("mcpwitness") or os.path.join(os.path.dirname(sys.executable), "mcpwitness")
 SERVER = os.path.join(ROOT, "tests", "workloads", "detect_server.py")

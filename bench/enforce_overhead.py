@@ -20,8 +20,8 @@ import tempfile
 from common import build, median, pct
 
 from mcpwitness.agent import Agent
-from mcpwitness.loader import LoadOptions
-from mcpwitness.sinks import JsonlSink
+from mcpwitness.kernel.loader import LoadOptions
+from mcpwitness.output.jsonl import JsonlSink
 
 POLICY = """
 policies:

@@ -52,8 +52,8 @@ def main():
     a = ap.parse_args()
     rounds, trips = (1, 2000) if a.quick else (a.rounds, a.trips)
     from mcpwitness.agent import Agent
-    from mcpwitness.loader import LoadOptions
-    from mcpwitness.sinks import ListSink
+    from mcpwitness.kernel.loader import LoadOptions
+    from mcpwitness.output.jsonl import ListSink
     res: dict[str, list[float]] = {"not loaded": [], "loaded, --no-tls": [], "TLS per process (default)": [],
                                    "watch --port (host-wide TLS)": []}
     with tempfile.TemporaryDirectory() as d:

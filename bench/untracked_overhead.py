@@ -14,7 +14,7 @@ import time
 
 from common import build, median, pct
 
-from mcpwitness.loader import Kernel, LoadOptions
+from mcpwitness.kernel.loader import Kernel, LoadOptions
 
 
 def micro(exe, iters):

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from mcpwitness.agent import Agent
-from mcpwitness.sinks import ListSink
+from mcpwitness.output.jsonl import ListSink
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NPM = os.path.join(ROOT, ".cache", "npm-servers", "node_modules", ".bin")  # scripts/setup installs them

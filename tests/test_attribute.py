@@ -1,7 +1,7 @@
 """attribute.py on made-up event sequences: the evidence rules, one by one,
 and the cases where they must refuse to decide."""
-from mcpwitness.attribute import Attributor
-from mcpwitness.events import ExitEvent, ForkEvent, OpenEvent, ThreadEvent
+from mcpwitness.decode.attribute import Attributor
+from mcpwitness.records import ExitEvent, ForkEvent, OpenEvent, ThreadEvent
 
 SERVER = 100
 
@@ -198,8 +198,8 @@ def test_server_exit_settles_what_waits():
 def test_a_policy_event_about_an_open_goes_with_the_call_naming_the_path():
     from types import SimpleNamespace as NS
 
-    from mcpwitness.audit import named_by_arguments
-    from mcpwitness.events import PolicyEvent
+    from mcpwitness.decode.audit import named_by_arguments
+    from mcpwitness.records import PolicyEvent
 
     def cand(path):
         return NS(call=NS(req=NS(params={"name": "read", "arguments": {"path": path}})))

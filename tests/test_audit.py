@@ -11,7 +11,6 @@ import sys
 
 import anyio
 import pytest
-
 from conftest import SLOW, npm_server
 from mcp_client import RecordingStdio, client
 

@@ -3,12 +3,12 @@ pipes and Unix sockets, byte for byte, and nothing of non-JSON streams."""
 import sys
 
 import pytest
-
 from conftest import run_tracked
+
 from mcpwitness.agent import Agent
-from mcpwitness.events import IoEvent
-from mcpwitness.loader import LoadOptions
-from mcpwitness.sinks import ListSink
+from mcpwitness.kernel.loader import LoadOptions
+from mcpwitness.output.jsonl import ListSink
+from mcpwitness.records import IoEvent
 
 pytestmark = pytest.mark.kernel
 PY = sys.executable

@@ -8,7 +8,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import wait_for
 
 pytestmark = pytest.mark.kernel
@@ -143,7 +142,7 @@ def test_attach_to_missing_pid(tmp_path):
 def test_the_tls_line_says_what_will_happen(tmp_path):
     """Per-process TLS probes attach later: at start `run` says when, not that no libssl exists
     (where this host has one)."""
-    from mcpwitness.tls import system_libraries
+    from mcpwitness.kernel.tls import system_libraries
     p = subprocess.run([MW, "run", "--no-store", "--jsonl", str(tmp_path / "e.jsonl"), "--", "/bin/true"],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0

@@ -14,9 +14,8 @@ import threading
 
 import anyio
 import pytest
-from mcp.types import Implementation, ListRootsResult, Root
-
 from conftest import Listener, free_port, npm_server
+from mcp.types import Implementation, ListRootsResult, Root
 from mcp_client import RecordingStdio, client
 from test_mcp_http import cert, server_argv, url_of, watch_mode  # noqa: F401 (cert: a fixture)
 

@@ -13,10 +13,9 @@ import urllib.request
 
 import anyio
 import pytest
+from conftest import free_port, wait_for
 from mcp import StdioServerParameters
 from mcp.types import Implementation
-
-from conftest import free_port, wait_for
 from mcp_client import RecordingStdio, client
 
 pytestmark = pytest.mark.kernel

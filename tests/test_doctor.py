@@ -34,7 +34,7 @@ def test_every_mechanism_is_probed(report):
 def test_probe_results_match_what_loading_really_does(report):
     """Cross-check two probes by hand: tracepoints attach, and LSM is
     reported available exactly when an LSM program really loads here."""
-    from mcpwitness.doctor import run_probe
+    from mcpwitness.kernel.probes import run_probe
     mech = {m["mechanism"]: m["ok"] for m in report["mechanisms"]}
     assert mech["tracepoint"] and mech["tp_btf"]
     assert mech["lsm/file_open"] == run_probe("probe_lsm_file_open", "attach").ok

@@ -10,16 +10,17 @@ import sys
 
 import anyio
 import pytest
-
 from conftest import npm_server
 from mcp_client import RecordingStdio, client
+
 from mcpwitness import policy
-from mcpwitness.agent import spawn_tracked
-from mcpwitness.enforce import Enforcer
 from mcpwitness.agent import Agent
-from mcpwitness.loader import (MECH_CREATE_LSM, MECH_EXEC_KILL, MECH_EXEC_LSM, MECH_FILE_KILL, MECH_FILE_LSM,
-                               MECH_NET_CGROUP, Kernel, LoadOptions)
-from mcpwitness.sinks import ListSink
+from mcpwitness.kernel.tracking import spawn_tracked
+from mcpwitness.kernel.enforce import Enforcer
+from mcpwitness.kernel.loader import (
+    MECH_CREATE_LSM, MECH_EXEC_KILL, MECH_EXEC_LSM, MECH_FILE_KILL, MECH_FILE_LSM, MECH_NET_CGROUP, Kernel, LoadOptions
+)
+from mcpwitness.output.jsonl import ListSink
 
 pytestmark = pytest.mark.kernel
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -305,7 +306,7 @@ def test_lsm_programs_are_built_and_run_where_the_kernel_has_bpf_lsm(tmp_path):
     """The LSM programs are in the object (built, with their sections). They
     run only where the kernel has BPF LSM enabled (lsm=...,bpf); elsewhere
     this test says so and the fallbacks above are the proof."""
-    from mcpwitness.doctor import run_probe
+    from mcpwitness.kernel.probes import run_probe
     k = Kernel.load(LoadOptions(ring_size=1 << 16, enforce=True))
     try:
         progs = {n: s for n, s in k.programs.items() if s.startswith("lsm/")}
@@ -423,10 +424,11 @@ open(out, "w").write(" ".join(res))
 @pytest.mark.matrix("enforce: Unix socket paths")
 def test_unix_socket_paths_refused_before_connecting(tmp_path):
     import socket
-    from mcpwitness.events import PolicyEvent
-    from mcpwitness.events import Decoder
-    from mcpwitness.loader import MECH_UNIX_CGROUP
-    from mcpwitness.ringbuf import records
+
+    from mcpwitness.decode.events import Decoder
+    from mcpwitness.kernel.loader import MECH_UNIX_CGROUP
+    from mcpwitness.kernel.ringbuf import records
+    from mcpwitness.records import PolicyEvent
     k = Kernel.load(LoadOptions(ring_size=1 << 20, enforce=True))
     socks = []
     try:
@@ -470,8 +472,8 @@ def test_lsm_programs_refused_at_load_fall_back_to_the_fallbacks(monkeypatch):
     """A kernel whose trivial LSM probe passes may still refuse the real LSM
     programs: mcpwitness must run with the fallbacks and say why, not fail.
     Simulated here by claiming LSM where the kernel refuses it."""
-    from mcpwitness.doctor import run_probe
-    from mcpwitness.loader import LSM_FILES
+    from mcpwitness.kernel.loader import LSM_FILES
+    from mcpwitness.kernel.probes import run_probe
     if run_probe("probe_lsm_file_open", "attach").ok:
         pytest.skip("this kernel has BPF LSM: the LSM programs load, nothing to fall back from")
     orig = Kernel._choose_enforcement
@@ -568,7 +570,7 @@ def test_filesystem_server_under_a_policy(tmp_path):
 
 
 def lsm_or_skip():
-    from mcpwitness.doctor import run_probe
+    from mcpwitness.kernel.probes import run_probe
     probe = run_probe("probe_lsm_file_open", "attach")
     if not probe.ok:
         pytest.skip(f"no BPF LSM on this kernel ({probe.detail}): enforcement uses the fallbacks, tested above; "
@@ -639,9 +641,9 @@ def test_lsm_socket_connect_where_it_is_the_network_mechanism(tmp_path, listen, 
     hooks cannot be used (no cgroup2 mounted, simulated here): a denied connect
     fails with EPERM before any packet and is reported with its mechanism."""
     lsm_or_skip()
-    from mcpwitness import loader
-    from mcpwitness.events import PolicyEvent
-    from mcpwitness.loader import MECH_NET_LSM
+    from mcpwitness.kernel import loader
+    from mcpwitness.kernel.loader import MECH_NET_LSM
+    from mcpwitness.records import PolicyEvent
     monkeypatch.setattr(loader, "cgroup2_root", lambda: None)
     ok, bad = listen(), listen()
     pfile = tmp_path / "p.yaml"

@@ -5,8 +5,8 @@ import time
 import pytest
 
 from mcpwitness.config import ConfigError, from_dict, load
-from mcpwitness.flags import FlagConfig, Flagger, address_scope, open_risk
-from mcpwitness.store import Store, connect, list_calls, parse_since, wall_of
+from mcpwitness.decode.flags import FlagConfig, Flagger, address_scope, open_risk
+from mcpwitness.output.store import Store, connect, list_calls, parse_since, wall_of
 
 
 @pytest.mark.parametrize("path,label", [

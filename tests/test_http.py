@@ -2,10 +2,10 @@
 import gzip
 import json
 
-from mcpwitness.events import IoEvent, SockEvent
-from mcpwitness.http import HttpReassembler, TransportNotice, conn_key
-from mcpwitness.mcp import McpDecoder
-from mcpwitness.streams import Frame
+from mcpwitness.decode.http import HttpReassembler, conn_key
+from mcpwitness.decode.mcp import McpDecoder
+from mcpwitness.decode.streams import Frame
+from mcpwitness.records import IoEvent, SockEvent, TransportNotice
 
 T = [1000]
 

@@ -11,7 +11,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import free_port, wait_for
 
 pytestmark = pytest.mark.kernel

@@ -5,13 +5,13 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import run_tracked
+
 from mcpwitness.agent import Agent
-from mcpwitness.events import ConnectEvent, ExecEvent, OpenEvent
-from mcpwitness.loader import LoadOptions
+from mcpwitness.kernel.loader import LoadOptions
+from mcpwitness.output.jsonl import ListSink
 from mcpwitness.proc import ProcStat, read_stat
-from mcpwitness.sinks import ListSink
+from mcpwitness.records import ConnectEvent, ExecEvent, OpenEvent
 
 pytestmark = pytest.mark.kernel
 PY = sys.executable

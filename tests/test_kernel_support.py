@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from mcpwitness.doctor import PROBES, run_probe
-from mcpwitness.loader import Kernel, LoadOptions, refused_program
+from mcpwitness.kernel.loader import Kernel, LoadOptions, refused_program
+from mcpwitness.kernel.probes import PROBES, run_probe
 
 LABELS = {label: (prog, how) for prog, label, how in PROBES}
 

@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from mcpwitness import events, loader
+from mcpwitness.kernel import abi
+from mcpwitness.kernel import loader
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
@@ -48,15 +49,15 @@ def offsets(fmt: str) -> list[int]:
 def test_event_layout_matches_btf():
     s = btf_structs(loader.object_path())
     ev = s["mw_event"]
-    assert ev["size"] == events.EVENT_SIZE
-    assert [m["bits_offset"] // 8 for m in ev["members"]] == offsets(events.EVENT_FMT)
+    assert ev["size"] == abi.EVENT_SIZE
+    assert [m["bits_offset"] // 8 for m in ev["members"]] == offsets(abi.EVENT_FMT)
     names = [m["name"] for m in ev["members"]]
-    assert names.index("data") == len(names) - 1 and ev["members"][-1]["bits_offset"] // 8 == events.HDR_SIZE
-    assert s["mw_proc"]["size"] == events.PROC.size
-    assert [m["bits_offset"] // 8 for m in s["mw_proc"]["members"]] == offsets(events.PROC.format)
+    assert names.index("data") == len(names) - 1 and ev["members"][-1]["bits_offset"] // 8 == abi.HDR_SIZE
+    assert s["mw_proc"]["size"] == abi.PROC.size
+    assert [m["bits_offset"] // 8 for m in s["mw_proc"]["members"]] == offsets(abi.PROC.format)
     assert s["mw_config"]["size"] == loader.CONFIG.size
-    assert s["mw_sockinfo"]["size"] == events.SOCKINFO.size
-    assert [m["bits_offset"] // 8 for m in s["mw_sockinfo"]["members"]] == offsets(events.SOCKINFO.format)
+    assert s["mw_sockinfo"]["size"] == abi.SOCKINFO.size
+    assert [m["bits_offset"] // 8 for m in s["mw_sockinfo"]["members"]] == offsets(abi.SOCKINFO.format)
     assert s["mw_stream_key"]["size"] == loader.STREAM_KEY.size
 
 
@@ -64,7 +65,7 @@ def test_counter_names_match_header():
     with open(os.path.join(ROOT, "bpf", "mcpwitness.h")) as f:
         h = f.read()
     body = h[h.index("enum mw_counter {"):h.index("MW_C_MAX,")]
-    assert len(re.findall(r"MW_C_\w+", body)) == len(events.COUNTERS)
+    assert len(re.findall(r"MW_C_\w+", body)) == len(abi.COUNTERS)
 
 
 @pytest.mark.parametrize("name", list(build_bpf.OBJECTS))
@@ -89,7 +90,7 @@ def test_shipped_object_matches_sources(name, tmp_path):
 
 
 def test_policy_map_layouts_match_btf():
-    from mcpwitness import enforce
+    from mcpwitness.kernel import enforce
     s = btf_structs(loader.object_path())
     for name, st in (("mw_policy", enforce.POLICY), ("mw_nkey", enforce.NKEY), ("mw_net_rules", enforce.NET_VALUE),
                      ("mw_pkey", enforce.PKEY), ("mw_path_rule", enforce.PATH_VALUE), ("mw_nmkey", enforce.NMKEY),

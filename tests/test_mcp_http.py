@@ -15,8 +15,7 @@ import uuid
 
 import anyio
 import pytest
-
-from conftest import free_port, wait_for, SLOW
+from conftest import SLOW, free_port, wait_for
 from mcp_client import RecordingHttp, check_against_client, client
 
 pytestmark = pytest.mark.kernel
@@ -349,8 +348,8 @@ def test_tls_with_single_uprobes_the_fallback_for_kernels_before_6_6(tmp_path, c
     import msgspec
 
     from mcpwitness.agent import Agent
-    from mcpwitness.loader import LoadOptions
-    from mcpwitness.sinks import ListSink
+    from mcpwitness.kernel.loader import LoadOptions
+    from mcpwitness.output.jsonl import ListSink
 
     monkeypatch.setenv("SSL_CERT_FILE", cert[0])
     sink = ListSink()

@@ -8,7 +8,6 @@ import sys
 
 import anyio
 import pytest
-
 from mcp_client import RecordingStdio, check_against_client, client
 
 pytestmark = pytest.mark.kernel

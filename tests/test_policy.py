@@ -6,7 +6,7 @@ import os
 import pytest
 
 from mcpwitness import policy
-from mcpwitness.enforce import NET_VALUE, PKEY, compile_policy
+from mcpwitness.kernel.enforce import NET_VALUE, PKEY, compile_policy
 from mcpwitness.policy import ACC_CREATE, ACC_EXEC, ACC_READ, ACC_WRITE, Identity, PolicyError, parse
 
 
@@ -161,8 +161,8 @@ def test_too_many_rules_on_one_prefix_are_refused():
 
 def test_unix_paths_judged_after_the_fact_where_the_kernel_cannot():
     """Kernels before 6.7 have no cgroup/connect_unix: the connect event is judged in userspace."""
-    from mcpwitness.enforce import Enforcer, unix_violation
-    from mcpwitness.events import ConnectEvent
+    from mcpwitness.kernel.enforce import Enforcer, unix_violation
+    from mcpwitness.records import ConnectEvent
     ps = parse('policies:\n  - name: p\n    network:\n      deny: ["unix:/run/docker.sock", "unix:@secret"]\n',
                "p.yaml")
     enf = Enforcer(kernel=None)
@@ -181,7 +181,7 @@ def test_unix_paths_judged_after_the_fact_where_the_kernel_cannot():
 
 
 def test_what_cannot_be_enforced_here_is_said():
-    from mcpwitness.enforce import enforcement_gaps
+    from mcpwitness.kernel.enforce import enforcement_gaps
     ps = parse('policies:\n  - name: a\n    network: {deny: ["*:22"]}\n    files: {deny: [/etc/shadow]}\n'
                '  - name: b\n    mode: monitor\n    network: {deny: ["*:22"]}\n'
                '  - name: c\n    exec: {default: deny}\n', "p.yaml")

@@ -22,7 +22,6 @@ from contextlib import contextmanager
 
 import anyio
 import pytest
-
 from conftest import NPM, wait_for
 from mcp_client import RecordingStdio, check_against_client, client
 

@@ -8,7 +8,6 @@ import sys
 
 import anyio
 import pytest
-
 from conftest import NPM
 from mcp_client import RecordingStdio, check_against_client, client
 

@@ -2,17 +2,18 @@
 (file:line: reason), lists, macros, exceptions, overrides, and the detectors
 on hand-made records."""
 import json
-import subprocess
-import sys
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
-from mcpwitness import rules
-from mcpwitness.detect import Engine, RuleSource, falco_json
-from mcpwitness.detectors import Detectors, settings
-from mcpwitness.flags import Flagger
+from mcpwitness.decode.flags import Flagger
+from mcpwitness.detect import rules
+from mcpwitness.detect.detectors import Detectors, settings
+from mcpwitness.detect.engine import Engine, RuleSource, falco_json
+from mcpwitness.records import Alert
 
 MW = shutil.which("mcpwitness") or os.path.join(os.path.dirname(sys.executable), "mcpwitness")
 
@@ -104,12 +105,12 @@ def test_operators_lists_macros(tmp_path):
   once_per: record
 """)
     a = e.process([rec(comm="cat", flags=["O_RDONLY"])])
-    assert [x["output"] for x in a] == ["/etc/passwd by cat (exact)"]
-    assert a[0]["fields"] == {"path": "/etc/passwd", "comm": "cat", "attribution.quality": "exact"}
+    assert [x.output for x in a] == ["/etc/passwd by cat (exact)"]
+    assert a[0].fields == {"path": "/etc/passwd", "comm": "cat", "attribution.quality": "exact"}
     assert not e.process([rec(comm="cat", flags=["O_WRONLY"])])
     assert not e.process([rec(comm="cat", flags=["O_RDONLY"], error="EACCES")])
     assert not e.process([rec(comm="cat", flags=["O_RDONLY"], path="/etc/hosts")])
-    assert [x["output"] for x in e.process([rec(path="/etc/gshadow")])] == ["appended"]  # appended to the list
+    assert [x.output for x in e.process([rec(path="/etc/gshadow")])] == ["appended"]  # appended to the list
 
 
 def test_missing_fields_never_match(tmp_path):
@@ -151,10 +152,10 @@ def test_exceptions_override_disable_and_append(tmp_path):
 """)
     src = RuleSource([str(p1), str(p2)], defaults=False)
     e = Engine(src)
-    assert [a["rule"] for a in e.process([rec(comm="cat")])] == []
-    assert [a["rule"] for a in e.process([rec(comm="dog")])] == []
-    assert [a["rule"] for a in e.process([rec(comm="cow")])] == ["opened"]
-    assert [a["rule"] for a in e.process([rec(comm="cat", path="/root/x")])] == ["opened"]
+    assert [a.rule for a in e.process([rec(comm="cat")])] == []
+    assert [a.rule for a in e.process([rec(comm="dog")])] == []
+    assert [a.rule for a in e.process([rec(comm="cow")])] == ["opened"]
+    assert [a.rule for a in e.process([rec(comm="cat", path="/root/x")])] == ["opened"]
 
 
 def test_once_per_call(tmp_path):
@@ -211,8 +212,8 @@ def test_args_detector_patterns():
 
 
 def test_falco_shape():
-    a = {"type": "alert", "rule": "r", "priority": "warning", "output": "o", "tags": ["t"], "time": "2026-01-01T00:00:00.1Z",
-         "fields": {"path": "/x"}, "call_id": "abc", "session": "s", "tool": None, "pid": 4, "source": "open"}
+    a = Alert(rule="r", priority="warning", output="o", tags=["t"], time="2026-01-01T00:00:00.1Z", ktime_ns=1,
+              fields={"path": "/x"}, call_id="abc", session="s", tool=None, pid=4, source="open", candidates=None)
     f = falco_json(a, "h")
     assert f["priority"] == "Warning" and f["source"] == "mcpwitness" and f["hostname"] == "h"
     assert f["output_fields"] == {"path": "/x", "mcpwitness.call_id": "abc", "mcpwitness.session": "s",
@@ -255,8 +256,8 @@ def test_adversarial_arguments_do_not_stall_the_detectors():
     """Arguments are the attacker's input: 1 MB strings built against each pattern must
     be judged in linear time. (A backtracking pattern took 6 s on 160 KB of 'cat cat ...'
     and would hold the decode thread for minutes on 1 MB; the timeout is the guard.)"""
-    code = ("from mcpwitness.detectors import Args, settings\n"
-            "from mcpwitness.flags import Flagger\n"
+    code = ("from mcpwitness.detect.detectors import Args, settings\n"
+            "from mcpwitness.decode.flags import Flagger\n"
             "a = Args(settings(None)['args'], Flagger())\n"
             "for s in ('cat ' * 250000, '$(' * 500000, '${' * 500000, '; ' * 500000, '../' * 333333,\n"
             "          '%2e%2e%2f' * 100000, '> ' * 500000, '`' * 1000000):\n"
@@ -273,6 +274,6 @@ def test_min_priority_runs_only_rules_at_or_above_it(tmp_path):
     for minimum, expect in ((None, ["low", "high"]), ("warning", ["high"]), ("critical", ["high"]),
                             ("alert", [])):
         e = Engine(RuleSource([str(p)], defaults=False, min_priority=minimum))
-        assert [a["rule"] for a in e.process([rec()])] == expect, minimum
+        assert [a.rule for a in e.process([rec()])] == expect, minimum
     with pytest.raises(rules.RuleError):
         RuleSource([str(p)], defaults=False, min_priority="loud")

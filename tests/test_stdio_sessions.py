@@ -4,10 +4,10 @@ with one end tracked or both; with the kernel's stdio facts or without them."""
 import json
 from types import SimpleNamespace
 
-from mcpwitness.events import IoEvent, StdioFd
-from mcpwitness.mcp import McpDecoder, McpMessage, SessionRecord
-from mcpwitness.redact import Redactor
-from mcpwitness.streams import Reassembler
+from mcpwitness.decode.mcp import McpDecoder
+from mcpwitness.decode.redact import Redactor
+from mcpwitness.decode.streams import Reassembler
+from mcpwitness.records import IoEvent, McpMessage, SessionRecord, StdioFd
 
 DEV = 9
 T = [0]

@@ -1,10 +1,10 @@
 """Stream reassembly, MCP decoding and redaction, one stage at a time (no kernel)."""
 import json
 
-from mcpwitness.events import IoEvent
-from mcpwitness.mcp import McpDecoder, McpMessage, NonJson, SessionRecord
-from mcpwitness.redact import Redactor
-from mcpwitness.streams import Reassembler
+from mcpwitness.decode.mcp import McpDecoder
+from mcpwitness.decode.redact import Redactor
+from mcpwitness.decode.streams import Reassembler
+from mcpwitness.records import IoEvent, McpMessage, NonJson, SessionRecord
 
 T = [0]
 
@@ -195,7 +195,7 @@ def test_multi_round_trip_input_required_is_linked():
 def test_every_builtin_pattern_passes_the_hint_gate():
     """Strings skip the regex unless they contain one of redact.HINTS: a new
     pattern needs a hint, or its secrets would go through unredacted."""
-    from mcpwitness.redact import PATTERNS
+    from mcpwitness.decode.redact import PATTERNS
     samples = {"private-key": "-----BEGIN RSA PRIVATE KEY-----abc", "bearer": "Authorization: Bearer abcdefgh12345",
                "basic-auth": "Basic dXNlcjpwYXNzd29yZA==", "jwt": "eyJhbGciOiJI.eyJzdWIiOiIx.sflKxwRJSMeKKF2QT4",
                "aws-access-key-id": "id AKIAABCDEFGHIJKLMNOP", "github-token": "ghp_" + "a" * 36,

@@ -3,7 +3,7 @@ import os
 
 
 def test_elf_symbols_of_libssl_and_of_files_that_are_not_elf(tmp_path):
-    from mcpwitness.tls import ENTRY, TlsProbes, elf_symbols, system_libraries
+    from mcpwitness.kernel.tls import ENTRY, TlsProbes, elf_symbols, system_libraries
 
     libs = system_libraries()
     assert libs, "no libssl on this host"

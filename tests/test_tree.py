@@ -4,9 +4,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import SLOW, run_tracked
 
-from conftest import run_tracked, SLOW
-from mcpwitness.events import ConnectEvent, ExecEvent, ExitEvent, ForkEvent, OpenEvent
+from mcpwitness.records import ConnectEvent, ExecEvent, ExitEvent, ForkEvent, OpenEvent
 
 pytestmark = pytest.mark.kernel
 TREE = os.path.join(os.path.dirname(__file__), "workloads", "tree.py")

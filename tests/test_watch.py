@@ -8,8 +8,7 @@ import subprocess
 import sys
 
 import pytest
-
-from conftest import wait_for, SLOW
+from conftest import SLOW, wait_for
 from mcp_client import check_against_client
 from test_reference_servers import servers
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+
+import msgspec
 import os
 import select
 import signal
@@ -219,8 +221,8 @@ def cmd_run(a, ap) -> int:
     if not 0 <= a.argv_max <= 16384:
         ap.error("--argv-max must be between 0 and 16384")
 
-    from .agent import CommandNotFound
-    from .loader import LoadOptions
+    from .kernel.tracking import CommandNotFound
+    from .kernel.loader import LoadOptions
 
     agent = _start("run", a, LoadOptions(ring_size=a.ring_size, argv_max=a.argv_max, io_max=a.io_max,
                                          lsm=False if a.no_lsm else None, tls=not a.no_tls), reader=a.reader)
@@ -262,9 +264,9 @@ def _start(kind: str, a, options, **agent_kw):
     """The sink and the agent for run/watch, or None after saying why not."""
     from .agent import Agent
     from .config import ConfigError, load
-    from .flags import Flagger
-    from .redact import Redactor
-    from .sinks import JsonlSink, TeeSink, default_db_path, default_jsonl_path
+    from .decode.flags import Flagger
+    from .decode.redact import Redactor
+    from .output.jsonl import JsonlSink, TeeSink, default_db_path, default_jsonl_path
 
     try:
         cfg = load(a.config)
@@ -281,18 +283,20 @@ def _start(kind: str, a, options, **agent_kw):
     except OSError as e:
         _say(f"cannot write events: {e}")
         return None
+    store = None
     if not a.no_store:
-        from .store import Store
+        from .output.store import Store
         db = a.db or cfg.db or default_db_path()
         try:
-            sink = TeeSink(sink, Store(db, max_age=cfg.retention, max_bytes=cfg.max_size))
+            store = Store(db, max_age=cfg.retention, max_bytes=cfg.max_size)
+            sink = TeeSink(sink, store)
         except Exception as e:  # sqlite3.Error, OSError
             _say(f"cannot open the store {db}: {e}")
             sink.close()
             return None
     detect_sink = None
     if not a.no_detect:
-        detect_sink = _detect_sink(a, sink, cfg)
+        detect_sink = _detect_sink(a, sink, cfg, store)
         if detect_sink is None:
             sink.close()
             return None
@@ -300,7 +304,8 @@ def _start(kind: str, a, options, **agent_kw):
     from .policy import PolicyError
     try:
         agent = Agent(sink, options, redactor=Redactor(enabled=not a.no_redact), flagger=Flagger(cfg.flags),
-                      linger=cfg.linger, call_timeout=cfg.call_timeout, policy_path=a.policy, **agent_kw)
+                      linger=cfg.linger, call_timeout=cfg.call_timeout, policy_path=a.policy, detect=detect_sink,
+                      store=store, **agent_kw)
     except PolicyError as e:
         _say(f"policy refused: {e}")
         sink.close()
@@ -314,9 +319,10 @@ def _start(kind: str, a, options, **agent_kw):
     if not a.quiet and not a.jsonl:
         _say(f"events -> {path}")
     if a.metrics_port is not None:
-        from .metrics import MetricsServer
+        from .output.metrics import MetricsServer
         try:
-            agent.metrics = MetricsServer(agent.metrics_text, a.metrics_port, a.metrics_addr)
+            from .output.metrics import agent_exposition
+            agent.metrics = MetricsServer(lambda: agent_exposition(agent), a.metrics_port, a.metrics_addr)
         except OSError as e:
             _say(f"cannot serve metrics on {a.metrics_addr}:{a.metrics_port}: {e.strerror or e}")
             agent.kernel.close()
@@ -333,8 +339,8 @@ def _start(kind: str, a, options, **agent_kw):
 
 def _rule_source(a):
     """The rules for run/watch/detect, loaded and checked, or None after saying why not."""
-    from .detect import RuleSource
-    from .rules import RuleError
+    from .detect.engine import RuleSource
+    from .detect.rules import RuleError
     try:
         src = RuleSource(a.rules, defaults=not a.no_default_rules, min_priority=a.min_priority)
         if not src.paths:
@@ -346,20 +352,19 @@ def _rule_source(a):
         return None, None
 
 
-def _detect_sink(a, sink, cfg):
-    from .detect import DetectSink, Engine, HttpAlerts
-    from .flags import Flagger
+def _detect_sink(a, sink, cfg, store):
+    from .decode.flags import Flagger
+    from .detect.engine import DetectSink, Engine, HttpAlerts
     src, rs = _rule_source(a)
     if src is None:
         return None
     known = []
-    from .sinks import find_store
-    store = find_store(sink)
     if store is not None:
-        from .store import connect, known_pairs
+        from .detect.detectors import known_pairs
+        from .output.store import connect, session_records
         try:
             db = connect(store.path, readonly=True)
-            known = known_pairs(db)
+            known = known_pairs(session_records(db))
             db.close()
         except Exception as e:  # an old or damaged store: start without its history
             _say(f"pairs already seen not read from the store: {e}")
@@ -443,7 +448,7 @@ def server_filter(pids: list[int], comms: list[str], cgroup: str | None):
 
 
 def cmd_watch(a) -> int:
-    from .loader import LoadOptions
+    from .kernel.loader import LoadOptions
 
     if len(set(a.port)) > 64:
         _say(f"at most 64 ports can be watched ({len(set(a.port))} given)")
@@ -504,8 +509,8 @@ def _attach(agent, pid: int, quiet: bool) -> int:
 
 
 def _open_db(a):
-    from .sinks import default_db_path
-    from .store import connect
+    from .output.jsonl import default_db_path
+    from .output.store import connect
     path = a.db or default_db_path()
     try:
         return connect(path, readonly=True)
@@ -518,7 +523,7 @@ def _open_db(a):
 
 def _query_args(a):
     """(since, until, db) for a store query, or an exit status after saying why not."""
-    from .store import parse_since
+    from .output.store import parse_since
     try:
         since = parse_since(a.since) if a.since else None
         until = parse_since(a.until) if getattr(a, "until", None) else None
@@ -530,45 +535,41 @@ def _query_args(a):
 
 
 def cmd_calls(a) -> int:
-    from .store import list_calls
+    from .output.store import list_calls
     q = _query_args(a)
     if isinstance(q, int):
         return q
     since, until, db = q
     rows = list_calls(db, server=a.server, tool=a.tool, status=a.status, since=since, until=until,
                       has_violations=a.has_violations, limit=a.limit)
-    if a.json:
-        for r in rows:
-            rec = r["record"]
-            print(rec.decode() if isinstance(rec, bytes) else rec)
-        return 0
-    from .render import calls_table
-    print(calls_table(rows))
-    return 0
+    from .output.render import calls_table
+    return _print_records(rows, a.json, calls_table, line=lambda r: r["record"])
 
 
 def cmd_sessions(a) -> int:
-    from .store import list_sessions
+    from .output.store import list_sessions
     q = _query_args(a)
     if isinstance(q, int):
         return q
     since, _, db = q
-    from .render import sessions_table
+    from .output.render import sessions_table
     return _print_records(list_sessions(db, since=since, limit=a.limit), a.json, sessions_table)
 
 
-def _print_records(recs: list[dict], as_json: bool, table) -> int:
-    """One JSON object per line, or the table."""
+def _print_records(recs: list[dict], as_json: bool, table, line=None) -> int:
+    """One JSON object per line (`line` picks it out of a row: the stored
+    record as it was written), or the table."""
     if as_json:
         for r in recs:
-            print(json.dumps(r))
+            r = line(r) if line is not None else r
+            print(r.decode() if isinstance(r, bytes) else r if isinstance(r, str) else json.dumps(r))
     else:
         print(table(recs))
     return 0
 
 
 def cmd_alerts(a) -> int:
-    from .store import list_alerts
+    from .output.store import list_alerts
     q = _query_args(a)
     if isinstance(q, int):
         return q
@@ -579,7 +580,7 @@ def cmd_alerts(a) -> int:
     except Exception as e:  # sqlite3.OperationalError: a store from before alerts
         _say(f"no alerts in this store ({e})")
         return 1
-    from .render import alerts_table
+    from .output.render import alerts_table
     return _print_records(recs, a.json, alerts_table)
 
 
@@ -587,8 +588,8 @@ def cmd_detect(a) -> int:
     from collections import Counter
 
     from .config import ConfigError, load
-    from .detect import Engine, falco_json, replay
-    from .flags import Flagger
+    from .decode.flags import Flagger
+    from .detect.engine import Engine, falco_json, replay
     src, rs = _rule_source(a)
     if src is None:
         return 1
@@ -610,6 +611,7 @@ def cmd_detect(a) -> int:
         return 1
     engine = Engine(src, Flagger(cfg.flags), ruleset=rs)
     bad: Counter = Counter()
+    loose: Counter = Counter()
     try:
         f = sys.stdin.buffer if a.replay == "-" else open(a.replay, "rb")
     except OSError as e:
@@ -617,8 +619,8 @@ def cmd_detect(a) -> int:
         return 1
     out = sys.stdout
     with f:
-        for alert in replay(f, engine, bad):
-            out.write(json.dumps(falco_json(alert) if a.falco else alert) + "\n")
+        for alert in replay(f, engine, bad, loose):
+            out.write((json.dumps(falco_json(alert)) if a.falco else msgspec.json.encode(alert).decode()) + "\n")
     out.flush()
     by_rule = Counter(r for (r, _), n in engine.alert_counts.items() for _ in range(n))
     msg = f"{engine.stats['records']} records, {engine.stats['alerts']} alerts"
@@ -626,6 +628,8 @@ def cmd_detect(a) -> int:
         msg += " (" + ", ".join(f"{r}: {n}" for r, n in by_rule.most_common()) + ")"
     if bad:
         msg += f"; skipped {sum(bad.values())} lines that are not records ({dict(bad)})"
+    if loose:
+        msg += f"; {sum(loose.values())} records not in this version's schema, judged as they are ({dict(loose)})"
     if engine.errors:
         msg += f"; {len(engine.errors)} evaluation errors, first: {engine.errors[0]}"
     _say(msg)
@@ -633,7 +637,7 @@ def cmd_detect(a) -> int:
 
 
 def cmd_show(a) -> int:
-    from .store import get_call
+    from .output.store import get_call
     db = _open_db(a)
     if db is None:
         return 1
@@ -645,7 +649,7 @@ def cmd_show(a) -> int:
     if a.json:
         print(json.dumps({**rec, "later_events": later} if later else rec, indent=2))
         return 0
-    from .render import call_timeline
+    from .output.render import call_timeline
     print(call_timeline(rec, later))
     return 0
 

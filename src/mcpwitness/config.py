@@ -19,11 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .flags import FlagConfig
-
-
-class ConfigError(ValueError):
-    pass
+from .decode.flags import FlagConfig
+from .util import ConfigError, duration, size
 
 
 @dataclass
@@ -34,33 +31,6 @@ class Config:
     db: str | None = None
     retention: float = 7 * 86400
     max_size: int = 1 << 30
-
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_SIZES = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-
-
-def duration(v, where: str) -> float:
-    if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0:
-        return float(v)
-    if isinstance(v, str) and v[-1:].lower() in _UNITS:
-        try:
-            return float(v[:-1]) * _UNITS[v[-1].lower()]
-        except ValueError:
-            pass
-    raise ConfigError(f"{where}: not a duration: {v!r} (seconds, or e.g. 90s, 10m, 7d)")
-
-
-def size(v, where: str) -> int:
-    if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
-        return v
-    if isinstance(v, str):
-        t = v.strip().lower().rstrip("b").rstrip("i")
-        try:
-            return int(float(t[:-1]) * _SIZES[t[-1]]) if t[-1:] in _SIZES else int(t)
-        except (ValueError, KeyError):
-            pass
-    raise ConfigError(f"{where}: not a size: {v!r} (bytes, or e.g. 512M, 2G)")
 
 
 def load(path: str | None) -> Config:

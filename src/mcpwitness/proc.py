@@ -144,7 +144,7 @@ def stdio(pid: int):
     no longer says. The device is given as the kernel encodes it
     (major << 20 | minor), as in the kernel's records. /proc does not name
     a Unix socket's peer: the kernel does, when bytes are captured."""
-    from .events import StdioFd
+    from .records import StdioFd
     fds = []
     unix = None
     for n in (0, 1):

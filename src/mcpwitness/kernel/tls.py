@@ -125,6 +125,8 @@ class TlsProbes:
         self.procs: dict[int, dict] = {}     # pid -> {(dev, ino): (path, links)}: per-process attachments
         self.attached_total = 0              # per-process attachments made so far
         self.errors: list[str] = []
+        self.scans: dict[int, int] = {}      # pid -> times its maps were looked at for a libssl
+        self.last_look = 0
 
     def _symbols(self, path: str):
         try:
@@ -231,6 +233,40 @@ class TlsProbes:
         import threading
         links = [l for _, ls in mine.values() for l in ls]
         threading.Thread(target=self.kernel.detach_links, args=(links,), daemon=True).start()
+
+    def hook(self, ev, out: list) -> None:
+        """Pipeline hook: the kernel events that say where a libssl is."""
+        tag = type(ev).__struct_config__.tag
+        if tag == "open":
+            if ev.result is not None and "libssl" in ev.path:
+                self.opened(ev.pid, ev.resolved or ev.path)
+        elif tag == "exec":
+            if ev.result == 0 and ev.exe:
+                self.execed(ev.pid, ev.exe)
+        elif tag == "fork":
+            self.forked(ev.pid, ev.child_pid)
+        elif tag == "exit":
+            self.exited(ev.pid)
+
+    def look(self, now: int, pids) -> None:
+        """Every 2 s: a tracked process may map a libssl of its own (a
+        virtualenv's, a bundled one): attach there too. The system's libssl
+        is attached from the start; a process is looked at on its first three
+        looks, which catches a late `import ssl`, then left alone."""
+        if now - self.last_look <= 2e9:
+            return
+        self.last_look = now
+        pids = set(pids)
+        looked = 0
+        for pid in pids:
+            n = self.scans.get(pid, 0)
+            if n >= 3 or looked >= 64:
+                continue
+            self.scans[pid] = n + 1
+            looked += 1
+            self.add_process(pid)
+        if len(self.scans) > 65536:
+            self.scans = {p: n for p, n in self.scans.items() if p in pids}
 
     def give_back(self) -> None:
         """The agent stops: the per-process attachments still standing go back

@@ -20,11 +20,13 @@ other way for server-to-client requests (sampling, elicitation, roots).
 """
 from __future__ import annotations
 
-
 import msgspec
 
+from ..proc import identity as proc_identity
+from ..proc import namespaces as proc_namespaces
+from ..records import McpMessage, NonJson, SessionRecord
+from ..util import id_key
 from .http import endpoint
-from .proc import identity as proc_identity, namespaces as proc_namespaces
 from .redact import Redactor
 from .streams import C2S, S2C, Frame
 
@@ -36,73 +38,6 @@ CLIENT_METHODS = {
     "completion/complete", "logging/setLevel", "tasks/get", "tasks/list", "tasks/cancel", "tasks/result",
 }
 SERVER_METHODS = {"sampling/createMessage", "elicitation/create", "roots/list"}
-
-
-class McpMessage(msgspec.Struct, tag="mcp", tag_field="type", gc=False):
-    time: str
-    ktime_ns: int
-    session: str
-    direction: str                 # client->server or server->client
-    kind: str                      # request, notification, response, error, invalid
-    id: int | str | None
-    method: str | None             # for responses: the paired request's method
-    paired: bool | None            # responses: matched to their request (null for requests, notifications)
-    latency_ms: float | None       # responses: from the request's syscall to this one's
-    size: int                      # bytes of the line (of the whole batch for batch members)
-    pid: int
-    tid: int
-    comm: str
-    fd: int
-    transport: str                 # stdio or unix
-    batch: int | None              # index inside a JSON-RPC batch
-    params: object = None
-    result: object = None
-    error: object = None
-    protocol_version: str | None = None
-    result_type: str | None = None        # 2026-07-28: "complete" or "input_required"
-    input_requests: object = None         # input_required: {key: method} the server asks the client
-    continues: object = None              # a retry carrying answers: {"id": first request's id, "round": n}
-    truncated: bool = False
-    notes: list[str] = []
-    http: object = None                   # HTTP transports: method, target, status, MCP headers
-
-
-class SessionRecord(msgspec.Struct, tag="session", tag_field="type", gc=False):
-    time: str
-    ktime_ns: int
-    event: str                     # start, identified, end
-    session: str
-    transport: str
-    pid: int                       # the tracked process at this end
-    role: str | None               # its role: server or client
-    exe: str | None
-    cmdline: list[str] | None
-    era: str | None                # handshake (<= 2025-11-25) or stateless (>= 2026-07-28)
-    protocol_version: str | None
-    client_info: object = None
-    server_info: object = None
-    client_capabilities: object = None
-    server_capabilities: object = None
-    messages: int = 0
-    unanswered: int = 0
-    peers: object = None           # both ends tracked: [{pid, role, exe}] of every process seen
-    ends: object = None            # every process seen in it: pid, role, exe, cmdline, cgroup, container,
-                                   # PID namespace (and the pid inside it), network namespace
-    connection: object = None      # network transports: client and server address, netns, socket cookie
-    stdio: object = None           # a server's stdio: what its stdin and stdout are (kind: pipe, unix, tty;
-                                   # inode; a Unix socket's peer: the client's end)
-
-
-class NonJson(msgspec.Struct, tag="nonjson", tag_field="type", gc=False):
-    time: str
-    ktime_ns: int
-    session: str
-    direction: str
-    pid: int
-    fd: int
-    size: int
-    reason: str
-    preview: str
 
 
 class Seen(msgspec.Struct, gc=False):
@@ -318,7 +253,7 @@ class McpDecoder:
             doc = self._dec.decode(f.data)
         except (msgspec.DecodeError, UnicodeDecodeError, ValueError):
             return None
-        ids = [_idkey(m.get("id")) for m in (doc if isinstance(doc, list) else [doc])
+        ids = [id_key(m.get("id")) for m in (doc if isinstance(doc, list) else [doc])
                if isinstance(m, dict) and "id" in m and ("result" in m or "error" in m)]
         match = [x for x in halves if any((C2S, i) in x.pending for i in ids)]
         return match[0] if len(match) == 1 else None
@@ -585,7 +520,7 @@ class McpDecoder:
         ids = x.ids if x is not None else []
         preview = self.redactor.text(f.data[:200].decode("utf-8", "replace"))
         for mid in ids:
-            req = s.pending.pop((C2S, _idkey(mid)), None)
+            req = s.pending.pop((C2S, id_key(mid)), None)
             method = req[0] if req else None
             latency = round((f.ktime_ns - req[1]) / 1e6, 3) if req else None
             out.append(McpMessage(self.wall(f.ktime_ns), f.ktime_ns, s.id, S2C, "error", mid, method,
@@ -650,7 +585,7 @@ class McpDecoder:
             if has_id and isinstance(params, dict) and ("requestState" in params or "inputResponses" in params):
                 continues = self._continues(s, method, params)
             if has_id:
-                s.pending[(direction, _idkey(mid))] = (method, f.ktime_ns, continues)
+                s.pending[(direction, id_key(mid))] = (method, f.ktime_ns, continues)
                 if f.exchange is not None:
                     f.exchange.ids.append(mid)
             out.append(McpMessage(self.wall(f.ktime_ns), f.ktime_ns, s.id, direction, kind, mid, method,
@@ -661,18 +596,18 @@ class McpDecoder:
         if has_id and ("result" in m or "error" in m):
             direction = self._direction(s, f)
             other = C2S if direction == S2C else S2C if direction == C2S else "unknown"
-            req = s.pending.pop((other, _idkey(mid)), None)
+            req = s.pending.pop((other, id_key(mid)), None)
             if req is None and mid is None and f.exchange is not None:
                 # an error with id null in the HTTP response to a POST (a server that
                 # could not read the request's id): it answers what that POST carried
                 for eid in f.exchange.ids:
-                    req = s.pending.pop((other, _idkey(eid)), None)
+                    req = s.pending.pop((other, id_key(eid)), None)
                     if req is not None:
                         notes = notes + [f"id null on the wire: answers request {eid!r}, carried by the same "
                                          "HTTP exchange"]
                         break
             if req is None and direction == "unknown":
-                for k in [k for k in s.pending if k[1] == _idkey(mid)]:
+                for k in [k for k in s.pending if k[1] == id_key(mid)]:
                     req = s.pending.pop(k)
                     break
             req_method, latency = None, None
@@ -750,8 +685,3 @@ def _bound(d: dict, limit: int = 65536) -> None:
     """Keep a table of facts bounded: the oldest entries go first."""
     while len(d) > limit:
         del d[next(iter(d))]
-
-
-def _idkey(mid):
-    # JSON-RPC ids: 1 and "1" are different ids
-    return (type(mid).__name__, mid)

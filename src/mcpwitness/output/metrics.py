@@ -33,6 +33,21 @@ def exposition(families: list[tuple[str, str, str, list[tuple[dict, float]]]]) -
     return "\n".join(out) + "\n"
 
 
+def agent_exposition(agent) -> str:
+    """The exposition for a running agent (MetricsServer's thread): its stats
+    record and its detection's, taken again if the decode thread resized a
+    counter mid-copy."""
+    import msgspec
+    for attempt in range(5):
+        try:
+            st = msgspec.to_builtins(agent.stats())
+            return exposition(families(st, st.get("detect")))
+        except RuntimeError:
+            if attempt == 4:
+                raise
+    return ""
+
+
 def families(stats: dict, detect: dict | None) -> list:
     """The metric families from Agent.stats() and DetectSink.stats()."""
     f = []

@@ -13,58 +13,19 @@ import ctypes
 import os
 import platform
 import re
-import resource
 import struct
 from dataclasses import dataclass, field
-from importlib import resources
 
+from ..proc import ProcStat, read_stat
 from . import libbpf
-from .events import ANCESTORS, COUNTERS, PROC
-from .proc import ProcStat, read_stat
+from .abi import ANCESTORS, COUNTERS, PROC
+from .system import TRACEFS, cgroup2_root, ensure_mount, object_path, raise_memlock
 
-TRACEFS = "/sys/kernel/tracing"
-BPFFS = "/sys/fs/bpf"
 P_TICKS = 0x1
 CONFIG = struct.Struct("<IIII")  # struct mw_config
 STREAM_KEY = struct.Struct("<QII")  # struct mw_stream_key
 STREAM_OTHER = struct.pack("<II", 2, 0)  # struct mw_stream {MW_S_OTHER}
 LSM_FILES, LSM_EXEC, LSM_NET = 0x1, 0x2, 0x4
-
-
-def object_path(name: str = "mcpwitness") -> str:
-    ref = resources.files("mcpwitness") / "bpf" / f"{name}.{platform.machine()}.bpf.o"
-    path = str(ref)
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"no BPF object for {platform.machine()} at {path}: this architecture is not built yet")
-    return path
-
-
-def _mounted(target: str, fstype: str) -> bool:
-    with open("/proc/self/mounts") as f:
-        return any(line.split()[1] == target and line.split()[2] == fstype for line in f)
-
-
-def ensure_mount(target: str, fstype: str) -> str:
-    """Mount fstype at target if missing. Returns 'mounted', 'was mounted' or an error."""
-    if _mounted(target, fstype):
-        return "was mounted"
-    if fstype == "tracefs" and _mounted("/sys/kernel/debug", "debugfs") and \
-            os.path.isdir("/sys/kernel/debug/tracing/events"):
-        return "was mounted (debugfs)"
-    os.makedirs(target, exist_ok=True)
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.mount(fstype.encode(), target.encode(), fstype.encode(), 0, None) != 0:
-        return f"mount failed: {os.strerror(ctypes.get_errno())}"
-    return "mounted"
-
-
-def raise_memlock() -> None:
-    # kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK
-    try:
-        resource.setrlimit(resource.RLIMIT_MEMLOCK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-    except (ValueError, OSError):
-        pass
 
 
 def tracepoint_exists(category: str, name: str) -> bool:
@@ -88,16 +49,6 @@ class LoadOptions:
     uprobe_multi: bool | None = None  # TLS probes as uprobe_multi links: None = if this kernel has them
 
 
-def cgroup2_root() -> str | None:
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            parts = line.split()
-            if parts[2] == "cgroup2":
-                return parts[1]
-    return None
-
-
-# enforcement mechanisms, best first, as doctor and block events name them
 MECH_NET_CGROUP = "cgroup sock_addr connect4/6 + sendmsg4/6 (refused before any packet)"
 MECH_NET_LSM = "lsm/socket_connect (refused before any packet)"
 MECH_UNIX_CGROUP = "cgroup/connect_unix (refused before connecting)"
@@ -111,7 +62,7 @@ MECH_EXEC_KILL = "SIGKILL at sched_process_exec (fallback: the new program never
 
 def choose_mechanisms(have) -> dict:
     """Per kind of action, the mechanism that will enforce here (None: monitor only).
-    have(mechanism) -> bool answers from a probe (doctor.run_probe)."""
+    have(mechanism) -> bool answers from a probe (probes.run_probe)."""
     kill = have("helper bpf_send_signal")
     cgroup2 = cgroup2_root() is not None
     out = {}
@@ -171,7 +122,7 @@ def explain_failure(e: "libbpf.BPFError", prog: str | None, why: str) -> "libbpf
     this kernel lacks that mcpwitness needs (probed now), not just an errno."""
     missing = []
     try:
-        from .doctor import PROBES, run_probe
+        from .probes import PROBES, run_probe
         labels = {label: (p, how) for p, label, how in PROBES}
         for label, need in NEEDS.items():
             if not run_probe(*labels[label]).ok:
@@ -257,7 +208,7 @@ class Kernel:
                 k._choose_enforcement()
                 cls._apply_refusals(k, refused)
             if options.tls and options.uprobe_multi is not False:
-                from .doctor import run_probe
+                from .probes import run_probe
                 try:
                     k.uprobe_multi = run_probe("probe_uprobe_multi", "uprobe_multi").ok
                 except OSError:
@@ -308,7 +259,7 @@ class Kernel:
             p = libbpf.bpf_object__next_program(self.obj, p)
 
     def _choose_enforcement(self) -> None:
-        from .doctor import run_probe, PROBES
+        from .probes import PROBES, run_probe
         labels = {label: (prog, how) for prog, label, how in PROBES}
         cache: dict[str, bool] = {}
 

@@ -13,244 +13,17 @@ import socket
 import struct
 from typing import Iterable, Iterator
 
-import msgspec
-
-# --- layout (checked against the object's BTF by tests/test_layout.py) ---
-RECORD_SIZE = 512
-EVENT_SIZE = RECORD_SIZE - 8
-HDR_SIZE = 152
-DATA_LEN = EVENT_SIZE - HDR_SIZE
-ANCESTORS = 8
-EVENT_FMT = "QQQq4QIHHIIIIII8III16s352s"
-# the ring's own 8-byte header (len | BUSY | DISCARD, page offset) + the event
-RECORD = struct.Struct("<II" + EVENT_FMT)
-EVENT = struct.Struct("<" + EVENT_FMT)
-PROC = struct.Struct("<QII8III")  # struct mw_proc
-assert RECORD.size == RECORD_SIZE and EVENT.size == EVENT_SIZE
-
-# tuple indices in a RECORD tuple
-R_HDR, R_TS, R_START, R_CGROUP, R_RET = 0, 2, 3, 4, 5
-R_ARG0 = 6
-R_TYPE, R_SEQ, R_FLAGS, R_PID, R_TID, R_PPID, R_UID, R_ROOT, R_DEPTH = range(10, 19)
-R_ANC = 19
-R_DLEN, R_POLICY, R_COMM, R_DATA = 27, 28, 29, 30
-
-EV_FORK, EV_EXEC, EV_EXIT, EV_OPEN, EV_CONNECT, EV_IO, EV_THREAD, EV_POLICY, EV_SOCK, EV_STDIO = range(1, 11)
-F_LAST, F_TRUNC, F_PATHERR, F_DEPTH, F_UNTRACKED = 0x1, 0x2, 0x4, 0x8, 0x10
-SOCKINFO = struct.Struct("<16s16sQQIHHHHIQQ")  # struct mw_sockinfo
-
-COUNTERS = [
-    "ringbuf_full_events",   # events lost whole
-    "ringbuf_full_chunks",   # continuation records lost (event truncated)
-    "proc_map_full",         # children that could not be tracked
-    "user_read_failures",    # user strings/structs unreadable
-    "stale_entries",         # map entries dropped on pid reuse
-    "events",                # events emitted
-    "forks_tracked",         # children tracked in the kernel
-    "threads_created",       # threads created in tracked processes
-    "io_skipped",            # reads/writes not sent: the stream is not JSON
-    "io_truncated",          # reads/writes cut at io_max
-    "watch_found",           # watch mode: processes the kernel started tracking
-    "policy_checks",         # actions checked against a policy
-    "policy_denied",         # refused with an errno
-    "policy_killed",         # stopped with SIGKILL (fallback)
-    "policy_monitor",        # monitor mode: would have been refused
-    "policy_kill_failed",    # bpf_send_signal failed: the action went on
-    "port_matched",          # port filter: payload syscalls of untracked processes on a watched port
-    "tls_calls",             # SSL_read/SSL_write calls captured
-    "tls_unbound",           # ... whose socket was not known yet
-]
-
-POLICY_CHECKS = {1: "connect", 2: "sendmsg", 3: "open", 4: "exec"}
-POLICY_ACTIONS = {1: "denied", 2: "killed", 3: "monitor", 4: "kill_failed"}
-POLICY_MECHANISMS = {
-    1: "cgroup/connect4", 2: "cgroup/connect6", 3: "cgroup/sendmsg4", 4: "cgroup/sendmsg6",
-    5: "lsm/file_open", 6: "lsm/bprm_check_security", 7: "lsm/socket_connect",
-    8: "SIGKILL at sys_exit_open* (fallback)", 9: "SIGKILL at sched_process_exec (fallback)",
-    10: "userspace, after the connect (this kernel has no cgroup/connect_unix)",
-    11: "cgroup/connect_unix", 12: "lsm/path_mknod",
-}
-POLICY_OUTCOMES = {
-    "denied": "refused before it happened",
-    "killed": "the process was killed (SIGKILL) before it could go on; the action itself had happened",
-    "monitor": "allowed: the policy is in monitor mode",
-    "kill_failed": "NOT stopped: the kernel refused to send SIGKILL (counted as policy_kill_failed)",
-}
-_POLICY_ACCESS = ((1, "read"), (2, "write"), (4, "create"), (8, "exec"))  # connect (0x10) is implied by check
-
-OPEN_SYSCALLS = {0: "openat", 1: "open", 2: "openat2", 3: "creat"}
-EXEC_SYSCALLS = {4: "execve", 5: "execveat"}
-IO_SYSCALLS = {0: "read", 1: "write", 2: "readv", 3: "writev", 4: "recvfrom", 5: "sendto", 6: "recvmsg",
-               7: "sendmsg", 8: "SSL_read", 9: "SSL_write", 10: "SSL_read_ex", 11: "SSL_write_ex"}
-IO_KINDS = {1: "pipe", 2: "unix", 3: "tcp", 4: "tls", 5: "tty"}
-STDIO_KINDS = {0: None, 1: "pipe", 2: "unix", 3: "tcp", 5: "tty", 15: "other"}  # None: the fd is closed
-STDIO_WHY = {0: "exec", 1: "found"}
-SOCK_BINDINGS = {0: "capture", 1: "inside the SSL call", 2: "next to the SSL call on its thread", 3: "closed"}
-
-
-class Event(msgspec.Struct, tag_field="type", gc=False):
-    """Fields every event has. Built positionally (fast): keep BASE_FIELDS in step."""
-    time: str            # wall clock, ISO 8601 UTC, from ktime_ns
-    ktime_ns: int        # CLOCK_MONOTONIC, the kernel's stamp
-    pid: int
-    tid: int
-    ppid: int
-    uid: int
-    comm: str
-    start_ns: int        # with pid: the process identity (start_boottime)
-    cgroup_id: int
-    root: int            # the tracked root this process descends from
-    ancestry: list[int]  # fork lineage: parent, grandparent, ..., root
-    truncated: bool
-    notes: list[str]
-
-
-class ForkEvent(Event, tag="fork"):
-    child_pid: int
-    child_start_ns: int
-    attribution: object = None   # set by audit.py: the MCP request this event belongs to
-
-
-class ThreadEvent(Event, tag="thread"):
-    """tid (of process pid) started thread new_tid. Used by attribution, not written."""
-    new_tid: int
-
-
-class ExecEvent(Event, tag="exec"):
-    filename: str
-    exe: str | None
-    argv: list[str]
-    argv_bytes: int
-    result: int
-    error: str | None
-    syscall: str | None
-    category: str | None = None  # flags.py: shell, downloader, interpreter
-    sensitive: str | None = None
-    attribution: object = None
-
-
-class ExitEvent(Event, tag="exit"):
-    status: int
-    exit_code: int | None
-    signal: int | None
-    signal_name: str | None
-    core_dumped: bool
-    attribution: object = None
-
-
-class OpenEvent(Event, tag="open"):
-    syscall: str
-    path: str
-    resolved: str | None
-    flags: list[str]
-    flags_raw: int
-    access: str
-    mode: str | None
-    dirfd: int | None
-    result: int | None
-    error: str | None
-    risk: str | None = None       # flags.py: read, write, create, truncate
-    sensitive: str | None = None  # flags.py: the sensitive-path list it is on
-    attribution: object = None
-
-
-class ConnectEvent(Event, tag="connect"):
-    fd: int
-    family: str
-    address: str | None
-    port: int | None
-    unix_path: str | None
-    sock_type: str | None
-    protocol: str | None
-    result: int
-    error: str | None
-    scope: str | None = None      # flags.py: loopback, private, link-local, public, unix
-    attribution: object = None
-    policy_slot: int = 0          # the process's policy (unix paths are checked in userspace)
-
-
-class IoEvent(Event, tag="io"):
-    """Bytes a tracked process read or wrote on a pipe, Unix socket or TCP
-    socket whose stream looks like JSON or HTTP, or plaintext it passed
-    through SSL_read/SSL_write. Consumed by streams.py; not written by default."""
-    fd: int
-    direction: str       # "read" or "write", as the process did it
-    kind: str            # "pipe", "unix", "tcp" or "tls"
-    syscall: str
-    inode: int           # the stream: pipe or socket inode; tls: the SSL object
-    dev: int             # tls: the inode of the socket under it (0: not known yet)
-    bytes: int           # what the syscall really moved
-    data: bytes          # what was captured (shorter when truncated)
-    untracked: bool = False  # captured by the port filter; the process is not tracked
-
-
-class SockEvent(Event, tag="socket"):
-    """The endpoints of a TCP socket whose bytes are captured, the peer of a
-    Unix socket, or the socket a TLS stream was tied to. Consumed by
-    http.py and streams.py."""
-    fd: int
-    inode: int
-    family: str
-    local_addr: str
-    local_port: int
-    remote_addr: str
-    remote_port: int
-    cookie: int | None
-    netns_cookie: int
-    netns_ino: int
-    binding: str         # capture, or how a TLS stream was tied to this socket
-    ssl: int             # the SSL object (TLS bindings)
-    untracked: bool = False
-    peer_inode: int = 0  # family "unix": the connected peer socket's inode
-    unix_named: int = 0  # family "unix": 1: this end is bound to a name, 2: its peer is (neither: a socketpair)
-
-
-class StdioFd(msgspec.Struct, array_like=True, gc=False):
-    """What one of a process's stdio fds is: its kind (pipe, unix, tcp, tty,
-    other; None: closed), the file's device and inode, and for a Unix socket
-    the inode of its connected peer (0: none or not known)."""
-    kind: str | None
-    dev: int
-    inode: int
-    peer: int = 0
-
-
-class StdioEvent(Event, tag="stdio"):
-    """What a tracked process's fd 0 and fd 1 are, when it exec'd (why
-    "exec"), when watch mode found it ("found"), or read from /proc when it
-    was attached or seeded ("proc"). Consumed by mcp.py: a server's stdin and
-    stdout are one conversation however the client wired them."""
-    stdin: StdioFd
-    stdout: StdioFd
-    why: str
-
-
-class PolicyEvent(Event, tag="policy"):
-    """A policy refused an action (or in monitor mode would have): what, by
-    which rule, with which mechanism, and what the process saw."""
-    check: str           # connect, sendmsg, open, exec
-    action: str          # denied, killed, monitor
-    outcome: str         # the action in words
-    mechanism: str
-    errno: str | None    # what the syscall returned to the process (None: it got no error)
-    policy_slot: int
-    rule_id: int
-    access: list[str]    # files and execs: the access refused
-    path: str | None
-    family: str | None
-    address: str | None
-    port: int | None
-    flags_raw: int | None
-    policy: str | None = None    # filled by the agent from the running policy set
-    rule: str | None = None
-    attribution: object = None
-
-
-# the kernel events that are written (and attributed); IoEvent and ThreadEvent are consumed inside
-KERNEL_TAGS = frozenset({"fork", "exec", "exit", "open", "connect", "policy"})
-
-AnyEvent = (ForkEvent | ExecEvent | ExitEvent | OpenEvent | ConnectEvent | IoEvent | ThreadEvent | PolicyEvent
-            | SockEvent | StdioEvent)
+from ..kernel.abi import (
+    ANCESTORS, EV_CONNECT, EV_EXEC, EV_EXIT, EV_FORK, EV_IO, EV_OPEN, EV_POLICY, EV_SOCK, EV_STDIO, EV_THREAD,
+    EXEC_SYSCALLS, F_LAST, F_PATHERR, F_TRUNC, F_UNTRACKED, IO_KINDS, IO_SYSCALLS, OPEN_SYSCALLS, POLICY_ACCESS,
+    POLICY_ACTIONS, POLICY_CHECKS, POLICY_MECHANISMS, POLICY_OUTCOMES, R_ANC, R_ARG0, R_CGROUP, R_COMM, R_DATA, R_DEPTH,
+    R_DLEN, R_FLAGS, R_PID, R_POLICY, R_PPID, R_RET, R_ROOT, R_SEQ, R_START, R_TID, R_TS, R_TYPE, R_UID, SOCK_BINDINGS,
+    SOCKINFO, STDIO_KINDS, STDIO_WHY
+)
+from ..records import (
+    AnyEvent, ConnectEvent, ExecEvent, ExitEvent, ForkEvent, IoEvent, OpenEvent, PolicyEvent, SockEvent, StdioEvent,
+    StdioFd, ThreadEvent
+)
 
 # --- decoding helpers -----------------------------------------------------
 
@@ -344,9 +117,11 @@ class Decoder:
     kernel's inline MW_ANCESTORS (from userspace's process table).
     """
 
-    def __init__(self, ancestry=None, wall_offset_ns: int | None = None):
+    def __init__(self, ancestry=None, wall_offset_ns: int | None = None, policy_names=None):
         self.pending: dict[tuple[int, int], list] = {}
         self.ancestry = ancestry
+        # policy_names(slot, rule_id) -> (policy name, rule in words): from the running policy set
+        self.policy_names = policy_names
         self.stats = {"records": 0, "events": 0, "incomplete": 0, "bad_records": 0, "undecodable_records": 0}
         self.last_error: str | None = None
         if wall_offset_ns is None:
@@ -546,10 +321,13 @@ class Decoder:
             else:
                 path = data[:a3].decode("utf-8", "backslashreplace")
                 flags = a2
+            slot = (a0 >> 32) & 0xFFFF
+            policy, rule = self.policy_names(slot, a1) if self.policy_names is not None else (None, None)
             return PolicyEvent(*self._base(r, truncated, _NO_NOTES), check, action,
                                POLICY_OUTCOMES.get(action, action), POLICY_MECHANISMS.get((a0 >> 16) & 0xFF, "?"),
-                               errname(ret) if ret < 0 else None, (a0 >> 32) & 0xFFFF, a1,
-                               [n for b, n in _POLICY_ACCESS if acc & b], path, family, address, port, flags)
+                               errname(ret) if ret < 0 else None, slot, a1,
+                               [n for b, n in POLICY_ACCESS if acc & b], path, family, address, port, flags,
+                               policy, rule)
         self.stats["events"] -= 1
         self.stats["bad_records"] += 1
         return None

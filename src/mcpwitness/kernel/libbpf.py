@@ -15,8 +15,7 @@ import ctypes.util
 import errno
 import os
 import threading
-from ctypes import (CFUNCTYPE, POINTER, c_bool, c_char_p, c_int, c_long, c_size_t,
-                    c_uint, c_uint32, c_uint64, c_void_p)
+from ctypes import CFUNCTYPE, POINTER, c_bool, c_char_p, c_int, c_long, c_size_t, c_uint, c_uint32, c_uint64, c_void_p
 
 
 class BPFError(OSError):

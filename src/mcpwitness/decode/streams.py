@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import msgspec
 
-from .events import IoEvent
+from ..records import IoEvent
 
 C2S, S2C = "client->server", "server->client"  # the two directions of an MCP conversation
 

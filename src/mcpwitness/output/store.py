@@ -23,7 +23,7 @@ import time
 
 import msgspec
 
-from .events import KERNEL_TAGS
+from ..records import KERNEL_TAGS
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
@@ -175,7 +175,7 @@ class Store:
     def _row(self, r, rows: dict, js: bytes | None = None) -> None:
         if js is None:
             js = self._enc.encode(r)
-        if isinstance(r, dict):
+        if isinstance(r, dict):  # a record built by hand (library users): by its type
             if r.get("type") == "alert":
                 rows["alerts"].append((wall_of(r.get("time")), r.get("rule"), r.get("priority"), r.get("call_id"),
                                        r.get("session"), js))
@@ -198,6 +198,8 @@ class Store:
                                      None if r.id is None else str(r.id), js))
         elif tag == "session":
             rows["sessions"].append((w, r.session, r.event, js))
+        elif tag == "alert":
+            rows["alerts"].append((w, r.rule, r.priority, r.call_id, r.session, js))
         else:
             rows["other"].append((w, tag, js))
 
@@ -328,20 +330,7 @@ def list_alerts(db: sqlite3.Connection, since=None, rule=None, priority=None, ca
     return [msgspec.json.decode(r["record"]) for r in db.execute(q, args)]
 
 
-def known_pairs(db: sqlite3.Connection, limit: int = 50000) -> list[str]:
-    """The client-server pairs of the sessions in the store, as detectors.Pair
-    keys: what `New client-server pair` has already seen (the newest `limit` session
-    records: a store with more remembers only those)."""
-    from .detectors import Detectors, settings
-    d = Detectors(settings(None))
-    keys = []
-    for (rec,) in db.execute("SELECT record FROM sessions WHERE event != 'start' ORDER BY id DESC LIMIT ?",
-                             (limit,)):
-        try:
-            facts = d.observe(msgspec.json.decode(rec), "session")
-        except (msgspec.DecodeError, TypeError, ValueError):
-            continue
-        p = facts.get("pair")
-        if p is not None:
-            keys.append(p["key"])
-    return keys
+def session_records(db: sqlite3.Connection, limit: int = 50000) -> list[bytes]:
+    """The newest `limit` session records (not their starts), newest first, as stored (JSON)."""
+    return [rec for (rec,) in db.execute("SELECT record FROM sessions WHERE event != 'start' ORDER BY id DESC "
+                                         "LIMIT ?", (limit,))]

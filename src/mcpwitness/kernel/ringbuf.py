@@ -20,7 +20,7 @@ import select
 import struct
 
 from . import libbpf
-from .events import RECORD, RECORD_SIZE, EVENT_SIZE
+from .abi import EVENT_SIZE, RECORD, RECORD_SIZE
 
 BUSY = 1 << 31
 DISCARD = 1 << 30

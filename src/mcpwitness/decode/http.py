@@ -31,26 +31,12 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from .events import IoEvent, SockEvent
+from ..records import HttpInfo, IoEvent, SockEvent, TransportNotice
 from .streams import C2S, S2C, Frame
 
 MAX_HEAD = 64 << 10
 _JSONRPC = b'"jsonrpc"'  # every JSON-RPC 2.0 message names its version: a body without it is not MCP
 NON_MCP_GIVEUP = 3       # bodies without JSON-RPC (and none with) before a connection is let go
-
-
-class HttpInfo(msgspec.Struct, gc=False, omit_defaults=True):
-    """The HTTP side of a frame (written on MCP records as `http`)."""
-    method: str | None = None          # the request's method
-    target: str | None = None          # its path and query
-    status: int | None = None          # the response's status (response frames)
-    session_id: str | None = None      # Mcp-Session-Id (revisions up to 2025-11-25)
-    protocol_version: str | None = None  # MCP-Protocol-Version header
-    mcp_method: str | None = None      # Mcp-Method header (2026-07-28)
-    mcp_name: str | None = None        # Mcp-Name header (2026-07-28)
-    content_type: str | None = None
-    sse_event: str | None = None       # SSE: the event's type and id
-    sse_id: str | None = None
 
 
 class Exchange:
@@ -63,20 +49,6 @@ class Exchange:
         self.method, self.target, self.headers = method, target, headers
         self.ids: list = []
         self.answered = False
-
-
-class TransportNotice(msgspec.Struct, tag="transport", tag_field="type", gc=False):
-    """A captured connection that is not MCP over HTTP/1.1: what it is, and that capture stopped."""
-    time: str
-    ktime_ns: int
-    pid: int
-    comm: str
-    fd: int
-    kind: str
-    reason: str
-    local: str | None
-    remote: str | None
-    preview: str
 
 
 class SessionEnd:

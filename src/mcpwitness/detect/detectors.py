@@ -26,10 +26,11 @@ import zlib
 from collections import OrderedDict, deque
 from urllib.parse import unquote
 
-from .audit import call_id as make_call_id, declared_roots
-from .config import ConfigError, duration
+from ..decode.audit import call_id as make_call_id
+from ..decode.audit import declared_roots
+from ..decode.streams import C2S
+from ..util import ConfigError, duration, id_key, strings, tool_of, under
 from .rules import get as _get
-from .streams import C2S
 
 # --- settings ----------------------------------------------------------------
 
@@ -119,22 +120,6 @@ class CallInfo:
                 "client": self.client, "server": self.server, "arguments": self.arguments}
 
 
-def _idkey(v):
-    return f"s:{v}" if isinstance(v, str) else f"n:{v}"
-
-
-def tool_of(method, params):
-    if not isinstance(params, dict):
-        return None
-    if method in ("tools/call", "prompts/get"):
-        n = params.get("name")
-        return n if isinstance(n, str) else None
-    if method in ("resources/read", "resources/subscribe"):
-        u = params.get("uri")
-        return u if isinstance(u, str) else None
-    return None
-
-
 # --- the detectors -----------------------------------------------------------------
 
 class Rate:
@@ -213,25 +198,12 @@ class Args:
         self.s = s
         self.flagger = flagger
 
-    def _strings(self, v, path: str, out: list) -> None:
-        if len(out) >= self.s["max_strings"]:
-            return
-        if isinstance(v, str):
-            out.append((path or "value", v))
-        elif isinstance(v, dict):
-            for k, x in v.items():
-                self._strings(x, f"{path}.{k}" if path else str(k), out)
-        elif isinstance(v, list):
-            for i, x in enumerate(v):
-                self._strings(x, f"{path}[{i}]", out)
-
     def observe(self, arguments, roots: list[str] | None) -> dict:
-        strings: list = []
-        self._strings(arguments, "", strings)
         s = self.s
+        found = strings(arguments, s["max_strings"])
         trav, sens, outside, meta, long_, rep = [], [], [], [], [], []
         maxlen = 0
-        for name, v in strings:
+        for name, v in found:
             n = len(v)
             maxlen = max(maxlen, n)
             shown = f"{name}={v[:160]}" + ("..." if n > 160 else "")
@@ -255,7 +227,7 @@ class Args:
                     label = self.flagger.sensitive(p) if self.flagger is not None else None
                     if label:
                         sens.append(f"{shown} ({label})")
-                    if roots is not None and p.startswith("/") and not _under(p, roots):
+                    if roots is not None and p.startswith("/") and not under(p, roots):
                         outside.append(shown)
             if _SHELL_META.search(v):
                 meta.append(shown)
@@ -267,7 +239,7 @@ class Args:
                     rep.append(f"{name} ({n} chars, {len(head) // max(1, len(zlib.compress(head, 1)))}x compressible)")
         return {"traversal": trav, "sensitive": sens, "outside_roots": outside if roots is not None else None,
                 "shell_meta": meta, "long": long_, "repeated": rep, "max_length": maxlen, "roots": roots,
-                "strings": len(strings)}
+                "strings": len(found)}
 
 
 def _as_path(v: str) -> str | None:
@@ -282,10 +254,6 @@ def _as_path(v: str) -> str | None:
     if not v.startswith("/") or "\n" in v or "\x00" in v:
         return None
     return os.path.normpath(v)
-
-
-def _under(path: str, roots: list[str]) -> bool:
-    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
 
 
 class Pair:
@@ -486,7 +454,7 @@ class Detectors:
             c.arguments = params.get("arguments") if isinstance(params, dict) and method in (
                 "tools/call", "prompts/get") else (params.get("uri") if isinstance(params, dict) else None)
             self.calls.put(c.id, c)
-            self.pending.put((sid, _idkey(_get(m, "id"))), c)
+            self.pending.put((sid, id_key(_get(m, "id"))), c)
             roots = declared_roots(params.get("inputResponses")) if isinstance(params, dict) else None
             if roots is not None:
                 s.roots = roots
@@ -509,7 +477,7 @@ class Detectors:
                     if roots is not None:
                         self._sess(sid).roots = roots
                 return {}
-            c = self.pending.pop((sid, _idkey(_get(m, "id"))), None)
+            c = self.pending.pop((sid, id_key(_get(m, "id"))), None)
             if c is None:
                 return {}
             return {"call": c.as_facts(),
@@ -559,3 +527,20 @@ def _ident(end) -> str | None:
     info = end.get("info")
     exe = end.get("exe")
     return _label(_name(info), os.path.basename(exe) if exe else None)
+
+
+def known_pairs(session_records) -> list[str]:
+    """The client-server pairs of stored session records (JSON), as Pair keys:
+    what `New client-server pair` has already seen."""
+    import msgspec
+    d = Detectors(settings(None))
+    keys = []
+    for rec in session_records:
+        try:
+            facts = d.observe(msgspec.json.decode(rec), "session")
+        except (msgspec.DecodeError, TypeError, ValueError):
+            continue
+        p = facts.get("pair")
+        if p is not None:
+            keys.append(p["key"])
+    return keys

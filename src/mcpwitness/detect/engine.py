@@ -10,7 +10,6 @@ happens between two batches: no record is looked at by neither set.
 """
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
@@ -18,8 +17,9 @@ import uuid
 from collections import Counter, OrderedDict
 from typing import Iterable
 
+from ..records import Alert, Record, RulesLoad
+from ..util import ConfigError, file_stamp, now_iso
 from . import rules as rules_mod
-from .config import ConfigError
 from .detectors import Detectors, settings
 from .rules import get as _get
 
@@ -50,14 +50,7 @@ class RuleSource:
         self.stamp = self._stamp()
 
     def _stamp(self):
-        out = []
-        for p in self.paths:
-            try:
-                st = os.stat(p)
-                out.append((st.st_ino, st.st_mtime_ns, st.st_size))
-            except OSError:
-                out.append(None)
-        return tuple(out)
+        return tuple(file_stamp(p) for p in self.paths)
 
     def changed(self) -> bool:
         s = self._stamp()
@@ -102,7 +95,7 @@ class Engine:
     def request_reload(self) -> None:
         self._reload_asked = True
 
-    def maybe_reload(self, now: float | None = None, every: float = 1.0) -> dict | None:
+    def maybe_reload(self, now: float | None = None, every: float = 1.0) -> RulesLoad | None:
         """At most once a second: reload if asked or a file changed. Returns
         the `rules` record to write, or None."""
         now = time.monotonic() if now is None else now
@@ -114,21 +107,19 @@ class Engine:
             return None
         return self.reload()
 
-    def reload(self) -> dict:
-        rec = {"type": "rules", "time": _now_iso(), "event": "reload", "files": self.source.paths}
+    def reload(self) -> RulesLoad:
+        base = {"time": now_iso(ns=True), "event": "reload", "files": self.source.paths}
         try:
             rs = self.source.load()
         except rules_mod.RuleError as e:
             self.loads["refused"] += 1
             self.errors.append(f"rules: {e}")
-            rec.update(result="refused", error=str(e), running=len(self.rules.rules))
-            return rec
+            return RulesLoad(**base, result="refused", error=str(e), running=len(self.rules.rules))
         self.rules = rs
         self.detectors.reconfigure(rs.detectors, self.flagger)
         self.loads["applied"] += 1
-        rec.update(result="applied", rules=len(rs.rules), enabled=sum(r.enabled for r in rs.rules),
-                   warnings=rs.warnings)
-        return rec
+        return RulesLoad(**base, result="applied", rules=len(rs.rules), enabled=sum(r.enabled for r in rs.rules),
+                         warnings=rs.warnings)
 
     def describe(self) -> dict:
         rs = self.rules
@@ -136,8 +127,8 @@ class Engine:
                 "warnings": rs.warnings}
 
     # --- records ------------------------------------------------------------
-    def process(self, records: Iterable) -> list[dict]:
-        out: list[dict] = []
+    def process(self, records: Iterable) -> list[Alert]:
+        out: list[Alert] = []
         by_type = self.rules.by_type
         anyrules = by_type.get("*", ())
         observe = self.detectors.observe
@@ -171,7 +162,7 @@ class Engine:
         if len(self.errors) < 100:
             self.errors.append(msg)
 
-    def _alert(self, rule, r, t: str, facts: dict) -> dict | None:
+    def _alert(self, rule, r, t: str, facts: dict) -> Alert | None:
         call = facts.get("call") or {}
         call_id = call.get("id") or (_get(r, "call_id") if t == "call" else None)
         session = call.get("session") or _get(r, "session")
@@ -189,33 +180,26 @@ class Engine:
         output, fields = rules_mod.render(rule, r, t, facts)
         self.alert_counts[(rule.name, rule.priority)] += 1
         self.stats["alerts"] += 1
-        return {"type": "alert", "time": _get(r, "time") or _now_iso(), "ktime_ns": _get(r, "ktime_ns"),
-                "rule": rule.name, "priority": rule.priority, "output": output, "tags": rule.tags,
-                "source": t, "call_id": call_id, "session": session,
-                "tool": call.get("tool") if call else _get(r, "tool"),
-                "candidates": call.get("candidates"), "pid": _get(r, "pid"), "fields": fields,
-                "delay_ms": None}
-
-
-def _now_iso() -> str:
-    t = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
+        return Alert(time=_get(r, "time") or now_iso(ns=True), ktime_ns=_get(r, "ktime_ns"), rule=rule.name,
+                     priority=rule.priority, output=output, tags=rule.tags, source=t, call_id=call_id,
+                     session=session, tool=call.get("tool") if call else _get(r, "tool"),
+                     candidates=call.get("candidates"), pid=_get(r, "pid"), fields=fields)
 
 
 FALCO_PRIORITY = {p: p.capitalize() for p in rules_mod.PRIORITIES}
 
 
-def falco_json(alert: dict, hostname: str | None = None) -> dict:
+def falco_json(alert: Alert, hostname: str | None = None) -> dict:
     """The alert in the shape Falco writes with json_output (and Falcosidekick
     accepts): uuid, output, priority, rule, time, output_fields, source, tags,
     hostname. Our own links go in output_fields under mcpwitness.*."""
-    fields = dict(alert.get("fields") or {})
+    fields = dict(alert.fields or {})
     for k in ("call_id", "session", "tool", "pid", "source"):
-        if alert.get(k) is not None:
-            fields[f"mcpwitness.{k}"] = alert[k]
-    return {"uuid": str(uuid.uuid4()), "output": alert["output"], "priority": FALCO_PRIORITY[alert["priority"]],
-            "rule": alert["rule"], "time": alert["time"], "output_fields": fields, "source": "mcpwitness",
-            "tags": list(alert.get("tags") or []), "hostname": hostname or socket.gethostname()}
+        if getattr(alert, k) is not None:
+            fields[f"mcpwitness.{k}"] = getattr(alert, k)
+    return {"uuid": str(uuid.uuid4()), "output": alert.output, "priority": FALCO_PRIORITY[alert.priority],
+            "rule": alert.rule, "time": alert.time, "output_fields": fields, "source": "mcpwitness",
+            "tags": list(alert.tags or []), "hostname": hostname or socket.gethostname()}
 
 
 class HttpAlerts:
@@ -298,9 +282,8 @@ class DetectSink:
             if alerts:
                 now = self.clock()
                 for a in alerts:  # from the kernel timestamp of the cause to this write
-                    k = a.get("ktime_ns")
-                    if k:
-                        a["delay_ms"] = round((now - k) / 1e6, 3)
+                    if a.ktime_ns:
+                        a.delay_ms = round((now - a.ktime_ns) / 1e6, 3)
                 self.inner.write(alerts)
                 if self.http is not None:
                     self.http.send(alerts)
@@ -308,7 +291,7 @@ class DetectSink:
         if rec is not None:
             self.inner.write_record(rec)
 
-    def write_record(self, record: dict) -> None:
+    def write_record(self, record) -> None:
         self.inner.write_record(record)
 
     def stats(self) -> dict:
@@ -328,24 +311,34 @@ class DetectSink:
         self.inner.close()
 
 
-def replay(lines: Iterable[bytes], engine: Engine, bad: Counter) -> Iterable[dict]:
-    """Alert records for a recorded JSON Lines stream (mcpwitness detect --replay).
-    Lines that are not JSON objects are counted in `bad`, and skipped."""
+def replay(lines: Iterable[bytes], engine: Engine, bad: Counter, loose: Counter | None = None) -> Iterable[Alert]:
+    """Alert records for a recorded JSON Lines stream (mcpwitness detect --replay),
+    decoded into the same record types the live pipeline writes. A record
+    that does not fit its type's current schema (a file from another
+    version, a record cut by hand) is judged as the JSON object it is and
+    counted in `loose`; lines that are not JSON objects with a type are
+    counted in `bad`, and skipped."""
     import msgspec
-    dec = msgspec.json.Decoder()
+    typed = msgspec.json.Decoder(Record)
+    plain = msgspec.json.Decoder()
     batch: list = []
-    for n, line in enumerate(lines, 1):
+    for line in lines:
         line = line.strip()
         if not line:
             continue
         try:
-            r = dec.decode(line)
-        except msgspec.DecodeError:
-            bad["not_json"] += 1
-            continue
-        if not isinstance(r, dict) or not isinstance(r.get("type"), str):
-            bad["not_a_record"] += 1
-            continue
+            r = typed.decode(line)
+        except msgspec.DecodeError:  # ValidationError too
+            try:
+                r = plain.decode(line)
+            except msgspec.DecodeError:
+                bad["not_json"] += 1
+                continue
+            if not isinstance(r, dict) or not isinstance(r.get("type"), str):
+                bad["not_a_record"] += 1
+                continue
+            if loose is not None:
+                loose[r["type"]] += 1
         batch.append(r)
         if len(batch) >= 512:
             yield from engine.process(batch)

@@ -94,18 +94,10 @@ def _where(path: str, item, key=None) -> str:
 # make a rule silently never match).
 def _record_fields() -> dict[str, list[str]]:
     """From the record structs themselves, so the check cannot drift from
-    what the pipeline writes; plus the records written as plain dicts."""
-    from .audit import CallRecord
-    from .events import ConnectEvent, ExecEvent, ExitEvent, ForkEvent, OpenEvent, PolicyEvent
-    from .http import TransportNotice
-    from .mcp import McpMessage, NonJson, SessionRecord
-    out = {}
-    for cls in (OpenEvent, ExecEvent, ConnectEvent, ForkEvent, ExitEvent, PolicyEvent, McpMessage, SessionRecord,
-                CallRecord, NonJson, TransportNotice):
-        out[cls.__struct_config__.tag] = list(cls.__struct_fields__)
-    out["discovered"] = ["time", "ktime_ns", "pid", "comm", "exe", "cmdline", "ppid", "cgroup_id",
-                         "children_seeded", "policy", "reason"]
-    return out
+    what the pipeline writes."""
+    from ..records import WRITTEN
+    return {cls.__struct_config__.tag: list(cls.__struct_fields__) for cls in WRITTEN
+            if cls.__struct_config__.tag not in ("alert", "rules", "stats", "start")}
 
 
 RECORD_FIELDS: dict[str, list[str]] = _record_fields()

@@ -16,11 +16,19 @@ from __future__ import annotations
 import ctypes
 import struct
 import threading
+from collections import Counter
 
+from ..policy import PolicyError, load as load_policy
+from ..policy import (
+    MAX_POLICIES, NET_RULES, PKEY_PATH, RULE_DENY, Identity, Policy, PolicySet, Rule, net_entries, path_entries,
+    unix_decide
+)
+from ..proc import identity, read_cgroup
+from ..records import ConnectEvent, PolicyEvent, PolicyLoad
+from ..util import file_stamp, now_iso
 from . import libbpf
-from .events import POLICY_MECHANISMS, ConnectEvent, PolicyEvent
-from .policy import (MAX_POLICIES, NET_RULES, PKEY_PATH, RULE_DENY, Identity, Policy, PolicySet, Rule,
-                     net_entries, path_entries, unix_decide)
+from .abi import POLICY_MECHANISMS
+from .loader import MECH_UNIX_CGROUP
 
 POLICY = struct.Struct("<IIII")                      # struct mw_policy
 NKEY = struct.Struct("<II16s")                       # struct mw_nkey
@@ -123,6 +131,11 @@ class Enforcer:
     def policy_name(self, slot: int) -> str | None:
         return next((n for n, s in self.slots.items() if s == slot), None)
 
+    def names(self, slot: int, rule_id: int) -> tuple[str | None, str | None]:
+        """(policy name, the rule in words) of a policy event, from the running set."""
+        r = self.rule(rule_id)
+        return self.policy_name(slot), (r.describe() if r else None)
+
     def rule(self, rule_id: int) -> Rule | None:
         return self.rules.get(rule_id)
 
@@ -163,4 +176,111 @@ def unix_violation(enforcer: Enforcer, ev: ConnectEvent) -> PolicyEvent | None:
                        ev.root, ev.ancestry, False, [], "connect", "reported",
                        "not refused: this kernel has no cgroup/connect_unix; checked after the connect",
                        POLICY_MECHANISMS[10], ev.error, ev.policy_slot, rid, [], ev.unix_path, "unix", None,
-                       None, None)
+                       None, None, *enforcer.names(ev.policy_slot, rid))
+
+
+class PolicyRuntime:
+    """The policy file at run time: which policy each tracked root has (matched
+    on its identity, again at each reload), the file watched for changes (or
+    a reload asked for, SIGHUP), policy events named, and Unix socket paths
+    judged where the kernel cannot (reported, not refused)."""
+
+    def __init__(self, kernel, path: str, pset: PolicySet):
+        self.kernel = kernel
+        self.path = path
+        self.enforcer = Enforcer(kernel)
+        self.enforcer.apply(pset)
+        self.stamp = file_stamp(path)
+        self.reload_requested = False
+        self.last_look = 0
+        self.roots: dict[int, tuple[int, Identity]] = {}   # root -> (slot, identity)
+        self.refused = 0
+        self.counts: Counter = Counter()
+        self.errors: list[str] = []
+        self.unix_in_userspace = kernel.mechanisms.get("unix") != MECH_UNIX_CGROUP
+
+    # --- which policy a root has ----------------------------------------------
+    def slot_for(self, ident: Identity | None) -> int:
+        return self.enforcer.match(ident)[0] if ident is not None else 0
+
+    def remember(self, pid: int, slot: int, ident: Identity) -> None:
+        self.roots[pid] = (slot, ident)
+
+    def for_pid(self, pid: int) -> int:
+        """Match a running root against the policies; remembered for reloads."""
+        exe, cmdline = identity(pid)
+        ident = Identity.of(exe, cmdline or [], read_cgroup(pid))
+        slot = self.slot_for(ident)
+        self.roots[pid] = (slot, ident)
+        return slot
+
+    def slot_of(self, root: int) -> int:
+        return self.roots.get(root, (0,))[0]
+
+    def names(self, slot: int, rule_id: int) -> tuple[str | None, str | None]:
+        return self.enforcer.names(slot, rule_id)
+
+    # --- events ---------------------------------------------------------------
+    def hook(self, ev, out: list) -> None:
+        """Pipeline hook: a Unix socket connect judged here where the kernel could not."""
+        if type(ev) is ConnectEvent and ev.unix_path and ev.policy_slot and self.unix_in_userspace:
+            pe = unix_violation(self.enforcer, ev)
+            if pe is not None:
+                self.counts["policy_reported_unix"] += 1
+                out.append(pe)
+
+    def gaps(self) -> list[str]:
+        return enforcement_gaps(self.enforcer.pset, self.enforcer.mechanisms)
+
+    # --- reloads --------------------------------------------------------------
+    def request_reload(self) -> None:
+        self.reload_requested = True
+
+    def maybe_reload(self, now: int) -> PolicyLoad | None:
+        """At most once a second, or when asked: reload if the file changed."""
+        if not self.reload_requested and now - self.last_look < 1e9:
+            return None
+        self.last_look = now
+        forced, self.reload_requested = self.reload_requested, False
+        stamp = file_stamp(self.path)
+        if not forced and stamp == self.stamp:
+            return None
+        self.stamp = stamp
+        return self.reload()
+
+    def reload(self) -> PolicyLoad:
+        """Load the policy file again and switch to it with no gap; a file
+        that does not validate is refused and the running set stays."""
+        e = self.enforcer
+        try:
+            pset = load_policy(self.path, first_rule=e.next_rule_id())
+            e.apply(pset)
+        except (PolicyError, OSError) as err:
+            self.refused += 1
+            self.errors.append(f"policy: {err}")
+            return PolicyLoad(time=now_iso(), path=self.path, reload=True, result="refused", error=str(err),
+                              running=e.pset.digest[:12])
+        moved = {}
+        live = {v[1] for v in self.kernel.tracked().values()}
+        for root in [r for r in self.roots if r not in live]:
+            del self.roots[root]  # its whole tree has exited: nothing to retag
+        for root, (slot, ident) in list(self.roots.items()):
+            new, _ = e.match(ident)
+            if new != slot:
+                self.roots[root] = (new, ident)
+                moved[root] = self.kernel.set_policy(root, new)
+        return PolicyLoad(time=now_iso(), reload=True, result="applied",
+                          retagged={str(k): v for k, v in moved.items()}, **self.record())
+
+    def record(self) -> dict:
+        """The running policy set, as the start and policy_load records say it."""
+        e = self.enforcer
+        return {"path": self.path, "digest": e.pset.digest[:12], "generation": e.gen, "mechanisms": e.mechanisms,
+                "fallback_reason": self.kernel.fallback_reason, "not_enforceable": self.gaps(),
+                "policies": [{"name": p.name, "slot": e.slots[p.name], "mode": p.mode, "match": p.match,
+                              "where": p.where} for p in e.pset.policies],
+                "servers": {str(r): e.policy_name(s) for r, (s, _) in self.roots.items()}}
+
+    def stats(self) -> dict:
+        e = self.enforcer
+        return {"reloads": e.reloads - 1, "refused_reloads": self.refused, "generation": e.gen}

@@ -61,6 +61,9 @@ class JsonlSink:
         self._f.close()
 
 
+_SELF = frozenset({"start", "stats", "discovered", "policy_load", "rules", "alert"})
+
+
 class ListSink:
     """Keeps events in memory (for library users and tests)."""
 
@@ -71,10 +74,14 @@ class ListSink:
 
     def write(self, events: Iterable[Any]) -> None:
         for ev in events:
-            (self.records if isinstance(ev, dict) else self.events).append(ev)
+            if isinstance(ev, dict) or type(ev).__struct_config__.tag in _SELF:
+                self.write_record(ev)
+            else:
+                self.events.append(ev)
 
-    def write_record(self, record: dict) -> None:
-        self.records.append(record)
+    def write_record(self, record) -> None:
+        """Records about the run (start, stats, discovered, policy, rules, alerts): kept as written (JSON objects)."""
+        self.records.append(record if isinstance(record, dict) else msgspec.to_builtins(record))
 
     def close(self) -> None:
         pass
@@ -108,16 +115,6 @@ class TeeSink:
     def close(self) -> None:
         for s in self.sinks:
             s.close()
-
-
-def find_store(sink):
-    """The SQLite store among a sink's outputs (through DetectSink and
-    TeeSink), or None."""
-    sink = getattr(sink, "inner", sink)
-    for s in getattr(sink, "sinks", [sink]):
-        if hasattr(s, "db"):
-            return s
-    return None
 
 
 def default_db_path() -> str:

@@ -14,43 +14,12 @@ import hashlib
 import os
 from urllib.parse import unquote
 
-import msgspec
-
+from ..records import KERNEL_TAGS, CallRecord, McpMessage, SessionRecord, ThreadEvent
+from ..util import id_key, strings, tool_of, under
 from .attribute import Attributor, Request, Verdict
-from .events import KERNEL_TAGS, ThreadEvent
 from .flags import Flagger
-from .mcp import McpMessage, Seen, SessionRecord, _idkey
+from .mcp import Seen
 from .streams import C2S, S2C
-
-
-class CallRecord(msgspec.Struct, tag="call", tag_field="type", gc=False):
-    time: str
-    ktime_ns: int
-    call_id: str
-    session: str
-    direction: str                 # client->server (a tool call...) or server->client (sampling...)
-    request_id: object
-    method: str | None
-    tool: str | None               # tools/call and prompts/get: the name; resources/read: the uri
-    arguments: object              # redacted
-    status: str                    # ok, tool_error, error, input_required, cancelled, incomplete
-    complete: bool
-    incomplete_reason: str | None
-    latency_ms: float | None
-    client: object                 # {pid, exe, info, container, pid_ns, ns_pid, net_ns, address}
-    server: object                 # {pid, exe, cmdline, info, tracked, container, pid_ns, ns_pid, net_ns, address}
-    result: object                 # {is_error, content_types, items, bytes, structured}
-    error: object
-    attribution: object            # {quality, exact, thread, ambiguous, reason}
-    processes: list
-    lineage: list
-    timeline: list
-    violations: list
-    summary: str
-    still_running: list
-    end_ktime_ns: int | None = None
-    notes: list = []
-    transport: str | None = None   # stdio, unix, http, https, tcp: the session's
 
 
 class _Call:
@@ -140,7 +109,7 @@ class Auditor:
 
     def _message(self, m: McpMessage, out: list) -> None:
         if m.kind == "request":
-            key = (m.session, m.direction, _idkey(m.id))
+            key = (m.session, m.direction, id_key(m.id))
             old = self.calls.get(key)
             if old is not None and old.end_ts is None:
                 self._end(old, m.ktime_ns, "incomplete", "a new request reused its id", out)
@@ -151,7 +120,7 @@ class Auditor:
                 self._learn_roots(m.session, m.params.get("inputResponses"))
         elif m.kind in ("response", "error"):
             other = C2S if m.direction == S2C else S2C
-            c = self.calls.get((m.session, other, _idkey(m.id)))
+            c = self.calls.get((m.session, other, id_key(m.id)))
             if c is None or c.resp is not None:
                 return
             c.resp = m
@@ -170,7 +139,7 @@ class Auditor:
             self.closing.append(c)
         elif m.kind == "notification" and m.method == "notifications/cancelled" and isinstance(m.params, dict):
             rid = m.params.get("requestId")
-            c = self.calls.get((m.session, m.direction, _idkey(rid)))
+            c = self.calls.get((m.session, m.direction, id_key(rid)))
             if c is not None and c.end_ts is None:
                 self._end(c, m.ktime_ns, "cancelled", f"cancelled by the {'client' if m.direction == C2S else 'server'}"
                           + (f": {m.params['reason']}" if isinstance(m.params.get("reason"), str) else ""), out)
@@ -186,11 +155,11 @@ class Auditor:
         self.now = max(self.now, s.ktime_ns)
         for kind, direction, mid in s.items:
             if kind == "request" and direction == C2S and s.io == "read":
-                c = self.calls.get((s.session, C2S, _idkey(mid)))
+                c = self.calls.get((s.session, C2S, id_key(mid)))
                 if c is not None and c.areq is None and c.end_ts is None:
                     c.areq = self.attr.request_read(s.pid, s.tid, s.ktime_ns, c)
             elif kind in ("response", "error") and direction == S2C and s.io == "write":
-                c = self.calls.get((s.session, C2S, _idkey(mid)))
+                c = self.calls.get((s.session, C2S, id_key(mid)))
                 if c is not None and c.areq is not None:
                     self._place(self.attr.response_written(c.areq, s.tid, s.ktime_ns), out)
 
@@ -263,24 +232,12 @@ class Auditor:
         return rec
 
 
-def _strings(v, out: list, depth: int = 0) -> list:
-    if isinstance(v, str):
-        out.append(v)
-    elif depth < 4 and isinstance(v, dict):
-        for x in v.values():
-            _strings(x, out, depth + 1)
-    elif depth < 4 and isinstance(v, list):
-        for x in v[:64]:
-            _strings(x, out, depth + 1)
-    return out
-
-
 def _arg_paths(params) -> list[str]:
     """Absolute paths named by a request's arguments (file:// URIs too)."""
     if not isinstance(params, dict):
         return []
     paths = []
-    for s in _strings({k: v for k, v in params.items() if k != "_meta"}, []):
+    for _, s in strings({k: v for k, v in params.items() if k != "_meta"}, 1 << 16, max_depth=4, list_cap=64):
         if s.startswith("file://"):
             s = s[7:]
         if s.startswith("/") and len(s) < 4096:
@@ -329,12 +286,16 @@ def _attribution(v: Verdict, late: list[str]) -> dict:
 # --- building the record --------------------------------------------------
 
 def _tool(method: str | None, params) -> tuple:
+    """(what the request names, its arguments): tools/call and prompts/get
+    name a tool or prompt and carry arguments; resources/* name a URI; other
+    requests have no name and their params (without _meta) are the arguments."""
     if not isinstance(params, dict):
         return None, None
+    name = tool_of(method, params)
     if method in ("tools/call", "prompts/get"):
-        return params.get("name"), params.get("arguments")
-    if method in ("resources/read", "resources/subscribe", "resources/unsubscribe"):
-        return params.get("uri"), None
+        return name, params.get("arguments")
+    if method.startswith("resources/") and "uri" in params:
+        return name, None
     args = {k: v for k, v in params.items() if k != "_meta"}
     return None, args or None
 
@@ -366,10 +327,6 @@ def _result_summary(m: McpMessage | None) -> dict | None:
     return d
 
 
-def _under(path: str, roots: list[str]) -> bool:
-    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
-
-
 def _entry(ev, v: Verdict, t0: int, roots, redact) -> dict:
     tag = type(ev).__struct_config__.tag
     e: dict = {"t_ms": round((ev.ktime_ns - t0) / 1e6, 3), "time": ev.time, "type": tag, "pid": ev.pid,
@@ -383,7 +340,7 @@ def _entry(ev, v: Verdict, t0: int, roots, redact) -> dict:
             e["fd"] = ev.result
         if ev.sensitive:
             e["sensitive"] = ev.sensitive
-        if roots and path.startswith("/") and not _under(path, roots):
+        if roots and path.startswith("/") and not under(path, roots):
             e["outside_roots"] = True
     elif tag == "exec":
         e.update(file=ev.exe or ev.filename, argv=[redact(a) for a in ev.argv])

@@ -1,0 +1,151 @@
+"""The decode stages, in order, as one object: kernel records in, the
+records to write out.
+
+    records (ring tuples) -> events.Decoder -> typed events
+        io on pipes, Unix sockets, ptys -> streams.Reassembler -> frames
+        io on TCP and TLS, socket facts -> http.HttpReassembler -> frames, notices
+        frames, stdio facts             -> mcp.McpDecoder -> messages, sessions, non-JSON
+        everything written              -> audit.Auditor -> + call records, attribution
+
+The pipeline owns the stages and their counters. What it does not own
+comes in as callbacks, so that it can run (and be tested) without a kernel:
+
+- `admit(ev, out)`: a watch-mode agent keeps an event of a process it was
+  not told about only if this returns True (it may append a `discovered`
+  record to out);
+- `hooks`: called with every kernel event that is written (fork, exec, exit,
+  open, connect, policy), and the list of records it goes out with: the
+  process table, TLS triggers, the policy runtime;
+- `on_event`: every event as decoded, the raw payloads too (tests, debugging).
+
+Not thread-safe: one caller (the agent's decode thread).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Callable, Iterable
+
+from ..records import ExitEvent, ForkEvent, IoEvent, SockEvent, StdioEvent
+from .audit import Auditor
+from .events import Decoder
+from .http import HttpReassembler, SessionEnd
+from .mcp import McpDecoder
+from .redact import Redactor
+from .streams import Frame, Reassembler
+
+
+class Pipeline:
+    def __init__(self, *, redactor: Redactor | None = None, flagger=None, linger_ns: int = 10_000_000_000,
+                 call_timeout_ns: int = 300_000_000_000, identity=None, ancestry=None, policy_names=None,
+                 stop_stream: Callable | None = None, admit: Callable | None = None, watched: set | None = None,
+                 hooks: Iterable[Callable] = (), on_event: Callable | None = None):
+        self.decoder = Decoder(ancestry=ancestry, policy_names=policy_names)
+        wall = self.decoder.wall_time
+        self.streams = Reassembler()
+        self.http = HttpReassembler(wall=wall, stop_stream=stop_stream)
+        redactor = redactor or Redactor()
+        kw = {"identity": identity} if identity is not None else {}
+        self.mcp = McpDecoder(redactor, wall=wall, **kw)
+        self.audit = Auditor(flagger, wall=wall, redact=redactor.text, linger_ns=linger_ns,
+                             timeout_ns=call_timeout_ns)
+        self.admit = admit
+        self.watched = watched      # watch mode: the roots kept so far (shared with whoever admits)
+        self.hooks = list(hooks)
+        self.on_event = on_event
+        self.counts: Counter = Counter()   # events by type, and what the watch filter dropped
+
+    @property
+    def redactor(self) -> Redactor:
+        return self.mcp.redactor
+
+    def feed(self, records) -> list:
+        """Ring records (tuples) -> records to write."""
+        return self.events(self.decoder.feed(records))
+
+    def events(self, events) -> list:
+        """Typed events -> records to write."""
+        batch: list = []
+        counts, admit, watched, on_event, hooks = self.counts, self.admit, self.watched, self.on_event, self.hooks
+        for ev in events:
+            t = type(ev)
+            if watched is not None and ev.root not in watched and not ((t is IoEvent or t is SockEvent)
+                                                                       and ev.untracked):
+                if admit is None or not admit(ev, batch):
+                    counts["dropped_by_filter"] += 1
+                    continue
+            counts[t.__struct_config__.tag] += 1
+            if t is IoEvent:
+                # raw payload bytes hold secrets: never written as they are,
+                # only as decoded, redacted MCP records
+                if on_event is not None:
+                    on_event(ev)
+                if ev.kind == "tcp" or ev.kind == "tls":
+                    self._from_http(self.http.feed(ev), batch)
+                else:
+                    for frame in self.streams.feed(ev):
+                        batch.extend(self.mcp.feed(frame))
+                continue
+            if t is SockEvent:
+                if ev.binding == "closed":
+                    frames, convs = self.http.closed(ev.inode)
+                    self._from_http(frames, batch)
+                    for conv in convs:
+                        batch.extend(self.mcp.end_conv(conv, ev.ktime_ns))
+                elif ev.family == "unix":
+                    self.streams.sock(ev)
+                else:
+                    self.http.sock(ev)
+                continue
+            if t is StdioEvent:
+                self.mcp.stdio(ev.pid, ev.stdin, ev.stdout)
+                continue
+            batch.append(ev)  # ThreadEvents too: audit.py uses them and does not pass them on
+            for hook in hooks:
+                hook(ev, batch)
+            if t is ForkEvent:
+                self.mcp.forked(ev.pid, ev.child_pid)
+            elif t is ExitEvent:
+                # a process that died mid-message: what it left is kept
+                for frame in self.streams.flush(ev.pid):
+                    batch.extend(self.mcp.feed(frame))
+                self._from_http(self.http.flush(ev.pid), batch)
+                batch.extend(self.mcp.end_process(ev.pid, ev.ktime_ns))
+            if on_event is not None:
+                on_event(ev)
+        return self.audit.feed(batch)
+
+    def _from_http(self, items, batch: list) -> None:
+        """http.py's output: frames to the MCP decoder, session ends to it,
+        transport notices as they are."""
+        for x in items:
+            t = type(x)
+            if t is Frame:
+                batch.extend(self.mcp.feed(x))
+            elif t is SessionEnd:
+                batch.extend(self.mcp.end_conv(x.conv, x.ktime_ns))
+            else:
+                batch.append(x)
+
+    def tick(self, now: int) -> list:
+        """Call timers (linger, timeouts); now is CLOCK_MONOTONIC ns."""
+        return self.audit.tick(now)
+
+    def finish(self, now: int) -> list:
+        """The end: what is still waiting anywhere (continuation records,
+        half messages, open calls) is written, marked as such."""
+        out = self.events(self.decoder.flush())
+        tail: list = []
+        for frame in self.streams.flush():
+            tail.extend(self.mcp.feed(frame))
+        self._from_http(self.http.flush(), tail)
+        tail.extend(self.mcp.end_all(now))
+        out.extend(self.audit.feed(tail))
+        out.extend(self.audit.flush(now))
+        return out
+
+    def stats(self) -> dict:
+        """Each stage's counters, under the names the stats record uses."""
+        return {"events": dict(self.counts), "decoder": dict(self.decoder.stats),
+                "streams": dict(self.streams.stats), "http": dict(self.http.stats), "mcp": dict(self.mcp.stats),
+                "attribution": dict(self.audit.attr.stats), "calls": dict(self.audit.stats),
+                "redactions": self.mcp.redactor.count}
