@@ -192,7 +192,7 @@ class HttpInfo(msgspec.Struct, gc=False, omit_defaults=True):
     sse_id: str | None = None
 
 
-class McpMessage(msgspec.Struct, tag="mcp", tag_field="type", gc=False):
+class McpMessage(msgspec.Struct, tag="mcp", tag_field="type", gc=False, kw_only=True):
     time: str
     ktime_ns: int
     session: str
@@ -200,15 +200,15 @@ class McpMessage(msgspec.Struct, tag="mcp", tag_field="type", gc=False):
     kind: str                      # request, notification, response, error, invalid
     id: int | str | None
     method: str | None             # for responses: the paired request's method
-    paired: bool | None            # responses: matched to their request (null for requests, notifications)
-    latency_ms: float | None       # responses: from the request's syscall to this one's
+    paired: bool | None = None     # responses: matched to their request (null for requests, notifications)
+    latency_ms: float | None = None  # responses: from the request's syscall to this one's
     size: int                      # bytes of the line (of the whole batch for batch members)
     pid: int
     tid: int
     comm: str
     fd: int
     transport: str                 # stdio or unix
-    batch: int | None              # index inside a JSON-RPC batch
+    batch: int | None = None       # index inside a JSON-RPC batch
     params: object = None
     result: object = None
     error: object = None
@@ -218,7 +218,7 @@ class McpMessage(msgspec.Struct, tag="mcp", tag_field="type", gc=False):
     continues: object = None              # a retry carrying answers: {"id": first request's id, "round": n}
     truncated: bool = False
     notes: list[str] = []
-    http: object = None                   # HTTP transports: method, target, status, MCP headers
+    http: HttpInfo | None = None          # HTTP transports: method, target, status, MCP headers
 
 
 class SessionRecord(msgspec.Struct, tag="session", tag_field="type", gc=False):

@@ -122,6 +122,7 @@ class Decoder:
         self.ancestry = ancestry
         # policy_names(slot, rule_id) -> (policy name, rule in words): from the running policy set
         self.policy_names = policy_names
+        self._by_type = self._table()
         self.stats = {"records": 0, "events": 0, "incomplete": 0, "bad_records": 0, "undecodable_records": 0}
         self.last_error: str | None = None
         if wall_offset_ns is None:
@@ -221,116 +222,130 @@ class Decoder:
             return None
 
     def _decode(self, r, data: bytes, truncated: bool) -> AnyEvent | None:
+        build = self._by_type.get(r[R_TYPE])
+        if build is None:
+            self.stats["bad_records"] += 1
+            return None
         self.stats["events"] += 1
-        t = r[R_TYPE]
         a0, a1, a2, a3 = r[R_ARG0:R_ARG0 + 4]
-        ret = r[R_RET]
-        if t == EV_IO:
-            notes = _NO_NOTES
-            if a3 < ret or len(data) < a3:
-                truncated = True
-                notes = [f"captured {len(data)} of {ret} bytes"]
-            return IoEvent(*self._base(r, truncated, notes), _fd(a0),
-                           "write" if (a0 >> 32) & 0xFF else "read", IO_KINDS.get((a0 >> 40) & 0xFF, "other"),
-                           IO_SYSCALLS.get((a0 >> 48) & 0xFF, "?"), a1, a2, ret, data,
-                           bool(r[R_FLAGS] & F_UNTRACKED))
-        if t == EV_SOCK:
-            la, ra, cookie, nscookie, nsino, lport, rport, fam, named, _, ssl, peer = SOCKINFO.unpack_from(data.ljust(
-                SOCKINFO.size, b"\0"))
-            if fam == socket.AF_UNIX:
-                family, laddr, raddr = "unix", "", ""
-            elif fam == socket.AF_INET6:
-                family, laddr, raddr = "inet6", socket.inet_ntop(socket.AF_INET6, la), socket.inet_ntop(
-                    socket.AF_INET6, ra)
+        return build(r, data, truncated, a0, a1, a2, a3, r[R_RET])
+
+    def _io(self, r, data: bytes, truncated: bool, a0: int, a1: int, a2: int, a3: int, ret: int):
+        notes = _NO_NOTES
+        if a3 < ret or len(data) < a3:
+            truncated = True
+            notes = [f"captured {len(data)} of {ret} bytes"]
+        return IoEvent(*self._base(r, truncated, notes), _fd(a0),
+                       "write" if (a0 >> 32) & 0xFF else "read", IO_KINDS.get((a0 >> 40) & 0xFF, "other"),
+                       IO_SYSCALLS.get((a0 >> 48) & 0xFF, "?"), a1, a2, ret, data,
+                       bool(r[R_FLAGS] & F_UNTRACKED))
+
+    def _sock(self, r, data: bytes, truncated: bool, a0: int, a1: int, a2: int, a3: int, ret: int):
+        la, ra, cookie, nscookie, nsino, lport, rport, fam, named, _, ssl, peer = SOCKINFO.unpack_from(data.ljust(
+            SOCKINFO.size, b"\0"))
+        if fam == socket.AF_UNIX:
+            family, laddr, raddr = "unix", "", ""
+        elif fam == socket.AF_INET6:
+            family, laddr, raddr = "inet6", socket.inet_ntop(socket.AF_INET6, la), socket.inet_ntop(
+                socket.AF_INET6, ra)
+        else:
+            family, laddr, raddr = "inet", socket.inet_ntop(socket.AF_INET, la[:4]), socket.inet_ntop(
+                socket.AF_INET, ra[:4])
+        return SockEvent(*self._base(r, truncated, _NO_NOTES), _fd(a0), a1,
+                         family, laddr, lport, raddr, rport, cookie or None, nscookie, nsino,
+                         SOCK_BINDINGS.get((a0 >> 40) & 0xFF, "?"), ssl, bool(r[R_FLAGS] & F_UNTRACKED), peer,
+                         named)
+
+    def _open(self, r, data: bytes, truncated: bool, a0: int, a1: int, a2: int, a3: int, ret: int):
+        n1, n2, kind = a3 & 0xFFFF, (a3 >> 16) & 0xFFFF, (a3 >> 32) & 0xFF
+        path = data[:n1].decode("utf-8", "backslashreplace")
+        notes = _NO_NOTES
+        if kind == 1:
+            resolved = data[n1:n1 + n2].decode("utf-8", "backslashreplace")
+        elif kind == 2 and n2:
+            base = data[n1:n1 + n2].decode("utf-8", "backslashreplace")
+            resolved = os.path.normpath(os.path.join(base, path))
+            notes = ["resolved against the cwd/dirfd; the file was not opened"]
+        else:
+            resolved = path if path[:1] == "/" else None
+        names, access = decode_open_flags(a0)
+        dirfd = a2 & 0xFFFFFFFF
+        if dirfd & 0x80000000:
+            dirfd -= 1 << 32
+        return OpenEvent(*self._base(r, truncated, notes), OPEN_SYSCALLS.get((a3 >> 40) & 0xFF, "?"),
+                         path, resolved, names, a0, access,
+                         f"{a1:04o}" if a0 & 0o100 or (a0 & 0o20200000) == 0o20200000 else None,
+                         None if dirfd == -100 else dirfd,
+                         ret if ret >= 0 else None, errname(ret) if ret < 0 else None)
+
+    def _exec(self, r, data: bytes, truncated: bool, a0: int, a1: int, a2: int, a3: int, ret: int):
+        if ret < 0:
+            return ExecEvent(*self._base(r, truncated, _NO_NOTES), _s(data[:a0]), None, [], 0, ret,
+                             errname(ret), EXEC_SYSCALLS.get((a1 >> 40) & 0xFF))
+        argv_raw = data[a0 + a1:a0 + a1 + a3]
+        argv = [_s(x) for x in argv_raw.split(b"\0")]
+        if argv and argv[-1] == "" and argv_raw.endswith(b"\0"):
+            argv.pop()
+        notes = _NO_NOTES
+        if a3 < a2:
+            truncated = True
+            notes = [f"argv cut at {a3} of {a2} bytes"]
+        return ExecEvent(*self._base(r, truncated, notes), _s(data[:a0]), _s(data[a0:a0 + a1]) or None,
+                         argv, a2, 0, None, None)
+
+    def _exit(self, r, data: bytes, truncated: bool, a0: int, a1: int, a2: int, a3: int, ret: int):
+        st = ret & 0xFFFF
+        sig = st & 0x7F
+        return ExitEvent(*self._base(r, truncated, _NO_NOTES), st, None if sig else (st >> 8) & 0xFF,
+                         sig or None, _SIGNALS.get(sig) if sig else None, bool(st & 0x80))
+
+    def _connect(self, r, data: bytes, truncated: bool, a0: int, a1: int, a2: int, a3: int, ret: int):
+        fam, addr, port, upath = decode_sockaddr(data)
+        return ConnectEvent(*self._base(r, truncated, _NO_NOTES), a0, fam, addr, port, upath,
+                            _SOCK_TYPES.get(a2 & 0xF) if a2 else None, _PROTOS.get(a3) if a3 else None,
+                            ret, errname(ret) if ret < 0 else None, policy_slot=r[R_POLICY])
+
+    def _fork(self, r, data: bytes, truncated: bool, a0: int, a1: int, a2: int, a3: int, ret: int):
+        return ForkEvent(*self._base(r, truncated, _NO_NOTES), a0, a1)
+
+    def _stdio(self, r, data: bytes, truncated: bool, a0: int, a1: int, a2: int, a3: int, ret: int):
+        p0, p1 = struct.unpack_from("<QQ", data.ljust(16, b"\0"))
+        return StdioEvent(*self._base(r, truncated, _NO_NOTES),
+                          StdioFd(STDIO_KINDS.get(a3 & 0xFF, "other"), a2 & 0xFFFFFFFF, a0, p0),
+                          StdioFd(STDIO_KINDS.get((a3 >> 8) & 0xFF, "other"), a2 >> 32, a1, p1),
+                          STDIO_WHY.get((a3 >> 16) & 0xFF, "?"))
+
+    def _thread(self, r, data: bytes, truncated: bool, a0: int, a1: int, a2: int, a3: int, ret: int):
+        return ThreadEvent(*self._base(r, truncated, _NO_NOTES), a0)
+
+    def _policy(self, r, data: bytes, truncated: bool, a0: int, a1: int, a2: int, a3: int, ret: int):
+        check = POLICY_CHECKS.get(a0 & 0xFF, "?")
+        action = POLICY_ACTIONS.get((a0 >> 8) & 0xFF, "?")
+        acc = (a0 >> 24) & 0xFF
+        path = family = address = port = flags = None
+        fam = (a2 >> 16) & 0xFFFF
+        if check in ("connect", "sendmsg") and fam == socket.AF_UNIX:
+            family, path = "unix", data[:a3].decode("utf-8", "backslashreplace")
+        elif check in ("connect", "sendmsg"):
+            port = a2 & 0xFFFF
+            if fam == socket.AF_INET6:
+                family, address = "inet6", socket.inet_ntop(socket.AF_INET6, data[:16].ljust(16, b"\0"))
             else:
-                family, laddr, raddr = "inet", socket.inet_ntop(socket.AF_INET, la[:4]), socket.inet_ntop(
-                    socket.AF_INET, ra[:4])
-            return SockEvent(*self._base(r, truncated, _NO_NOTES), _fd(a0), a1,
-                             family, laddr, lport, raddr, rport, cookie or None, nscookie, nsino,
-                             SOCK_BINDINGS.get((a0 >> 40) & 0xFF, "?"), ssl, bool(r[R_FLAGS] & F_UNTRACKED), peer,
-                             named)
-        if t == EV_OPEN:
-            n1, n2, kind = a3 & 0xFFFF, (a3 >> 16) & 0xFFFF, (a3 >> 32) & 0xFF
-            path = data[:n1].decode("utf-8", "backslashreplace")
-            notes = _NO_NOTES
-            if kind == 1:
-                resolved = data[n1:n1 + n2].decode("utf-8", "backslashreplace")
-            elif kind == 2 and n2:
-                base = data[n1:n1 + n2].decode("utf-8", "backslashreplace")
-                resolved = os.path.normpath(os.path.join(base, path))
-                notes = ["resolved against the cwd/dirfd; the file was not opened"]
-            else:
-                resolved = path if path[:1] == "/" else None
-            names, access = decode_open_flags(a0)
-            dirfd = a2 & 0xFFFFFFFF
-            if dirfd & 0x80000000:
-                dirfd -= 1 << 32
-            return OpenEvent(*self._base(r, truncated, notes), OPEN_SYSCALLS.get((a3 >> 40) & 0xFF, "?"),
-                             path, resolved, names, a0, access,
-                             f"{a1:04o}" if a0 & 0o100 or (a0 & 0o20200000) == 0o20200000 else None,
-                             None if dirfd == -100 else dirfd,
-                             ret if ret >= 0 else None, errname(ret) if ret < 0 else None)
-        if t == EV_EXEC:
-            if ret < 0:
-                return ExecEvent(*self._base(r, truncated, _NO_NOTES), _s(data[:a0]), None, [], 0, ret,
-                                 errname(ret), EXEC_SYSCALLS.get((a1 >> 40) & 0xFF))
-            argv_raw = data[a0 + a1:a0 + a1 + a3]
-            argv = [_s(x) for x in argv_raw.split(b"\0")]
-            if argv and argv[-1] == "" and argv_raw.endswith(b"\0"):
-                argv.pop()
-            notes = _NO_NOTES
-            if a3 < a2:
-                truncated = True
-                notes = [f"argv cut at {a3} of {a2} bytes"]
-            return ExecEvent(*self._base(r, truncated, notes), _s(data[:a0]), _s(data[a0:a0 + a1]) or None,
-                             argv, a2, 0, None, None)
-        if t == EV_EXIT:
-            st = ret & 0xFFFF
-            sig = st & 0x7F
-            return ExitEvent(*self._base(r, truncated, _NO_NOTES), st, None if sig else (st >> 8) & 0xFF,
-                             sig or None, _SIGNALS.get(sig) if sig else None, bool(st & 0x80))
-        if t == EV_CONNECT:
-            fam, addr, port, upath = decode_sockaddr(data)
-            return ConnectEvent(*self._base(r, truncated, _NO_NOTES), a0, fam, addr, port, upath,
-                                _SOCK_TYPES.get(a2 & 0xF) if a2 else None, _PROTOS.get(a3) if a3 else None,
-                                ret, errname(ret) if ret < 0 else None, policy_slot=r[R_POLICY])
-        if t == EV_FORK:
-            return ForkEvent(*self._base(r, truncated, _NO_NOTES), a0, a1)
-        if t == EV_STDIO:
-            p0, p1 = struct.unpack_from("<QQ", data.ljust(16, b"\0"))
-            return StdioEvent(*self._base(r, truncated, _NO_NOTES),
-                              StdioFd(STDIO_KINDS.get(a3 & 0xFF, "other"), a2 & 0xFFFFFFFF, a0, p0),
-                              StdioFd(STDIO_KINDS.get((a3 >> 8) & 0xFF, "other"), a2 >> 32, a1, p1),
-                              STDIO_WHY.get((a3 >> 16) & 0xFF, "?"))
-        if t == EV_THREAD:
-            return ThreadEvent(*self._base(r, truncated, _NO_NOTES), a0)
-        if t == EV_POLICY:
-            check = POLICY_CHECKS.get(a0 & 0xFF, "?")
-            action = POLICY_ACTIONS.get((a0 >> 8) & 0xFF, "?")
-            acc = (a0 >> 24) & 0xFF
-            path = family = address = port = flags = None
-            fam = (a2 >> 16) & 0xFFFF
-            if check in ("connect", "sendmsg") and fam == socket.AF_UNIX:
-                family, path = "unix", data[:a3].decode("utf-8", "backslashreplace")
-            elif check in ("connect", "sendmsg"):
-                port = a2 & 0xFFFF
-                if fam == socket.AF_INET6:
-                    family, address = "inet6", socket.inet_ntop(socket.AF_INET6, data[:16].ljust(16, b"\0"))
-                else:
-                    family, address = "inet", socket.inet_ntop(socket.AF_INET, data[:4].ljust(4, b"\0"))
-            else:
-                path = data[:a3].decode("utf-8", "backslashreplace")
-                flags = a2
-            slot = (a0 >> 32) & 0xFFFF
-            policy, rule = self.policy_names(slot, a1) if self.policy_names is not None else (None, None)
-            return PolicyEvent(*self._base(r, truncated, _NO_NOTES), check, action,
-                               POLICY_OUTCOMES.get(action, action), POLICY_MECHANISMS.get((a0 >> 16) & 0xFF, "?"),
-                               errname(ret) if ret < 0 else None, slot, a1,
-                               [n for b, n in POLICY_ACCESS if acc & b], path, family, address, port, flags,
-                               policy, rule)
-        self.stats["events"] -= 1
-        self.stats["bad_records"] += 1
-        return None
+                family, address = "inet", socket.inet_ntop(socket.AF_INET, data[:4].ljust(4, b"\0"))
+        else:
+            path = data[:a3].decode("utf-8", "backslashreplace")
+            flags = a2
+        slot = (a0 >> 32) & 0xFFFF
+        policy, rule = self.policy_names(slot, a1) if self.policy_names is not None else (None, None)
+        return PolicyEvent(*self._base(r, truncated, _NO_NOTES), check, action,
+                           POLICY_OUTCOMES.get(action, action), POLICY_MECHANISMS.get((a0 >> 16) & 0xFF, "?"),
+                           errname(ret) if ret < 0 else None, slot, a1,
+                           [n for b, n in POLICY_ACCESS if acc & b], path, family, address, port, flags,
+                           policy, rule)
+
+    def _table(self) -> dict:
+        """One small decoder per event type (struct mw_event's type)."""
+        return {EV_IO: self._io, EV_SOCK: self._sock, EV_OPEN: self._open, EV_EXEC: self._exec, EV_EXIT: self._exit, EV_CONNECT: self._connect, EV_FORK: self._fork, EV_STDIO: self._stdio, EV_THREAD: self._thread, EV_POLICY: self._policy}
 
 
 # shared, never mutated: code that adds a note builds a new list

@@ -523,11 +523,9 @@ class McpDecoder:
             req = s.pending.pop((C2S, id_key(mid)), None)
             method = req[0] if req else None
             latency = round((f.ktime_ns - req[1]) / 1e6, 3) if req else None
-            out.append(McpMessage(self.wall(f.ktime_ns), f.ktime_ns, s.id, S2C, "error", mid, method,
-                                  req is not None, latency, len(f.data), f.pid, f.tid, f.comm, f.fd, s.transport,
-                                  None, error={"http_status": status, "body": preview},
-                                  notes=[f"no JSON-RPC response: the HTTP request failed with {status}"],
-                                  http=f.http))
+            out.append(self._msg(s, f, S2C, "error", mid, method, paired=req is not None, latency_ms=latency,
+                                 error={"http_status": status, "body": preview},
+                                 notes=[f"no JSON-RPC response: the HTTP request failed with {status}"]))
         if not ids:
             out.append(NonJson(self.wall(f.ktime_ns), f.ktime_ns, s.id, S2C, f.pid, f.fd, len(f.data),
                                f"HTTP {status}", preview))
@@ -552,9 +550,14 @@ class McpDecoder:
             self._set_flows(s, f.pid, force=was is not None and was != role)
 
     def _invalid(self, s, f, why, notes, batch=None):
-        return McpMessage(self.wall(f.ktime_ns), f.ktime_ns, s.id, self._direction(s, f), "invalid", None, None,
-                          None, None, len(f.data), f.pid, f.tid, f.comm, f.fd, s.transport, batch,
-                          truncated=f.truncated, notes=notes + [why], http=f.http)
+        return self._msg(s, f, self._direction(s, f), "invalid", batch=batch, truncated=f.truncated,
+                         notes=notes + [why])
+
+    def _msg(self, s: _Session, f: Frame, direction: str, kind: str, mid=None, method=None, **kw) -> McpMessage:
+        """A message record: what the frame and the session say, plus kw."""
+        return McpMessage(time=self.wall(f.ktime_ns), ktime_ns=f.ktime_ns, session=s.id, direction=direction,
+                          kind=kind, id=mid, method=method, size=len(f.data), pid=f.pid, tid=f.tid, comm=f.comm,
+                          fd=f.fd, transport=s.transport, http=f.http, **kw)
 
     def _message(self, s: _Session, f: Frame, m, batch, notes, out) -> None:
         if not isinstance(m, dict) or m.get("jsonrpc") != "2.0":
@@ -588,10 +591,8 @@ class McpDecoder:
                 s.pending[(direction, id_key(mid))] = (method, f.ktime_ns, continues)
                 if f.exchange is not None:
                     f.exchange.ids.append(mid)
-            out.append(McpMessage(self.wall(f.ktime_ns), f.ktime_ns, s.id, direction, kind, mid, method,
-                                  None, None, len(f.data), f.pid, f.tid, f.comm, f.fd, s.transport, batch,
-                                  params=red(params), protocol_version=version, continues=continues,
-                                  truncated=f.truncated, notes=notes, http=f.http))
+            out.append(self._msg(s, f, direction, kind, mid, method, batch=batch, params=red(params),
+                                 protocol_version=version, continues=continues, truncated=f.truncated, notes=notes))
             return
         if has_id and ("result" in m or "error" in m):
             direction = self._direction(s, f)
@@ -638,12 +639,10 @@ class McpDecoder:
                     and s.server_info is None and META + "serverInfo" in result["_meta"]:
                 s.server_info = result["_meta"][META + "serverInfo"]
             kind = "error" if "error" in m else "response"
-            out.append(McpMessage(self.wall(f.ktime_ns), f.ktime_ns, s.id, direction, kind, mid, req_method,
-                                  req is not None, latency, len(f.data), f.pid, f.tid, f.comm, f.fd, s.transport,
-                                  batch, result=red(result), error=red(m.get("error")), result_type=result_type,
-                                  input_requests=input_requests, truncated=f.truncated,
-                                  notes=notes if req is not None else notes + ["no request with this id was seen"],
-                                  http=f.http))
+            out.append(self._msg(s, f, direction, kind, mid, req_method, paired=req is not None, latency_ms=latency,
+                                 batch=batch, result=red(result), error=red(m.get("error")), result_type=result_type,
+                                 input_requests=input_requests, truncated=f.truncated,
+                                 notes=notes if req is not None else notes + ["no request with this id was seen"]))
             return
         out.append(self._invalid(s, f, "neither request, notification nor response", notes, batch))
         self.stats["messages"] -= 1
