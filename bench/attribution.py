@@ -8,7 +8,7 @@ exact or by thread evidence), ambiguous (shared between overlapping calls,
 its own among the candidates), wrong (attributed with certainty to another
 call), missing (in no record). "by argument": timing left several
 candidates and the path named in only one call's arguments decided (a
-labelled heuristic, see src/mcpwitness/attribute.py). Targets: 0 wrong;
+labelled heuristic, see src/mcpwitness/decode/attribute.py). Targets: 0 wrong;
 100% right for a server that handles one request per thread; the ambiguous
 share reported.
 
