@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
- * enforce.bpf.h: policy checks, part of mcpwitness.bpf.c (it uses that
- * file's helpers and maps, so it is included there, not built alone).
+ * enforce.bpf.h: policy checks, compiled into mcpwitness.bpf.c; the maps and
+ * helpers it shares with the rest are in common.bpf.h.
  *
  * A tracked process whose mw_proc.policy names a slot is checked:
  *   connects and UDP sends  cgroup sock_addr connect4/6, sendmsg4/6 on the
@@ -18,6 +18,8 @@
  */
 #ifndef MW_ENFORCE_BPF_H
 #define MW_ENFORCE_BPF_H
+
+#include "common.bpf.h"
 
 #define EPERM 1
 #define SIGKILL 9
@@ -221,11 +223,14 @@ static __always_inline void report(struct mw_proc *p, struct task_struct *task, 
 	struct mw_scratch *s = begin(MW_EV_POLICY, p, task, ret);
 	if (!s)
 		return;
-	s->ev.args[0] = what | (action << 8) | (mech << 16) | (access << 24) |
-			((__u64)(scope % MW_MAX_POLICIES) << 32);
-	s->ev.args[1] = rule;
-	s->ev.args[2] = arg2;
-	s->ev.args[3] = len;
+	s->ev.args.policy.check = what;
+	s->ev.args.policy.action = action;
+	s->ev.args.policy.mechanism = mech;
+	s->ev.args.policy.access = access;
+	s->ev.args.policy.policy = scope % MW_MAX_POLICIES;
+	s->ev.args.policy.rule = rule;
+	s->ev.args.policy.arg2 = arg2;
+	s->ev.args.policy.len = len;
 	emit(s, len);
 }
 

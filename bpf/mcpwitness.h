@@ -222,12 +222,12 @@ struct mw_stream {
 #define MW_F_DEPTH 0x8    /* ancestry deeper than MW_ANCESTORS: the rest is in userspace's table */
 #define MW_F_UNTRACKED 0x10 /* captured by the port filter: the process is not tracked */
 
-/* MW_EV_OPEN args[3]: len requested path | len second path << 16 | kind << 32 */
+/* MW_EV_OPEN args.open.second: what the second path in data is */
 #define MW_OPEN_SECOND_NONE 0
 #define MW_OPEN_SECOND_RESOLVED 1 /* the opened file's absolute path */
 #define MW_OPEN_SECOND_BASEDIR 2  /* failed relative open: the directory it was relative to */
 
-/* syscall behind an open event, in the high bits of args[3] (<< 40) */
+/* the syscall behind an open or exec event (args.open.syscall, args.exec.syscall) */
 #define MW_SYS_OPENAT 0
 #define MW_SYS_OPEN 1
 #define MW_SYS_OPENAT2 2
@@ -235,12 +235,86 @@ struct mw_stream {
 #define MW_SYS_EXECVE 4
 #define MW_SYS_EXECVEAT 5
 
+/* The per-type part of an event: 32 bytes, one named struct per type. Every
+ * member is laid out so that the four little-endian __u64 words userspace
+ * unpacks (kernel/abi.py: EVENT_FMT's "4Q") hold the same bits as before:
+ * the layout is checked against this object's BTF by tests/test_layout.py. */
+union mw_args {
+	__u64 raw[4];
+	struct { /* MW_EV_FORK */
+		__u64 child_pid;
+		__u64 child_start_ns;
+	} fork;
+	struct { /* MW_EV_THREAD */
+		__u64 new_tid;
+	} thread;
+	struct { /* MW_EV_EXEC: data = filename, exe, argv (NUL-separated) */
+		__u64 filename_len;
+		__u32 exe_len;
+		__u8 _pad0;
+		__u8 syscall; /* failed execs: MW_SYS_EXECVE or MW_SYS_EXECVEAT */
+		__u16 _pad1;
+		__u64 argv_len; /* what the process passed */
+		__u64 argv_cap; /* what was captured */
+	} exec;
+	struct { /* MW_EV_OPEN: data = requested path, second path */
+		__u64 flags;
+		__u64 mode;
+		__s64 dirfd;
+		__u16 path_len;
+		__u16 second_len;
+		__u8 second; /* MW_OPEN_SECOND_* */
+		__u8 syscall; /* MW_SYS_* */
+		__u16 _pad;
+	} open;
+	struct { /* MW_EV_CONNECT: data = the sockaddr */
+		__u64 fd;
+		__u64 addr_len;
+		__u64 sock_type;
+		__u64 protocol;
+	} connect;
+	struct { /* MW_EV_IO: data = the bytes */
+		__u32 fd;
+		__u8 dir; /* 0 read, 1 write */
+		__u8 kind; /* MW_KIND_* */
+		__u8 syscall; /* MW_IO_* */
+		__u8 _pad;
+		__u64 stream; /* pipe or socket inode; TLS: the SSL object */
+		__u64 stream2; /* TLS: its socket's inode (0: not known yet); else the device */
+		__u64 cap; /* bytes captured */
+	} io;
+	struct { /* MW_EV_SOCK: data = struct mw_sockinfo */
+		__u32 fd;
+		__u8 dir;
+		__u8 binding; /* MW_SB_* */
+		__u16 _pad;
+		__u64 inode;
+	} sock;
+	struct { /* MW_EV_STDIO: data = the two peers' inodes (__u64 each) */
+		__u64 ino[2]; /* fd 0, fd 1 */
+		__u32 dev[2];
+		__u8 kind[2]; /* MW_KIND_*: 0 closed */
+		__u8 why; /* MW_STDIO_* */
+	} stdio;
+	struct { /* MW_EV_POLICY: data = the path, or the address */
+		__u8 check; /* MW_PW_* */
+		__u8 action; /* MW_PA_* */
+		__u8 mechanism; /* MW_PM_* */
+		__u8 access; /* MW_ACC_* */
+		__u16 policy; /* the policy's slot */
+		__u16 _pad;
+		__u64 rule;
+		__u64 arg2; /* open flags, or family << 16 | port */
+		__u64 len;
+	} policy;
+};
+
 struct mw_event {
 	__u64 ts_ns;     /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
 	__u64 start_ns;  /* process identity: group leader's start_boottime */
 	__u64 cgroup_id; /* cgroup v2 id */
 	__s64 ret;
-	__u64 args[4];
+	union mw_args args;
 	__u32 type;
 	__u16 seq;
 	__u16 flags;

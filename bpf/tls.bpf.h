@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
- * tls.bpf.h: plaintext at OpenSSL's SSL_read/SSL_write(_ex), included by
- * mcpwitness.bpf.c after the payload path it reuses.
+ * tls.bpf.h: plaintext at OpenSSL's SSL_read/SSL_write(_ex), compiled into
+ * mcpwitness.bpf.c; it reuses the payload path (payload.bpf.h).
  *
  * The uprobes sit in the libssl file (every process that maps it), the
  * uretprobe sends what the call really moved, as MW_KIND_TLS bytes whose
@@ -14,6 +14,11 @@
  *    straight after, or writes what SSL_write produced straight after it.
  * A binding is made once per SSL object and sent up as MW_EV_SOCK.
  */
+
+#ifndef MW_TLS_BPF_H
+#define MW_TLS_BPF_H
+
+#include "payload.bpf.h"
 
 #define MW_TLS_NEAR_NS 2000000ULL /* "straight after": within 2 ms on one thread */
 
@@ -242,3 +247,5 @@ int BPF_KRETPROBE(mw_ssl_ret_multi, long rc)
 {
 	return ssl_exit(rc);
 }
+
+#endif /* MW_TLS_BPF_H */

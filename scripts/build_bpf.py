@@ -26,7 +26,8 @@ OBJECTS = {
     "mcpwitness": "bpf/mcpwitness.bpf.c",
     "probe": "bpf/probe.bpf.c",
 }
-HEADERS = ["bpf/mcpwitness.h", "bpf/enforce.bpf.h", "bpf/tls.bpf.h", "bpf/vmlinux.h"]
+HEADERS = ["bpf/mcpwitness.h", "bpf/common.bpf.h", "bpf/enforce.bpf.h", "bpf/payload.bpf.h", "bpf/tls.bpf.h",
+           "bpf/vmlinux.h"]
 ARCHES = {"x86_64": "x86", "aarch64": "arm64"}
 
 

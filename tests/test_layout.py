@@ -46,6 +46,24 @@ def offsets(fmt: str) -> list[int]:
     return out
 
 
+def test_event_args_union_matches_btf():
+    """Each event type's arguments are a named struct in union mw_args; the
+    decoder reads them where kernel/abi.py's ARGS says they are."""
+    raw = subprocess.run(["bpftool", "-j", "btf", "dump", "file", loader.object_path(), "format", "raw"],
+                         capture_output=True, check=True).stdout if shutil.which("bpftool") else pytest.skip("bpftool")
+    types = {t["id"]: t for t in json.loads(raw)["types"]}
+    union = next(t for t in types.values() if t.get("kind") == "UNION" and t.get("name") == "mw_args")
+    assert union["size"] == 32
+    got = {}
+    for m in union["members"]:
+        if m["name"] == "raw":
+            continue
+        st = types[m["type_id"]]
+        assert st["kind"] == "STRUCT", m
+        got[m["name"]] = {f["name"]: f["bits_offset"] // 8 for f in st["members"] if not f["name"].startswith("_")}
+    assert got == abi.ARGS
+
+
 def test_event_layout_matches_btf():
     s = btf_structs(loader.object_path())
     ev = s["mw_event"]

@@ -14,6 +14,18 @@ from __future__ import annotations
 import msgspec
 
 
+class EventAttribution(msgspec.Struct, gc=False, omit_defaults=True):
+    """Which MCP call a kernel event belongs to, as the auditor settled it
+    (decode/audit.py, from decode/attribute.py's verdict)."""
+    quality: str                          # exact, thread, argument, ambiguous, none, unknown
+    call: str | None                      # the call id, when one call is named
+    reason: str | None
+    candidates: list[str] | None = None   # ambiguous (or argument): the calls it may belong to
+    server_pid: int | None = None
+    branch: int | None = None             # a descendant: the pid whose fork from the server started its branch
+    after_record: bool = False            # settled after its call's record was written
+
+
 class Event(msgspec.Struct, tag_field="type", gc=False):
     """Fields every event has. Built positionally (fast): keep BASE_FIELDS in step."""
     time: str            # wall clock, ISO 8601 UTC, from ktime_ns
@@ -34,7 +46,7 @@ class Event(msgspec.Struct, tag_field="type", gc=False):
 class ForkEvent(Event, tag="fork"):
     child_pid: int
     child_start_ns: int
-    attribution: object = None   # set by audit.py: the MCP request this event belongs to
+    attribution: EventAttribution | None = None   # the auditor's copy of the event carries it
 
 
 class ThreadEvent(Event, tag="thread"):
@@ -52,7 +64,7 @@ class ExecEvent(Event, tag="exec"):
     syscall: str | None
     category: str | None = None  # flags.py: shell, downloader, interpreter
     sensitive: str | None = None
-    attribution: object = None
+    attribution: EventAttribution | None = None
 
 
 class ExitEvent(Event, tag="exit"):
@@ -61,7 +73,7 @@ class ExitEvent(Event, tag="exit"):
     signal: int | None
     signal_name: str | None
     core_dumped: bool
-    attribution: object = None
+    attribution: EventAttribution | None = None
 
 
 class OpenEvent(Event, tag="open"):
@@ -77,7 +89,7 @@ class OpenEvent(Event, tag="open"):
     error: str | None
     risk: str | None = None       # flags.py: read, write, create, truncate
     sensitive: str | None = None  # flags.py: the sensitive-path list it is on
-    attribution: object = None
+    attribution: EventAttribution | None = None
 
 
 class ConnectEvent(Event, tag="connect"):
@@ -91,7 +103,7 @@ class ConnectEvent(Event, tag="connect"):
     result: int
     error: str | None
     scope: str | None = None      # flags.py: loopback, private, link-local, public, unix
-    attribution: object = None
+    attribution: EventAttribution | None = None
     policy_slot: int = 0          # the process's policy (unix paths are checked in userspace)
 
 
@@ -169,7 +181,7 @@ class PolicyEvent(Event, tag="policy"):
     flags_raw: int | None
     policy: str | None = None    # named by the decoder from the running policy set
     rule: str | None = None
-    attribution: object = None
+    attribution: EventAttribution | None = None
 
 
 # the kernel events that are written (and attributed); IoEvent and ThreadEvent are consumed inside
@@ -209,6 +221,7 @@ class McpMessage(msgspec.Struct, tag="mcp", tag_field="type", gc=False, kw_only=
     fd: int
     transport: str                 # stdio or unix
     batch: int | None = None       # index inside a JSON-RPC batch
+    call_id: str | None = None     # requests: the call they open; responses: the call they answer
     params: object = None
     result: object = None
     error: object = None
@@ -273,6 +286,89 @@ class TransportNotice(msgspec.Struct, tag="transport", tag_field="type", gc=Fals
     preview: str
 
 
+# --- a call record's parts -------------------------------------------------------
+# UNSET fields are left out of the JSON (a fact that does not apply); None is written as null.
+
+class CallEnd(msgspec.Struct, gc=False, omit_defaults=True):
+    """One end of a call: the process, what it declared, where it runs."""
+    pid: int | None
+    exe: str | None
+    info: object                                        # clientInfo / serverInfo as declared
+    cmdline: list[str] | None | msgspec.UnsetType = msgspec.UNSET   # the server's
+    tracked: bool | msgspec.UnsetType = msgspec.UNSET               # the server's: the kernel view exists
+    container: str | None | msgspec.UnsetType = msgspec.UNSET
+    pid_ns: int | None | msgspec.UnsetType = msgspec.UNSET
+    ns_pid: int | None | msgspec.UnsetType = msgspec.UNSET
+    net_ns: int | None | msgspec.UnsetType = msgspec.UNSET
+    address: str | None | msgspec.UnsetType = msgspec.UNSET         # network transports
+
+
+class ResultSummary(msgspec.Struct, gc=False, omit_defaults=True):
+    """What a response carried, without its content."""
+    bytes: int
+    is_error: object = msgspec.UNSET
+    items: int | msgspec.UnsetType = msgspec.UNSET
+    content_types: dict | msgspec.UnsetType = msgspec.UNSET
+    structured: bool | msgspec.UnsetType = msgspec.UNSET
+    result_type: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class CallAttribution(msgspec.Struct, gc=False, omit_defaults=True):
+    """How the call's kernel events were attributed: the overall quality and a count per kind."""
+    quality: str
+    exact: int | msgspec.UnsetType = msgspec.UNSET
+    thread: int | msgspec.UnsetType = msgspec.UNSET
+    argument: int | msgspec.UnsetType = msgspec.UNSET
+    ambiguous: int | msgspec.UnsetType = msgspec.UNSET
+    unknown: int | msgspec.UnsetType = msgspec.UNSET
+    thread_evidence: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class TimelineEntry(msgspec.Struct, gc=False, omit_defaults=True):
+    """One kernel event in a call's timeline, with what matters for its type."""
+    t_ms: float                    # from the server's read of the request
+    time: str
+    type: str                      # open, exec, connect, policy, fork, exit
+    pid: int
+    tid: int
+    comm: str
+    attribution: str               # exact, thread, argument, ambiguous, ...
+    candidates: list[str] | msgspec.UnsetType = msgspec.UNSET
+    truncated: bool | msgspec.UnsetType = msgspec.UNSET
+    path: str | None | msgspec.UnsetType = msgspec.UNSET          # open, policy (files)
+    flags: list[str] | msgspec.UnsetType = msgspec.UNSET          # open
+    risk: str | None | msgspec.UnsetType = msgspec.UNSET          # open
+    fd: int | None | msgspec.UnsetType = msgspec.UNSET            # open
+    sensitive: str | msgspec.UnsetType = msgspec.UNSET            # open, exec
+    outside_roots: bool | msgspec.UnsetType = msgspec.UNSET       # open
+    file: str | msgspec.UnsetType = msgspec.UNSET                 # exec
+    argv: list[str] | msgspec.UnsetType = msgspec.UNSET           # exec
+    category: str | msgspec.UnsetType = msgspec.UNSET             # exec
+    error: str | msgspec.UnsetType = msgspec.UNSET                # open, exec, connect
+    family: str | None | msgspec.UnsetType = msgspec.UNSET        # connect, policy (network)
+    address: str | None | msgspec.UnsetType = msgspec.UNSET
+    port: int | None | msgspec.UnsetType = msgspec.UNSET
+    unix_path: str | msgspec.UnsetType = msgspec.UNSET            # connect
+    scope: str | msgspec.UnsetType = msgspec.UNSET                # connect
+    check: str | msgspec.UnsetType = msgspec.UNSET                # policy
+    action: str | msgspec.UnsetType = msgspec.UNSET
+    outcome: str | msgspec.UnsetType = msgspec.UNSET
+    mechanism: str | msgspec.UnsetType = msgspec.UNSET
+    errno: str | None | msgspec.UnsetType = msgspec.UNSET
+    policy: str | None | msgspec.UnsetType = msgspec.UNSET
+    rule: str | None | msgspec.UnsetType = msgspec.UNSET
+    rule_id: int | msgspec.UnsetType = msgspec.UNSET
+    access: list[str] | msgspec.UnsetType = msgspec.UNSET
+    child_pid: int | msgspec.UnsetType = msgspec.UNSET            # fork
+    signal: str | msgspec.UnsetType = msgspec.UNSET               # exit
+    exit_code: int | None | msgspec.UnsetType = msgspec.UNSET
+
+    def get(self, name: str):
+        """A field's value; None where it does not apply to this type."""
+        v = getattr(self, name, None)
+        return None if v is msgspec.UNSET else v
+
+
 class CallRecord(msgspec.Struct, tag="call", tag_field="type", gc=False):
     time: str
     ktime_ns: int
@@ -287,14 +383,14 @@ class CallRecord(msgspec.Struct, tag="call", tag_field="type", gc=False):
     complete: bool
     incomplete_reason: str | None
     latency_ms: float | None
-    client: object                 # {pid, exe, info, container, pid_ns, ns_pid, net_ns, address}
-    server: object                 # {pid, exe, cmdline, info, tracked, container, pid_ns, ns_pid, net_ns, address}
-    result: object                 # {is_error, content_types, items, bytes, structured}
+    client: CallEnd | None
+    server: CallEnd | None
+    result: ResultSummary | None
     error: object
-    attribution: object            # {quality, exact, thread, ambiguous, reason}
+    attribution: CallAttribution
     processes: list
     lineage: list
-    timeline: list
+    timeline: list[TimelineEntry]
     violations: list
     summary: str
     still_running: list

@@ -4,6 +4,7 @@ a file's identity on disk, path containment, JSON-RPC id keys, the tool a
 request names, and the walk over the strings in a JSON value."""
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 
@@ -67,6 +68,11 @@ def under(path: str, roots) -> bool:
 def id_key(mid) -> tuple:
     """A JSON-RPC id as a dictionary key: 1 and "1" are different ids."""
     return (type(mid).__name__, mid)
+
+
+def call_id(session: str, mid, ktime: int) -> str:
+    """The id of a call: its session, its request id and when the request was seen."""
+    return hashlib.blake2b(f"{session}|{mid!r}|{ktime}".encode(), digest_size=6).hexdigest()
 
 
 # the request methods whose params name what they act on: the tool (or prompt) or the resource

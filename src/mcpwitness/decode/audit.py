@@ -3,21 +3,25 @@
 Input, in ring order: what mcp.py produces (McpMessage, SessionRecord,
 NonJson and the internal Seen) and the kernel events. Output: the same
 records to write (kernel events once their attribution is settled, with an
-`attribution` field and the flags of flags.py), plus a CallRecord per request
+`attribution` field; their flags (flags.py) were set by the decoder), plus a CallRecord per request
 when its response is seen and everything it caused is settled: its branch
 processes exited (or `linger` passed: the record lists what still runs),
 or on timeout / end of session / exit, marked incomplete.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from urllib.parse import unquote
 
-from ..records import KERNEL_TAGS, CallRecord, McpMessage, SessionRecord, ThreadEvent
-from ..util import id_key, strings, tool_of, under
+from msgspec import UNSET
+from msgspec.structs import replace
+
+from ..records import (
+    KERNEL_TAGS, CallAttribution, CallEnd, CallRecord, EventAttribution, McpMessage, ResultSummary, SessionRecord,
+    ThreadEvent, TimelineEntry
+)
+from ..util import call_id, id_key, strings, tool_of, under
 from .attribute import Attributor, Request, Verdict
-from .flags import Flagger
 from .mcp import Seen
 from .streams import C2S, S2C
 
@@ -58,14 +62,9 @@ def declared_roots(answers) -> list[str] | None:
     return found
 
 
-def call_id(session: str, mid, ktime: int) -> str:
-    return hashlib.blake2b(f"{session}|{mid!r}|{ktime}".encode(), digest_size=6).hexdigest()
-
-
 class Auditor:
-    def __init__(self, flagger: Flagger | None = None, wall=None, redact=None, grace_ns: int = 50_000_000,
+    def __init__(self, wall=None, redact=None, grace_ns: int = 50_000_000,
                  linger_ns: int = 10_000_000_000, timeout_ns: int = 300_000_000_000):
-        self.flagger = flagger or Flagger()
         self.wall = wall or (lambda ns: "")
         self.redact_text = redact or (lambda s: s)
         self.grace_ns, self.linger_ns, self.timeout_ns = grace_ns, linger_ns, timeout_ns
@@ -92,7 +91,6 @@ class Auditor:
             tag = tag.tag if tag is not None else None
             if tag in KERNEL_TAGS:
                 self.now = max(self.now, rec.ktime_ns)
-                self.flagger.flag(rec)
                 self._place(self.attr.event(rec), out)
                 continue
             out.append(rec)
@@ -113,7 +111,7 @@ class Auditor:
             old = self.calls.get(key)
             if old is not None and old.end_ts is None:
                 self._end(old, m.ktime_ns, "incomplete", "a new request reused its id", out)
-            c = _Call(call_id(m.session, m.id, m.ktime_ns), m, key)
+            c = _Call(m.call_id or call_id(m.session, m.id, m.ktime_ns), m, key)
             self.calls[key] = c
             self.stats["calls"] += 1
             if isinstance(m.params, dict):
@@ -170,9 +168,11 @@ class Auditor:
             self._place(self.attr.request_gone(c.areq), out)
 
     def _place(self, pairs, out: list) -> None:
+        """Each event, settled: written as the auditor's copy of it, with its
+        attribution (the decoder's event is left as it was)."""
         for ev, v in pairs:
             late = [r.call.id for r in v.requests if r.call.written]
-            ev.attribution = _attribution(v, late)
+            ev = replace(ev, attribution=_attribution(v, late))
             if late:
                 self.stats["late_events"] += 1
             out.append(ev)
@@ -267,20 +267,15 @@ def named_by_arguments(ev, cands: list) -> list:
     return hits
 
 
-def _attribution(v: Verdict, late: list[str]) -> dict:
-    d = {"quality": v.quality, "call": v.requests[0].call.id if len(v.requests) == 1 else None,
-         "reason": v.reason}
-    if len(v.requests) > 1:
-        d["candidates"] = [r.call.id for r in v.requests]
+def _attribution(v: Verdict, late: list[str]) -> EventAttribution:
+    reqs = v.requests
+    cands = None
+    if len(reqs) > 1:
+        cands = [r.call.id for r in reqs]
     elif v.others:
-        d["candidates"] = [r.call.id for r in v.requests + v.others]
-    if v.server is not None:
-        d["server_pid"] = v.server
-    if v.branch is not None:
-        d["branch"] = v.branch
-    if late:
-        d["after_record"] = True
-    return d
+        cands = [r.call.id for r in reqs + v.others]
+    return EventAttribution(v.quality, reqs[0].call.id if len(reqs) == 1 else None, v.reason, cands, v.server,
+                            v.branch, bool(late))
 
 
 # --- building the record --------------------------------------------------
@@ -300,14 +295,14 @@ def _tool(method: str | None, params) -> tuple:
     return None, args or None
 
 
-def _result_summary(m: McpMessage | None) -> dict | None:
+def _result_summary(m: McpMessage | None) -> ResultSummary | None:
     if m is None or m.kind != "response":
         return None
     r = m.result
-    d: dict = {"bytes": m.size}
+    d = ResultSummary(m.size)
     if isinstance(r, dict):
         if "isError" in r:
-            d["is_error"] = r.get("isError")
+            d.is_error = r.get("isError")
         items = r.get("content") if isinstance(r.get("content"), list) else \
             r.get("contents") if isinstance(r.get("contents"), list) else \
             r.get("messages") if isinstance(r.get("messages"), list) else None
@@ -318,89 +313,87 @@ def _result_summary(m: McpMessage | None) -> dict | None:
                 if k is None and isinstance(it, dict):
                     k = "blob" if "blob" in it else "text" if "text" in it else "message" if "role" in it else "?"
                 types[k] = types.get(k, 0) + 1
-            d["items"] = len(items)
-            d["content_types"] = types
+            d.items = len(items)
+            d.content_types = types
         if "structuredContent" in r:
-            d["structured"] = True
+            d.structured = True
         if r.get("resultType"):
-            d["result_type"] = r["resultType"]
+            d.result_type = r["resultType"]
     return d
 
 
-def _entry(ev, v: Verdict, t0: int, roots, redact) -> dict:
+def _entry(ev, v: Verdict, t0: int, roots, redact) -> TimelineEntry:
     tag = type(ev).__struct_config__.tag
-    e: dict = {"t_ms": round((ev.ktime_ns - t0) / 1e6, 3), "time": ev.time, "type": tag, "pid": ev.pid,
-               "tid": ev.tid, "comm": ev.comm}
+    e = TimelineEntry(round((ev.ktime_ns - t0) / 1e6, 3), ev.time, tag, ev.pid, ev.tid, ev.comm, v.quality)
     if tag == "open":
         path = ev.resolved or ev.path
-        e.update(path=path, flags=ev.flags, risk=ev.risk)
+        e.path, e.flags, e.risk = path, ev.flags, ev.risk
         if ev.error:
-            e["error"] = ev.error
+            e.error = ev.error
         else:
-            e["fd"] = ev.result
+            e.fd = ev.result
         if ev.sensitive:
-            e["sensitive"] = ev.sensitive
+            e.sensitive = ev.sensitive
         if roots and path.startswith("/") and not under(path, roots):
-            e["outside_roots"] = True
+            e.outside_roots = True
     elif tag == "exec":
-        e.update(file=ev.exe or ev.filename, argv=[redact(a) for a in ev.argv])
+        e.file, e.argv = ev.exe or ev.filename, [redact(a) for a in ev.argv]
         if ev.category:
-            e["category"] = ev.category
+            e.category = ev.category
         if ev.error:
-            e["error"] = ev.error
+            e.error = ev.error
     elif tag == "connect":
-        e.update(family=ev.family, address=ev.address, port=ev.port)
+        e.family, e.address, e.port = ev.family, ev.address, ev.port
         if ev.unix_path:
-            e["unix_path"] = ev.unix_path
+            e.unix_path = ev.unix_path
         if ev.scope:
-            e["scope"] = ev.scope
+            e.scope = ev.scope
         if ev.error:
-            e["error"] = ev.error
+            e.error = ev.error
     elif tag == "policy":
-        e.update(check=ev.check, action=ev.action, outcome=ev.outcome, mechanism=ev.mechanism, errno=ev.errno,
-                 policy=ev.policy, rule=ev.rule, rule_id=ev.rule_id)
+        e.check, e.action, e.outcome, e.mechanism, e.errno = ev.check, ev.action, ev.outcome, ev.mechanism, ev.errno
+        e.policy, e.rule, e.rule_id = ev.policy, ev.rule, ev.rule_id
         if ev.path is not None:
-            e.update(path=ev.path, access=ev.access)
+            e.path, e.access = ev.path, ev.access
         else:
-            e.update(family=ev.family, address=ev.address, port=ev.port)
+            e.family, e.address, e.port = ev.family, ev.address, ev.port
     elif tag == "fork":
-        e["child_pid"] = ev.child_pid
+        e.child_pid = ev.child_pid
     elif tag == "exit":
         if ev.signal_name:
-            e["signal"] = ev.signal_name
+            e.signal = ev.signal_name
         else:
-            e["exit_code"] = ev.exit_code
-    e["attribution"] = v.quality
+            e.exit_code = ev.exit_code
     if len(v.requests) > 1 or v.others:
-        e["candidates"] = [r.call.id for r in v.requests + v.others]
+        e.candidates = [r.call.id for r in v.requests + v.others]
     if ev.truncated:
-        e["truncated"] = True
+        e.truncated = True
     return e
 
 
-def _violations(timeline: list) -> list:
+def _violations(timeline: list[TimelineEntry]) -> list:
     out = []
     for i, e in enumerate(timeline):
-        sure = e["attribution"] != "ambiguous"
-        if e.get("sensitive") and e["type"] in ("open", "exec"):
-            out.append({"kind": "sensitive_path", "detail": f"{e['type']} {e.get('path') or e.get('file')} "
-                        f"({e['sensitive']})", "event": i, "certain": sure})
+        sure = e.attribution != "ambiguous"
+        if e.get("sensitive") and e.type in ("open", "exec"):
+            out.append({"kind": "sensitive_path", "detail": f"{e.type} {e.get('path') or e.get('file')} "
+                        f"({e.sensitive})", "event": i, "certain": sure})
         if e.get("outside_roots") and e.get("risk") not in (None, "read"):
-            out.append({"kind": "write_outside_roots", "detail": f"{e['risk']} {e['path']}", "event": i,
+            out.append({"kind": "write_outside_roots", "detail": f"{e.risk} {e.path}", "event": i,
                         "certain": sure})
-        if e["type"] == "policy":
-            what = e.get("path") or (f"[{e['address']}]:{e['port']}" if e.get("family") == "inet6"
+        if e.type == "policy":
+            what = e.get("path") or (f"[{e.address}]:{e.port}" if e.get("family") == "inet6"
                                      else f"{e.get('address')}:{e.get('port')}")
-            out.append({"kind": f"policy_{e['action']}", "detail": f"{e['check']} {what}: {e.get('rule')} "
-                        f"({e['outcome']}; {e['mechanism']})", "event": i, "certain": sure})
-        if e["type"] == "exec" and e.get("category") in ("shell", "downloader") and not e.get("error"):
-            out.append({"kind": f"{e['category']}_exec", "detail": " ".join(e["argv"])[:200] or e["file"],
+            out.append({"kind": f"policy_{e.action}", "detail": f"{e.check} {what}: {e.get('rule')} "
+                        f"({e.outcome}; {e.mechanism})", "event": i, "certain": sure})
+        if e.type == "exec" and e.get("category") in ("shell", "downloader") and not e.get("error"):
+            out.append({"kind": f"{e.category}_exec", "detail": " ".join(e.argv)[:200] or e.file,
                         "event": i, "certain": sure})
     return out
 
 
 def _lineage(timeline: list, server_pid: int | None, parents: dict, names: dict) -> list[str]:
-    pids = [p for p in dict.fromkeys(e["pid"] for e in timeline) if p != server_pid]
+    pids = [p for p in dict.fromkeys(e.pid for e in timeline) if p != server_pid]
     kids = {parents.get(p) for p in pids}
     chains = []
     for p in pids:
@@ -440,7 +433,7 @@ def build_record(c: _Call, sess: SessionRecord | None, roots, live: list[int], w
         elif tag == "fork":
             parents[ev.child_pid] = ev.pid
     server_pid = c.areq.server if c.areq is not None else None
-    qualities = [e["attribution"] for e in timeline]
+    qualities = [e.attribution for e in timeline]
     counts = {q: qualities.count(q) for q in ("exact", "thread", "argument", "ambiguous", "unknown")
               if q in qualities}
     if c.areq is None:
@@ -453,9 +446,9 @@ def build_record(c: _Call, sess: SessionRecord | None, roots, live: list[int], w
         quality = "by argument" if len(counts) == 1 else "partly by argument"
     else:
         quality = "exact"
-    att = {"quality": quality, **counts}
+    att = CallAttribution(quality, **counts)
     if c.areq is not None and c.areq.binding:
-        att["thread_evidence"] = c.areq.binding[3]
+        att.thread_evidence = c.areq.binding[3]
 
     client = server = None
     if sess is not None:
@@ -465,22 +458,21 @@ def build_record(c: _Call, sess: SessionRecord | None, roots, live: list[int], w
         # the process that read the request, as the session saw it (its role may have been
         # learnt after the session's last record: a server attached to mid-session)
         se = next((e for e in sess.ends or () if spid is not None and e.get("pid") == spid), {})
-        server = {"pid": spid,
-                  "exe": se.get("exe") or (sess.exe if sess.role == "server" else None),
-                  "cmdline": se.get("cmdline") or (sess.cmdline if sess.role == "server" else None),
-                  "info": sess.server_info, "tracked": c.areq is not None}
-        client = {"pid": cpeer["pid"] if cpeer else (sess.pid if sess.role == "client" else None),
-                  "exe": cpeer["exe"] if cpeer else (sess.exe if sess.role == "client" else None),
-                  "info": sess.client_info}
+        server = CallEnd(spid, se.get("exe") or (sess.exe if sess.role == "server" else None), sess.server_info,
+                         cmdline=se.get("cmdline") or (sess.cmdline if sess.role == "server" else None),
+                         tracked=c.areq is not None)
+        client = CallEnd(cpeer["pid"] if cpeer else (sess.pid if sess.role == "client" else None),
+                         cpeer["exe"] if cpeer else (sess.exe if sess.role == "client" else None), sess.client_info)
         # where each end runs (container, namespaces) and, over the network, its address
         ends = {e.get("role"): e for e in sess.ends or ()}
         conn = sess.connection or {}
         for side, d in (("server", server), ("client", client)):
             e = ends.get(side)
             if e is not None:
-                d.update({k: e.get(k) for k in ("container", "pid_ns", "ns_pid", "net_ns")})
+                d.container, d.pid_ns, d.ns_pid, d.net_ns = (e.get(k) for k in ("container", "pid_ns", "ns_pid",
+                                                                                  "net_ns"))
             if conn.get(side):
-                d["address"] = conn[side]
+                d.address = conn[side]
     err = resp.error if resp is not None and resp.kind == "error" else None
     viol = _violations(timeline)
     status = c.status or "incomplete"
@@ -501,9 +493,9 @@ def summarize(r: CallRecord) -> str:
     """What the application reported, against what the kernel saw."""
     if r.status == "ok":
         app = "completed successfully"
-        if r.result and r.result.get("items") is not None:
-            kinds = ", ".join(f"{n} {k}" for k, n in r.result.get("content_types", {}).items())
-            app += f" ({kinds or 'no content'}, {r.result['bytes']} bytes)"
+        if r.result and r.result.items is not UNSET:
+            kinds = ", ".join(f"{n} {k}" for k, n in (r.result.content_types or {}).items())
+            app += f" ({kinds or 'no content'}, {r.result.bytes} bytes)"
     elif r.status == "tool_error":
         app = "the tool reported an error (isError)"
     elif r.status == "error":
@@ -513,11 +505,11 @@ def summarize(r: CallRecord) -> str:
         app = "asked the client for input (input_required)"
     else:
         app = f"{r.status}: {r.incomplete_reason}"
-    if not r.server or not r.server.get("tracked"):
+    if not r.server or not r.server.tracked:
         return f"{app} / the server process is not tracked: no kernel view"
     tl = r.timeline
     parts = []
-    opens = [e for e in tl if e["type"] == "open"]
+    opens = [e for e in tl if e.type == "open"]
     if opens:
         s = f"{len(opens)} file{'s' if len(opens) != 1 else ''} opened"
         extra = []
@@ -534,29 +526,29 @@ def summarize(r: CallRecord) -> str:
         if n:
             extra.append(f"{n} failed")
         parts.append(s + (f" ({', '.join(extra)})" if extra else ""))
-    execs = [e for e in tl if e["type"] == "exec" and not e.get("error")]
+    execs = [e for e in tl if e.type == "exec" and not e.get("error")]
     if execs:
-        names = ", ".join(dict.fromkeys(os.path.basename(e["file"]) for e in execs))
+        names = ", ".join(dict.fromkeys(os.path.basename(e.file) for e in execs))
         parts.append(f"{len(execs)} program{'s' if len(execs) != 1 else ''} run: {names}")
-    forks = [e for e in tl if e["type"] == "fork"]
+    forks = [e for e in tl if e.type == "fork"]
     if forks and not execs:
         parts.append(f"{len(forks)} subprocess{'es' if len(forks) != 1 else ''}")
-    conns = [e for e in tl if e["type"] == "connect"]
+    conns = [e for e in tl if e.type == "connect"]
     if conns:
         dests = ", ".join(dict.fromkeys(
             (e.get("unix_path") or f"{e.get('address')}:{e.get('port')}")
             + (" (in progress, outcome not seen)" if e.get("error") == "EINPROGRESS"
-               else f" ({e['error']})" if e.get("error") else "")
+               else f" ({e.error})" if e.get("error") else "")
             for e in conns))
         parts.append(f"{len(conns)} connect{'s' if len(conns) != 1 else ''}: {dests}")
-    pol = [e for e in tl if e["type"] == "policy"]
+    pol = [e for e in tl if e.type == "policy"]
     if pol:
-        n = {a: sum(1 for e in pol if e["action"] == a)
+        n = {a: sum(1 for e in pol if e.action == a)
              for a in ("denied", "killed", "kill_failed", "monitor", "reported")}
         words = {"denied": "refused", "killed": "stopped by SIGKILL", "kill_failed": "NOT stopped (SIGKILL failed)",
                  "monitor": "would be refused (monitor)", "reported": "against policy, not refusable"}
         parts.append("policy: " + ", ".join(f"{v} {words[k]}" for k, v in n.items() if v))
-    amb = sum(1 for e in tl if e["attribution"] == "ambiguous")
+    amb = sum(1 for e in tl if e.attribution == "ambiguous")
     if amb:
         parts.append(f"{amb} of these shared with overlapping calls (ambiguous)")
     if r.still_running:

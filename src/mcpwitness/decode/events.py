@@ -117,11 +117,13 @@ class Decoder:
     kernel's inline MW_ANCESTORS (from userspace's process table).
     """
 
-    def __init__(self, ancestry=None, wall_offset_ns: int | None = None, policy_names=None):
+    def __init__(self, ancestry=None, wall_offset_ns: int | None = None, policy_names=None, flagger=None):
         self.pending: dict[tuple[int, int], list] = {}
         self.ancestry = ancestry
         # policy_names(slot, rule_id) -> (policy name, rule in words): from the running policy set
         self.policy_names = policy_names
+        # flags.Flagger: the facts an open, exec or connect carries (risk, sensitive, category, scope)
+        self.flagger = flagger
         self._by_type = self._table()
         self.stats = {"records": 0, "events": 0, "incomplete": 0, "bad_records": 0, "undecodable_records": 0}
         self.last_error: str | None = None
@@ -215,7 +217,10 @@ class Decoder:
         """One event; a record this code cannot decode is counted and kept
         out, never allowed to end the batch it came in."""
         try:
-            return self._decode(r, data, truncated)
+            ev = self._decode(r, data, truncated)
+            if self.flagger is not None and type(ev) in _FLAGGED:
+                self.flagger.flag(ev)
+            return ev
         except Exception as e:  # a decoder bug or a record from a newer object
             self.stats["undecodable_records"] += 1
             self.last_error = f"type {r[R_TYPE]}: {type(e).__name__}: {e}"
@@ -347,6 +352,8 @@ class Decoder:
         """One small decoder per event type (struct mw_event's type)."""
         return {EV_IO: self._io, EV_SOCK: self._sock, EV_OPEN: self._open, EV_EXEC: self._exec, EV_EXIT: self._exit, EV_CONNECT: self._connect, EV_FORK: self._fork, EV_STDIO: self._stdio, EV_THREAD: self._thread, EV_POLICY: self._policy}
 
+
+_FLAGGED = (OpenEvent, ExecEvent, ConnectEvent)
 
 # shared, never mutated: code that adds a note builds a new list
 _NO_NOTES: list[str] = []

@@ -25,7 +25,7 @@ import msgspec
 from ..proc import identity as proc_identity
 from ..proc import namespaces as proc_namespaces
 from ..records import McpMessage, NonJson, SessionRecord
-from ..util import id_key
+from ..util import call_id, id_key
 from .http import endpoint
 from .redact import Redactor
 from .streams import C2S, S2C, Frame
@@ -524,6 +524,7 @@ class McpDecoder:
             method = req[0] if req else None
             latency = round((f.ktime_ns - req[1]) / 1e6, 3) if req else None
             out.append(self._msg(s, f, S2C, "error", mid, method, paired=req is not None, latency_ms=latency,
+                                 call_id=req[3] if req else None,
                                  error={"http_status": status, "body": preview},
                                  notes=[f"no JSON-RPC response: the HTTP request failed with {status}"]))
         if not ids:
@@ -588,10 +589,12 @@ class McpDecoder:
             if has_id and isinstance(params, dict) and ("requestState" in params or "inputResponses" in params):
                 continues = self._continues(s, method, params)
             if has_id:
-                s.pending[(direction, id_key(mid))] = (method, f.ktime_ns, continues)
+                cid = call_id(s.id, mid, f.ktime_ns)
+                s.pending[(direction, id_key(mid))] = (method, f.ktime_ns, continues, cid)
                 if f.exchange is not None:
                     f.exchange.ids.append(mid)
-            out.append(self._msg(s, f, direction, kind, mid, method, batch=batch, params=red(params),
+            out.append(self._msg(s, f, direction, kind, mid, method, call_id=cid if has_id else None, batch=batch,
+                                 params=red(params),
                                  protocol_version=version, continues=continues, truncated=f.truncated, notes=notes))
             return
         if has_id and ("result" in m or "error" in m):
@@ -640,6 +643,7 @@ class McpDecoder:
                 s.server_info = result["_meta"][META + "serverInfo"]
             kind = "error" if "error" in m else "response"
             out.append(self._msg(s, f, direction, kind, mid, req_method, paired=req is not None, latency_ms=latency,
+                                 call_id=req[3] if req is not None else None,
                                  batch=batch, result=red(result), error=red(m.get("error")), result_type=result_type,
                                  input_requests=input_requests, truncated=f.truncated,
                                  notes=notes if req is not None else notes + ["no request with this id was seen"]))

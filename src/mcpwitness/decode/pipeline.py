@@ -28,6 +28,7 @@ from typing import Callable, Iterable
 from ..records import ExitEvent, ForkEvent, IoEvent, SockEvent, StdioEvent
 from .audit import Auditor
 from .events import Decoder
+from .flags import Flagger
 from .http import HttpReassembler, SessionEnd
 from .mcp import McpDecoder
 from .redact import Redactor
@@ -39,14 +40,14 @@ class Pipeline:
                  call_timeout_ns: int = 300_000_000_000, identity=None, ancestry=None, policy_names=None,
                  stop_stream: Callable | None = None, admit: Callable | None = None, watched: set | None = None,
                  hooks: Iterable[Callable] = (), on_event: Callable | None = None):
-        self.decoder = Decoder(ancestry=ancestry, policy_names=policy_names)
+        self.decoder = Decoder(ancestry=ancestry, policy_names=policy_names, flagger=flagger or Flagger())
         wall = self.decoder.wall_time
         self.streams = Reassembler()
         self.http = HttpReassembler(wall=wall, stop_stream=stop_stream)
         redactor = redactor or Redactor()
         kw = {"identity": identity} if identity is not None else {}
         self.mcp = McpDecoder(redactor, wall=wall, **kw)
-        self.audit = Auditor(flagger, wall=wall, redact=redactor.text, linger_ns=linger_ns,
+        self.audit = Auditor(wall=wall, redact=redactor.text, linger_ns=linger_ns,
                              timeout_ns=call_timeout_ns)
         self.admit = admit
         self.watched = watched      # watch mode: the roots kept so far (shared with whoever admits)

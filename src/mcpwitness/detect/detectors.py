@@ -26,10 +26,9 @@ import zlib
 from collections import OrderedDict, deque
 from urllib.parse import unquote
 
-from ..decode.audit import call_id as make_call_id
 from ..decode.audit import declared_roots
 from ..decode.streams import C2S
-from ..util import ConfigError, duration, id_key, strings, tool_of, under
+from ..util import ConfigError, call_id, duration, strings, tool_of, under
 from .rules import get as _get
 
 # --- settings ----------------------------------------------------------------
@@ -113,7 +112,7 @@ class _Session:
 
 
 class CallInfo:
-    __slots__ = ("id", "tool", "method", "session", "client", "server", "req_size", "key", "arguments")
+    __slots__ = ("id", "tool", "method", "session", "client", "server", "req_size", "key", "arguments", "answered")
 
     def as_facts(self) -> dict:
         return {"id": self.id, "tool": self.tool, "method": self.method, "session": self.session,
@@ -380,7 +379,6 @@ class Detectors:
         # call id -> CallInfo (it holds the arguments: bounded to the last 50k calls;
         # an older call's late kernel events keep their call id, without its facts)
         self.calls: _Lru = _Lru(50000)
-        self.pending: _Lru = _Lru(50000)      # (session, request id) -> CallInfo, until answered
 
     def reconfigure(self, conf: dict, flagger=None) -> None:
         """New settings: a detector whose settings changed starts afresh,
@@ -447,14 +445,15 @@ class Detectors:
             s = self._sess(sid)
             method, params = _get(m, "method"), _get(m, "params")
             c = CallInfo()
-            c.id = make_call_id(sid, _get(m, "id"), _get(m, "ktime_ns"))
+            # the call id mcp.py gave the request (a record from before it did: made the same way)
+            c.id = _get(m, "call_id") or call_id(sid, _get(m, "id"), _get(m, "ktime_ns"))
+            c.answered = False
             c.tool, c.method, c.session = tool_of(method, params), method, sid
             c.client, c.server, c.req_size = s.client, s.server, _get(m, "size")
             c.key = f"{s.server}/{c.tool or method}"
             c.arguments = params.get("arguments") if isinstance(params, dict) and method in (
                 "tools/call", "prompts/get") else (params.get("uri") if isinstance(params, dict) else None)
             self.calls.put(c.id, c)
-            self.pending.put((sid, id_key(_get(m, "id"))), c)
             roots = declared_roots(params.get("inputResponses")) if isinstance(params, dict) else None
             if roots is not None:
                 s.roots = roots
@@ -477,20 +476,22 @@ class Detectors:
                     if roots is not None:
                         self._sess(sid).roots = roots
                 return {}
-            c = self.pending.pop((sid, id_key(_get(m, "id"))), None)
-            if c is None:
+            # the call mcp.py paired this response with; its first answer only
+            c = self.calls.get(_get(m, "call_id"))
+            if c is None or c.answered:
                 return {}
+            c.answered = True
             return {"call": c.as_facts(),
                     "size": self.size.observe(c.key, _get(m, "size") or 0, c.req_size)}
         return {}
 
     def _kernel(self, ev, rtype: str) -> dict:
         a = _get(ev, "attribution")
-        if not isinstance(a, dict):
+        if a is None:
             return {}
-        cid = a.get("call")
+        cid = _get(a, "call")
         if cid is None:
-            cands = a.get("candidates")
+            cands = _get(a, "candidates")
             if not cands:
                 return {}
             infos = [self.calls.get(x) for x in cands]
@@ -522,10 +523,10 @@ def _label(name: str | None, exe: str | None) -> str:
 
 
 def _ident(end) -> str | None:
-    if not isinstance(end, dict):
+    if end is None:
         return None
-    info = end.get("info")
-    exe = end.get("exe")
+    info = _get(end, "info")
+    exe = _get(end, "exe")
     return _label(_name(info), os.path.basename(exe) if exe else None)
 
 

@@ -41,6 +41,7 @@ import re
 from dataclasses import dataclass, field
 
 import yaml
+from msgspec import UNSET
 
 PRIORITIES = ["emergency", "alert", "critical", "error", "warning", "notice", "informational", "debug"]
 _PRIO_ALIASES = {"info": "informational", "warn": "warning", "err": "error", "crit": "critical",
@@ -335,7 +336,8 @@ def get(o, k):
             return o[int(k)]
         except (ValueError, IndexError):
             return None
-    return getattr(o, k, None)
+    v = getattr(o, k, None)
+    return None if v is UNSET else v
 
 
 def _num(v):

@@ -18,6 +18,22 @@ EVENT = struct.Struct("<" + EVENT_FMT)
 PROC = struct.Struct("<QII8III")  # struct mw_proc
 assert RECORD.size == RECORD_SIZE and EVENT.size == EVENT_SIZE
 
+# union mw_args (bpf/mcpwitness.h): the byte offset of each type's named
+# fields in the four little-endian u64 words of a record (R_ARG0..+3). The
+# decoder's shifts read these places (byte k of word w: w*8+k); the test
+# checks the table against the object's BTF.
+ARGS = {
+    "fork": {"child_pid": 0, "child_start_ns": 8},
+    "thread": {"new_tid": 0},
+    "exec": {"filename_len": 0, "exe_len": 8, "syscall": 13, "argv_len": 16, "argv_cap": 24},
+    "open": {"flags": 0, "mode": 8, "dirfd": 16, "path_len": 24, "second_len": 26, "second": 28, "syscall": 29},
+    "connect": {"fd": 0, "addr_len": 8, "sock_type": 16, "protocol": 24},
+    "io": {"fd": 0, "dir": 4, "kind": 5, "syscall": 6, "stream": 8, "stream2": 16, "cap": 24},
+    "sock": {"fd": 0, "dir": 4, "binding": 5, "inode": 8},
+    "stdio": {"ino": 0, "dev": 16, "kind": 24, "why": 26},
+    "policy": {"check": 0, "action": 1, "mechanism": 2, "access": 3, "policy": 4, "rule": 8, "arg2": 16, "len": 24},
+}
+
 # tuple indices in a RECORD tuple
 R_HDR, R_TS, R_START, R_CGROUP, R_RET = 0, 2, 3, 4, 5
 R_ARG0 = 6

@@ -185,14 +185,16 @@ class Store:
         tag = type(r).__struct_config__.tag
         w = wall_of(r.time)
         if tag == "call":
-            srv = r.server or {}
-            info = srv.get("info") if isinstance(srv.get("info"), dict) else {}
+            srv = r.server
+            info = srv.info if srv is not None and isinstance(srv.info, dict) else {}
+            cmdline = srv.cmdline if srv is not None and isinstance(srv.cmdline, list) else []
             rows["calls"].append((r.call_id, w, r.time, r.session, r.method, r.tool, r.status, r.latency_ms,
-                                  r.attribution.get("quality"), len(r.violations), info.get("name"), srv.get("exe"),
-                                  " ".join(srv.get("cmdline") or []), srv.get("pid"), r.summary, js))
+                                  r.attribution.quality, len(r.violations), info.get("name"),
+                                  srv.exe if srv is not None else None, " ".join(cmdline),
+                                  srv.pid if srv is not None else None, r.summary, js))
         elif tag in KERNEL_TAGS:
-            a = r.attribution or {}
-            rows["events"].append((w, tag, r.pid, a.get("call"), a.get("quality"), js))
+            a = r.attribution
+            rows["events"].append((w, tag, r.pid, a.call if a else None, a.quality if a else None, js))
         elif tag == "mcp":
             rows["messages"].append((w, r.session, r.direction, r.kind, r.method,
                                      None if r.id is None else str(r.id), js))
