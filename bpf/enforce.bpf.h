@@ -31,6 +31,26 @@
 #define O_APPEND 02000
 #define O_PATH 010000000
 #define FMODE_EXEC_FLAG 0x20 /* __FMODE_EXEC in f_flags: the kernel's own open of a binary */
+
+extern int LINUX_KERNEL_VERSION __kconfig;
+
+/* A file the kernel opens for itself behind another one: overlayfs (6.5+)
+ * opens the real file in its upper or lower layer as a "backing file", and
+ * lsm/file_open sees that open too, after the user's open of the overlay
+ * path was judged. Its f_path is on a private clone of the layer's mount, so
+ * its walk stops at that mount's root ("/ld.so.cache"): judged, it would make
+ * an allow-list refuse a file it allows. The user's own open is the one to
+ * judge. FMODE_BACKING is a macro (not in BTF) and its bit moved in 6.14; a
+ * process cannot set it: only the kernel embeds a file in a backing_file. */
+static __always_inline int backing_file(struct file *file)
+{
+	__u32 mode = BPF_CORE_READ(file, f_mode);
+	if (LINUX_KERNEL_VERSION >= KERNEL_VERSION(6, 14, 0))
+		return mode & (1U << 24);
+	if (LINUX_KERNEL_VERSION >= KERNEL_VERSION(6, 5, 0))
+		return mode & (1U << 25);
+	return 0;
+}
 #define AF_INET 2
 #define AF_UNIX_FAM 1
 #define AF_INET6 10
@@ -478,6 +498,8 @@ int BPF_PROG(mw_lsm_file_open, struct file *file, int ret)
 		return ret;
 	__u32 fl = BPF_CORE_READ(file, f_flags);
 	if (fl & FMODE_EXEC_FLAG) /* the kernel opening a binary for exec: bprm_check decides */
+		return 0;
+	if (backing_file(file))
 		return 0;
 	__u32 access = open_access(fl);
 	if (!access)

@@ -22,4 +22,6 @@ def test_wheel_ships_the_bpf_objects(tmp_path):
         assert f"mcpwitness/bpf/{obj}.{platform.machine()}.bpf.o" in names
         assert f"mcpwitness/bpf/{obj}.{platform.machine()}.json" in names
     assert not [n for n in names if n.endswith(".bpf.c") or n.endswith("vmlinux.h")]
-    assert "mcpwitness/default_rules.yaml" in names  # detection works from an installed wheel
+    assert "mcpwitness/detect/default_rules.yaml" in names  # detection works from an installed wheel
+    for pkg in ("kernel", "decode", "detect", "output"):  # every layer is in the wheel
+        assert f"mcpwitness/{pkg}/__init__.py" in names
