@@ -32,24 +32,25 @@
 #define O_PATH 010000000
 #define FMODE_EXEC_FLAG 0x20 /* __FMODE_EXEC in f_flags: the kernel's own open of a binary */
 
-extern int LINUX_KERNEL_VERSION __kconfig;
+/* The kernel's internal mounts (kern_mount, clone_private_mount) are in no
+ * mount namespace: their mnt_ns is MNT_NS_INTERNAL, ERR_PTR(-EINVAL). */
+#define MW_MNT_NS_INTERNAL ((void *)-22L)
 
 /* A file the kernel opens for itself behind another one: overlayfs (6.5+)
  * opens the real file in its upper or lower layer as a "backing file", and
- * lsm/file_open sees that open too, after the user's open of the overlay
+ * lsm/file_open sees that open too, after the process's open of the overlay
  * path was judged. Its f_path is on a private clone of the layer's mount, so
  * its walk stops at that mount's root ("/ld.so.cache"): judged, it would make
- * an allow-list refuse a file it allows. The user's own open is the one to
- * judge. FMODE_BACKING is a macro (not in BTF) and its bit moved in 6.14; a
- * process cannot set it: only the kernel embeds a file in a backing_file. */
+ * an allow-list refuse a file it allows. The process's own open is the one
+ * to judge. Told by its mount, which is internal: FMODE_BACKING cannot be
+ * used, its bit is a macro that moved (24 or 25) and stable kernels differ
+ * (Debian's 6.12 has bit 24, upstream 6.12 bit 25). A process cannot open a
+ * path on an internal mount by name. */
 static __always_inline int backing_file(struct file *file)
 {
-	__u32 mode = BPF_CORE_READ(file, f_mode);
-	if (LINUX_KERNEL_VERSION >= KERNEL_VERSION(6, 14, 0))
-		return mode & (1U << 24);
-	if (LINUX_KERNEL_VERSION >= KERNEL_VERSION(6, 5, 0))
-		return mode & (1U << 25);
-	return 0;
+	struct vfsmount *vm = BPF_CORE_READ(file, f_path.mnt);
+	struct mount *m = (void *)vm - bpf_core_field_offset(struct mount, mnt);
+	return BPF_CORE_READ(m, mnt_ns) == MW_MNT_NS_INTERNAL;
 }
 #define AF_INET 2
 #define AF_UNIX_FAM 1

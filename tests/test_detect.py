@@ -404,6 +404,8 @@ def test_replay_gives_the_same_alerts(trig, env, tmp_path):
     live = [(a["rule"], a["call_id"]) for a in trig if a["type"] == "alert"]
     assert sorted((a["rule"], a["call_id"]) for a in replayed) == sorted(live)
     assert f"{len(live)} alerts" in p.stderr
+    # every record of the live run decoded into the record type the pipeline wrote it as
+    assert "schema" not in p.stderr and "skipped" not in p.stderr, p.stderr
 
 
 # --- rate bursts (their own sessions: each needs a clean baseline) ----------------

@@ -701,7 +701,7 @@ def test_lsm_reload_under_a_stream_of_opens_never_lets_a_refused_one_through(tmp
     runtime = ", ".join(f'"{p}/**"' for p in sorted({"/usr", "/lib", "/etc", "/proc", "/dev", "/sys", sys.prefix,
                                                          sys.base_prefix}))
     # the default-deny variant: on overlayfs (6.5+, the guests' /tmp) lsm/file_open also sees
-    # the overlay's backing file, whose path is cut at a private mount; only the user's open counts
+    # the overlay's backing file, whose path is cut at a private mount; only the process's open counts
     variants = [f'files: {{deny: ["{d}/secret/**"]}}',
                 f'files: {{default: deny, allow: ["{d}/ok.txt", {runtime}]}}',
                 f'files: {{deny: ["{bad}"]}}',

@@ -122,6 +122,31 @@ def test_a_service_that_is_not_http_on_the_watched_port(tmp_path):
     assert stats["discovered"] == [] and stats["events"].get("io", 0) == 0
 
 
+def test_a_malformed_status_line_erases_nothing(tmp_path):
+    """A server that answers `HTTP/1.1 2²0 OK` (a status that passes
+    str.isdigit(), not int()), and then a line that is not HTTP: every request
+    and every answer is still recorded and paired, the malformed status said
+    on its message, nothing counted as a decoder error."""
+    def talk(s, hp):
+        for i in (1, 2, 3):
+            s.sendall(post({"jsonrpc": "2.0", "id": i, "method": "tools/call",
+                            "params": {"name": "x", "arguments": {}}}, hp))
+            data = b""
+            while not data.rstrip().endswith(b"}"):
+                data += s.recv(65536)
+
+    recs, _ = session(tmp_path, "bad-status", talk)
+    assert kinds(recs) == [(d, k, i, "tools/call") for i in (1, 2, 3)
+                           for d, k in (("client->server", "request"), ("server->client", "response"))]
+    answers = [r for r in recs if r["type"] == "mcp" and r["kind"] == "response"]
+    assert all(r["paired"] and r["http"]["status"] == 0 for r in answers)
+    assert all(any("malformed HTTP status" in n for n in r["notes"]) for r in answers)
+    assert [c["status"] for c in recs if c["type"] == "call"] == ["ok"] * 3
+    stats = recs[-1]
+    assert stats["stage_errors"] == {} and not [e for e in stats["errors"] if "Error" in e], stats["errors"]
+    assert stats["http"]["bad_status"] >= 3
+
+
 def test_an_http2_connection_is_reported_not_decoded(tmp_path):
     def talk(s, hp):
         s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")

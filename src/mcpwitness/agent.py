@@ -243,7 +243,8 @@ class Agent:
             still_running=sorted(self.kernel.tracked()),
             discovered=sorted(self.tracker.roots) if self.watch else None,
             rejected_by_filter=len(self.tracker.rejected),
-            errors=(self.errors + self.tracker.errors + (self.policy.errors if self.policy else []))[-20:],
+            errors=(self.errors + self.pipeline.errors + self.pipeline.audit.errors + self.tracker.errors
+                    + (self.policy.errors if self.policy else []))[-20:],
             detect=self.detect.stats() if self.detect is not None else None,
             store=dict(self.store.stats) if self.store is not None else None, **p)
 

@@ -210,7 +210,7 @@ class McpMessage(msgspec.Struct, tag="mcp", tag_field="type", gc=False, kw_only=
     session: str
     direction: str                 # client->server or server->client
     kind: str                      # request, notification, response, error, invalid
-    id: int | str | None
+    id: int | float | str | None
     method: str | None             # for responses: the paired request's method
     paired: bool | None = None     # responses: matched to their request (null for requests, notifications)
     latency_ms: float | None = None  # responses: from the request's syscall to this one's
@@ -455,6 +455,7 @@ class Stats(msgspec.Struct, tag="stats", tag_field="type", gc=False):
     attribution: dict
     calls: dict
     redactions: int
+    stage_errors: dict             # a decode stage that raised on its input, by stage (its work on that input lost)
     policy: dict | None
     ring_discarded: int
     backlog_peak_bytes: int

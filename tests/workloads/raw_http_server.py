@@ -6,6 +6,8 @@
   error       answer a POST with 500 and a plain-text body
   echo        not HTTP: echo every line back
   h2          an HTTP/2 server's first move: its SETTINGS frame
+  bad-status  answer three POSTs (keep-alive) with `HTTP/1.1 2²0 OK`, the third one
+              after a line that is not HTTP at all
 Prints "listening" once the port accepts connections; serves one connection."""
 import json
 import socket
@@ -70,6 +72,15 @@ elif mode == "echo":
         if not data:
             break
         c.sendall(data)
+elif mode == "bad-status":
+    rest = b""
+    for i in range(3):
+        body, rest = read_request(rest)
+        r = response({"jsonrpc": "2.0", "id": json.loads(body)["id"], "result": {"content": []}})
+        r = r.replace(b"200 OK", "2\u00b20 OK".encode(), 1)
+        if i == 2:
+            r = b"NOT HTTP\r\nX: y\r\n\r\n" + r
+        c.sendall(r)
 elif mode == "h2":
     c.recv(65536)
     c.sendall(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")  # an empty SETTINGS frame

@@ -74,36 +74,49 @@ class Auditor:
         self.sessions: dict[str, SessionRecord] = {}
         self.roots: dict[str, list[str]] = {}   # session -> declared roots (paths)
         self.now = 0
-        self.stats = {"calls": 0, "incomplete": 0, "late_events": 0}
+        self.stats = {"calls": 0, "incomplete": 0, "late_events": 0, "errors": 0}
+        self.errors: list[str] = []
 
     # --- input ------------------------------------------------------------
     def feed(self, records) -> list:
         out: list = []
         for rec in records:
-            t = type(rec)
-            if t is Seen:
-                self._seen(rec, out)
-                continue
-            if t is ThreadEvent:
-                self.attr.thread_created(rec)
-                continue
-            tag = getattr(t, "__struct_config__", None)
-            tag = tag.tag if tag is not None else None
-            if tag in KERNEL_TAGS:
-                self.now = max(self.now, rec.ktime_ns)
-                self._place(self.attr.event(rec), out)
-                continue
-            out.append(rec)
-            if t is McpMessage:
-                self.now = max(self.now, rec.ktime_ns)
-                self._message(rec, out)
-            elif t is SessionRecord:
-                self.sessions[rec.session] = rec
-                if rec.event == "end":
-                    for c in [c for c in self.calls.values() if c.session == rec.session and c.end_ts is None]:
-                        self._end(c, rec.ktime_ns, "incomplete", "the session ended before the response", out)
+            n = len(out)
+            try:
+                self._record(rec, out)
+            except Exception as e:  # a bug this record found: it is still written, unattributed
+                self.stats["errors"] += 1
+                self.errors = (self.errors + [f"{type(rec).__name__}: {type(e).__name__}: {e}"])[-10:]
+                tag = getattr(getattr(type(rec), "__struct_config__", None), "tag", None)
+                if tag in KERNEL_TAGS and not any(type(x) is type(rec) and x.ktime_ns == rec.ktime_ns
+                                                  and x.tid == rec.tid for x in out[n:]):
+                    out.append(rec)
         out += self._ready()
         return out
+
+    def _record(self, rec, out: list) -> None:
+        t = type(rec)
+        if t is Seen:
+            self._seen(rec, out)
+            return
+        if t is ThreadEvent:
+            self.attr.thread_created(rec)
+            return
+        tag = getattr(t, "__struct_config__", None)
+        tag = tag.tag if tag is not None else None
+        if tag in KERNEL_TAGS:
+            self.now = max(self.now, rec.ktime_ns)
+            self._place(self.attr.event(rec), out)
+            return
+        out.append(rec)
+        if t is McpMessage:
+            self.now = max(self.now, rec.ktime_ns)
+            self._message(rec, out)
+        elif t is SessionRecord:
+            self.sessions[rec.session] = rec
+            if rec.event == "end":
+                for c in [c for c in self.calls.values() if c.session == rec.session and c.end_ts is None]:
+                    self._end(c, rec.ktime_ns, "incomplete", "the session ended before the response", out)
 
     def _message(self, m: McpMessage, out: list) -> None:
         if m.kind == "request":

@@ -151,6 +151,19 @@ def _starts_http(data: bytes) -> bool:
     return data.startswith(b"HTTP/1.") or data.startswith(_METHODS)
 
 
+def _next_start(buf) -> int:
+    """Where the next HTTP message may start in buf (a line that begins with
+    a status line or a request method), or -1."""
+    best = -1
+    for m in (b"HTTP/1.",) + _METHODS:
+        i = buf.find(m)
+        while i > 0 and buf[i - 1:i] != b"\n":
+            i = buf.find(m, i + 1)
+        if i >= 0 and (best < 0 or i < best):
+            best = i
+    return best
+
+
 class HttpReassembler:
     """IoEvents of kind tcp/tls and SockEvents in; Frames and TransportNotices out."""
 
@@ -167,7 +180,7 @@ class HttpReassembler:
         self.stats = {"http_requests": 0, "http_responses": 0, "sse_events": 0, "sse_comments": 0,
                       "http2_connections": 0, "not_http": 0, "upgraded": 0, "bad_encoding": 0, "http_errors": 0,
                       "non_mcp_bodies": 0, "non_mcp_connections": 0, "resyncs": 0, "closed": 0,
-                      "conns_evicted": 0}
+                      "conns_evicted": 0, "bad_status": 0, "bad_messages": 0}
 
     # --- inputs -------------------------------------------------------------
     def sock(self, ev: SockEvent) -> None:
@@ -208,6 +221,17 @@ class HttpReassembler:
         if missing > 0:
             self._gap(c, d, ev, missing, out)
         return out
+
+    def reset(self, ev: IoEvent, why: str) -> None:
+        """The parser failed on ev's bytes (a bug this input found): that
+        direction of the connection starts over at the next message start,
+        the other direction and every other connection go on."""
+        c = self.conns.get((ev.pid, ev.kind, ev.inode))
+        if c is None:
+            return
+        d = c.dirs[ev.direction] = _Dir()
+        d.state = "lost"
+        d.notes = [f"bytes before this message were not decoded ({why})"]
 
     def _gap(self, c: _Conn, d: _Dir, ev: IoEvent, missing: int, out: list) -> None:
         """A syscall moved more than was captured (io_max): skip what is missing."""
@@ -312,10 +336,31 @@ class HttpReassembler:
             k, _, v = line.partition(":")
             k = k.strip().lower()
             headers[k] = f"{headers[k]}, {v.strip()}" if k in headers else v.strip()
-        if parts[0].startswith("HTTP/1.") and len(parts) >= 2 and parts[1].isdigit():
-            return self._response(c, d, ev, int(parts[1]), headers, start, out)
+        if parts[0].startswith("HTTP/1.") and len(parts) >= 2:
+            code = parts[1]
+            if len(code) == 3 and code.isascii() and code.isdigit():
+                return self._response(c, d, ev, int(code), headers, start, out)
+            # a status that is not three ASCII digits ("2²0"): the body is still read and
+            # decoded, by its headers, with the status unknown (0) and said
+            self.stats["bad_status"] += 1
+            d.notes = d.notes + [f"malformed HTTP status {code[:16]!r}: read as unknown"]
+            return self._response(c, d, ev, 0, headers, start, out)
         if len(parts) == 3 and parts[2].startswith("HTTP/1."):
             return self._request(c, d, ev, parts[0], parts[1], headers, start)
+        if c.mcp:
+            # a connection that already carried MCP: this message is skipped (said, counted), not the
+            # connection; parsing picks up at the next message start, here or in a later syscall
+            self.stats["bad_messages"] += 1
+            d.notes = [f"a malformed HTTP message was skipped before this one ({lines[0][:40]!r})"]
+            j = _next_start(buf)
+            if j < 0:
+                d.state = "lost"
+                d.base += len(buf)
+                buf.clear()
+                return False
+            del buf[:j]
+            d.base += j
+            return True
         self._kill(c, ev, "not HTTP/1.x", out)
         return False
 

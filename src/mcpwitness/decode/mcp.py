@@ -564,6 +564,12 @@ class McpDecoder:
         if not isinstance(m, dict) or m.get("jsonrpc") != "2.0":
             out.append(self._invalid(s, f, "not a JSON-RPC 2.0 object", notes, batch))
             return
+        mid = m.get("id")
+        if mid is not None and (type(mid) not in (int, float, str)):
+            # JSON-RPC ids are strings, numbers or null: anything else is recorded as invalid
+            out.append(self._invalid(s, f, f"an id that is not a string, a number or null ({type(mid).__name__})",
+                                     notes, batch))
+            return
         self.stats["messages"] += 1
         s.messages += 1
         red = self.redactor.value

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Callable, Iterable
 
-from ..records import ExitEvent, ForkEvent, IoEvent, SockEvent, StdioEvent
+from ..records import ExitEvent, ForkEvent, IoEvent, NonJson, SockEvent, StdioEvent
 from .audit import Auditor
 from .events import Decoder
 from .flags import Flagger
@@ -54,6 +54,8 @@ class Pipeline:
         self.hooks = list(hooks)
         self.on_event = on_event
         self.counts: Counter = Counter()   # events by type, and what the watch filter dropped
+        self.stage_errors: Counter = Counter()  # a stage that raised on its input, by stage
+        self.errors: list[str] = []             # the last of them, said
 
     @property
     def redactor(self) -> Redactor:
@@ -66,7 +68,7 @@ class Pipeline:
     def events(self, events) -> list:
         """Typed events -> records to write."""
         batch: list = []
-        counts, admit, watched, on_event, hooks = self.counts, self.admit, self.watched, self.on_event, self.hooks
+        counts, admit, watched = self.counts, self.admit, self.watched
         for ev in events:
             t = type(ev)
             if watched is not None and ev.root not in watched and not ((t is IoEvent or t is SockEvent)
@@ -75,45 +77,81 @@ class Pipeline:
                     counts["dropped_by_filter"] += 1
                     continue
             counts[t.__struct_config__.tag] += 1
-            if t is IoEvent:
-                # raw payload bytes hold secrets: never written as they are,
-                # only as decoded, redacted MCP records
-                if on_event is not None:
-                    on_event(ev)
-                if ev.kind == "tcp" or ev.kind == "tls":
-                    self._from_http(self.http.feed(ev), batch)
-                else:
-                    for frame in self.streams.feed(ev):
-                        batch.extend(self.mcp.feed(frame))
-                continue
-            if t is SockEvent:
-                if ev.binding == "closed":
-                    frames, convs = self.http.closed(ev.inode)
-                    self._from_http(frames, batch)
-                    for conv in convs:
-                        batch.extend(self.mcp.end_conv(conv, ev.ktime_ns))
-                elif ev.family == "unix":
-                    self.streams.sock(ev)
-                else:
-                    self.http.sock(ev)
-                continue
-            if t is StdioEvent:
-                self.mcp.stdio(ev.pid, ev.stdin, ev.stdout)
-                continue
-            batch.append(ev)  # ThreadEvents too: audit.py uses them and does not pass them on
-            for hook in hooks:
-                hook(ev, batch)
-            if t is ForkEvent:
-                self.mcp.forked(ev.pid, ev.child_pid)
-            elif t is ExitEvent:
-                # a process that died mid-message: what it left is kept
-                for frame in self.streams.flush(ev.pid):
-                    batch.extend(self.mcp.feed(frame))
-                self._from_http(self.http.flush(ev.pid), batch)
-                batch.extend(self.mcp.end_process(ev.pid, ev.ktime_ns))
-            if on_event is not None:
-                on_event(ev)
+            try:
+                self._event(ev, t, batch)
+            except Exception as e:  # a stage's bug on this input: this event's work is lost, not the batch's
+                self._failed(ev, t, e, batch)
         return self.audit.feed(batch)
+
+    def _event(self, ev, t, batch: list) -> None:
+        if t is IoEvent:
+            # raw payload bytes hold secrets: never written as they are,
+            # only as decoded, redacted MCP records
+            if self.on_event is not None:
+                self.on_event(ev)
+            if ev.kind == "tcp" or ev.kind == "tls":
+                self._from_http(self.http.feed(ev), batch)
+            else:
+                for frame in self.streams.feed(ev):
+                    self._mcp(frame, batch)
+            return
+        if t is SockEvent:
+            if ev.binding == "closed":
+                frames, convs = self.http.closed(ev.inode)
+                self._from_http(frames, batch)
+                for conv in convs:
+                    batch.extend(self.mcp.end_conv(conv, ev.ktime_ns))
+            elif ev.family == "unix":
+                self.streams.sock(ev)
+            else:
+                self.http.sock(ev)
+            return
+        if t is StdioEvent:
+            self.mcp.stdio(ev.pid, ev.stdin, ev.stdout)
+            return
+        batch.append(ev)  # ThreadEvents too: audit.py uses them and does not pass them on
+        for hook in self.hooks:
+            hook(ev, batch)
+        if t is ForkEvent:
+            self.mcp.forked(ev.pid, ev.child_pid)
+        elif t is ExitEvent:
+            # a process that died mid-message: what it left is kept
+            for frame in self.streams.flush(ev.pid):
+                self._mcp(frame, batch)
+            self._from_http(self.http.flush(ev.pid), batch)
+            batch.extend(self.mcp.end_process(ev.pid, ev.ktime_ns))
+        if self.on_event is not None:
+            self.on_event(ev)
+
+    def _mcp(self, frame: Frame, batch: list) -> None:
+        """One frame to the MCP decoder: a frame it fails on is written as
+        non-JSON with the reason, and the frames after it still decode."""
+        try:
+            batch.extend(self.mcp.feed(frame))
+        except Exception as e:
+            self._error("mcp", e)
+            batch.append(NonJson(self.decoder.wall_time(frame.ktime_ns), frame.ktime_ns, "", frame.direction,
+                                 frame.pid, frame.fd, len(frame.data), f"not decoded: mcpwitness error "
+                                 f"{type(e).__name__}: {e}", self.redactor.text(
+                                     frame.data[:200].decode("utf-8", "replace"))))
+
+    def _failed(self, ev, t, e: Exception, batch: list) -> None:
+        """A stage raised on ev: counted under the stage, said in the stats
+        record, and the stage's state for that stream starts over."""
+        if t is IoEvent and (ev.kind == "tcp" or ev.kind == "tls"):
+            self._error("http", e)
+            self.http.reset(ev, f"mcpwitness error {type(e).__name__}")
+        elif t is IoEvent:
+            self._error("streams", e)
+            self.streams.reset(ev)
+        else:
+            self._error(t.__struct_config__.tag, e)
+
+    def _error(self, stage: str, e: Exception) -> None:
+        self.stage_errors[stage] += 1
+        if len(self.errors) >= 20:
+            del self.errors[0]
+        self.errors.append(f"{stage}: {type(e).__name__}: {e}")
 
     def _from_http(self, items, batch: list) -> None:
         """http.py's output: frames to the MCP decoder, session ends to it,
@@ -121,7 +159,7 @@ class Pipeline:
         for x in items:
             t = type(x)
             if t is Frame:
-                batch.extend(self.mcp.feed(x))
+                self._mcp(x, batch)
             elif t is SessionEnd:
                 batch.extend(self.mcp.end_conv(x.conv, x.ktime_ns))
             else:
@@ -137,7 +175,7 @@ class Pipeline:
         out = self.events(self.decoder.flush())
         tail: list = []
         for frame in self.streams.flush():
-            tail.extend(self.mcp.feed(frame))
+            self._mcp(frame, tail)
         self._from_http(self.http.flush(), tail)
         tail.extend(self.mcp.end_all(now))
         out.extend(self.audit.feed(tail))
@@ -149,4 +187,4 @@ class Pipeline:
         return {"events": dict(self.counts), "decoder": dict(self.decoder.stats),
                 "streams": dict(self.streams.stats), "http": dict(self.http.stats), "mcp": dict(self.mcp.stats),
                 "attribution": dict(self.audit.attr.stats), "calls": dict(self.audit.stats),
-                "redactions": self.mcp.redactor.count}
+                "redactions": self.mcp.redactor.count, "stage_errors": dict(self.stage_errors)}

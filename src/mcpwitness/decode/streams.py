@@ -141,6 +141,11 @@ class Reassembler:
                 del self.pending[k]
         return out
 
+    def reset(self, ev: IoEvent) -> None:
+        """The reassembly failed on ev (a bug this input found): what was
+        waiting on its stream is dropped, the stream goes on from here."""
+        self.pending.pop(self.key(ev), None)
+
     def _frame(self, ev: IoEvent, data: bytes, first: int, offset: int, complete: bool, truncated: bool,
                notes: list[str]) -> Frame:
         self.stats["frames"] += 1

@@ -54,7 +54,7 @@ class JsonlSink:
             self._f.flush()
             self.lines += len(lines)
 
-    def write_record(self, record: dict) -> None:
+    def write_record(self, record) -> None:
         self.write([record])
 
     def close(self) -> None:
@@ -108,7 +108,7 @@ class TeeSink:
             else:
                 s.write(events)
 
-    def write_record(self, record: dict) -> None:
+    def write_record(self, record) -> None:
         for s in self.sinks:
             s.write_record(record)
 

@@ -6,6 +6,7 @@ scrape from the agent's statistics (nothing is kept twice).
     mcpwitness_events_total{type}                  kernel events decoded
     mcpwitness_lost_total{stage}                   kernel ring, chunks, process map, store, alert HTTP
     mcpwitness_parse_failures_total{stage}         decoder, streams, http, mcp
+    mcpwitness_stage_errors_total{stage}           a stage that raised on an input (a bug), by stage
     mcpwitness_sessions_total, mcpwitness_messages_total, mcpwitness_calls_total, ..._incomplete_total
     mcpwitness_detect_records_total, mcpwitness_alerts_suppressed_total
     mcpwitness_rules_loaded, mcpwitness_rules_reloads_total{result}
@@ -69,8 +70,13 @@ def families(stats: dict, detect: dict | None) -> list:
     f.append(("mcpwitness_parse_failures_total", "counter", "Input that could not be parsed, by stage.",
               [({"stage": "decoder"}, dec.get("bad_records", 0) + dec.get("undecodable_records", 0)),
                ({"stage": "streams"}, st.get("oversized", 0)),
-               ({"stage": "http"}, ht.get("not_http", 0) + ht.get("bad_encoding", 0) + ht.get("http2_connections", 0)),
+               ({"stage": "http"}, ht.get("not_http", 0) + ht.get("bad_encoding", 0) + ht.get("http2_connections", 0)
+                + ht.get("bad_status", 0) + ht.get("bad_messages", 0)),
                ({"stage": "mcp"}, mc.get("nonjson", 0) + mc.get("invalid_utf8", 0))]))
+    f.append(("mcpwitness_stage_errors_total", "counter",
+              "Inputs a decode stage failed on (an mcpwitness bug that input found; only that input's work lost), "
+              "by stage.", [({"stage": k}, n) for k, n in sorted((stats.get("stage_errors") or {}).items())]
+              + [({"stage": "audit"}, (stats.get("calls") or {}).get("errors", 0))]))
     f.append(("mcpwitness_sessions_total", "counter", "MCP sessions seen.", [({}, mc.get("sessions", 0))]))
     f.append(("mcpwitness_messages_total", "counter", "MCP messages decoded.", [({}, mc.get("messages", 0))]))
     calls = stats.get("calls") or {}

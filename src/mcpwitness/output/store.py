@@ -116,7 +116,7 @@ class Store:
         if records:
             self._q.put(list(zip(records, encoded)))
 
-    def write_record(self, record: dict) -> None:
+    def write_record(self, record) -> None:
         self._q.put([(record, None)])
 
     def close(self) -> None:

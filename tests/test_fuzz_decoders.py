@@ -1,0 +1,286 @@
+"""Fuzzing the decode stages with hypothesis, no kernel: the bytes a tracked
+process could write, cut into syscalls any way, mutated, fed through the
+pipeline (streams, HTTP, MCP, audit) as IoEvents.
+
+Invariants:
+- no stage raises on any input (the pipeline would catch it and count it in
+  `stage_errors`; here that count must stay 0);
+- valid input cut into syscalls any way decodes to the same messages as
+  in one piece;
+- a malformed message costs itself, not the messages around it.
+
+The budget here is small (the suite runs it every time); scripts/fuzz runs
+the same properties with a larger one."""
+import json
+import os
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mcpwitness.decode.pipeline import Pipeline
+from mcpwitness.records import IoEvent, McpMessage, SockEvent
+
+EXAMPLES = int(os.environ.get("MW_FUZZ_EXAMPLES", "150"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+
+
+def pipeline() -> Pipeline:
+    return Pipeline(identity=lambda pid: ("/usr/bin/srv", ["srv"]))
+
+
+def io(t, data, direction, kind="tcp", pid=10, inode=77, fd=5):
+    return IoEvent("", t, pid, pid, 1, 0, "srv", 0, 0, pid, [], False, [], fd, direction, kind,
+                   "read" if direction == "read" else "write", inode, 9, len(data), data)
+
+
+def sock(pid=10, inode=77):
+    return SockEvent("", 1, pid, pid, 1, 0, "srv", 0, 0, pid, [], False, [], 5, inode, "inet", "127.0.0.1", 8000,
+                     "127.0.0.1", 40000, 1, 3, 4026531840, "capture", 0)
+
+
+def rpc(i: int) -> tuple[bytes, bytes]:
+    req = json.dumps({"jsonrpc": "2.0", "id": i, "method": "tools/call",
+                      "params": {"name": "read", "arguments": {"path": f"/srv/{i}.txt"}}}).encode()
+    resp = json.dumps({"jsonrpc": "2.0", "id": i, "result": {"content": [{"type": "text", "text": "x" * i}]}}).encode()
+    return req, resp
+
+
+def http_conversation(n: int, status: bytes = b"200 OK") -> list[tuple[str, bytes]]:
+    out = []
+    for i in range(1, n + 1):
+        req, resp = rpc(i)
+        out.append(("read", b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                            b"Content-Length: %d\r\n\r\n%s" % (len(req), req)))
+        out.append(("write", b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                    % (status, len(resp), resp)))
+    return out
+
+
+def chunked(data: bytes, size: int = 17) -> bytes:
+    out = b""
+    for i in range(0, len(data), size):
+        piece = data[i:i + size]
+        out += b"%x;ext=1\r\n%s\r\n" % (len(piece), piece)
+    return out + b"0\r\nX-Trailer: 1\r\n\r\n"
+
+
+def http_variants(n: int) -> list[tuple[str, bytes]]:
+    """The same calls in every framing the reassembler knows: content-length,
+    chunked, gzip, SSE (the 2025 Streamable HTTP stream), a 100-continue,
+    and a session ended by DELETE."""
+    import gzip
+    out = []
+    for i in range(1, n + 1):
+        req, resp = rpc(i)
+        style = i % 4
+        out.append(("read", b"POST /mcp HTTP/1.1\r\nHost: x\r\nMcp-Session-Id: s1\r\nContent-Length: %d\r\n\r\n%s"
+                    % (len(req), req)))
+        if style == 0:
+            out.append(("write", b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s"
+                        % (len(resp), resp)))
+        elif style == 1:
+            out.append(("write", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(resp)))
+        elif style == 2:
+            z = gzip.compress(resp)
+            out.append(("write", b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s"
+                        % (len(z), z)))
+        else:
+            sse = b"event: message\r\nid: %d\r\ndata: %s\r\n\r\n: keepalive\r\n\r\n" % (i, resp)
+            out.append(("write", b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                                 b"Transfer-Encoding: chunked\r\n\r\n" + chunked(sse, 40)))
+    out.append(("read", b"DELETE /mcp HTTP/1.1\r\nMcp-Session-Id: s1\r\n\r\n"))
+    out.append(("write", b"HTTP/1.1 204 No Content\r\n\r\n"))
+    return out
+
+
+def stdio_conversation(n: int) -> list[tuple[str, bytes]]:
+    out = []
+    for i in range(1, n + 1):
+        req, resp = rpc(i)
+        out += [("read", req + b"\n"), ("write", resp + b"\n")]
+    return out
+
+
+def run(messages, cuts, kind="tcp"):
+    """Feed each message cut at the given sizes (cycled); returns (pipeline, records)."""
+    p = pipeline()
+    recs = []
+    t = 1000
+    if kind == "tcp":
+        recs += p.events([sock()])
+    cuts = cuts or [1 << 20]
+    k = 0
+    for direction, data in messages:
+        pos = 0
+        while pos < len(data):
+            n = max(1, cuts[k % len(cuts)])
+            k += 1
+            t += 1000
+            recs += p.events([io(t, data[pos:pos + n], direction, kind=kind,
+                                 inode=77 if kind == "tcp" else (78 if direction == "read" else 79))])
+            pos += n
+    recs += p.finish(t + 10_000_000_000)
+    return p, recs
+
+
+def messages(recs):
+    return [(r.kind, r.direction, r.id, r.method) for r in recs if type(r) is McpMessage]
+
+
+@FUZZ
+@given(cuts=st.lists(st.integers(1, 200), min_size=1, max_size=30), n=st.integers(1, 4))
+def test_http_cut_any_way_decodes_the_same(cuts, n):
+    conv = http_conversation(n)
+    p, recs = run(conv, cuts)
+    _, whole = run(conv, [])
+    assert not p.stage_errors, p.errors
+    assert messages(recs) == messages(whole)
+    assert len(messages(whole)) == 2 * n
+
+
+@FUZZ
+@given(cuts=st.lists(st.integers(1, 200), min_size=1, max_size=30), n=st.integers(1, 4))
+def test_stdio_cut_any_way_decodes_the_same(cuts, n):
+    conv = stdio_conversation(n)
+    p, recs = run(conv, cuts, kind="pipe")
+    _, whole = run(conv, [], kind="pipe")
+    assert not p.stage_errors, p.errors
+    assert messages(recs) == messages(whole) and len(messages(whole)) == 2 * n
+
+
+MUTATION = st.tuples(st.sampled_from(["replace", "insert", "delete"]), st.integers(0, 10_000),
+                     st.binary(min_size=1, max_size=8))
+
+
+def mutate(conv, muts):
+    conv = [list(x) for x in conv]
+    for op, pos, blob in muts:
+        m = conv[pos % len(conv)]
+        data = m[1]
+        i = (pos // len(conv)) % (len(data) + 1)
+        if op == "replace":
+            data = data[:i] + blob + data[i + len(blob):]
+        elif op == "insert":
+            data = data[:i] + blob + data[i:]
+        else:
+            data = data[:i] + data[i + len(blob):]
+        m[1] = data
+    return [tuple(x) for x in conv]
+
+
+@FUZZ
+@given(cuts=st.lists(st.integers(1, 200), min_size=1, max_size=30), n=st.integers(1, 8))
+def test_every_http_framing_cut_any_way_decodes_the_same(cuts, n):
+    conv = http_variants(n)
+    p, recs = run(conv, cuts)
+    _, whole = run(conv, [])
+    assert not p.stage_errors, p.errors
+    assert messages(recs) == messages(whole)
+    assert len(messages(whole)) == 2 * n
+
+
+@FUZZ
+@given(muts=st.lists(MUTATION, min_size=1, max_size=12), cuts=st.lists(st.integers(1, 300), max_size=10),
+       kind=st.sampled_from(["tcp", "variants", "pipe"]))
+def test_mutated_bytes_never_break_a_stage(muts, cuts, kind):
+    base = {"tcp": lambda: http_conversation(3), "variants": lambda: http_variants(5),
+            "pipe": lambda: stdio_conversation(3)}[kind]()
+    conv = mutate(base, muts)
+    p, _ = run(conv, cuts, kind="pipe" if kind == "pipe" else "tcp")
+    assert not p.stage_errors, p.errors
+
+
+@FUZZ
+@given(junk=st.binary(max_size=400), cuts=st.lists(st.integers(1, 100), max_size=10),
+       kind=st.sampled_from(["tcp", "pipe"]), direction=st.sampled_from(["read", "write"]))
+def test_garbage_never_breaks_a_stage(junk, cuts, kind, direction):
+    p, _ = run([(direction, junk)], cuts, kind=kind)
+    assert not p.stage_errors, p.errors
+
+
+def test_a_malformed_status_costs_nothing():
+    """The hardening issue's case: a server answering `HTTP/1.1 2²0 OK` to three
+    tools/call POSTs. Every request and every answer is still recorded (the
+    status said to be malformed), and the calls are paired."""
+    conv = http_conversation(3, status="2²0 OK".encode())
+    p, recs = run(conv, [])
+    assert not p.stage_errors, p.errors
+    msgs = [r for r in recs if type(r) is McpMessage]
+    assert [(m.kind, m.id) for m in msgs] == [("request", 1), ("response", 1), ("request", 2), ("response", 2),
+                                              ("request", 3), ("response", 3)]
+    assert all(m.paired for m in msgs if m.kind == "response")
+    assert all(any("malformed HTTP status" in n for n in m.notes) for m in msgs if m.kind == "response")
+    assert p.http.stats["bad_status"] == 3
+    calls = [r for r in recs if type(r).__name__ == "CallRecord"]
+    assert len(calls) == 3
+
+
+def test_a_malformed_message_costs_only_itself():
+    """After MCP was seen on a connection, a message whose start line is not
+    HTTP is skipped and said; the messages after it on the same connection
+    still decode."""
+    conv = http_conversation(3)
+    conv[3] = ("write", b"GARBAGE LINE\r\nContent-Length: 2\r\n\r\n{}")
+    p, recs = run(conv, [])
+    assert not p.stage_errors, p.errors
+    msgs = [(m.kind, m.id) for m in recs if type(m) is McpMessage]
+    assert ("request", 3) in msgs and ("response", 3) in msgs and ("response", 2) not in msgs
+    assert p.http.stats["bad_messages"] == 1
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False)
+                    | st.text(max_size=20),
+                    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=12), kids, max_size=4),
+                    max_leaves=12)
+KEYS = ["jsonrpc", "id", "method", "params", "result", "error", "_meta", "name", "arguments", "uri", "requestId",
+        "protocolVersion", "clientInfo", "capabilities", "resultType", "inputRequests", "requestState",
+        "inputResponses", "roots", "isError", "content", "io.modelcontextprotocol/protocolVersion"]
+METHODS = ["initialize", "server/discover", "tools/call", "resources/read", "notifications/cancelled", "roots/list",
+           "sampling/createMessage", "notifications/initialized", "ping"]
+
+
+def rpc_like():
+    """JSON-RPC-shaped objects whose fields hold anything: the keys the MCP
+    decoder reads, with values of every JSON type, nested."""
+    value = JSON | st.sampled_from(METHODS) | st.just("2.0")
+    obj = st.dictionaries(st.sampled_from(KEYS), st.deferred(lambda: value | st.dictionaries(
+        st.sampled_from(KEYS), value, max_size=5)), max_size=8)
+    return st.one_of(obj, st.lists(obj, max_size=3), JSON)
+
+
+@FUZZ
+@given(docs=st.lists(rpc_like(), min_size=1, max_size=8), kind=st.sampled_from(["tcp", "pipe"]))
+def test_any_json_never_breaks_the_mcp_decoder_or_the_auditor(docs, kind):
+    """Whatever JSON a peer sends (ids, methods, params of any type, batches,
+    era metadata), every stage keeps going, and each document is recorded."""
+    lines = [json.dumps(d).encode() for d in docs]
+    if kind == "pipe":
+        conv = [("read" if i % 2 == 0 else "write", x + b"\n") for i, x in enumerate(lines)]
+    else:
+        conv = [("read", b"POST /mcp HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (len(x), x)) if i % 2 == 0 else
+                ("write", b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(x), x))
+                for i, x in enumerate(lines)]
+    p, recs = run(conv, [], kind=kind)
+    assert not p.stage_errors, p.errors
+    assert not p.audit.stats["errors"], p.audit.errors
+
+
+@FUZZ
+@given(raw=st.lists(st.binary(min_size=512, max_size=512), min_size=1, max_size=12),
+       types=st.lists(st.integers(0, 12), min_size=1, max_size=12), flags=st.integers(0, 0x1F))
+def test_arbitrary_ring_records_never_break_a_stage(raw, types, flags):
+    """Ring records with any bytes (a newer object, a kernel bug): the event
+    decoder builds what it can and counts the rest; nothing raises, in it or
+    in the stages after it."""
+    from mcpwitness.kernel.abi import R_FLAGS, R_SEQ, R_TYPE, RECORD
+    recs = []
+    for i, b in enumerate(raw):
+        r = list(RECORD.unpack(b))
+        r[R_TYPE], r[R_SEQ], r[R_FLAGS] = types[i % len(types)], 0 if i % 3 else r[R_SEQ] & 3, flags | 1
+        recs.append(tuple(r))
+    p = pipeline()
+    p.feed(recs)
+    p.finish(1 << 62)
+    assert not p.stage_errors, p.errors
+    d = p.decoder.stats
+    assert d["records"] == len(recs)
