@@ -73,7 +73,12 @@ class Pipeline:
             t = type(ev)
             if watched is not None and ev.root not in watched and not ((t is IoEvent or t is SockEvent)
                                                                        and ev.untracked):
-                if admit is None or not admit(ev, batch):
+                try:
+                    kept = admit is not None and admit(ev, batch)
+                except Exception as e:  # admission failed half way: kept if it got as far as being a root
+                    self._error("discovery", e)
+                    kept = ev.root in watched
+                if not kept:
                     counts["dropped_by_filter"] += 1
                     continue
             counts[t.__struct_config__.tag] += 1
