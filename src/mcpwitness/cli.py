@@ -286,8 +286,9 @@ def _start(kind: str, a, options, **agent_kw):
     store = None
     if not a.no_store:
         from .output.store import Store
-        db = a.db or cfg.db or default_db_path()
+        db = a.db or cfg.db or "the default store"
         try:
+            db = a.db or cfg.db or default_db_path()
             store = Store(db, max_age=cfg.retention, max_bytes=cfg.max_size)
             sink = TeeSink(sink, store)
         except Exception as e:  # sqlite3.Error, OSError
@@ -511,7 +512,7 @@ def _attach(agent, pid: int, quiet: bool) -> int:
 def _open_db(a):
     from .output.jsonl import default_db_path
     from .output.store import connect
-    path = a.db or default_db_path()
+    path = a.db or default_db_path(create=False)
     try:
         return connect(path, readonly=True)
     except (FileNotFoundError, OSError) as e:

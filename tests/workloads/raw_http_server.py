@@ -6,6 +6,7 @@
   error       answer a POST with 500 and a plain-text body
   echo        not HTTP: echo every line back
   h2          an HTTP/2 server's first move: its SETTINGS frame
+  secrets     answer a POST with secrets in its headers (Set-Cookie, Mcp-Session-Id) and body
   bad-status  answer three POSTs (keep-alive) with `HTTP/1.1 2²0 OK`, the third one
               after a line that is not HTTP at all
 Prints "listening" once the port accepts connections; serves one connection."""
@@ -72,6 +73,12 @@ elif mode == "echo":
         if not data:
             break
         c.sendall(data)
+elif mode == "secrets":
+    body, _ = read_request(b"")
+    out = json.dumps({"jsonrpc": "2.0", "id": json.loads(body)["id"],
+                      "result": {"content": [{"type": "text", "text": "config: api_key=SECRETRESULT4242"}]}}).encode()
+    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nSet-Cookie: sid=SECRETSETCOOKIE77\r\n"
+              b"Mcp-Session-Id: SECRETSESSIONID55\r\nContent-Length: %d\r\n\r\n%s" % (len(out), out))
 elif mode == "bad-status":
     rest = b""
     for i in range(3):

@@ -167,8 +167,10 @@ def _next_start(buf) -> int:
 class HttpReassembler:
     """IoEvents of kind tcp/tls and SockEvents in; Frames and TransportNotices out."""
 
-    def __init__(self, wall=None, stop_stream=None, max_body: int = 64 << 20, max_conns: int = 65536):
+    def __init__(self, wall=None, stop_stream=None, max_body: int = 64 << 20, max_conns: int = 65536,
+                 redact=None):
         self.wall = wall or (lambda ns: "")
+        self.redact = redact or (lambda s: s)  # text written from the stream (previews): secrets out
         self.max_conns = max_conns
         self.stop_stream = stop_stream         # (inode, dev) -> None: tell the kernel to stop a stream
         self.max_body = max_body
@@ -704,7 +706,7 @@ class HttpReassembler:
         parsing it, and stop the kernel sending it."""
         c.dead = True
         d = c.dirs[ev.direction]
-        preview = bytes(d.buf[:64]).decode("latin-1")
+        preview = self.redact(bytes(d.buf[:64]).decode("latin-1"))
         for x in c.dirs.values():
             x.state, x.buf = "dead", bytearray()
         sock = c.sock

@@ -20,11 +20,15 @@ other way for server-to-client requests (sampling, elicitation, roots).
 """
 from __future__ import annotations
 
+import hashlib
+import os
+
 import msgspec
+from msgspec.structs import replace
 
 from ..proc import identity as proc_identity
 from ..proc import namespaces as proc_namespaces
-from ..records import McpMessage, NonJson, SessionRecord
+from ..records import HttpInfo, McpMessage, NonJson, SessionRecord
 from ..util import call_id, id_key
 from .http import endpoint
 from .redact import Redactor
@@ -110,6 +114,8 @@ class McpDecoder:
         self.stats = {"messages": 0, "nonjson": 0, "invalid_utf8": 0, "sessions": 0, "duplicates": 0,
                       "unpaired_responses": 0}
         self._dec = msgspec.json.Decoder()
+        self._salt = os.urandom(16)              # this run's key for fingerprints of secrets
+        self._fps: dict[str, str] = {}
 
     # --- sessions ---------------------------------------------------------
     def stdio(self, pid: int, stdin, stdout) -> None:
@@ -558,7 +564,29 @@ class McpDecoder:
         """A message record: what the frame and the session say, plus kw."""
         return McpMessage(time=self.wall(f.ktime_ns), ktime_ns=f.ktime_ns, session=s.id, direction=direction,
                           kind=kind, id=mid, method=method, size=len(f.data), pid=f.pid, tid=f.tid, comm=f.comm,
-                          fd=f.fd, transport=s.transport, http=f.http, **kw)
+                          fd=f.fd, transport=s.transport, http=self._http(f.http), **kw)
+
+    def _fingerprint(self, secret: str) -> str:
+        """A secret replaced by a keyed hash: equal values stay equal within
+        this run (a session id that spans connections still shows it), and
+        the value cannot be read back or guessed from the output."""
+        fp = self._fps.get(secret)
+        if fp is None:
+            if len(self._fps) > 65536:
+                self._fps.clear()
+            digest = hashlib.blake2b(secret.encode("utf-8", "replace"), key=self._salt, digest_size=6).hexdigest()
+            fp = self._fps[secret] = f"[REDACTED:fp:{digest}]"
+            self.redactor.count += 1
+        return fp
+
+    def _http(self, h: HttpInfo | None) -> HttpInfo | None:
+        """The HTTP facts as written: the Mcp-Session-Id is a bearer credential
+        for the session (replaced by a keyed fingerprint), and a target's
+        query may carry one too (redacted like any text)."""
+        if h is None or not self.redactor.enabled or (h.session_id is None and not h.target):
+            return h
+        return replace(h, session_id=self._fingerprint(h.session_id) if h.session_id else None,
+                       target=self.redactor.text(h.target) if h.target else h.target)
 
     def _message(self, s: _Session, f: Frame, m, batch, notes, out) -> None:
         if not isinstance(m, dict) or m.get("jsonrpc") != "2.0":

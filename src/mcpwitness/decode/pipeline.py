@@ -43,8 +43,8 @@ class Pipeline:
         self.decoder = Decoder(ancestry=ancestry, policy_names=policy_names, flagger=flagger or Flagger())
         wall = self.decoder.wall_time
         self.streams = Reassembler()
-        self.http = HttpReassembler(wall=wall, stop_stream=stop_stream)
         redactor = redactor or Redactor()
+        self.http = HttpReassembler(wall=wall, stop_stream=stop_stream, redact=redactor.text)
         kw = {"identity": identity} if identity is not None else {}
         self.mcp = McpDecoder(redactor, wall=wall, **kw)
         self.audit = Auditor(wall=wall, redact=redactor.text, linger_ns=linger_ns,

@@ -1,7 +1,9 @@
 """Where events go. JSON Lines for now: one object per line, `type` first."""
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import time
 from typing import Any, Iterable
 
@@ -18,9 +20,40 @@ def default_state_dir() -> str:
     return os.path.join(base, "mcpwitness")
 
 
+def private_dir(path: str) -> str:
+    """path as a directory only this user (or root) can change: made 0700 if
+    missing; refused if it is a symbolic link, not a directory, owned by
+    another user, or writable by others (where another user could swap the
+    files audit records are written to)."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    st = os.lstat(path)
+    why = None
+    if stat.S_ISLNK(st.st_mode):
+        why = "is a symbolic link"
+    elif not stat.S_ISDIR(st.st_mode):
+        why = "is not a directory"
+    elif st.st_uid not in (os.geteuid(), 0):
+        why = f"is owned by uid {st.st_uid}"
+    elif st.st_mode & 0o022:
+        why = f"is writable by others (mode {stat.S_IMODE(st.st_mode):04o})"
+    if why:
+        raise PermissionError(errno.EPERM, f"{path} {why}: refusing to keep audit records there")
+    return path
+
+
+def open_private(path: str, flags: int) -> int:
+    """Open (create 0600) a file of ours, never through a symbolic link."""
+    try:
+        return os.open(path, flags | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise PermissionError(errno.EPERM, f"{path} is a symbolic link: refusing to write audit records "
+                                               "through it") from None
+        raise
+
+
 def default_jsonl_path(kind: str = "run") -> str:
-    d = os.path.join(default_state_dir(), "events")
-    os.makedirs(d, mode=0o700, exist_ok=True)
+    d = private_dir(os.path.join(private_dir(default_state_dir()), "events"))
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     return os.path.join(d, f"{kind}-{stamp}-{os.getpid()}.jsonl")
 
@@ -34,7 +67,7 @@ class JsonlSink:
         self.path = path
         d = os.path.dirname(os.path.abspath(path))
         os.makedirs(d, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        fd = open_private(path, os.O_WRONLY | os.O_APPEND)
         self._f = os.fdopen(fd, "ab", buffering=1 << 20)
         self._enc = msgspec.json.Encoder()
         self.lines = 0
@@ -117,5 +150,8 @@ class TeeSink:
             s.close()
 
 
-def default_db_path() -> str:
-    return os.path.join(default_state_dir(), "mcpwitness.db")
+def default_db_path(create: bool = True) -> str:
+    """The store's default place; create=True (writers): its directory made
+    private, or refused (private_dir)."""
+    d = default_state_dir()
+    return os.path.join(private_dir(d) if create else d, "mcpwitness.db")

@@ -24,6 +24,7 @@ import time
 import msgspec
 
 from ..records import KERNEL_TAGS
+from .jsonl import open_private
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
@@ -77,7 +78,7 @@ def connect(path: str, readonly: bool = False) -> sqlite3.Connection:
     else:
         d = os.path.dirname(os.path.abspath(path))
         os.makedirs(d, mode=0o700, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)  # payloads: private
+        fd = open_private(path, os.O_RDWR)  # payloads: private, never through a symbolic link
         os.close(fd)
         db = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
         if db.execute("PRAGMA page_count").fetchone()[0] == 0:
