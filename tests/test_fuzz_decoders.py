@@ -284,3 +284,147 @@ def test_arbitrary_ring_records_never_break_a_stage(raw, types, flags):
     assert not p.stage_errors, p.errors
     d = p.decoder.stats
     assert d["records"] == len(recs)
+
+
+# --- the configuration parsers: any text gets a clear refusal, never a crash ------------------
+
+POLICY_WORDS = ["policies:", "- name: p", "name:", "match:", "exe:", "cmdline:", "cgroup:", "container:",
+                "mode:", "enforce", "monitor", "files:", "network:", "exec:", "default:", "deny", "allow",
+                "allow:", "deny:", "[", "]", "{", "}", ",", '"/tmp/**"', '"127.0.0.1:80"', '"[::1]:1-65535"',
+                '"*:443"', '"10.0.0.0/8"', "sh", "curl", "-", ":", "  ", "    ", "\n", "\t", "*", "**", "null", "1",
+                "-3", "1e9", '"x"', "&a", "*a", "!!python/object:os.system", "%", "'", '"']
+RULE_WORDS = ["- rule: r", "- macro: m", "- list: l", "- detector: rate", "condition:", "output:", "priority:",
+              "warning", "critical", "items:", "[", "]", "exceptions:", "- name: e", "fields:", "values:",
+              "enabled:", "false", "once_per:", "call", "evt.type", "type", "=", "!=", "in", "and", "or", "not",
+              "(", ")", "path", "startswith", "contains", "glob", "pmatch", "exists", "open", "/etc",
+              '"x"', "%path", "%call.id", "m", "l", "rate.client.burst", "window:", "10s", "-1", "\n", "  ", "    ",
+              ":", ",", "{", "}", "&a", "*a", "!!binary", "'"]
+
+
+def yamlish(words):
+    return st.lists(st.sampled_from(words) | st.text(max_size=6), max_size=40).map(" ".join)
+
+
+@FUZZ
+@given(text=yamlish(POLICY_WORDS))
+def test_any_policy_text_is_parsed_or_refused_with_a_reason(text):
+    from mcpwitness.policy import PolicyError, parse
+    try:
+        parse(text.replace(" \n ", "\n"), "<fuzz>")
+    except PolicyError as e:
+        assert str(e).startswith("<fuzz>"), e  # where, then why
+
+
+@FUZZ
+@given(text=yamlish(RULE_WORDS))
+def test_any_rule_text_is_loaded_or_refused_with_a_reason(text, tmp_path_factory):
+    from mcpwitness.detect import rules
+    f = tmp_path_factory.mktemp("rules") / "r.yaml"
+    f.write_text(text.replace(" \n ", "\n"))
+    try:
+        rules.load([str(f)])
+    except rules.RuleError as e:
+        assert str(e).startswith(str(f)), e
+
+
+VALID_POLICY = """policies:
+  - name: p
+    match: {exe: ["/usr/bin/python3*"], cmdline: ["*server*"]}
+    mode: enforce
+    files:
+      default: deny
+      allow: ["/tmp/**", "/usr/**"]
+      deny: ["/etc/shadow", "~/.ssh/**"]
+    network:
+      allow: ["127.0.0.1:8000-8100", "[::1]:1-65535", "10.0.0.0/8"]
+      deny: ["*:25"]
+    exec:
+      deny: [sh, curl]
+  - name: q
+    mode: monitor
+    network: {default: deny}
+"""
+
+VALID_RULES = """- list: shells
+  items: [sh, bash]
+- macro: opened
+  condition: type = open and path startswith /etc
+- rule: r1
+  condition: opened and not comm in (shells)
+  output: "%path by %comm (%attribution.quality)"
+  priority: warning
+  once_per: call
+  exceptions:
+    - name: hosts
+      fields: [path]
+      values: [[/etc/hosts]]
+- rule: r2
+  condition: type = mcp and rate.client.burst = true
+  output: burst %rate.client.count
+  priority: critical
+- detector: rate
+  window: 10s
+  factor: 3
+"""
+
+LINE_OPS = st.tuples(st.sampled_from(["delete", "duplicate", "indent", "dedent", "token", "swap"]),
+                     st.integers(0, 1000), st.sampled_from(POLICY_WORDS + RULE_WORDS))
+
+
+def mutate_lines(text, ops):
+    lines = text.splitlines()
+    for op, pos, word in ops:
+        if not lines:
+            break
+        i = pos % len(lines)
+        if op == "delete":
+            del lines[i]
+        elif op == "duplicate":
+            lines.insert(i, lines[i])
+        elif op == "indent":
+            lines[i] = "  " + lines[i]
+        elif op == "dedent":
+            lines[i] = lines[i][2:]
+        elif op == "swap":
+            j = (pos // 7) % len(lines)
+            lines[i], lines[j] = lines[j], lines[i]
+        else:
+            toks = lines[i].split(" ")
+            toks[(pos // 3) % len(toks)] = word
+            lines[i] = " ".join(toks)
+    return "\n".join(lines) + "\n"
+
+
+@FUZZ
+@given(ops=st.lists(LINE_OPS, min_size=1, max_size=6))
+def test_a_damaged_policy_is_parsed_or_refused_with_a_reason(ops):
+    from mcpwitness.policy import PolicyError, parse
+    try:
+        parse(mutate_lines(VALID_POLICY, ops), "<fuzz>")
+    except PolicyError as e:
+        assert str(e).startswith("<fuzz>"), e
+
+
+@FUZZ
+@given(ops=st.lists(LINE_OPS, min_size=1, max_size=6))
+def test_damaged_rules_are_loaded_or_refused_with_a_reason(ops, tmp_path_factory):
+    from mcpwitness.detect import rules
+    f = tmp_path_factory.mktemp("rules") / "r.yaml"
+    f.write_text(mutate_lines(VALID_RULES, ops))
+    try:
+        rules.load([str(f)])
+    except rules.RuleError as e:
+        assert str(e).startswith(str(f)), e
+
+
+def test_an_exception_without_values_excepts_nothing(tmp_path):
+    """Found by the fuzzing above: an exception with fields and no values
+    (Falco allows it: a later file may append values) made the compiler
+    raise a TypeError; it excepts nothing."""
+    from mcpwitness.detect import rules
+    f = tmp_path / "r.yaml"
+    f.write_text("- rule: r\n  condition: type = open and path startswith /etc\n  output: x\n  priority: warning\n"
+                 "  exceptions:\n    - name: hosts\n      fields: [path]\n")
+    rule = rules.load([str(f)]).rules[0]
+    assert rule.fn({"type": "open", "path": "/etc/hosts"}, "open", {})
+    assert not rule.fn({"type": "open", "path": "/tmp/x"}, "open", {})

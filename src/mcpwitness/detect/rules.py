@@ -827,7 +827,8 @@ def _build(lists, macro_text, rules, order, detectors, paths) -> RuleSet:
                 why = _check_field(f, types)
                 if why:
                     raise RuleError(f"{_where(epath, exc)}: rule {name!r}: exception {exc['name']!r}: {why}")
-            node = ("and", node, ("not", en))
+            if en is not None:  # an exception with no values (yet: a later file may append some) excepts nothing
+                node = ("and", node, ("not", en))
             excs.append((exc["name"], exc.get("condition")))
         ofields = template_fields(r["output"])
         for f in ofields:
