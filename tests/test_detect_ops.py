@@ -106,8 +106,14 @@ def test_sighup_reloads_rules_under_watch(tmp_path):
                     w.send_signal(signal.SIGCONT)
                 await anyio.sleep(2.0)
                 await c.call_tool("ping", {})  # not yet: the change went unnoticed
+                # judged before the signal: its call record is written (the agent may lag the client)
+                assert await anyio.to_thread.run_sync(lambda: wait_for(
+                    lambda: len([x for x in out.read_text().splitlines()
+                                 if '"type":"call"' in x and '"tool":"ping"' in x]) == 2, 30))
                 w.send_signal(signal.SIGHUP)
-                await anyio.sleep(1.0)
+                # the reload is done when its `rules` record is written (not after a fixed time)
+                assert await anyio.to_thread.run_sync(
+                    lambda: wait_for(lambda: '"type":"rules"' in out.read_text(), 30))
                 await c.call_tool("ping", {})
                 await c.call_tool("echo", {"text": "x"})
                 await anyio.sleep(0.5)

@@ -151,6 +151,14 @@ def stdio(pid: int):
         try:
             st = os.stat(f"/proc/{pid}/fd/{n}")
         except FileNotFoundError:
+            # closed, or the process is exiting (its fds go while it is read): only an fd table
+            # that is still there and lacks it says closed; a wrong "closed" would tie its other
+            # end to no stdout for good
+            try:
+                if not os.listdir(f"/proc/{pid}/fd") or read_stat(pid).state in ("Z", "X"):
+                    return None
+            except OSError:
+                return None
             fds.append(StdioFd(None, 0, 0))
             continue
         except OSError:

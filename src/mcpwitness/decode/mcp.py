@@ -139,11 +139,24 @@ class McpDecoder:
             _bound(self._std_info)
         for fd, end in zip(fds, ends):
             if end is not None:
-                self._std_of.setdefault(end, ends)
+                self._std_pair(end, ends)
                 if fd.peer:
-                    self._std_of.setdefault((fd.dev, fd.peer), ends)
+                    self._std_pair((fd.dev, fd.peer), ends)
         _bound(self._std_of)
         _bound(self._stdio)
+
+    def _std_pair(self, end, ends) -> None:
+        """end belongs to the stdio pair `ends`: the first pair it was seen in
+        keeps it, unless this one completes it (the same ends, one that was
+        missing now known: a fact read while a process was exiting); then
+        the pair and its session move to the complete one."""
+        old = self._std_of.get(end)
+        if old is None:
+            self._std_of[end] = ends
+        elif old != ends and all(a is None or a == b for a, b in zip(old, ends)):
+            self._std_of[end] = ends
+            if old in self._std_sess and ends not in self._std_sess:
+                self._std_sess[ends] = self._std_sess[old]
 
     def forked(self, parent: int, child: int) -> None:
         """A child shares its parent's stdio until it execs (which says again)."""
