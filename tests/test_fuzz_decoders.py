@@ -127,12 +127,10 @@ def messages(recs):
     return [(r.kind, r.direction, r.id, r.method) for r in recs if type(r) is McpMessage]
 
 
-@FUZZ
-@given(cuts=st.lists(st.integers(1, 200), min_size=1, max_size=30), n=st.integers(1, 4))
-def test_http_cut_any_way_decodes_the_same(cuts, n):
-    conv = http_conversation(n)
-    p, recs = run(conv, cuts)
-    _, whole = run(conv, [])
+def cut_any_way(conv, cuts, n, kind="tcp"):
+    """conv cut at `cuts` decodes to the messages conv gives in one piece: its 2n messages."""
+    p, recs = run(conv, cuts, kind=kind)
+    _, whole = run(conv, [], kind=kind)
     assert not p.stage_errors, p.errors
     assert messages(recs) == messages(whole)
     assert len(messages(whole)) == 2 * n
@@ -140,12 +138,14 @@ def test_http_cut_any_way_decodes_the_same(cuts, n):
 
 @FUZZ
 @given(cuts=st.lists(st.integers(1, 200), min_size=1, max_size=30), n=st.integers(1, 4))
+def test_http_cut_any_way_decodes_the_same(cuts, n):
+    cut_any_way(http_conversation(n), cuts, n)
+
+
+@FUZZ
+@given(cuts=st.lists(st.integers(1, 200), min_size=1, max_size=30), n=st.integers(1, 4))
 def test_stdio_cut_any_way_decodes_the_same(cuts, n):
-    conv = stdio_conversation(n)
-    p, recs = run(conv, cuts, kind="pipe")
-    _, whole = run(conv, [], kind="pipe")
-    assert not p.stage_errors, p.errors
-    assert messages(recs) == messages(whole) and len(messages(whole)) == 2 * n
+    cut_any_way(stdio_conversation(n), cuts, n, kind="pipe")
 
 
 MUTATION = st.tuples(st.sampled_from(["replace", "insert", "delete"]), st.integers(0, 10_000),
@@ -171,12 +171,7 @@ def mutate(conv, muts):
 @FUZZ
 @given(cuts=st.lists(st.integers(1, 200), min_size=1, max_size=30), n=st.integers(1, 8))
 def test_every_http_framing_cut_any_way_decodes_the_same(cuts, n):
-    conv = http_variants(n)
-    p, recs = run(conv, cuts)
-    _, whole = run(conv, [])
-    assert not p.stage_errors, p.errors
-    assert messages(recs) == messages(whole)
-    assert len(messages(whole)) == 2 * n
+    cut_any_way(http_variants(n), cuts, n)
 
 
 @FUZZ
