@@ -5,7 +5,8 @@
  *
  * Hooks:
  *   tp_btf/sched_process_{fork,exec,exit}  process tree, in the kernel
- *   tracepoint/syscalls/sys_exit_*         opens, connects, failed execs
+ *   tp_btf/sys_exit (or one tracepoint/syscalls/sys_exit_* per syscall)
+ *                                          opens, connects, failed execs, payload
  *   cgroup/connect4/6, sendmsg4/6, lsm     policy checks (enforce.bpf.h)
  * Syscall arguments are read at sys_exit from the task's saved user
  * registers: one hook per syscall instead of an enter/exit pair, and user
@@ -190,54 +191,45 @@ static __always_inline int handle_open(struct mw_proc *p, long ret, long dirfd, 
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_openat")
-int mw_openat(struct trace_event_raw_sys_exit *ctx)
+/* The syscall handlers below take the saved user registers (the syscall's
+ * arguments) and its return value; the two hook sets at the end of this file
+ * call them. Each leaves an untracked process after one lookup. */
+static __always_inline int on_openat(struct pt_regs *r, long ret)
 {
 	struct mw_proc *p = current_tracked();
 	if (!p)
 		return 0;
-	struct pt_regs *r = user_regs();
-	return handle_open(p, ctx->ret, (int)MW_ARG1(r),
-			   (const char *)MW_ARG2(r),
-			   (__u32)MW_ARG3(r),
+	return handle_open(p, ret, (int)MW_ARG1(r), (const char *)MW_ARG2(r), (__u32)MW_ARG3(r),
 			   (__u32)MW_ARG4(r), MW_SYS_OPENAT);
 }
 
-SEC("tracepoint/syscalls/sys_exit_open")
-int mw_open(struct trace_event_raw_sys_exit *ctx)
+static __always_inline int on_open(struct pt_regs *r, long ret)
 {
 	struct mw_proc *p = current_tracked();
 	if (!p)
 		return 0;
-	struct pt_regs *r = user_regs();
-	return handle_open(p, ctx->ret, AT_FDCWD, (const char *)MW_ARG1(r),
-			   (__u32)MW_ARG2(r),
+	return handle_open(p, ret, AT_FDCWD, (const char *)MW_ARG1(r), (__u32)MW_ARG2(r),
 			   (__u32)MW_ARG3(r), MW_SYS_OPEN);
 }
 
-SEC("tracepoint/syscalls/sys_exit_creat")
-int mw_creat(struct trace_event_raw_sys_exit *ctx)
+static __always_inline int on_creat(struct pt_regs *r, long ret)
 {
 	struct mw_proc *p = current_tracked();
 	if (!p)
 		return 0;
-	struct pt_regs *r = user_regs();
 	/* creat(p, m) == open(p, O_CREAT|O_WRONLY|O_TRUNC, m) */
-	return handle_open(p, ctx->ret, AT_FDCWD, (const char *)MW_ARG1(r),
-			   0x241, (__u32)MW_ARG2(r), MW_SYS_CREAT);
+	return handle_open(p, ret, AT_FDCWD, (const char *)MW_ARG1(r), 0x241, (__u32)MW_ARG2(r),
+			   MW_SYS_CREAT);
 }
 
-SEC("tracepoint/syscalls/sys_exit_openat2")
-int mw_openat2(struct trace_event_raw_sys_exit *ctx)
+static __always_inline int on_openat2(struct pt_regs *r, long ret)
 {
 	struct mw_proc *p = current_tracked();
 	if (!p)
 		return 0;
-	struct pt_regs *r = user_regs();
 	struct open_how how = {};
 	bpf_probe_read_user(&how, sizeof(how), (void *)MW_ARG3(r));
-	return handle_open(p, ctx->ret, (int)MW_ARG1(r),
-			   (const char *)MW_ARG2(r), how.flags, how.mode,
+	return handle_open(p, ret, (int)MW_ARG1(r), (const char *)MW_ARG2(r), how.flags, how.mode,
 			   MW_SYS_OPENAT2);
 }
 
@@ -262,38 +254,33 @@ static __always_inline int handle_exec_fail(struct mw_proc *p, long ret, const c
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_execve")
-int mw_execve(struct trace_event_raw_sys_exit *ctx)
+/* after a successful exec the registers are the new program's: only a
+ * failed one is looked at here */
+static __always_inline int on_execve(struct pt_regs *r, long ret)
 {
-	struct mw_proc *p = ctx->ret < 0 ? current_tracked() : NULL;
+	struct mw_proc *p = ret < 0 ? current_tracked() : NULL;
 	if (!p)
 		return 0;
-	return handle_exec_fail(p, ctx->ret, (const char *)MW_ARG1(user_regs()),
-				MW_SYS_EXECVE);
+	return handle_exec_fail(p, ret, (const char *)MW_ARG1(r), MW_SYS_EXECVE);
 }
 
-SEC("tracepoint/syscalls/sys_exit_execveat")
-int mw_execveat(struct trace_event_raw_sys_exit *ctx)
+static __always_inline int on_execveat(struct pt_regs *r, long ret)
 {
-	struct mw_proc *p = ctx->ret < 0 ? current_tracked() : NULL;
+	struct mw_proc *p = ret < 0 ? current_tracked() : NULL;
 	if (!p)
 		return 0;
-	return handle_exec_fail(p, ctx->ret, (const char *)MW_ARG2(user_regs()),
-				MW_SYS_EXECVEAT);
+	return handle_exec_fail(p, ret, (const char *)MW_ARG2(r), MW_SYS_EXECVEAT);
 }
 
 /* ------------------------------------------------------------------ */
 /* connects                                                            */
 
-SEC("tracepoint/syscalls/sys_exit_connect")
-int mw_connect(struct trace_event_raw_sys_exit *ctx)
+static __always_inline int on_connect(struct pt_regs *r, long ret)
 {
 	struct mw_proc *p = current_tracked();
 	if (!p)
 		return 0;
 	struct task_struct *task = bpf_get_current_task_btf();
-	long ret = ctx->ret;
-	struct pt_regs *r = user_regs();
 	long fd = (int)MW_ARG1(r);
 	void *uaddr = (void *)MW_ARG2(r);
 	__u32 alen = (__u32)MW_ARG3(r);
@@ -350,43 +337,118 @@ static __always_inline int io_exit(struct mw_proc *p, long ret, long fd, __u64 u
 /* Untracked, and not a read that watch mode must look at, nor a port to check: leave. */
 #define IO_SKIP(p, dir) (!(p) && !((cfg.watch && (dir) == MW_IO_READ) || cfg.ports))
 
-/* A payload program: the common prologue, then BODY finds the buffers
+/* A payload handler: the common prologue, then BODY finds the buffers
  * (r: the saved user registers) and calls io_exit. */
-#define PAYLOAD_PROG(name, dir, BODY)                                                 \
-	SEC("tracepoint/syscalls/sys_exit_" #name)                                    \
-	int mw_##name(struct trace_event_raw_sys_exit *ctx)                           \
+#define PAYLOAD_HANDLER(name, dir, BODY)                                              \
+	static __always_inline int on_##name(struct pt_regs *r, long ret)             \
 	{                                                                             \
-		struct mw_proc *p = ctx->ret > 0 ? current_tracked() : NULL;          \
-		if (ctx->ret <= 0 || IO_SKIP(p, dir))                                 \
+		struct mw_proc *p = ret > 0 ? current_tracked() : NULL;               \
+		if (ret <= 0 || IO_SKIP(p, dir))                                      \
 			return 0;                                                     \
-		struct pt_regs *r = user_regs();                                      \
 		BODY                                                                  \
 	}
 
 /* read/write(fd, buf, n), recvfrom/sendto(fd, buf, n, ...) */
-#define IO_PROG(name, sys, dir) PAYLOAD_PROG(name, dir,                              \
-	return io_exit(p, ctx->ret, (int)MW_ARG1(r), MW_ARG2(r), NULL, 0, dir, sys);)
+#define IO_HANDLER(name, sys, dir) PAYLOAD_HANDLER(name, dir,                        \
+	return io_exit(p, ret, (int)MW_ARG1(r), MW_ARG2(r), NULL, 0, dir, sys);)
 
 /* readv/writev(fd, iov, iovcnt) */
-#define IOV_PROG(name, sys, dir) PAYLOAD_PROG(name, dir,                             \
-	return io_exit(p, ctx->ret, (int)MW_ARG1(r), 0, (const struct iovec *)MW_ARG2(r), \
+#define IOV_HANDLER(name, sys, dir) PAYLOAD_HANDLER(name, dir,                       \
+	return io_exit(p, ret, (int)MW_ARG1(r), 0, (const struct iovec *)MW_ARG2(r),  \
 		       MW_ARG3(r), dir, sys);)
 
 /* recvmsg/sendmsg(fd, msghdr, flags) */
-#define MSG_PROG(name, sys, dir) PAYLOAD_PROG(name, dir,                             \
+#define MSG_HANDLER(name, sys, dir) PAYLOAD_HANDLER(name, dir,                       \
 	struct user_msghdr m = {};                                                    \
 	if (bpf_probe_read_user(&m, sizeof(m), (void *)MW_ARG2(r)))                   \
 		return 0;                                                             \
-	return io_exit(p, ctx->ret, (int)MW_ARG1(r), 0, m.msg_iov, m.msg_iovlen, dir, sys);)
+	return io_exit(p, ret, (int)MW_ARG1(r), 0, m.msg_iov, m.msg_iovlen, dir, sys);)
 
-IO_PROG(read, MW_IOSYS_READ, MW_IO_READ)
-IO_PROG(write, MW_IOSYS_WRITE, MW_IO_WRITE)
-IO_PROG(recvfrom, MW_IOSYS_RECVFROM, MW_IO_READ)
-IO_PROG(sendto, MW_IOSYS_SENDTO, MW_IO_WRITE)
-IOV_PROG(readv, MW_IOSYS_READV, MW_IO_READ)
-IOV_PROG(writev, MW_IOSYS_WRITEV, MW_IO_WRITE)
-MSG_PROG(recvmsg, MW_IOSYS_RECVMSG, MW_IO_READ)
-MSG_PROG(sendmsg, MW_IOSYS_SENDMSG, MW_IO_WRITE)
+IO_HANDLER(read, MW_IOSYS_READ, MW_IO_READ)
+IO_HANDLER(write, MW_IOSYS_WRITE, MW_IO_WRITE)
+IO_HANDLER(recvfrom, MW_IOSYS_RECVFROM, MW_IO_READ)
+IO_HANDLER(sendto, MW_IOSYS_SENDTO, MW_IO_WRITE)
+IOV_HANDLER(readv, MW_IOSYS_READV, MW_IO_READ)
+IOV_HANDLER(writev, MW_IOSYS_WRITEV, MW_IO_WRITE)
+MSG_HANDLER(recvmsg, MW_IOSYS_RECVMSG, MW_IO_READ)
+MSG_HANDLER(sendmsg, MW_IOSYS_SENDMSG, MW_IO_WRITE)
+
+/* ------------------------------------------------------------------ */
+/* the syscall hook sets: the loader attaches one of them               */
+
+/*
+ * "dispatch": one BTF-typed program on the raw sys_exit tracepoint, for every
+ * syscall of every task, that switches on the syscall number. A syscall it
+ * does not handle leaves at once; one it handles costs no perf record (the
+ * per-syscall tracepoints below build one for each hooked syscall before the
+ * program runs). 32-bit and x32 syscalls have other numbers: left alone, as
+ * the per-syscall tracepoints leave them (counted for tracked processes).
+ */
+#if defined(__TARGET_ARCH_x86)
+#define TS_COMPAT 0x0002
+#define X32_SYSCALL_BIT 0x40000000
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(mw_sys_exit, struct pt_regs *regs, long ret)
+{
+	long nr = regs->orig_ax;
+	switch (nr) {
+	case 0: case 1: case 2: case 19: case 20: case 42: case 44: case 45: case 46: case 47:
+	case 59: case 85: case 257: case 322: case 437:
+		break;
+	default:
+		return 0;
+	}
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (task->thread_info.status & TS_COMPAT) {
+		if (current_tracked())
+			count(MW_C_COMPAT_SYSCALL);
+		return 0;
+	}
+	switch (nr) {
+	case 0: return on_read(regs, ret);
+	case 1: return on_write(regs, ret);
+	case 2: return on_open(regs, ret);
+	case 19: return on_readv(regs, ret);
+	case 20: return on_writev(regs, ret);
+	case 42: return on_connect(regs, ret);
+	case 44: return on_sendto(regs, ret);
+	case 45: return on_recvfrom(regs, ret);
+	case 46: return on_sendmsg(regs, ret);
+	case 47: return on_recvmsg(regs, ret);
+	case 59: return on_execve(regs, ret);
+	case 85: return on_creat(regs, ret);
+	case 257: return on_openat(regs, ret);
+	case 322: return on_execveat(regs, ret);
+	case 437: return on_openat2(regs, ret);
+	}
+	return 0;
+}
+#endif
+
+/* "syscalls": one syscall tracepoint per syscall (any architecture). */
+#define SYSCALL_TP(name)                                                              \
+	SEC("tracepoint/syscalls/sys_exit_" #name)                                    \
+	int mw_##name(struct trace_event_raw_sys_exit *ctx)                           \
+	{                                                                             \
+		return on_##name(user_regs(), ctx->ret);                              \
+	}
+
+SYSCALL_TP(openat)
+SYSCALL_TP(open)
+SYSCALL_TP(creat)
+SYSCALL_TP(openat2)
+SYSCALL_TP(execve)
+SYSCALL_TP(execveat)
+SYSCALL_TP(connect)
+SYSCALL_TP(read)
+SYSCALL_TP(write)
+SYSCALL_TP(recvfrom)
+SYSCALL_TP(sendto)
+SYSCALL_TP(readv)
+SYSCALL_TP(writev)
+SYSCALL_TP(recvmsg)
+SYSCALL_TP(sendmsg)
 
 /* ---- socket cookies ------------------------------------------------ */
 /* A TCP socket gets its cookie when it is established, so that the

@@ -368,6 +368,7 @@ enum mw_counter {
 	MW_C_PORT_MATCHED,     /* port filter: payload syscalls of untracked processes on a watched port */
 	MW_C_TLS_CALLS,        /* SSL_read/SSL_write calls captured */
 	MW_C_TLS_UNBOUND,      /* ... whose socket was not known yet */
+	MW_C_COMPAT_SYSCALL,   /* 32-bit syscalls of tracked processes: not decoded */
 	MW_C_MAX,
 };
 

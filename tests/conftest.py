@@ -1,4 +1,5 @@
 import os
+import platform
 import socket
 import threading
 import time
@@ -7,6 +8,7 @@ import uuid
 import pytest
 
 from mcpwitness.agent import Agent
+from mcpwitness.kernel.loader import LoadOptions
 from mcpwitness.output.jsonl import ListSink
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -85,10 +87,15 @@ def workdir(tmp_path):
     return d
 
 
+# the syscall hook sets: tests of what the syscall hooks see run with each
+# (`@pytest.mark.parametrize("agent", HOOK_SETS, indirect=True)`)
+HOOK_SETS = ["syscalls"] + (["dispatch"] if platform.machine() == "x86_64" else [])
+
+
 @pytest.fixture
-def agent():
+def agent(request):
     sink = ListSink()
-    a = Agent(sink)
+    a = Agent(sink, LoadOptions(hooks=getattr(request, "param", None)))
     a.start()
     yield a
     if a.kernel.obj:

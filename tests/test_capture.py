@@ -3,7 +3,7 @@ pipes and Unix sockets, byte for byte, and nothing of non-JSON streams."""
 import sys
 
 import pytest
-from conftest import run_tracked
+from conftest import HOOK_SETS, run_tracked
 
 from mcpwitness.agent import Agent
 from mcpwitness.kernel.loader import LoadOptions
@@ -42,8 +42,9 @@ a.sendmsg([b'{"x":', b'[1,2]}\n']); b.recvmsg(100)
 
 
 @pytest.mark.matrix("payload: pipes, Unix sockets")
-def test_pipes_and_unix_sockets_byte_for_byte():
-    got, stats = capture(PIPES)
+@pytest.mark.parametrize("hooks", HOOK_SETS)
+def test_pipes_and_unix_sockets_byte_for_byte(hooks):
+    got, stats = capture(PIPES, LoadOptions(hooks=hooks))
     by = [(e.kind, e.direction, e.syscall, e.data) for e in got]
     m1 = b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}\n'
     m2 = b'  {"a":' + b"1" * 1000 + b"}\n"

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import run_tracked
+from conftest import HOOK_SETS, run_tracked
 
 from mcpwitness.agent import Agent
 from mcpwitness.kernel.loader import LoadOptions
@@ -50,6 +50,7 @@ def test_argv_beyond_the_limit_is_marked_truncated(workdir):
 
 
 @pytest.mark.matrix("opens")
+@pytest.mark.parametrize("agent", HOOK_SETS, indirect=True)
 def test_open_variants(agent, workdir):
     script = f"""
 import ctypes, errno, os, sys
@@ -92,6 +93,7 @@ except OSError as e:  # overlayfs before 6.6 (a virtme guest's /tmp on 6.1) has 
 
 
 @pytest.mark.matrix("connects")
+@pytest.mark.parametrize("agent", HOOK_SETS, indirect=True)
 def test_connect_families(agent, workdir):
     srv6 = socket.socket(socket.AF_INET6)
     srv6.bind(("::1", 0))
@@ -129,6 +131,7 @@ except OSError: pass
 
 
 @pytest.mark.matrix("failed execs")
+@pytest.mark.parametrize("agent", HOOK_SETS, indirect=True)
 def test_failed_exec_is_reported(agent, workdir):
     script = f"import os\ntry: os.execv({str(workdir / 'nope')!r}, ['nope'])\nexcept OSError: pass"
     _, _, events = run_tracked(agent, [PY, "-c", script])

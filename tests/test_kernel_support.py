@@ -35,10 +35,22 @@ def check_programs(k: Kernel) -> None:
 @pytest.mark.matrix("object loads (run)")
 def test_the_object_loads_without_a_policy():
     below_minimum_skips()
+    import platform
     with Kernel.load(LoadOptions(ring_size=1 << 16)) as k:
         check_programs(k)
+        assert k.hooks == "syscalls"  # the default
         assert not [n for n, s in k.programs.items() if s.startswith(("tp_btf/", "tracepoint/"))
-                    and n in k.skipped and "no tracepoint" not in k.skipped[n]]
+                    and n in k.skipped and "no tracepoint" not in k.skipped[n]
+                    and "dispatches" not in k.skipped[n] and "per-syscall" not in k.skipped[n]]
+        attached = {s for n, s in k.programs.items() if n not in k.skipped}
+        assert ("tp_btf/sys_exit" in attached) == (k.hooks == "dispatch")
+        assert all(s not in attached for s in k.programs.values() if s.startswith("tracepoint/syscalls/")) \
+            == (k.hooks == "dispatch")
+    if platform.machine() == "x86_64":  # the other hook set loads here too
+        with Kernel.load(LoadOptions(ring_size=1 << 16, hooks="dispatch")) as k:
+            check_programs(k)
+            attached = {s for n, s in k.programs.items() if n not in k.skipped}
+            assert "tp_btf/sys_exit" in attached and not [s for s in attached if s.startswith("tracepoint/")]
 
 
 @pytest.mark.kernel

@@ -23,7 +23,7 @@ from .decode.flags import Flagger
 from .decode.pipeline import Pipeline
 from .decode.redact import Redactor
 from .kernel.abi import RECORD_SIZE
-from .kernel.loader import Kernel, LoadOptions
+from .kernel.loader import SYSCALLS, Kernel, LoadOptions, hook_mechanism
 from .kernel.ringbuf import records
 from .kernel.tracking import Tracker, resolve_command
 from .proc import ProcTable, read_cgroup
@@ -254,11 +254,12 @@ class Agent:
         self.sink.write_record(Start(
             time=now_iso(), version=__version__, agent_pid=os.getpid(), kernel=u.release, arch=u.machine, mode=mode,
             mechanisms={"process": "tp_btf sched_process_fork/exec/exit",
-                        "open": "tracepoint syscalls sys_exit_open*",
-                        "connect": "tracepoint syscalls sys_exit_connect",
-                        "exec_failures": "tracepoint syscalls sys_exit_execve*",
-                        "payload": "tracepoint syscalls sys_exit_{read,write,readv,writev,recvfrom,sendto,"
-                                   "recvmsg,sendmsg} on pipes, Unix sockets, pty slaves and TCP sockets",
+                        "syscall_hooks": k.hooks,
+                        "open": hook_mechanism(k.hooks, SYSCALLS[:4]),
+                        "connect": hook_mechanism(k.hooks, ["connect"]),
+                        "exec_failures": hook_mechanism(k.hooks, SYSCALLS[4:6]),
+                        "payload": hook_mechanism(k.hooks, SYSCALLS[7:])
+                        + " on pipes, Unix sockets, pty slaves and TCP sockets",
                         "stdio": "fds 0 and 1 at tp_btf sched_process_exec and at watch discovery",
                         "watch": self.watch, "ports": list(k.options.ports) or None},
             programs_skipped=k.skipped, mounts=k.mounts,

@@ -151,6 +151,9 @@ def _audit_options(p) -> None:
                    help="enforce with the tracepoint fallbacks even where BPF LSM is available")
     p.add_argument("--no-tls", action="store_true",
                    help="no uprobes on libssl: TLS connections are not decoded (plain TCP still is)")
+    p.add_argument("--syscall-hooks", choices=("syscalls", "dispatch"), default=None,
+                   help="how syscalls are hooked: one tracepoint per syscall (the default), or one tp_btf/sys_exit "
+                        "program for all of them (x86-64); bench/untracked_overhead.py compares the two")
     p.add_argument("--db", metavar="PATH", help="the store (default: mcpwitness.db in the state directory)")
     p.add_argument("--no-store", action="store_true", help="JSON Lines only, no SQLite store")
     p.add_argument("--linger", type=float, metavar="SECONDS",
@@ -225,7 +228,8 @@ def cmd_run(a, ap) -> int:
     from .kernel.loader import LoadOptions
 
     agent = _start("run", a, LoadOptions(ring_size=a.ring_size, argv_max=a.argv_max, io_max=a.io_max,
-                                         lsm=False if a.no_lsm else None, tls=not a.no_tls), reader=a.reader)
+                                         lsm=False if a.no_lsm else None, tls=not a.no_tls,
+                                         hooks=a.syscall_hooks), reader=a.reader)
     if agent is None:
         return 1
     sink = agent.sink
@@ -457,7 +461,7 @@ def cmd_watch(a) -> int:
 
     agent = _start("watch", a, LoadOptions(ring_size=a.ring_size, io_max=a.io_max, watch=True,
                                            lsm=False if a.no_lsm else None, ports=tuple(sorted(set(a.port))),
-                                           tls=not a.no_tls),
+                                           tls=not a.no_tls, hooks=a.syscall_hooks),
                    accept=server_filter(a.pid, a.comm, a.cgroup))
     if agent is None:
         return 1

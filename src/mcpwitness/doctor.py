@@ -12,7 +12,8 @@ import platform
 
 from . import __version__
 from .kernel import libbpf
-from .kernel.loader import MECH_EXEC_KILL, MECH_FILE_KILL, Kernel, LoadOptions, choose_mechanisms
+from .kernel.loader import (HOOKS_DISPATCH, HOOKS_SYSCALLS, MECH_EXEC_KILL, MECH_FILE_KILL, SYSCALLS, Kernel,
+                            LoadOptions, choose_mechanisms, hook_mechanism)
 from .kernel.probes import PROBES, Probe, run_probe
 from .kernel.system import BPFFS, TRACEFS, cgroup2_root, ensure_mount, raise_memlock
 
@@ -31,29 +32,31 @@ def capabilities() -> dict[str, bool]:
     return {name: bool(eff >> bit & 1) for name, bit in CAPS.items()}
 
 
-def features(mech: dict[str, bool]) -> list[dict]:
-    """Each feature, the mechanism it will use here, and what falls back where."""
+def features(mech: dict[str, bool], hooks: str = HOOKS_SYSCALLS) -> list[dict]:
+    """Each feature, the mechanism it will use here (hooks: the syscall hook
+    set the main object attached), and what falls back where."""
     def row(feature, status, chosen, alternatives, note=""):
         return {"feature": feature, "status": status, "mechanism": chosen,
                 "alternatives": alternatives, "note": note}
 
     tp, tpbtf = mech.get("tracepoint"), mech.get("tp_btf")
+    alt = ("per-syscall tracepoints (the fallback)" if hooks == HOOKS_DISPATCH
+           else "tp_btf/sys_exit dispatcher (x86-64)") + "; fentry/fexit (not built)"
     out = [
         row("process tree (fork/exec/exit)", "active" if tpbtf else "unavailable",
             "tp_btf sched_process_fork/exec/exit" if tpbtf else "none", "raw_tracepoint (not built)",
             "" if tpbtf else "needs BTF-typed tracepoints (kernel >= 5.5 with BTF)"),
         row("file opens", "active" if tp else "unavailable",
-            "tracepoint syscalls/sys_exit_open{,at,at2}, creat" if tp else "none", "fentry (not built)",
+            hook_mechanism(hooks, SYSCALLS[:4]) if tp else "none", alt,
             "path read at syscall exit; absolute path from the kernel's dentries"),
         row("connects", "active" if tp else "unavailable",
-            "tracepoint syscalls/sys_exit_connect" if tp else "none", "", ""),
+            hook_mechanism(hooks, ["connect"]) if tp else "none", alt, ""),
         row("failed execs", "active" if tp else "unavailable",
-            "tracepoint syscalls/sys_exit_execve{,at}" if tp else "none", "", ""),
+            hook_mechanism(hooks, SYSCALLS[4:6]) if tp else "none", alt, ""),
         row("event transport", "active" if mech.get("ring buffer output") else "unavailable",
             "BPF ring buffer, batch mmap reader", "", "per-CPU drop counters"),
         row("MCP payload capture (pipes, Unix sockets, ptys, TCP)", "active" if tp else "unavailable",
-            "tracepoint syscalls/sys_exit_{read,write,readv,writev,recvfrom,sendto,recvmsg,sendmsg}"
-            if tp else "none", "fexit (not built)",
+            hook_mechanism(hooks, SYSCALLS[7:]) if tp else "none", alt,
             "streams classified in the kernel: JSON (pipes, Unix, pty slaves), HTTP/1.x or JSON (TCP)"),
         row("stdio wiring (which fds are a server's stdin and stdout)", "active" if tpbtf else "unavailable",
             "tp_btf sched_process_exec and watch discovery: fds 0 and 1, Unix peers" if tpbtf else "none", "",
@@ -126,10 +129,11 @@ def diagnose() -> dict:
     report["mechanisms"] = probes
     mech = {p["mechanism"]: p["ok"] for p in probes}
     mech["ring buffer output"] = mech.get("ring buffer output", False) and maps["ringbuf"]
-    report["features"] = features(mech)
     # the real thing: does the main object load and attach here?
+    hooks = HOOKS_SYSCALLS
     try:
         with Kernel.load(LoadOptions(ring_size=1 << 16, max_procs=64, enforce=True)) as k:
+            hooks = k.hooks
             report["main_object"] = {"ok": True, "detail": "loads and attaches, policy programs included",
                                      "skipped": k.skipped,
                                      "programs": {n: f"not attached: {k.skipped[n]}" if n in k.skipped
@@ -138,6 +142,7 @@ def diagnose() -> dict:
                                                   else "attached" for n, sec in k.programs.items()}}
     except OSError as e:
         report["main_object"] = {"ok": False, "detail": str(e).splitlines()[0]}
+    report["features"] = features(mech, hooks)
     report["ok"] = report["main_object"]["ok"]
     return report
 

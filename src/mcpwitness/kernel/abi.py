@@ -65,6 +65,7 @@ COUNTERS = [
     "port_matched",          # port filter: payload syscalls of untracked processes on a watched port
     "tls_calls",             # SSL_read/SSL_write calls captured
     "tls_unbound",           # ... whose socket was not known yet
+    "compat_syscalls",       # 32-bit syscalls of tracked processes: not decoded
 ]
 
 POLICY_CHECKS = {1: "connect", 2: "sendmsg", 3: "open", 4: "exec"}

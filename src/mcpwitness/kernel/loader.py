@@ -47,6 +47,7 @@ class LoadOptions:
     ports: tuple = ()             # TCP ports whose traffic is captured for any process (watch --port)
     tls: bool = True              # uprobes on the OpenSSL libraries: TLS plaintext
     uprobe_multi: bool | None = None  # TLS probes as uprobe_multi links: None = if this kernel has them
+    hooks: str | None = None      # syscall hook set: "dispatch", "syscalls" (None: the default, syscalls)
 
 
 MECH_NET_CGROUP = "cgroup sock_addr connect4/6 + sendmsg4/6 (refused before any packet)"
@@ -79,6 +80,24 @@ def choose_mechanisms(have) -> dict:
     # at path_mknod (CONFIG_SECURITY_PATH); without it a refused create leaves an empty file
     out["create"] = MECH_CREATE_LSM if out["files"] == MECH_FILE_LSM and have("lsm/path_mknod") else None
     return out
+
+
+# the syscall hook sets (mcpwitness.bpf.c): one perf-based syscall tracepoint per
+# syscall (any architecture; the default), or one BTF-typed program on the raw
+# sys_exit tracepoint that switches on the syscall number (x86-64). The second runs
+# a program for every syscall of every task; bench/untracked_overhead.py measured it
+# no cheaper on 6.18 (docs/performance.md), so it is there to be chosen and measured.
+HOOKS_DISPATCH, HOOKS_SYSCALLS = "dispatch", "syscalls"
+DISPATCHER = "mw_sys_exit"
+SYSCALLS = ("open", "openat", "openat2", "creat", "execve", "execveat", "connect",
+            "read", "write", "readv", "writev", "recvfrom", "sendto", "recvmsg", "sendmsg")
+
+
+def hook_mechanism(hooks: str, names) -> str:
+    """How the syscalls in names are hooked, in words (start record, doctor)."""
+    if hooks == HOOKS_DISPATCH:
+        return f"tp_btf sys_exit (one program, by syscall number): {', '.join(names)}"
+    return "tracepoint syscalls sys_exit_{" + ",".join(names) + "}"
 
 
 LSM_MAIN = {"mw_lsm_file_open", "mw_lsm_bprm_check", "mw_lsm_socket_connect"}  # all or none
@@ -155,6 +174,7 @@ class Kernel:
     uprobe_multi: bool = False  # TLS probes as uprobe_multi links (6.6+), else single uprobes
     raw_links: list = field(default_factory=list)  # link fds made outside libbpf (uprobe_multi)
     refused: dict = field(default_factory=dict)  # program -> why this kernel refused it (fallback used)
+    hooks: str = HOOKS_SYSCALLS  # the syscall hook set attached (HOOKS_*)
     _cgroup_fd: int = -1
 
     # --- life cycle -------------------------------------------------------
@@ -238,6 +258,7 @@ class Kernel:
             raise RuntimeError(f".rodata is {size.value} bytes, expected struct mw_config ({CONFIG.size})")
         ctypes.memmove(ptr, CONFIG.pack(self.options.argv_max, int(self.options.watch), self.lsm_bits,
                                           len(self.options.ports)), CONFIG.size)
+        self._choose_hooks()
         p = libbpf.bpf_object__next_program(self.obj, None)
         while p:
             name = libbpf.bpf_program__name(p).decode()
@@ -257,6 +278,19 @@ class Kernel:
                     libbpf.bpf_program__set_autoload(p, False)
                     self.skipped[name] = f"no tracepoint {cat}:{tp} on this kernel"
             p = libbpf.bpf_object__next_program(self.obj, p)
+
+    def _choose_hooks(self) -> None:
+        names = set()
+        p = libbpf.bpf_object__next_program(self.obj, None)
+        while p:
+            names.add(libbpf.bpf_program__name(p).decode())
+            p = libbpf.bpf_object__next_program(self.obj, p)
+        wanted = self.options.hooks
+        if wanted not in (None, HOOKS_DISPATCH, HOOKS_SYSCALLS):
+            raise ValueError(f"unknown hook set {wanted!r} (dispatch or syscalls)")
+        if wanted == HOOKS_DISPATCH and DISPATCHER not in names:
+            raise ValueError(f"the dispatch hook set is not built for {platform.machine()}")
+        self.hooks = wanted or HOOKS_SYSCALLS
 
     def _choose_enforcement(self) -> None:
         from .probes import PROBES, run_probe
@@ -307,6 +341,10 @@ class Kernel:
             if not self.lsm_bits & bit:
                 return "BPF LSM unavailable here (the fallback is used)" if sec != "lsm/socket_connect" \
                     else "cgroup sock_addr hooks are used instead"
+        if sec == "tp_btf/sys_exit" and self.hooks != HOOKS_DISPATCH:
+            return "per-syscall tracepoints are used" + (" (asked for)" if self.options.hooks else "")
+        if sec.startswith("tracepoint/syscalls/") and self.hooks == HOOKS_DISPATCH:
+            return "tp_btf/sys_exit dispatches this syscall"
         return None
 
     def _set_iolimit(self, n: int) -> None:
