@@ -2,23 +2,66 @@
 """Benchmark (a): what mcpwitness costs processes it does NOT track.
 
 Runs untracked workloads with mcpwitness's kernel programs not loaded and
-loaded with each syscall hook set (the tp_btf/sys_exit dispatcher and the
-per-syscall tracepoints), rotating the order round by round. Prints, per
-workload and state, the median figure and the median of the per-round ratios
-against "not loaded" measured in the same round (paired). Target: +10% on the
-C loop, the realistic workloads within noise.
+loaded in each mode asked for (plain `run`, `watch`, `watch --port`) with each
+syscall hook set asked for (the per-syscall tracepoints, the tp_btf/sys_exit
+dispatcher), rotating the order round by round. Prints, per workload and
+state, the median figure and the median of the per-round ratios against "not
+loaded" measured in the same round (paired). Target: +10% on the C loop, the
+realistic workloads within noise.
+
+The "floor/HOOKS" states load empty programs on the same syscall hooks
+(bench/workloads/floor.bpf.c): what the hook mechanism itself costs every
+process, before any of mcpwitness's work.
 
     .venv/bin/python bench/untracked_overhead.py [--rounds 7] [--quick]
-        [--watch] [--port 18999] [--hooks dispatch,syscalls] [--object PATH]
+        [--modes floor,run,watch,port] [--hooks syscalls,dispatch] [--port 18999] [--object PATH]
 """
 import argparse
+import os
+import platform
 import subprocess
 import sys
 import time
 
-from common import build, median, pct
+from common import HERE, OUT, build, median, pct
 
+from mcpwitness.kernel import libbpf
 from mcpwitness.kernel.loader import Kernel, LoadOptions
+
+ARCH = {"x86_64": "x86", "aarch64": "arm64"}
+
+
+class Floor:
+    """Empty programs on one syscall hook set: the mechanism's price alone."""
+
+    def __init__(self, hooks: str):
+        src = os.path.join(HERE, "workloads", "floor.bpf.c")
+        obj = os.path.join(OUT, "floor.bpf.o")
+        os.makedirs(OUT, exist_ok=True)
+        if not os.path.exists(obj) or os.path.getmtime(obj) < os.path.getmtime(src):
+            subprocess.run(["clang", "-O2", "-g", "-target", "bpf", f"-D__TARGET_ARCH_{ARCH[platform.machine()]}",
+                            "-c", src, "-o", obj], check=True)
+        with libbpf.capture_log() as log:
+            self.obj = libbpf.check_ptr(libbpf.bpf_object__open_file(obj.encode(), None), "open floor", log)
+        p = libbpf.bpf_object__next_program(self.obj, None)
+        while p:
+            dispatch = libbpf.bpf_program__section_name(p).decode() == "tp_btf/sys_exit"
+            libbpf.bpf_program__set_autoload(p, dispatch == (hooks == "dispatch"))
+            p = libbpf.bpf_object__next_program(self.obj, p)
+        with libbpf.capture_log() as log:
+            libbpf.check_int(libbpf.bpf_object__load(self.obj), "load floor", log)
+        self.links = []
+        p = libbpf.bpf_object__next_program(self.obj, None)
+        while p:
+            if libbpf.bpf_program__autoload(p):
+                with libbpf.capture_log() as log:
+                    self.links.append(libbpf.check_ptr(libbpf.bpf_program__attach(p), "attach floor", log))
+            p = libbpf.bpf_object__next_program(self.obj, p)
+
+    def close(self):
+        for link in self.links:
+            libbpf.bpf_link__destroy(link)
+        libbpf.bpf_object__close(self.obj)
 
 
 def micro(exe, iters):
@@ -37,12 +80,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--quick", action="store_true", help="a short run to check that it works")
-    ap.add_argument("--watch", action="store_true",
-                    help="load in watch mode (every read on the host is checked for a JSON-RPC request)")
-    ap.add_argument("--port", type=int, action="append", default=[],
-                    help="also watch this TCP port (every read/write on the host pays an fd lookup)")
-    ap.add_argument("--hooks", default="dispatch,syscalls",
-                    help="the syscall hook sets to compare, comma-separated (dispatch, syscalls)")
+    ap.add_argument("--modes", default="floor,run,watch,port",
+                    help="comma-separated: floor (empty programs on the same hooks), run (tracking only), watch (every read on the host is checked for a "
+                         "JSON-RPC request), port (watch, and every read/write pays an fd lookup)")
+    ap.add_argument("--port", type=int, default=18999, help="the port watched in the port mode")
+    ap.add_argument("--hooks", default="syscalls",
+                    help="the syscall hook sets to compare, comma-separated (syscalls, dispatch)")
     ap.add_argument("--object", help="the BPF object to load (default: the package's)")
     a = ap.parse_args()
     rounds = 2 if a.quick else a.rounds
@@ -55,36 +98,38 @@ def main():
         "python start + imports x10, s": lambda: timed(f"{py} -c 'import asyncio, json, http.client, email.parser'",
                                                        3 if a.quick else 10),
     }
-    hooks = [h for h in a.hooks.split(",") if h]
-    states = ["off", *hooks]
+    loaded = [f"{m}/{h}" for m in a.modes.split(",") if m for h in a.hooks.split(",") if h]
+    states = ["off", *loaded]
     res = {name: {st: [] for st in states} for name in workloads}
+    for fn in workloads.values():  # warm the page cache: the first tar reads from disk
+        fn()
     for r in range(rounds):
         order = states[r % len(states):] + states[:r % len(states)]
         for state in order:
             k = None
             if state != "off":
-                k = Kernel.load(LoadOptions(watch=a.watch or bool(a.port), ports=tuple(a.port), hooks=state,
-                                            ring_size=1 << 20), path=a.object)
+                mode, hooks = state.split("/")
+                k = Floor(hooks) if mode == "floor" else Kernel.load(LoadOptions(watch=mode != "run", ports=(a.port,) if mode == "port" else (),
+                                            hooks=hooks, ring_size=1 << 20), path=a.object)
             try:
                 for name, fn in workloads.items():
                     res[name][state].append(fn())
             finally:
                 if k:
                     k.close()
-    mode = f" watching port(s) {a.port}" if a.port else " in watch mode" if a.watch else ""
-    print(f"untracked workloads, programs not loaded vs loaded{mode} with each syscall hook set, "
+    print(f"untracked workloads, programs not loaded vs loaded (mode/syscall hooks; port: {a.port}), "
           f"{rounds} rounds (order rotated); overhead: median of the per-round ratios to 'not loaded'")
-    print(f"{'workload':38} {'state':10} {'median':>10} {'overhead':>10} {'per-round range':>22}")
-    worst = {h: 0.0 for h in hooks}
+    print(f"{'workload':38} {'state':15} {'median':>10} {'overhead':>10} {'per-round range':>22}")
+    worst = {h: 0.0 for h in loaded}
     for name, v in res.items():
-        print(f"{name:38} {'off':10} {median(v['off']):10.4g}")
-        for h in hooks:
+        print(f"{name:38} {'off':15} {median(v['off']):10.4g}")
+        for h in loaded:
             ratios = [on / off for on, off in zip(v[h], v["off"])]
             m = median(ratios)
             worst[h] = max(worst[h], m)
-            print(f"{'':38} {h:10} {median(v[h]):10.4g} {pct(m):>10} "
+            print(f"{'':38} {h:15} {median(v[h]):10.4g} {pct(m):>10} "
                   f"{pct(min(ratios)) + ' .. ' + pct(max(ratios)):>22}")
-    print("worst overhead per hook set: " + ", ".join(f"{h} {pct(w)}" for h, w in worst.items())
+    print("worst overhead per state: " + ", ".join(f"{h} {pct(w)}" for h, w in worst.items())
           + " (target: +10% on the C loop)")
 
 

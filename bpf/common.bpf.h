@@ -311,11 +311,19 @@ static __always_inline __u32 append_path(struct mw_scratch *s, __u32 pos, const 
 	return len;
 }
 
+/* The file behind fd in task (a BTF pointer: the walk to the fd array is
+ * direct loads, the array slot one helper read). It runs on every read and
+ * write of every process while a port is watched. */
 static __always_inline struct file *fd_file(struct task_struct *task, long fd)
 {
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	unsigned int max = BPF_CORE_READ(fdt, max_fds);
-	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct files_struct *files = task->files;
+	if (!files)
+		return NULL;
+	struct fdtable *fdt = files->fdt;
+	if (!fdt)
+		return NULL;
+	unsigned int max = fdt->max_fds;
+	struct file **fds = fdt->fd;
 	struct file *f = NULL;
 
 	if (fd < 0 || fd >= max)

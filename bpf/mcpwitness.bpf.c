@@ -377,7 +377,7 @@ MSG_HANDLER(sendmsg, MW_IOSYS_SENDMSG, MW_IO_WRITE)
 /* the syscall hook sets: the loader attaches one of them               */
 
 /*
- * "dispatch": one BTF-typed program on the raw sys_exit tracepoint, for every
+ * "dispatch" (the default): one BTF-typed program on the raw sys_exit tracepoint, for every
  * syscall of every task, that switches on the syscall number. A syscall it
  * does not handle leaves at once; one it handles costs no perf record (the
  * per-syscall tracepoints below build one for each hooked syscall before the
@@ -426,7 +426,8 @@ int BPF_PROG(mw_sys_exit, struct pt_regs *regs, long ret)
 }
 #endif
 
-/* "syscalls": one syscall tracepoint per syscall (any architecture). */
+/* "syscalls": one syscall tracepoint per syscall (any architecture; the
+ * fallback where the dispatcher is not built or not loaded). */
 #define SYSCALL_TP(name)                                                              \
 	SEC("tracepoint/syscalls/sys_exit_" #name)                                    \
 	int mw_##name(struct trace_event_raw_sys_exit *ctx)                           \

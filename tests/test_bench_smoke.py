@@ -21,6 +21,28 @@ def test_mcp_calls_benchmark_quick(transport):
     assert re.search(r"with mcpwitness:\s+\d+ calls/s", out.stdout)
 
 
+def test_mcp_calls_benchmark_against_mcp_snoop_quick():
+    """The side-by-side run: without, under mcpwitness and under mcp-snoop in the same round."""
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "mcp_calls.py"), "--quick", "--snoop",
+                          "--size", "1024"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert re.search(r"with mcp-snoop:\s+\d+ calls/s", out.stdout), out.stdout
+    assert re.search(r"mcpwitness ahead of mcp-snoop in [01] of 1 rounds", out.stdout), out.stdout
+    assert re.search(r"agent CPU per call:\s+\d+ us", out.stdout) and "mcp-snoop CPU per call" in out.stdout
+    lost = re.search(r"MCP messages lost:\s+(\d+)", out.stdout)
+    assert lost and lost.group(1) == "0", out.stdout
+
+
+def test_untracked_overhead_benchmark_quick():
+    """Every state (the floor, run, watch, port; both syscall hook sets) loads and is measured."""
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "untracked_overhead.py"), "--quick",
+                          "--hooks", "syscalls,dispatch"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    states = re.findall(r"^\s+((?:floor|run|watch|port)/(?:syscalls|dispatch))\s+[\d.]+\s+[+-][\d.]+%",
+                        out.stdout, re.M)
+    assert len(states) == 3 * 8, out.stdout  # 3 workloads x 8 states
+
+
 def test_tls_untracked_benchmark_quick():
     out = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "tls_untracked.py"), "--quick"],
                          capture_output=True, text=True, timeout=300)

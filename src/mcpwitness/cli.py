@@ -152,8 +152,8 @@ def _audit_options(p) -> None:
     p.add_argument("--no-tls", action="store_true",
                    help="no uprobes on libssl: TLS connections are not decoded (plain TCP still is)")
     p.add_argument("--syscall-hooks", choices=("syscalls", "dispatch"), default=None,
-                   help="how syscalls are hooked: one tracepoint per syscall (the default), or one tp_btf/sys_exit "
-                        "program for all of them (x86-64); bench/untracked_overhead.py compares the two")
+                   help="how syscalls are hooked: one tp_btf/sys_exit program for all of them (the default on "
+                        "x86-64), or one tracepoint per syscall; bench/untracked_overhead.py compares the two")
     p.add_argument("--db", metavar="PATH", help="the store (default: mcpwitness.db in the state directory)")
     p.add_argument("--no-store", action="store_true", help="JSON Lines only, no SQLite store")
     p.add_argument("--linger", type=float, metavar="SECONDS",

@@ -47,7 +47,7 @@ class LoadOptions:
     ports: tuple = ()             # TCP ports whose traffic is captured for any process (watch --port)
     tls: bool = True              # uprobes on the OpenSSL libraries: TLS plaintext
     uprobe_multi: bool | None = None  # TLS probes as uprobe_multi links: None = if this kernel has them
-    hooks: str | None = None      # syscall hook set: "dispatch", "syscalls" (None: the default, syscalls)
+    hooks: str | None = None      # syscall hook set: "dispatch", "syscalls", None = dispatch where it loads
 
 
 MECH_NET_CGROUP = "cgroup sock_addr connect4/6 + sendmsg4/6 (refused before any packet)"
@@ -82,11 +82,12 @@ def choose_mechanisms(have) -> dict:
     return out
 
 
-# the syscall hook sets (mcpwitness.bpf.c): one perf-based syscall tracepoint per
-# syscall (any architecture; the default), or one BTF-typed program on the raw
-# sys_exit tracepoint that switches on the syscall number (x86-64). The second runs
-# a program for every syscall of every task; bench/untracked_overhead.py measured it
-# no cheaper on 6.18 (docs/performance.md), so it is there to be chosen and measured.
+# the syscall hook sets (mcpwitness.bpf.c): one BTF-typed program on the raw sys_exit
+# tracepoint that switches on the syscall number (x86-64; the default where it loads),
+# or one perf-based syscall tracepoint per syscall (any architecture; the fallback).
+# The first runs a program for every syscall of every task but builds no perf record
+# for the hooked ones: bench/untracked_overhead.py measured it cheaper here
+# (docs/performance.md).
 HOOKS_DISPATCH, HOOKS_SYSCALLS = "dispatch", "syscalls"
 DISPATCHER = "mw_sys_exit"
 SYSCALLS = ("open", "openat", "openat2", "creat", "execve", "execveat", "connect",
@@ -103,12 +104,14 @@ def hook_mechanism(hooks: str, names) -> str:
 LSM_MAIN = {"mw_lsm_file_open", "mw_lsm_bprm_check", "mw_lsm_socket_connect"}  # all or none
 LSM_PROGRAMS = LSM_MAIN | {"mw_lsm_path_mknod"}
 # programs with a fallback: where the kernel refuses one, the rest loads without it
-OPTIONAL_PROGRAMS = {"mw_connect_unix"} | LSM_PROGRAMS
+OPTIONAL_PROGRAMS = {"mw_connect_unix", DISPATCHER} | LSM_PROGRAMS
 
 
 def _optional(prog: str, options: LoadOptions) -> bool:
     if prog in LSM_PROGRAMS:
         return options.lsm is not True  # --lsm asked for LSM: refuse to run without it
+    if prog == DISPATCHER:
+        return options.hooks is None  # asked for by name: refuse to run without it
     return prog in OPTIONAL_PROGRAMS
 
 
@@ -290,7 +293,8 @@ class Kernel:
             raise ValueError(f"unknown hook set {wanted!r} (dispatch or syscalls)")
         if wanted == HOOKS_DISPATCH and DISPATCHER not in names:
             raise ValueError(f"the dispatch hook set is not built for {platform.machine()}")
-        self.hooks = wanted or HOOKS_SYSCALLS
+        self.hooks = wanted or (HOOKS_DISPATCH if DISPATCHER in names and DISPATCHER not in self.refused
+                                else HOOKS_SYSCALLS)
 
     def _choose_enforcement(self) -> None:
         from .probes import PROBES, run_probe

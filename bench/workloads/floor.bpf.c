@@ -1,0 +1,23 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/* The floor of bench/untracked_overhead.py: empty programs on the hooks
+ * mcpwitness uses for syscalls (each hook set), so that the benchmark can
+ * tell the hook mechanism's own price from the work of mcpwitness's programs. */
+#include "../../bpf/vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define EMPTY(name)                                            \
+	SEC("tracepoint/syscalls/sys_exit_" #name)             \
+	int floor_##name(void *ctx) { return 0; }
+
+EMPTY(openat) EMPTY(open) EMPTY(creat) EMPTY(openat2) EMPTY(execve) EMPTY(execveat)
+EMPTY(connect) EMPTY(read) EMPTY(write) EMPTY(recvfrom) EMPTY(sendto) EMPTY(readv)
+EMPTY(writev) EMPTY(recvmsg) EMPTY(sendmsg)
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(floor_dispatch, struct pt_regs *regs, long ret)
+{
+	return 0;
+}
