@@ -34,7 +34,7 @@ from .util import now_iso
 class Agent:
     def __init__(self, sink, options: LoadOptions | None = None,
                  on_event: Callable | None = None, reader: str = "batch", backlog_max: int = 512 << 20,
-                 redactor: Redactor | None = None, coalesce: float = 0.005,
+                 redactor: Redactor | None = None, coalesce: float = 0.05,
                  accept: Callable[[int], bool] | None = None, flagger: Flagger | None = None,
                  linger: float = 10.0, call_timeout: float = 300.0, policy_path: str | None = None,
                  detect=None, store=None):
@@ -85,7 +85,9 @@ class Agent:
         self.store = store             # output.store.Store, when there is one (its stats)
         self.errors: list[str] = []
         self.backlog_max = backlog_max
-        self.coalesce = coalesce                   # seconds to gather records after a wake-up
+        # seconds to gather records after a wake-up: a batch per 50 ms rather than per
+        # message (bench/mcp_calls.py: agent CPU per call 263 us at 5 ms, 170 us at 50 ms)
+        self.coalesce = coalesce
         self.coalesce_bytes = 1 << 20
         self._backlog: deque = deque()
         self._backlog_bytes = 0

@@ -51,6 +51,7 @@ class Redactor:
 
     def __post_init__(self):
         self.keys = SECRET_KEYS | {self._norm(k) for k in self.extra_keys}
+        self._secret_key: dict[str, bool] = {}  # key as written -> a secret's name (keys repeat in every message)
         self.regex = re.compile("|".join(f"(?P<p{i}>{p})" for i, (_, p) in
                                          enumerate(PATTERNS + list(self.extra_patterns))))
         self.names = [n for n, _ in PATTERNS + list(self.extra_patterns)]
@@ -83,8 +84,14 @@ class Redactor:
             return self.text(v)
         if isinstance(v, dict):
             out = {}
+            secret = self._secret_key
             for k, x in v.items():
-                if isinstance(k, str) and self._norm(k) in self.keys and x not in (None, "", {}, []):
+                hit = secret.get(k)
+                if hit is None and isinstance(k, str):
+                    if len(secret) > 4096:
+                        secret.clear()
+                    hit = secret[k] = self._norm(k) in self.keys
+                if hit and x not in (None, "", {}, []):
                     self.count += 1
                     out[k] = "[REDACTED]"
                 else:
