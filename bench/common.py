@@ -1,5 +1,6 @@
 """Shared bits of the benchmarks: build the C workloads, take medians."""
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -24,3 +25,58 @@ def median(xs):
 
 def pct(ratio: float) -> str:
     return f"{(ratio - 1) * 100:+.2f}%"
+
+
+class Floor:
+    """Empty BPF programs (workloads/floor.bpf.c) on the hooks mcpwitness uses:
+    the price of the hook mechanism alone, before any of mcpwitness's work.
+    hooks: the syscall hook set ("syscalls", "dispatch") or None; ssl: empty
+    uprobe_multi links on these libssl files, host-wide, on the functions
+    mcpwitness probes."""
+
+    def __init__(self, hooks: str | None = None, ssl: tuple = ()):
+        from mcpwitness.kernel import libbpf
+        self.libbpf = libbpf
+        src = os.path.join(HERE, "workloads", "floor.bpf.c")
+        obj = os.path.join(OUT, "floor.bpf.o")
+        os.makedirs(OUT, exist_ok=True)
+        if not os.path.exists(obj) or os.path.getmtime(obj) < os.path.getmtime(src):
+            arch = {"x86_64": "x86", "aarch64": "arm64"}[platform.machine()]
+            subprocess.run(["clang", "-O2", "-g", "-target", "bpf", f"-D__TARGET_ARCH_{arch}", "-c", src, "-o", obj],
+                           check=True)
+        with libbpf.capture_log() as log:
+            self.obj = libbpf.check_ptr(libbpf.bpf_object__open_file(obj.encode(), None), "open floor", log)
+        progs = {}
+        p = libbpf.bpf_object__next_program(self.obj, None)
+        while p:
+            sec = libbpf.bpf_program__section_name(p).decode()
+            libbpf.set_newer_section_type(p)
+            want = (sec.startswith("uprobe") or sec.startswith("uretprobe")) if ssl else \
+                (sec == "tp_btf/sys_exit") == (hooks == "dispatch") and not sec.startswith(("uprobe", "uretprobe"))
+            libbpf.bpf_program__set_autoload(p, bool(want) and (bool(ssl) or hooks is not None))
+            progs[libbpf.bpf_program__name(p).decode()] = p
+            p = libbpf.bpf_object__next_program(self.obj, p)
+        with libbpf.capture_log() as log:
+            libbpf.check_int(libbpf.bpf_object__load(self.obj), "load floor", log)
+        self.links, self.fds = [], []
+        if hooks is not None:
+            for name, p in progs.items():
+                if libbpf.bpf_program__autoload(p):
+                    with libbpf.capture_log() as log:
+                        self.links.append(libbpf.check_ptr(libbpf.bpf_program__attach(p), "attach floor", log))
+        if ssl:
+            from mcpwitness.kernel.tls import ENTRY, RETURN, elf_symbols
+            for path in ssl:
+                syms = elf_symbols(path, set(ENTRY))
+                fns = sorted(syms)
+                rets = [f for f in fns if f in RETURN]
+                for prog, names, ret in (("floor_ssl_entry", fns, False), ("floor_ssl_ret", rets, True)):
+                    self.fds.append(libbpf.uprobe_multi_link(libbpf.bpf_program__fd(progs[prog]), path,
+                                                             [syms[f] for f in names], [0] * len(names), ret))
+
+    def close(self):
+        for link in self.links:
+            self.libbpf.bpf_link__destroy(link)
+        for fd in self.fds:
+            os.close(fd)
+        self.libbpf.bpf_object__close(self.obj)

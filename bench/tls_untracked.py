@@ -8,8 +8,10 @@ tracked processes that map a libssl) should cost an untracked process
 nothing. An untracked process does small TLS round trips over loopback (its
 own client and server threads, 4 SSL calls per round trip) with no programs
 loaded, loaded without TLS (`--no-tls`), with per-process TLS probes (the
-default), and with host-wide ones (as `watch --port` has them), alternating.
-Printed: microseconds per round trip and ratios.
+default), with host-wide ones (as `watch --port` has them), and with empty
+programs host-wide on the same functions (the floor: the price of a uprobe and
+a uretprobe trap alone), alternating. Printed: microseconds per round trip and
+ratios.
 
     .venv/bin/python bench/tls_untracked.py [--rounds 5] [--trips 20000] [--quick]
 """
@@ -54,8 +56,13 @@ def main():
     from mcpwitness.agent import Agent
     from mcpwitness.kernel.loader import LoadOptions
     from mcpwitness.output.jsonl import ListSink
+    from common import Floor
+
+    from mcpwitness.kernel.tls import MARKER, elf_symbols, system_libraries
+    ssl = sorted({os.path.realpath(p) for p in system_libraries()})
+    ssl = tuple(p for p in ssl if MARKER in elf_symbols(p, {MARKER}))
     res: dict[str, list[float]] = {"not loaded": [], "loaded, --no-tls": [], "TLS per process (default)": [],
-                                   "watch --port (host-wide TLS)": []}
+                                   "watch --port (host-wide TLS)": [], "floor: empty host-wide probes": []}
     with tempfile.TemporaryDirectory() as d:
         cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
@@ -64,8 +71,10 @@ def main():
         for r in range(rounds):
             order = list(res) if r % 2 == 0 else list(reversed(res))
             for state in order:
-                agent = None
-                if state != "not loaded":
+                agent = floor = None
+                if state.startswith("floor"):
+                    floor = Floor(ssl=ssl)
+                elif state != "not loaded":
                     ports = (1,) if "host-wide" in state else ()  # a port nobody uses: host-wide probes
                     agent = Agent(ListSink(), LoadOptions(watch=True, tls="TLS" in state, ports=ports))
                     agent.start()
@@ -76,12 +85,14 @@ def main():
                 finally:
                     if agent is not None:
                         agent.stop(settle=0)
+                    if floor is not None:
+                        floor.close()
     base = statistics.median(res["not loaded"])
     print(f"untracked process, {trips} TLS round trips of 32 bytes over loopback (4 SSL calls each), "
           f"median of {rounds} rounds (alternating), watch mode")
     for state, v in res.items():
         m = statistics.median(v)
-        print(f"  {state:26} {m:8.1f} us per round trip   {(m / base - 1) * 100:+6.1f}%")
+        print(f"  {state:30} {m:8.1f} us per round trip   {(m / base - 1) * 100:+6.1f}%")
 
 
 if __name__ == "__main__":

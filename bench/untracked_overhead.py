@@ -17,52 +17,13 @@ process, before any of mcpwitness's work.
         [--modes floor,run,watch,port] [--hooks syscalls,dispatch] [--port 18999] [--object PATH]
 """
 import argparse
-import os
-import platform
 import subprocess
 import sys
 import time
 
-from common import HERE, OUT, build, median, pct
+from common import Floor, build, median, pct
 
-from mcpwitness.kernel import libbpf
 from mcpwitness.kernel.loader import Kernel, LoadOptions
-
-ARCH = {"x86_64": "x86", "aarch64": "arm64"}
-
-
-class Floor:
-    """Empty programs on one syscall hook set: the mechanism's price alone."""
-
-    def __init__(self, hooks: str):
-        src = os.path.join(HERE, "workloads", "floor.bpf.c")
-        obj = os.path.join(OUT, "floor.bpf.o")
-        os.makedirs(OUT, exist_ok=True)
-        if not os.path.exists(obj) or os.path.getmtime(obj) < os.path.getmtime(src):
-            subprocess.run(["clang", "-O2", "-g", "-target", "bpf", f"-D__TARGET_ARCH_{ARCH[platform.machine()]}",
-                            "-c", src, "-o", obj], check=True)
-        with libbpf.capture_log() as log:
-            self.obj = libbpf.check_ptr(libbpf.bpf_object__open_file(obj.encode(), None), "open floor", log)
-        p = libbpf.bpf_object__next_program(self.obj, None)
-        while p:
-            dispatch = libbpf.bpf_program__section_name(p).decode() == "tp_btf/sys_exit"
-            libbpf.bpf_program__set_autoload(p, dispatch == (hooks == "dispatch"))
-            p = libbpf.bpf_object__next_program(self.obj, p)
-        with libbpf.capture_log() as log:
-            libbpf.check_int(libbpf.bpf_object__load(self.obj), "load floor", log)
-        self.links = []
-        p = libbpf.bpf_object__next_program(self.obj, None)
-        while p:
-            if libbpf.bpf_program__autoload(p):
-                with libbpf.capture_log() as log:
-                    self.links.append(libbpf.check_ptr(libbpf.bpf_program__attach(p), "attach floor", log))
-            p = libbpf.bpf_object__next_program(self.obj, p)
-
-    def close(self):
-        for link in self.links:
-            libbpf.bpf_link__destroy(link)
-        libbpf.bpf_object__close(self.obj)
-
 
 def micro(exe, iters):
     out = subprocess.run([exe, str(iters)], capture_output=True, text=True, check=True).stdout
@@ -84,7 +45,7 @@ def main():
                     help="comma-separated: floor (empty programs on the same hooks), run (tracking only), watch (every read on the host is checked for a "
                          "JSON-RPC request), port (watch, and every read/write pays an fd lookup)")
     ap.add_argument("--port", type=int, default=18999, help="the port watched in the port mode")
-    ap.add_argument("--hooks", default="syscalls",
+    ap.add_argument("--hooks", default="dispatch,syscalls",
                     help="the syscall hook sets to compare, comma-separated (syscalls, dispatch)")
     ap.add_argument("--object", help="the BPF object to load (default: the package's)")
     a = ap.parse_args()
