@@ -5,7 +5,7 @@
  *
  * Hooks:
  *   tp_btf/sched_process_{fork,exec,exit}  process tree, in the kernel
- *   tp_btf/sys_exit (or one tracepoint/syscalls/sys_exit_* per syscall)
+ *   fexit/__x64_sys_*, or tp_btf/sys_exit, or tracepoint/syscalls/sys_exit_*
  *                                          opens, connects, failed execs, payload
  *   cgroup/connect4/6, sendmsg4/6, lsm     policy checks (enforce.bpf.h)
  * Syscall arguments are read at sys_exit from the task's saved user
@@ -377,7 +377,7 @@ MSG_HANDLER(sendmsg, MW_IOSYS_SENDMSG, MW_IO_WRITE)
 /* the syscall hook sets: the loader attaches one of them               */
 
 /*
- * "dispatch" (the default): one BTF-typed program on the raw sys_exit tracepoint, for every
+ * "dispatch" (the default where fexit does not load): one BTF-typed program on the raw sys_exit tracepoint, for every
  * syscall of every task, that switches on the syscall number. A syscall it
  * does not handle leaves at once; one it handles costs no perf record (the
  * per-syscall tracepoints below build one for each hooked syscall before the
@@ -426,8 +426,40 @@ int BPF_PROG(mw_sys_exit, struct pt_regs *regs, long ret)
 }
 #endif
 
+/*
+ * "fexit" (the default where fentry/fexit programs load: Debian's 6.1 and
+ * 6.12): one fexit program on each hooked syscall's entry function
+ * (__x64_sys_*, which takes the saved user registers). Only the hooked
+ * syscalls pay, through a BPF trampoline, and no syscall takes the tracing
+ * slow path. 32-bit syscalls enter through __ia32_sys_*: not hooked, as above.
+ */
+#if defined(__TARGET_ARCH_x86)
+#define SYSCALL_FEXIT(name)                                                           \
+	SEC("fexit/__x64_sys_" #name)                                                 \
+	int BPF_PROG(mw_fx_##name, const struct pt_regs *regs, long ret)              \
+	{                                                                             \
+		return on_##name((struct pt_regs *)regs, ret);                        \
+	}
+
+SYSCALL_FEXIT(openat)
+SYSCALL_FEXIT(open)
+SYSCALL_FEXIT(creat)
+SYSCALL_FEXIT(openat2)
+SYSCALL_FEXIT(execve)
+SYSCALL_FEXIT(execveat)
+SYSCALL_FEXIT(connect)
+SYSCALL_FEXIT(read)
+SYSCALL_FEXIT(write)
+SYSCALL_FEXIT(recvfrom)
+SYSCALL_FEXIT(sendto)
+SYSCALL_FEXIT(readv)
+SYSCALL_FEXIT(writev)
+SYSCALL_FEXIT(recvmsg)
+SYSCALL_FEXIT(sendmsg)
+#endif
+
 /* "syscalls": one syscall tracepoint per syscall (any architecture; the
- * fallback where the dispatcher is not built or not loaded). */
+ * fallback where neither of the above is built or loads). */
 #define SYSCALL_TP(name)                                                              \
 	SEC("tracepoint/syscalls/sys_exit_" #name)                                    \
 	int mw_##name(struct trace_event_raw_sys_exit *ctx)                           \

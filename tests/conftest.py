@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from mcpwitness.agent import Agent
-from mcpwitness.kernel.loader import LoadOptions
+from mcpwitness.kernel.loader import LoadOptions, fentry_works
 from mcpwitness.output.jsonl import ListSink
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -89,7 +89,8 @@ def workdir(tmp_path):
 
 # the syscall hook sets: tests of what the syscall hooks see run with each
 # (`@pytest.mark.parametrize("agent", HOOK_SETS, indirect=True)`)
-HOOK_SETS = ["syscalls"] + (["dispatch"] if platform.machine() == "x86_64" else [])
+HOOK_SETS = ["syscalls"] + (["dispatch"] if platform.machine() == "x86_64" else []) \
+    + (["fexit"] if platform.machine() == "x86_64" and os.geteuid() == 0 and fentry_works() else [])
 
 
 @pytest.fixture

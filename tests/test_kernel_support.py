@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from mcpwitness.kernel.loader import Kernel, LoadOptions, refused_program
+from mcpwitness.kernel.loader import SYSCALLS, Kernel, LoadOptions, fentry_works, refused_program
 from mcpwitness.kernel.probes import PROBES, run_probe
 
 LABELS = {label: (prog, how) for prog, label, how in PROBES}
@@ -38,15 +38,22 @@ def test_the_object_loads_without_a_policy():
     import platform
     with Kernel.load(LoadOptions(ring_size=1 << 16)) as k:
         check_programs(k)
-        # the syscalls go through the one sys_exit dispatcher wherever it is built
-        assert k.hooks == ("dispatch" if platform.machine() == "x86_64" else "syscalls")
+        # the cheapest syscall hook set this kernel loads: fexit (Debian's 6.1, 6.12), else the
+        # sys_exit dispatcher (x86-64), else a tracepoint per syscall
+        x86 = platform.machine() == "x86_64"
+        assert k.hooks == ("fexit" if x86 and fentry_works() else "dispatch" if x86 else "syscalls")
+        assert k.hooks != "fexit" or {n for n, s in k.programs.items()
+                                      if s.startswith("fexit/") and n not in k.skipped} == \
+            {f"mw_fx_{n}" for n in SYSCALLS}
         assert not [n for n, s in k.programs.items() if s.startswith(("tp_btf/", "tracepoint/"))
                     and n in k.skipped and "no tracepoint" not in k.skipped[n]
-                    and "dispatches" not in k.skipped[n] and "per-syscall" not in k.skipped[n]]
+                    and "syscall hook set is used" not in k.skipped[n]]
         attached = {s for n, s in k.programs.items() if n not in k.skipped}
         assert ("tp_btf/sys_exit" in attached) == (k.hooks == "dispatch")
         assert all(s not in attached for s in k.programs.values() if s.startswith("tracepoint/syscalls/")) \
-            == (k.hooks == "dispatch")
+            == (k.hooks != "syscalls")
+        assert all(s not in attached for s in k.programs.values() if s.startswith("fexit/")) \
+            == (k.hooks != "fexit")
     with Kernel.load(LoadOptions(ring_size=1 << 16, hooks="syscalls")) as k:  # the fallback loads too
         check_programs(k)
         attached = {s for n, s in k.programs.items() if n not in k.skipped}

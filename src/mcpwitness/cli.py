@@ -151,9 +151,10 @@ def _audit_options(p) -> None:
                    help="enforce with the tracepoint fallbacks even where BPF LSM is available")
     p.add_argument("--no-tls", action="store_true",
                    help="no uprobes on libssl: TLS connections are not decoded (plain TCP still is)")
-    p.add_argument("--syscall-hooks", choices=("syscalls", "dispatch"), default=None,
-                   help="how syscalls are hooked: one tp_btf/sys_exit program for all of them (the default on "
-                        "x86-64), or one tracepoint per syscall; bench/untracked_overhead.py compares the two")
+    p.add_argument("--syscall-hooks", choices=("fexit", "dispatch", "syscalls"), default=None,
+                   help="how syscalls are hooked (default: the first this kernel loads): fexit on each syscall's "
+                        "function, one tp_btf/sys_exit program for all (x86-64), or a tracepoint per syscall; "
+                        "bench/untracked_overhead.py compares them")
     p.add_argument("--db", metavar="PATH", help="the store (default: mcpwitness.db in the state directory)")
     p.add_argument("--no-store", action="store_true", help="JSON Lines only, no SQLite store")
     p.add_argument("--linger", type=float, metavar="SECONDS",

@@ -12,7 +12,7 @@ import platform
 
 from . import __version__
 from .kernel import libbpf
-from .kernel.loader import (HOOKS_DISPATCH, HOOKS_SYSCALLS, MECH_EXEC_KILL, MECH_FILE_KILL, SYSCALLS, Kernel,
+from .kernel.loader import (HOOK_SETS, HOOKS_DISPATCH, HOOKS_FEXIT, HOOKS_SYSCALLS, MECH_EXEC_KILL, MECH_FILE_KILL, SYSCALLS, Kernel,
                             LoadOptions, choose_mechanisms, hook_mechanism)
 from .kernel.probes import PROBES, Probe, run_probe
 from .kernel.system import BPFFS, TRACEFS, cgroup2_root, ensure_mount, raise_memlock
@@ -40,8 +40,9 @@ def features(mech: dict[str, bool], hooks: str = HOOKS_SYSCALLS) -> list[dict]:
                 "alternatives": alternatives, "note": note}
 
     tp, tpbtf = mech.get("tracepoint"), mech.get("tp_btf")
-    alt = ("per-syscall tracepoints (the fallback)" if hooks == HOOKS_DISPATCH
-           else "tp_btf/sys_exit dispatcher (x86-64)") + "; fentry/fexit (not built)"
+    how = {HOOKS_FEXIT: "fexit on __x64_sys_*", HOOKS_DISPATCH: "tp_btf/sys_exit",
+           HOOKS_SYSCALLS: "a tracepoint per syscall"}
+    alt = "; ".join(f"{h} ({how[h]})" for h in HOOK_SETS if h != hooks) + " (--syscall-hooks)"
     out = [
         row("process tree (fork/exec/exit)", "active" if tpbtf else "unavailable",
             "tp_btf sched_process_fork/exec/exit" if tpbtf else "none", "raw_tracepoint (not built)",

@@ -47,7 +47,7 @@ class LoadOptions:
     ports: tuple = ()             # TCP ports whose traffic is captured for any process (watch --port)
     tls: bool = True              # uprobes on the OpenSSL libraries: TLS plaintext
     uprobe_multi: bool | None = None  # TLS probes as uprobe_multi links: None = if this kernel has them
-    hooks: str | None = None      # syscall hook set: "dispatch", "syscalls", None = dispatch where it loads
+    hooks: str | None = None      # syscall hook set: "fexit", "dispatch", "syscalls", None = the first that loads
 
 
 MECH_NET_CGROUP = "cgroup sock_addr connect4/6 + sendmsg4/6 (refused before any packet)"
@@ -82,20 +82,41 @@ def choose_mechanisms(have) -> dict:
     return out
 
 
-# the syscall hook sets (mcpwitness.bpf.c): one BTF-typed program on the raw sys_exit
-# tracepoint that switches on the syscall number (x86-64; the default where it loads),
-# or one perf-based syscall tracepoint per syscall (any architecture; the fallback).
-# The first runs a program for every syscall of every task but builds no perf record
-# for the hooked ones: bench/untracked_overhead.py measured it cheaper here
-# (docs/performance.md).
-HOOKS_DISPATCH, HOOKS_SYSCALLS = "dispatch", "syscalls"
+# the syscall hook sets (mcpwitness.bpf.c), in the order they are preferred:
+# - "fexit": one fexit program on each hooked syscall's __x64_sys_* function: only
+#   the hooked syscalls pay (a BPF trampoline), no syscall takes the tracing slow
+#   path. Where fentry/fexit programs load (Debian's 6.1 and 6.12; not 6.18 here).
+# - "dispatch": one BTF-typed program on the raw sys_exit tracepoint that switches
+#   on the syscall number (x86-64). It runs for every syscall of every task but
+#   builds no perf record for the hooked ones: bench/untracked_overhead.py
+#   measured it cheaper than the next (docs/performance.md).
+# - "syscalls": one perf-based syscall tracepoint per syscall (any architecture).
+HOOKS_FEXIT, HOOKS_DISPATCH, HOOKS_SYSCALLS = "fexit", "dispatch", "syscalls"
+HOOK_SETS = (HOOKS_FEXIT, HOOKS_DISPATCH, HOOKS_SYSCALLS)
 DISPATCHER = "mw_sys_exit"
+FEXIT_PREFIX = "mw_fx_"
 SYSCALLS = ("open", "openat", "openat2", "creat", "execve", "execveat", "connect",
             "read", "write", "readv", "writev", "recvfrom", "sendto", "recvmsg", "sendmsg")
 
 
+_FENTRY: list[bool] = []
+
+
+def fentry_works() -> bool:
+    """Whether this kernel loads and attaches fentry/fexit programs (probed once per process)."""
+    if not _FENTRY:
+        from .probes import run_probe
+        try:
+            _FENTRY.append(run_probe("probe_fentry", "attach").ok)
+        except OSError:
+            _FENTRY.append(False)
+    return _FENTRY[0]
+
+
 def hook_mechanism(hooks: str, names) -> str:
     """How the syscalls in names are hooked, in words (start record, doctor)."""
+    if hooks == HOOKS_FEXIT:
+        return "fexit __x64_sys_{" + ",".join(names) + "}"
     if hooks == HOOKS_DISPATCH:
         return f"tp_btf sys_exit (one program, by syscall number): {', '.join(names)}"
     return "tracepoint syscalls sys_exit_{" + ",".join(names) + "}"
@@ -104,13 +125,13 @@ def hook_mechanism(hooks: str, names) -> str:
 LSM_MAIN = {"mw_lsm_file_open", "mw_lsm_bprm_check", "mw_lsm_socket_connect"}  # all or none
 LSM_PROGRAMS = LSM_MAIN | {"mw_lsm_path_mknod"}
 # programs with a fallback: where the kernel refuses one, the rest loads without it
-OPTIONAL_PROGRAMS = {"mw_connect_unix", DISPATCHER} | LSM_PROGRAMS
+OPTIONAL_PROGRAMS = {"mw_connect_unix", DISPATCHER} | LSM_PROGRAMS  # and the fexit set (FEXIT_PREFIX)
 
 
 def _optional(prog: str, options: LoadOptions) -> bool:
     if prog in LSM_PROGRAMS:
         return options.lsm is not True  # --lsm asked for LSM: refuse to run without it
-    if prog == DISPATCHER:
+    if prog == DISPATCHER or prog.startswith(FEXIT_PREFIX):
         return options.hooks is None  # asked for by name: refuse to run without it
     return prog in OPTIONAL_PROGRAMS
 
@@ -289,12 +310,22 @@ class Kernel:
             names.add(libbpf.bpf_program__name(p).decode())
             p = libbpf.bpf_object__next_program(self.obj, p)
         wanted = self.options.hooks
-        if wanted not in (None, HOOKS_DISPATCH, HOOKS_SYSCALLS):
-            raise ValueError(f"unknown hook set {wanted!r} (dispatch or syscalls)")
-        if wanted == HOOKS_DISPATCH and DISPATCHER not in names:
-            raise ValueError(f"the dispatch hook set is not built for {platform.machine()}")
-        self.hooks = wanted or (HOOKS_DISPATCH if DISPATCHER in names and DISPATCHER not in self.refused
-                                else HOOKS_SYSCALLS)
+        if wanted not in (None, *HOOK_SETS):
+            raise ValueError(f"unknown hook set {wanted!r} ({', '.join(HOOK_SETS)})")
+        fexit = {n for n in names if n.startswith(FEXIT_PREFIX)}
+        if wanted == HOOKS_DISPATCH and DISPATCHER not in names or wanted == HOOKS_FEXIT and not fexit:
+            raise ValueError(f"the {wanted} hook set is not built for {platform.machine()}")
+        if wanted == HOOKS_FEXIT and not fentry_works():
+            raise OSError(95, "the fexit hook set needs fentry/fexit programs, which this kernel does not load "
+                              "(`mcpwitness doctor`)")
+        if wanted:
+            self.hooks = wanted
+        elif fexit and not fexit & self.refused.keys() and fentry_works():
+            self.hooks = HOOKS_FEXIT
+        elif DISPATCHER in names and DISPATCHER not in self.refused:
+            self.hooks = HOOKS_DISPATCH
+        else:
+            self.hooks = HOOKS_SYSCALLS
 
     def _choose_enforcement(self) -> None:
         from .probes import PROBES, run_probe
@@ -345,10 +376,10 @@ class Kernel:
             if not self.lsm_bits & bit:
                 return "BPF LSM unavailable here (the fallback is used)" if sec != "lsm/socket_connect" \
                     else "cgroup sock_addr hooks are used instead"
-        if sec == "tp_btf/sys_exit" and self.hooks != HOOKS_DISPATCH:
-            return "per-syscall tracepoints are used" + (" (asked for)" if self.options.hooks else "")
-        if sec.startswith("tracepoint/syscalls/") and self.hooks == HOOKS_DISPATCH:
-            return "tp_btf/sys_exit dispatches this syscall"
+        mine = HOOKS_FEXIT if sec.startswith("fexit/") else HOOKS_DISPATCH if sec == "tp_btf/sys_exit" \
+            else HOOKS_SYSCALLS if sec.startswith("tracepoint/syscalls/") else None
+        if mine is not None and mine != self.hooks:
+            return f"the {self.hooks} syscall hook set is used" + (" (asked for)" if self.options.hooks else "")
         return None
 
     def _set_iolimit(self, n: int) -> None:
