@@ -30,7 +30,7 @@ def pct(ratio: float) -> str:
 class Floor:
     """Empty BPF programs (workloads/floor.bpf.c) on the hooks mcpwitness uses:
     the price of the hook mechanism alone, before any of mcpwitness's work.
-    hooks: the syscall hook set ("syscalls", "dispatch") or None; ssl: empty
+    hooks: the syscall hook set ("fexit", "dispatch", "syscalls") or None; ssl: empty
     uprobe_multi links on these libssl files, host-wide, on the functions
     mcpwitness probes."""
 
@@ -51,8 +51,9 @@ class Floor:
         while p:
             sec = libbpf.bpf_program__section_name(p).decode()
             libbpf.set_newer_section_type(p)
-            want = (sec.startswith("uprobe") or sec.startswith("uretprobe")) if ssl else \
-                (sec == "tp_btf/sys_exit") == (hooks == "dispatch") and not sec.startswith(("uprobe", "uretprobe"))
+            mine = "fexit" if sec.startswith("fexit/") else "dispatch" if sec == "tp_btf/sys_exit" \
+                else "syscalls" if sec.startswith("tracepoint/") else "ssl"
+            want = mine == "ssl" if ssl else mine == hooks
             libbpf.bpf_program__set_autoload(p, bool(want) and (bool(ssl) or hooks is not None))
             progs[libbpf.bpf_program__name(p).decode()] = p
             p = libbpf.bpf_object__next_program(self.obj, p)

@@ -45,20 +45,28 @@ def main():
                     help="comma-separated: floor (empty programs on the same hooks), run (tracking only), watch (every read on the host is checked for a "
                          "JSON-RPC request), port (watch, and every read/write pays an fd lookup)")
     ap.add_argument("--port", type=int, default=18999, help="the port watched in the port mode")
-    ap.add_argument("--hooks", default="dispatch,syscalls",
-                    help="the syscall hook sets to compare, comma-separated (syscalls, dispatch)")
+    ap.add_argument("--hooks", default=None,
+                    help="the syscall hook sets to compare, comma-separated (fexit, dispatch, syscalls; "
+                         "default: each this kernel loads)")
+    ap.add_argument("--iters", type=int, help="iterations of the C loop (default 400000, quick 50000)")
+    ap.add_argument("--workloads", default="c,tar,python", help="comma-separated: c, tar, python")
     ap.add_argument("--object", help="the BPF object to load (default: the package's)")
     a = ap.parse_args()
     rounds = 2 if a.quick else a.rounds
-    iters = 50_000 if a.quick else 400_000
+    iters = a.iters or (50_000 if a.quick else 400_000)
+    if a.hooks is None:
+        from mcpwitness.kernel.loader import fentry_works
+        a.hooks = "fexit,dispatch,syscalls" if fentry_works() else "dispatch,syscalls"
     exe = build("syscalls")
     py = sys.executable
     workloads = {
-        "open+read+close loop (C), ns/iter": lambda: micro(exe, iters),
-        "tar of /usr/include, s": lambda: timed("tar -cf - /usr/include 2>/dev/null | wc -c"),
-        "python start + imports x10, s": lambda: timed(f"{py} -c 'import asyncio, json, http.client, email.parser'",
-                                                       3 if a.quick else 10),
+        "open+read+close loop (C), ns/iter": ("c", lambda: micro(exe, iters)),
+        "tar of /usr/include, s": ("tar", lambda: timed("tar -cf - /usr/include 2>/dev/null | wc -c")),
+        "python start + imports x10, s": ("python", lambda: timed(
+            f"{py} -c 'import asyncio, json, http.client, email.parser'", 3 if a.quick else 10)),
     }
+    chosen = a.workloads.split(",")
+    workloads = {name: fn for name, (key, fn) in workloads.items() if key in chosen}
     loaded = [f"{m}/{h}" for m in a.modes.split(",") if m for h in a.hooks.split(",") if h]
     states = ["off", *loaded]
     res = {name: {st: [] for st in states} for name in workloads}

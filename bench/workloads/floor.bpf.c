@@ -22,6 +22,16 @@ int BPF_PROG(floor_dispatch, struct pt_regs *regs, long ret)
 	return 0;
 }
 
+#if defined(__TARGET_ARCH_x86)
+#define EMPTY_FEXIT(name)                                                   \
+	SEC("fexit/__x64_sys_" #name)                                       \
+	int BPF_PROG(floor_fx_##name, const struct pt_regs *regs, long ret) { return 0; }
+
+EMPTY_FEXIT(openat) EMPTY_FEXIT(open) EMPTY_FEXIT(creat) EMPTY_FEXIT(openat2) EMPTY_FEXIT(execve)
+EMPTY_FEXIT(execveat) EMPTY_FEXIT(connect) EMPTY_FEXIT(read) EMPTY_FEXIT(write) EMPTY_FEXIT(recvfrom)
+EMPTY_FEXIT(sendto) EMPTY_FEXIT(readv) EMPTY_FEXIT(writev) EMPTY_FEXIT(recvmsg) EMPTY_FEXIT(sendmsg)
+#endif
+
 /* bench/tls_untracked.py: empty probes on the libssl functions mcpwitness
  * probes, host-wide (the trap of a uprobe and a uretprobe alone) */
 SEC("uprobe.multi")
