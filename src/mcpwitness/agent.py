@@ -85,9 +85,13 @@ class Agent:
         self.store = store             # output.store.Store, when there is one (its stats)
         self.errors: list[str] = []
         self.backlog_max = backlog_max
-        # seconds to gather records after a wake-up: a batch per 50 ms rather than per
-        # message (bench/mcp_calls.py: agent CPU per call 263 us at 5 ms, 170 us at 50 ms)
+        # seconds to gather records after a wake-up, so that a conversation is decoded and
+        # written in batches rather than a thread hand-off and a write per message. Adaptive:
+        # coalesce_min while records come now and then (an alert follows its cause within a
+        # few ms), coalesce while they stream (bench/mcp_calls.py: agent CPU per call 263 us
+        # at 5 ms, 170 us at 50 ms)
         self.coalesce = coalesce
+        self.coalesce_min = min(0.005, coalesce)
         self.coalesce_bytes = 1 << 20
         self._backlog: deque = deque()
         self._backlog_bytes = 0
@@ -127,20 +131,22 @@ class Agent:
 
     def _drain_loop(self) -> None:
         pending = getattr(self.reader, "pending_bytes", None)
+        drained = 0.0
         while not self._stop.is_set():
             try:
                 if self.reader.wait(0.1):
                     # the kernel wakes us at the first record after we caught
-                    # up: let a few milliseconds of records gather, so a
-                    # conversation is read, decoded and written in batches
-                    # rather than a thread hand-off and a write per message
+                    # up: let records gather (see coalesce), longer while they
+                    # stream (the next came within coalesce_min of the last drain)
                     if self.coalesce and pending is not None and pending() < self.coalesce_bytes:
-                        self._stop.wait(self.coalesce)
+                        streaming = time.monotonic() - drained < self.coalesce_min
+                        self._stop.wait(self.coalesce if streaming else self.coalesce_min)
                     while not self._stop.is_set():
                         batch = self._read()
                         if not len(batch):
                             break
                         self._push(batch)
+                    drained = time.monotonic()
             except Exception as e:  # keep draining; reported in the stats record
                 self.errors.append(f"drain: {type(e).__name__}: {e}")
                 time.sleep(0.01)
