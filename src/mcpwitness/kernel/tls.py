@@ -30,42 +30,55 @@ def elf_symbols(path: str, wanted) -> dict[str, int]:
     """File offsets of the defined functions in `wanted` (from .dynsym, else
     .symtab), for uprobes. {} for a file that is not a 64-bit little-endian ELF.
     Reads only the headers and the symbol tables, so that a large executable
-    (checked at every exec of a tracked process) costs little."""
+    (checked at every exec of a tracked process) costs little. The file is the
+    untrusted party here (any tracked process may exec a crafted one): every
+    offset and size it gives is checked against the file's real size before a
+    read, and one that does not fit raises ValueError ("malformed ELF")."""
     with open(path, "rb") as f:
-        def read(off: int, n: int) -> bytes:
+        size = os.fstat(f.fileno()).st_size
+
+        def read(off: int, n: int, what: str) -> bytes:
+            if off < 0 or n < 0 or off + n > size:
+                raise ValueError(f"malformed ELF: {what} at {off:#x}+{n:#x} is outside the file ({size} bytes)")
             f.seek(off)
             return f.read(n)
 
-        ident = read(0, 64)
+        ident = f.read(64)
         if len(ident) < 64 or ident[:4] != b"\x7fELF" or ident[4] != 2 or ident[5] != 1:
             return {}
         (phoff, shoff) = struct.unpack_from("<QQ", ident, 0x20)
         (phentsize, phnum, shentsize, shnum) = struct.unpack_from("<HHHH", ident, 0x36)
-        ph = read(phoff, phentsize * phnum)
+        if (phnum and phentsize < 56) or (shnum and shentsize < 64):
+            raise ValueError(f"malformed ELF: header entries of {phentsize} and {shentsize} bytes")
+        ph = read(phoff, phentsize * phnum, "the program headers")
         loads = []
         for i in range(phnum):
             p_type, _, p_offset, p_vaddr, _, p_filesz, _, _ = struct.unpack_from("<IIQQQQQQ", ph, i * phentsize)
             if p_type == 1:  # PT_LOAD
                 loads.append((p_vaddr, p_offset, p_filesz))
-        sh = read(shoff, shentsize * shnum)
+        sh = read(shoff, shentsize * shnum, "the section headers")
         sections = [struct.unpack_from("<IIQQQQIIQQ", sh, i * shentsize) for i in range(shnum)]
         out: dict[str, int] = {}
         for sh_type in (11, 2):  # SHT_DYNSYM, then SHT_SYMTAB
             for sec in sections:
                 if sec[1] != sh_type:
                     continue
+                if sec[6] >= len(sections):
+                    raise ValueError(f"malformed ELF: a symbol table links to section {sec[6]} of {len(sections)}")
                 strtab = sections[sec[6]]
-                strs = read(strtab[4], strtab[5])
-                syms = read(sec[4], sec[5])
+                strs = read(strtab[4], strtab[5], "a string table")
+                syms = read(sec[4], sec[5], "a symbol table")
                 for j in range(len(syms) // 24):
                     st_name, st_info, _, st_shndx, st_value, _ = struct.unpack_from("<IBBHQQ", syms, j * 24)
                     if st_shndx == 0 or st_info & 0xF != 2:  # undefined, or not STT_FUNC
                         continue
-                    end = strs.index(b"\0", st_name)
+                    end = strs.find(b"\0", st_name)
+                    if end < 0:  # a name outside its string table: not one of ours
+                        continue
                     name = strs[st_name:end].decode("latin-1").split("@", 1)[0]
                     if name in wanted and name not in out:
-                        for vaddr, off, size in loads:
-                            if vaddr <= st_value < vaddr + size:
+                        for vaddr, off, size_ in loads:
+                            if vaddr <= st_value < vaddr + size_:
                                 out[name] = st_value - vaddr + off
                                 break
             if out:
