@@ -26,19 +26,25 @@ def post(obj, host_port) -> bytes:
             % (host_port.encode(), len(body), body))
 
 
-def session(tmp_path, mode, talk):
-    """Serve MODE on a fresh port under watch --port; talk(sock) is the client."""
+def session(tmp_path, mode, talk, watch_args=("--no-store",), until=None):
+    """Serve MODE on a fresh port under watch --port (with watch_args);
+    talk(sock, "host:port") is the client. The agent is stopped once
+    until(the JSON Lines written so far) holds (default: 0.3 s after the
+    server's exit)."""
     port = free_port()
     out = tmp_path / "watch.jsonl"
     srv = subprocess.Popen([sys.executable, RAW, mode, str(port)], stdout=subprocess.PIPE, text=True)
-    w = subprocess.Popen([MW, "watch", "-q", "--no-store", "--jsonl", str(out), "--port", str(port)])
+    w = subprocess.Popen([MW, "watch", "-q", *watch_args, "--jsonl", str(out), "--port", str(port)])
     try:
         assert srv.stdout.readline().strip() == "listening"
         assert wait_for(lambda: out.exists() and '"start"' in out.read_text(), 20)
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
             talk(s, f"127.0.0.1:{port}")
         assert srv.wait(timeout=20) == 0
-        time.sleep(0.3)
+        if until is not None:
+            assert wait_for(lambda: until(out.read_text()), 20)
+        else:
+            time.sleep(0.3)
     finally:
         w.send_signal(signal.SIGTERM)
         assert w.wait(timeout=30) == 0

@@ -11,19 +11,13 @@ secrets that pass through it (issue 18, part 4).
 import json
 import os
 import shutil
-import signal
-import socket
 import stat
 import subprocess
 import sys
-import time
 
 import pytest
-from conftest import free_port, wait_for
 
 MW = shutil.which("mcpwitness") or os.path.join(os.path.dirname(sys.executable), "mcpwitness")
-HERE = os.path.dirname(os.path.abspath(__file__))
-RAW = os.path.join(HERE, "workloads", "raw_http_server.py")
 
 
 def run_true(env, *args):
@@ -71,40 +65,30 @@ def test_a_swappable_place_is_refused_before_anything_is_written(tmp_path, attac
 
 @pytest.mark.kernel
 def test_no_planted_secret_reaches_any_output(tmp_path):
-    port = free_port()
+    from test_http_hard_cases import session
     out, db = tmp_path / "watch.jsonl", tmp_path / "store.db"
-    srv = subprocess.Popen([sys.executable, RAW, "secrets", str(port)], stdout=subprocess.PIPE, text=True)
-    w = subprocess.Popen([MW, "watch", "-q", "--jsonl", str(out), "--db", str(db), "--port", str(port)])
     secrets = ["SECRETBEARER12345", "SECRETCOOKIE99", "SECRETSESSIONID9", "SECRETQUERY123", "SECRETPASSWORD1",
                "SECRETBEARER2XYZ", "SECRETRESULT4242", "SECRETSETCOOKIE77", "SECRETSESSIONID55"]
-    try:
-        assert srv.stdout.readline().strip() == "listening"
-        assert wait_for(lambda: out.exists() and '"start"' in out.read_text(), 20)
-        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                           "params": {"name": "login", "arguments": {"password": "SECRETPASSWORD1",
-                                                                     "note": "Bearer SECRETBEARER2XYZ"}}}).encode()
-        req = (b"POST /mcp?token=SECRETQUERY123 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-               b"Authorization: Bearer SECRETBEARER12345\r\nCookie: sid=SECRETCOOKIE99\r\n"
-               b"Mcp-Session-Id: SECRETSESSIONID9\r\nContent-Type: application/json\r\n"
-               b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-            s.sendall(req)
-            data = b""
-            while not data.rstrip().endswith(b"}"):
-                data += s.recv(65536)
-        assert srv.wait(timeout=20) == 0
-        assert wait_for(lambda: '"type":"call"' in out.read_text(), 20)
-    finally:
-        w.send_signal(signal.SIGTERM)
-        assert w.wait(timeout=30) == 0
-        if srv.poll() is None:
-            srv.kill()
-    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                       "params": {"name": "login", "arguments": {"password": "SECRETPASSWORD1",
+                                                                 "note": "Bearer SECRETBEARER2XYZ"}}}).encode()
+    req = (b"POST /mcp?token=SECRETQUERY123 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+           b"Authorization: Bearer SECRETBEARER12345\r\nCookie: sid=SECRETCOOKIE99\r\n"
+           b"Mcp-Session-Id: SECRETSESSIONID9\r\nContent-Type: application/json\r\n"
+           b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    def talk(s, _):
+        s.sendall(req)
+        data = b""
+        while not data.rstrip().endswith(b"}"):
+            data += s.recv(65536)
+
+    recs, _ = session(tmp_path, "secrets", talk, watch_args=("--db", str(db)),
+                      until=lambda text: '"type":"call"' in text)
     mcp = [r for r in recs if r["type"] == "mcp"]
     assert [(r["kind"], r["id"]) for r in mcp] == [("request", 1), ("response", 1)], "both were recorded"
     assert mcp[0]["http"]["session_id"].startswith("[REDACTED:fp:")
     assert mcp[0]["http"]["target"] == "/mcp?[REDACTED:assignment]"
-    time.sleep(0.5)  # the store's writer thread committed at the agent's stop
     blobs = {"jsonl": out.read_bytes()}
     for f in tmp_path.glob("store.db*"):
         blobs[f.name] = f.read_bytes()
