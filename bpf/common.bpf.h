@@ -253,13 +253,21 @@ static long walk_step(__u32 i, struct walk_ctx *c)
 	struct mount *m = c->m;
 	struct dentry *mnt_root = BPF_CORE_READ(m, mnt.mnt_root);
 	struct dentry *parent = BPF_CORE_READ(d, d_parent);
+	int pseudo = 0;
 	if (d == mnt_root || d == parent) {
 		struct mount *mp = BPF_CORE_READ(m, mnt_parent);
-		if (d != mnt_root || mp == m)
+		if (d == mnt_root && mp != m) {
+			c->d = BPF_CORE_READ(m, mnt_mountpoint);
+			c->m = mp;
+			return 0;
+		}
+		/* a dentry that is its own root but not its mount's: a file with no
+		 * place in any tree (memfd_create's "memfd:NAME", an anonymous
+		 * inode). Its name is all there is, written without a leading '/'
+		 * so that it cannot pass for a path (a memfd run by execveat). */
+		if (d == mnt_root || BPF_CORE_READ(d, d_name.len) == 0)
 			return 1;
-		c->d = BPF_CORE_READ(m, mnt_mountpoint);
-		c->m = mp;
-		return 0;
+		pseudo = 1;
 	}
 	__u32 len = BPF_CORE_READ(d, d_name.len) & 255;
 	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
@@ -270,6 +278,10 @@ static long walk_step(__u32 i, struct walk_ctx *c)
 	}
 	off -= len;
 	bpf_probe_read_kernel(&w->buf[off & (MW_PATH_MAX - 1)], len, name);
+	if (pseudo) {
+		c->off = off;
+		return 1;
+	}
 	off -= 1;
 	w->buf[off & (MW_PATH_MAX - 1)] = '/';
 	c->off = off;

@@ -140,6 +140,33 @@ def test_failed_exec_is_reported(agent, workdir):
     assert f[0].syscall == "execve"
 
 
+@pytest.mark.matrix("fileless exec (memfd) and opens through /proc/self/fd")
+def test_a_program_run_from_a_memfd_is_named_as_one(agent, workdir):
+    """Fileless execution: a copy of a program in a memfd, run with fexecve
+    (execveat AT_EMPTY_PATH). The binary has no path; the exec says so with
+    the memfd's name, never a path it does not have. And a file opened
+    through /proc/self/fd/N is resolved to the file itself."""
+    (workdir / "a.txt").write_text("x")
+    script = f"""
+import os
+m = os.memfd_create("not-on-disk", 0)
+os.write(m, open("/bin/true", "rb").read())
+pid = os.fork()
+if pid == 0:
+    os.execve(m, ["fileless"], {{}})
+os.waitpid(pid, 0)
+d = os.open({str(workdir)!r}, os.O_RDONLY | os.O_DIRECTORY)
+os.close(os.open(f"/proc/self/fd/{{d}}/a.txt", os.O_RDONLY))
+"""
+    _, code, events = run_tracked(agent, [PY, "-c", script])
+    assert code == 0
+    ex = [e for e in events if isinstance(e, ExecEvent) and e.argv == ["fileless"]]
+    assert len(ex) == 1 and ex[0].result == 0, ex
+    assert ex[0].exe == "memfd:not-on-disk" and not ex[0].exe.startswith("/"), ex[0]
+    via = [e for e in events if isinstance(e, OpenEvent) and e.path.startswith("/proc/self/fd/")]
+    assert [e.resolved for e in via] == [str(workdir / "a.txt")], via
+
+
 def test_pid_reuse_entry_is_refused(agent, workdir):
     """An entry whose start time is not the running process's is a leftover
     for a pid now reused: the kernel drops it and reports nothing."""
