@@ -701,9 +701,10 @@ def test_lsm_reload_under_a_stream_of_opens_never_lets_a_refused_one_through(tmp
     runtime = ", ".join(f'"{p}/**"' for p in sorted({"/usr", "/lib", "/etc", "/proc", "/dev", "/sys", sys.prefix,
                                                          sys.base_prefix}))
     # the default-deny variant: on overlayfs (6.5+, the guests' /tmp) lsm/file_open also sees
-    # the overlay's backing file, whose path is cut at a private mount; only the process's open counts
+    # the overlay's backing file, whose path is cut at a private mount; only the process's open counts.
+    # It allows the child's result file too: the child writes it while the policies still change
     variants = [f'files: {{deny: ["{d}/secret/**"]}}',
-                f'files: {{default: deny, allow: ["{d}/ok.txt", {runtime}]}}',
+                f'files: {{default: deny, allow: ["{d}/ok.txt", "{tmp_path}/n.json", {runtime}]}}',
                 f'files: {{deny: ["{bad}"]}}',
                 f'files: {{allow: ["{d}/**", {runtime}], deny: ["{d}/secret/**"]}}',
                 f'files: {{allow: ["{d}/**"], deny: ["{d}/secret/**"]}}']
