@@ -23,7 +23,7 @@ from .decode.flags import Flagger
 from .decode.pipeline import Pipeline
 from .decode.redact import Redactor
 from .kernel.abi import RECORD_SIZE
-from .kernel.loader import SYSCALLS, Kernel, LoadOptions, hook_mechanism
+from .kernel.loader import EXEC_SYSCALLS, OPEN_SYSCALLS, PAYLOAD_SYSCALLS, Kernel, LoadOptions, hook_mechanism
 from .kernel.ringbuf import records
 from .kernel.tracking import Tracker, resolve_command
 from .proc import ProcTable, read_cgroup
@@ -263,10 +263,10 @@ class Agent:
             time=now_iso(), version=__version__, agent_pid=os.getpid(), kernel=u.release, arch=u.machine, mode=mode,
             mechanisms={"process": "tp_btf sched_process_fork/exec/exit",
                         "syscall_hooks": k.hooks,
-                        "open": hook_mechanism(k.hooks, SYSCALLS[:4]),
+                        "open": hook_mechanism(k.hooks, OPEN_SYSCALLS),
                         "connect": hook_mechanism(k.hooks, ["connect"]),
-                        "exec_failures": hook_mechanism(k.hooks, SYSCALLS[4:6]),
-                        "payload": hook_mechanism(k.hooks, SYSCALLS[7:])
+                        "exec_failures": hook_mechanism(k.hooks, EXEC_SYSCALLS),
+                        "payload": hook_mechanism(k.hooks, PAYLOAD_SYSCALLS)
                         + " on pipes, Unix sockets, pty slaves and TCP sockets",
                         "stdio": "fds 0 and 1 at tp_btf sched_process_exec and at watch discovery",
                         "watch": self.watch, "ports": list(k.options.ports) or None},

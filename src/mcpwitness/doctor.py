@@ -12,8 +12,9 @@ import platform
 
 from . import __version__
 from .kernel import libbpf
-from .kernel.loader import (HOOK_SETS, HOOKS_DISPATCH, HOOKS_FEXIT, HOOKS_SYSCALLS, MECH_EXEC_KILL, MECH_FILE_KILL, SYSCALLS, Kernel,
-                            LoadOptions, choose_mechanisms, hook_mechanism)
+from .kernel.loader import (EXEC_SYSCALLS, HOOK_SETS, HOOKS_DISPATCH, HOOKS_FEXIT, HOOKS_SYSCALLS, MECH_EXEC_KILL,
+                            MECH_FILE_KILL, OPEN_SYSCALLS, PAYLOAD_SYSCALLS, Kernel, LoadOptions, choose_mechanisms,
+                            hook_mechanism)
 from .kernel.probes import PROBES, Probe, run_probe
 from .kernel.system import BPFFS, TRACEFS, cgroup2_root, ensure_mount, raise_memlock
 
@@ -48,16 +49,16 @@ def features(mech: dict[str, bool], hooks: str = HOOKS_SYSCALLS) -> list[dict]:
             "tp_btf sched_process_fork/exec/exit" if tpbtf else "none", "raw_tracepoint (not built)",
             "" if tpbtf else "needs BTF-typed tracepoints (kernel >= 5.5 with BTF)"),
         row("file opens", "active" if tp else "unavailable",
-            hook_mechanism(hooks, SYSCALLS[:4]) if tp else "none", alt,
+            hook_mechanism(hooks, OPEN_SYSCALLS) if tp else "none", alt,
             "path read at syscall exit; absolute path from the kernel's dentries"),
         row("connects", "active" if tp else "unavailable",
             hook_mechanism(hooks, ["connect"]) if tp else "none", alt, ""),
         row("failed execs", "active" if tp else "unavailable",
-            hook_mechanism(hooks, SYSCALLS[4:6]) if tp else "none", alt, ""),
+            hook_mechanism(hooks, EXEC_SYSCALLS) if tp else "none", alt, ""),
         row("event transport", "active" if mech.get("ring buffer output") else "unavailable",
             "BPF ring buffer, batch mmap reader", "", "per-CPU drop counters"),
         row("MCP payload capture (pipes, Unix sockets, ptys, TCP)", "active" if tp else "unavailable",
-            hook_mechanism(hooks, SYSCALLS[7:]) if tp else "none", alt,
+            hook_mechanism(hooks, PAYLOAD_SYSCALLS) if tp else "none", alt,
             "streams classified in the kernel: JSON (pipes, Unix, pty slaves), HTTP/1.x or JSON (TCP)"),
         row("stdio wiring (which fds are a server's stdin and stdout)", "active" if tpbtf else "unavailable",
             "tp_btf sched_process_exec and watch discovery: fds 0 and 1, Unix peers" if tpbtf else "none", "",

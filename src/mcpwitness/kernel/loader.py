@@ -10,6 +10,7 @@ Nothing here parses events (events.py) or decides what to track (agent.py).
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import platform
 import re
@@ -95,22 +96,21 @@ HOOKS_FEXIT, HOOKS_DISPATCH, HOOKS_SYSCALLS = "fexit", "dispatch", "syscalls"
 HOOK_SETS = (HOOKS_FEXIT, HOOKS_DISPATCH, HOOKS_SYSCALLS)
 DISPATCHER = "mw_sys_exit"
 FEXIT_PREFIX = "mw_fx_"
-SYSCALLS = ("open", "openat", "openat2", "creat", "execve", "execveat", "connect",
-            "read", "write", "readv", "writev", "recvfrom", "sendto", "recvmsg", "sendmsg")
+# the hooked syscalls, by what they report
+OPEN_SYSCALLS = ("open", "openat", "openat2", "creat")
+EXEC_SYSCALLS = ("execve", "execveat")
+PAYLOAD_SYSCALLS = ("read", "write", "readv", "writev", "recvfrom", "sendto", "recvmsg", "sendmsg")
+SYSCALLS = OPEN_SYSCALLS + EXEC_SYSCALLS + ("connect",) + PAYLOAD_SYSCALLS
 
 
-_FENTRY: list[bool] = []
-
-
+@functools.cache
 def fentry_works() -> bool:
     """Whether this kernel loads and attaches fentry/fexit programs (probed once per process)."""
-    if not _FENTRY:
-        from .probes import run_probe
-        try:
-            _FENTRY.append(run_probe("probe_fentry", "attach").ok)
-        except OSError:
-            _FENTRY.append(False)
-    return _FENTRY[0]
+    from .probes import run_probe
+    try:
+        return run_probe("probe_fentry", "attach").ok
+    except OSError:
+        return False
 
 
 def hook_mechanism(hooks: str, names) -> str:
@@ -125,7 +125,7 @@ def hook_mechanism(hooks: str, names) -> str:
 LSM_MAIN = {"mw_lsm_file_open", "mw_lsm_bprm_check", "mw_lsm_socket_connect"}  # all or none
 LSM_PROGRAMS = LSM_MAIN | {"mw_lsm_path_mknod"}
 # programs with a fallback: where the kernel refuses one, the rest loads without it
-OPTIONAL_PROGRAMS = {"mw_connect_unix", DISPATCHER} | LSM_PROGRAMS  # and the fexit set (FEXIT_PREFIX)
+OPTIONAL_PROGRAMS = {"mw_connect_unix"} | LSM_PROGRAMS  # and the syscall hook sets (_optional)
 
 
 def _optional(prog: str, options: LoadOptions) -> bool:
