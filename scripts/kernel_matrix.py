@@ -37,7 +37,7 @@ ONLY = {"debian11-5.10": ["tests/test_kernel_support.py"]}
 def vng(image: str, rwdir: str, command: str, kvm: bool, log: str, timeout: float) -> int | None:
     """Boot image, run command in it; returns vng's status, None on timeout (the guest is killed)."""
     argv = [os.path.join(VENV_BIN, "vng"), "-r", image, "--force-9p", "--rwdir", rwdir,
-            "--memory", "4G", "--cpus", str(min(os.cpu_count() or 1, 2)), "--exec", command]
+            "--memory", "4G", "--cpus", str(min(os.cpu_count() or 1, 2)), "--verbose", "--exec", command]
     if not kvm:
         argv.insert(3, "--disable-kvm")
     env = dict(os.environ, PATH=VENV_BIN + ":" + os.environ.get("PATH", "/usr/bin:/bin"))
@@ -91,7 +91,7 @@ def run_kernel(name: str, image: str | None, kvm: bool, tests: list[str], timeou
     else:
         status = vng(image, out, cmd, kvm, os.path.join(out, "console.log"), timeout)
     took = time.monotonic() - t0
-    res = {"name": name, "accel": accel, "seconds": round(took), "timed_out": status is None}
+    res = {"name": name, "accel": accel, "seconds": round(took), "timed_out": status is None, "status": status}
     for key in ("kernel", "rc"):
         try:
             res[key] = open(os.path.join(out, key)).read().strip()
@@ -109,6 +109,25 @@ def run_kernel(name: str, image: str | None, kvm: bool, tests: list[str], timeou
     except (OSError, ValueError):
         res["doctor"] = None
     return res
+
+
+# what a guest's console shows when its kernel, not a test, failed
+KERNEL_TROUBLE = ("Kernel panic", "BUG:", "Oops", "general protection fault", "Out of memory", "rcu_sched self-detected")
+
+
+def died(r: dict) -> str | None:
+    """Why a guest ended without a result (no rc): its console's last words, or None if it has a result."""
+    if r["rc"] is not None or r["timed_out"] or r["accel"] == "native":
+        return None
+    try:
+        with open(os.path.join(OUT, r["name"], "console.log"), errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        lines = []
+    trouble = [ln for ln in lines if any(k in ln for k in KERNEL_TROUBLE)]
+    tail = "\n    ".join(lines[-12:])
+    return (f"vng exited with {r['status']}, no result; kernel messages: {trouble[:5] or 'none'}; "
+            f"console tail:\n    {tail}")
 
 
 def cell(tests: list[dict]) -> str:
@@ -189,6 +208,18 @@ def main() -> int:
     for name, image in todo:
         print(f"kernel-matrix: {name} ...", flush=True)
         r = run_kernel(name, image, kvm, a.tests or ONLY.get(name, []), a.timeout * 60)
+        why = died(r)
+        if why:
+            # seen once in CI (6.12 under TCG): the guest ended mid-run, no test had failed. A guest whose
+            # kernel reported trouble is a failure; one that just went away is booted once more.
+            print(f"kernel-matrix: {name}: the guest ended without a result: {why}", flush=True)
+            if not any(k in why for k in KERNEL_TROUBLE):
+                first = os.path.join(OUT, name + ".died")
+                shutil.rmtree(first, ignore_errors=True)
+                shutil.copytree(os.path.join(OUT, name), first)
+                print(f"kernel-matrix: {name}: once more (the first attempt's logs: {first})", flush=True)
+                r = run_kernel(name, image, kvm, a.tests or ONLY.get(name, []), a.timeout * 60)
+                r["retried"] = why
         n = {o: sum(t["outcome"] == o for t in r["tests"]) for o in ("passed", "failed", "skipped")}
         print(f"kernel-matrix: {name} ({r.get('kernel')}, {r['accel']}): {n['passed']} passed, {n['failed']} failed, "
               f"{n['skipped']} skipped in {r['seconds']} s" + (" TIMED OUT" if r["timed_out"] else ""), flush=True)
