@@ -357,11 +357,15 @@ static __always_inline struct pt_regs *user_regs(void)
 #define MW_ARG2(r) ((r)->si)
 #define MW_ARG3(r) ((r)->dx)
 #define MW_ARG4(r) ((r)->r10)
+#define MW_ARG5(r) ((r)->r8)
+#define MW_ARG6(r) ((r)->r9)
 #else
 #define MW_ARG1(r) PT_REGS_PARM1_CORE_SYSCALL(r)
 #define MW_ARG2(r) PT_REGS_PARM2_CORE_SYSCALL(r)
 #define MW_ARG3(r) PT_REGS_PARM3_CORE_SYSCALL(r)
 #define MW_ARG4(r) PT_REGS_PARM4_CORE_SYSCALL(r)
+#define MW_ARG5(r) PT_REGS_PARM5_CORE_SYSCALL(r)
+#define MW_ARG6(r) PT_REGS_PARM6_CORE(r)
 #endif
 
 /* The tracked entry of the current process, or NULL: the one map lookup an

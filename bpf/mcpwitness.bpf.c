@@ -145,13 +145,15 @@ static __always_inline int handle_open(struct mw_proc *p, long ret, long dirfd, 
 	if (!s)
 		return 0;
 
-	long n = bpf_probe_read_user_str(s->buf, MW_PATH_MAX, upath);
 	__u32 n1 = 0;
-	if (n > 0) {
-		n1 = n - 1;
-	} else {
-		s->ev.flags |= MW_F_PATHERR;
-		count(MW_C_USER_READ_FAIL);
+	if (upath) { /* none for a file handle */
+		long n = bpf_probe_read_user_str(s->buf, MW_PATH_MAX, upath);
+		if (n > 0) {
+			n1 = n - 1;
+		} else {
+			s->ev.flags |= MW_F_PATHERR;
+			count(MW_C_USER_READ_FAIL);
+		}
 	}
 
 	__u64 kind = MW_OPEN_SECOND_NONE;
@@ -192,7 +194,7 @@ static __always_inline int handle_open(struct mw_proc *p, long ret, long dirfd, 
 }
 
 /* The syscall handlers below take the saved user registers (the syscall's
- * arguments) and its return value; the two hook sets at the end of this file
+ * arguments) and its return value; the three hook sets at the end of this file
  * call them. Each leaves an untracked process after one lookup. */
 static __always_inline int on_openat(struct pt_regs *r, long ret)
 {
@@ -231,6 +233,15 @@ static __always_inline int on_openat2(struct pt_regs *r, long ret)
 	bpf_probe_read_user(&how, sizeof(how), (void *)MW_ARG3(r));
 	return handle_open(p, ret, (int)MW_ARG1(r), (const char *)MW_ARG2(r), how.flags, how.mode,
 			   MW_SYS_OPENAT2);
+}
+
+/* open_by_handle_at(mount_fd, handle, flags): no path, only the file it opened */
+static __always_inline int on_open_by_handle_at(struct pt_regs *r, long ret)
+{
+	struct mw_proc *p = current_tracked();
+	if (!p)
+		return 0;
+	return handle_open(p, ret, (int)MW_ARG1(r), NULL, (__u32)MW_ARG3(r), 0, MW_SYS_OPEN_BY_HANDLE_AT);
 }
 
 /* ------------------------------------------------------------------ */
@@ -275,6 +286,33 @@ static __always_inline int on_execveat(struct pt_regs *r, long ret)
 /* ------------------------------------------------------------------ */
 /* connects                                                            */
 
+/* A connect event: the address the process passed (uaddr, user memory) or,
+ * with kaddr, one the kernel holds. how: MW_CONN_*. */
+static __always_inline int emit_connect(struct mw_proc *p, struct task_struct *task, long ret, long fd,
+					 struct file *f, const void *uaddr, const void *kaddr, __u32 alen, __u32 how)
+{
+	struct mw_scratch *s = begin(MW_EV_CONNECT, p, task, ret);
+	if (!s)
+		return 0;
+	__u32 n = alen > 128 ? 128 : alen;
+	if (n && (kaddr ? bpf_probe_read_kernel(s->buf, n, kaddr) : bpf_probe_read_user(s->buf, n, uaddr))) {
+		n = 0;
+		s->ev.flags |= MW_F_PATHERR;
+		count(MW_C_USER_READ_FAIL);
+	}
+	s->ev.args.connect.fd = (__u32)fd | (__u64)how << 32;
+	s->ev.args.connect.addr_len = alen;
+	struct socket *sock = f ? BPF_CORE_READ(f, private_data) : NULL;
+	if (sock) {
+		struct sock *sk = BPF_CORE_READ(sock, sk);
+		s->ev.args.connect.sock_type = BPF_CORE_READ(sock, type);
+		if (sk)
+			s->ev.args.connect.protocol = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol);
+	}
+	emit(s, n);
+	return 0;
+}
+
 static __always_inline int on_connect(struct pt_regs *r, long ret)
 {
 	struct mw_proc *p = current_tracked();
@@ -282,34 +320,66 @@ static __always_inline int on_connect(struct pt_regs *r, long ret)
 		return 0;
 	struct task_struct *task = bpf_get_current_task_btf();
 	long fd = (int)MW_ARG1(r);
-	void *uaddr = (void *)MW_ARG2(r);
-	__u32 alen = (__u32)MW_ARG3(r);
-
-	struct mw_scratch *s = begin(MW_EV_CONNECT, p, task, ret);
-	if (!s)
-		return 0;
-	__u32 n = alen > 128 ? 128 : alen;
-	if (n && bpf_probe_read_user(s->buf, n, uaddr)) {
-		n = 0;
-		s->ev.flags |= MW_F_PATHERR;
-		count(MW_C_USER_READ_FAIL);
-	}
-	s->ev.args.connect.fd = fd;
-	s->ev.args.connect.addr_len = alen;
-	if (ret != -EBADF && ret != -ENOTSOCK) {
-		struct file *f = fd_file(task, fd);
-		struct socket *sock = f ? BPF_CORE_READ(f, private_data) : NULL;
-		if (sock) {
-			struct sock *sk = BPF_CORE_READ(sock, sk);
-			s->ev.args.connect.sock_type = BPF_CORE_READ(sock, type);
-			if (sk)
-				s->ev.args.connect.protocol = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol);
-		}
-	}
-	emit(s, n);
-	return 0;
+	struct file *f = ret != -EBADF && ret != -ENOTSOCK ? fd_file(task, fd) : NULL;
+	return emit_connect(p, task, ret, fd, f, (void *)MW_ARG2(r), NULL, (__u32)MW_ARG3(r), MW_CONN_CONNECT);
 }
 
+/* Datagrams sent to an address without a connect (UDP, raw and packet
+ * sockets, Unix datagrams): the first one each socket sends to each address
+ * is reported as a connect event. The key: the socket's inode (never reused
+ * soon, unlike a struct file's address) and the address's first 28 bytes. */
+struct dgram_key {
+	__u64 ino;
+	__u8 addr[28];
+	__u32 tgid;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct dgram_key);
+	__type(value, __u8);
+} dgram_dests SEC(".maps");
+
+static __always_inline void sent_to(struct mw_proc *p, long ret, long fd, const void *uaddr, __u32 alen, __u32 how)
+{
+	if (!uaddr || !alen || ret == -EBADF || ret == -ENOTSOCK)
+		return;
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct file *f = fd_file(task, fd);
+	if (!f)
+		return;
+	struct dgram_key k = {.ino = BPF_CORE_READ(f, f_inode, i_ino), .tgid = bpf_get_current_pid_tgid() >> 32};
+	bpf_probe_read_user(k.addr, alen < sizeof(k.addr) ? alen & 31 : sizeof(k.addr), uaddr);
+	__u8 one = 1;
+	if (bpf_map_update_elem(&dgram_dests, &k, &one, BPF_NOEXIST))
+		return; /* this socket already sent there: reported once */
+	emit_connect(p, task, ret, fd, f, uaddr, NULL, alen, how);
+}
+
+static __always_inline void sent_msg(struct mw_proc *p, long ret, long fd, const void *umsg, __u32 how)
+{
+	struct user_msghdr m = {};
+	if (!bpf_probe_read_user(&m, sizeof(m), umsg))
+		sent_to(p, ret, fd, m.msg_name, m.msg_namelen, how);
+}
+
+/* sendmmsg(fd, vec, vlen, flags): the addresses of its first few messages */
+#define MW_MMSG_MAX 4
+static __always_inline int on_sendmmsg(struct pt_regs *r, long ret)
+{
+	struct mw_proc *p = current_tracked();
+	if (!p)
+		return 0;
+	struct mmsghdr *vec = (struct mmsghdr *)MW_ARG2(r);
+	__u32 vlen = (__u32)MW_ARG3(r);
+	for (int i = 0; i < MW_MMSG_MAX; i++) {
+		if (i >= vlen)
+			break;
+		sent_msg(p, ret, (int)MW_ARG1(r), &vec[i].msg_hdr, MW_CONN_SENDMMSG);
+	}
+	return 0;
+}
 
 /* Every payload syscall: untracked processes leave after one lookup (in
  * watch mode a read may first make its reader tracked; with a port filter
@@ -367,11 +437,31 @@ static __always_inline int io_exit(struct mw_proc *p, long ret, long fd, __u64 u
 IO_HANDLER(read, MW_IOSYS_READ, MW_IO_READ)
 IO_HANDLER(write, MW_IOSYS_WRITE, MW_IO_WRITE)
 IO_HANDLER(recvfrom, MW_IOSYS_RECVFROM, MW_IO_READ)
-IO_HANDLER(sendto, MW_IOSYS_SENDTO, MW_IO_WRITE)
+IO_HANDLER(sendto_io, MW_IOSYS_SENDTO, MW_IO_WRITE)
 IOV_HANDLER(readv, MW_IOSYS_READV, MW_IO_READ)
 IOV_HANDLER(writev, MW_IOSYS_WRITEV, MW_IO_WRITE)
 MSG_HANDLER(recvmsg, MW_IOSYS_RECVMSG, MW_IO_READ)
-MSG_HANDLER(sendmsg, MW_IOSYS_SENDMSG, MW_IO_WRITE)
+MSG_HANDLER(sendmsg_io, MW_IOSYS_SENDMSG, MW_IO_WRITE)
+
+/* sendto(fd, buf, n, flags, addr, alen), sendmsg(fd, msg, flags): where the
+ * datagram went (when an address was given), then the payload */
+static __always_inline int on_sendto(struct pt_regs *r, long ret)
+{
+	if (MW_ARG5(r)) {
+		struct mw_proc *p = current_tracked();
+		if (p)
+			sent_to(p, ret, (int)MW_ARG1(r), (void *)MW_ARG5(r), (__u32)MW_ARG6(r), MW_CONN_SENDTO);
+	}
+	return on_sendto_io(r, ret);
+}
+
+static __always_inline int on_sendmsg(struct pt_regs *r, long ret)
+{
+	struct mw_proc *p = current_tracked();
+	if (p)
+		sent_msg(p, ret, (int)MW_ARG1(r), (void *)MW_ARG2(r), MW_CONN_SENDMSG);
+	return on_sendmsg_io(r, ret);
+}
 
 /* ------------------------------------------------------------------ */
 /* the syscall hook sets: the loader attaches one of them               */
@@ -394,7 +484,7 @@ int BPF_PROG(mw_sys_exit, struct pt_regs *regs, long ret)
 	long nr = regs->orig_ax;
 	switch (nr) {
 	case 0: case 1: case 2: case 19: case 20: case 42: case 44: case 45: case 46: case 47:
-	case 59: case 85: case 257: case 322: case 437:
+	case 59: case 85: case 257: case 304: case 307: case 322: case 437:
 		break;
 	default:
 		return 0;
@@ -419,6 +509,8 @@ int BPF_PROG(mw_sys_exit, struct pt_regs *regs, long ret)
 	case 59: return on_execve(regs, ret);
 	case 85: return on_creat(regs, ret);
 	case 257: return on_openat(regs, ret);
+	case 304: return on_open_by_handle_at(regs, ret);
+	case 307: return on_sendmmsg(regs, ret);
 	case 322: return on_execveat(regs, ret);
 	case 437: return on_openat2(regs, ret);
 	}
@@ -445,6 +537,7 @@ SYSCALL_FEXIT(openat)
 SYSCALL_FEXIT(open)
 SYSCALL_FEXIT(creat)
 SYSCALL_FEXIT(openat2)
+SYSCALL_FEXIT(open_by_handle_at)
 SYSCALL_FEXIT(execve)
 SYSCALL_FEXIT(execveat)
 SYSCALL_FEXIT(connect)
@@ -456,6 +549,7 @@ SYSCALL_FEXIT(readv)
 SYSCALL_FEXIT(writev)
 SYSCALL_FEXIT(recvmsg)
 SYSCALL_FEXIT(sendmsg)
+SYSCALL_FEXIT(sendmmsg)
 #endif
 
 /* "syscalls": one syscall tracepoint per syscall (any architecture; the
@@ -471,6 +565,7 @@ SYSCALL_TP(openat)
 SYSCALL_TP(open)
 SYSCALL_TP(creat)
 SYSCALL_TP(openat2)
+SYSCALL_TP(open_by_handle_at)
 SYSCALL_TP(execve)
 SYSCALL_TP(execveat)
 SYSCALL_TP(connect)
@@ -482,6 +577,44 @@ SYSCALL_TP(readv)
 SYSCALL_TP(writev)
 SYSCALL_TP(recvmsg)
 SYSCALL_TP(sendmsg)
+SYSCALL_TP(sendmmsg)
+
+/* ---- io_uring ------------------------------------------------------- */
+/* io_uring opens files and connects sockets without those syscalls. They
+ * are seen when the kernel posts their completion (io_uring_complete, run in
+ * the submitting process: its own thread or one of its io-wq workers, which
+ * share its files). The requested path is gone by then: an open is named by
+ * the file it opened. A raw tracepoint: its arguments differ between
+ * kernels, but the request is the second on all of them. */
+#define MW_IORING_OP_CONNECT 16
+#define MW_IORING_OP_OPENAT 18
+#define MW_IORING_OP_OPENAT2 28
+
+SEC("raw_tp/io_uring_complete")
+int mw_uring_complete(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct mw_proc *p = current_tracked();
+	if (!p)
+		return 0;
+	struct io_kiocb *req = (struct io_kiocb *)ctx->args[1];
+	__u8 op = BPF_CORE_READ(req, opcode);
+	int res = BPF_CORE_READ(req, cqe.res);
+	if (op == MW_IORING_OP_OPENAT || op == MW_IORING_OP_OPENAT2) {
+		struct io_open *o = (struct io_open *)req; /* the request's command area */
+		if (BPF_CORE_READ(o, file_slot)) {
+			count(MW_C_URING_DIRECT);  /* a direct descriptor: no fd to name the file by */
+			return 0;
+		}
+		return handle_open(p, res, AT_FDCWD, NULL, BPF_CORE_READ(o, how.flags), BPF_CORE_READ(o, how.mode),
+				   MW_SYS_IO_URING);
+	}
+	if (op == MW_IORING_OP_CONNECT) {
+		struct io_connect *c = (struct io_connect *)req;
+		return emit_connect(p, bpf_get_current_task_btf(), res, -1, BPF_CORE_READ(req, file),
+				    BPF_CORE_READ(c, addr), NULL, BPF_CORE_READ(c, addr_len), MW_CONN_IO_URING);
+	}
+	return 0;
+}
 
 /* ---- socket cookies ------------------------------------------------ */
 /* A TCP socket gets its cookie when it is established, so that the

@@ -33,7 +33,8 @@ enum mw_event_type {
 	MW_EV_EXEC = 2,    /* ret: 0 or -errno; args: [0]=len filename [1]=len exe [2]=argv real len [3]=argv captured len */
 	MW_EV_EXIT = 3,    /* ret: raw wait status (exit code << 8 | signal) */
 	MW_EV_OPEN = 4,    /* ret: fd or -errno; args: [0]=flags [1]=mode [2]=dirfd [3]=lens (see MW_OPEN_*) */
-	MW_EV_CONNECT = 5, /* ret: 0 or -errno; args: [0]=fd [1]=addrlen [2]=sock type [3]=protocol; data: sockaddr */
+	MW_EV_CONNECT = 5, /* ret: 0 or -errno; args: [0]=fd | MW_CONN_* << 32 [1]=addrlen [2]=sock type [3]=protocol;
+			    * data: sockaddr */
 	MW_EV_IO = 6,      /* ret: bytes moved; args: [0]=fd | dir << 32 | kind << 40 | syscall << 48
 			    * [1]=inode [2]=device [3]=bytes captured; data: the bytes, in order */
 	MW_EV_THREAD = 7,  /* a tracked process created a thread; tid = the creating thread; args: [0]=new tid */
@@ -234,6 +235,16 @@ struct mw_stream {
 #define MW_SYS_CREAT 3
 #define MW_SYS_EXECVE 4
 #define MW_SYS_EXECVEAT 5
+#define MW_SYS_OPEN_BY_HANDLE_AT 6 /* opens: no path was passed (a file handle) */
+#define MW_SYS_IO_URING 7          /* opens and connects completed by io_uring: no syscall of their own */
+
+/* the syscall behind a connect event (args.connect.fd >> 32): a connect, or the
+ * first datagram a socket sent to an address (sendto/sendmsg/sendmmsg with one) */
+#define MW_CONN_CONNECT 0
+#define MW_CONN_SENDTO 1
+#define MW_CONN_SENDMSG 2
+#define MW_CONN_SENDMMSG 3
+#define MW_CONN_IO_URING 4
 
 /* The per-type part of an event: 32 bytes, one named struct per type. Every
  * member is laid out so that the four little-endian __u64 words userspace
@@ -369,6 +380,7 @@ enum mw_counter {
 	MW_C_TLS_CALLS,        /* SSL_read/SSL_write calls captured */
 	MW_C_TLS_UNBOUND,      /* ... whose socket was not known yet */
 	MW_C_COMPAT_SYSCALL,   /* 32-bit syscalls of tracked processes: not decoded */
+	MW_C_URING_DIRECT,     /* io_uring opens into a direct descriptor: not named */
 	MW_C_MAX,
 };
 

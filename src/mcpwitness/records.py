@@ -105,6 +105,9 @@ class ConnectEvent(Event, tag="connect"):
     scope: str | None = None      # flags.py: loopback, private, link-local, public, unix
     attribution: EventAttribution | None = None
     policy_slot: int = 0          # the process's policy (unix paths are checked in userspace)
+    # connect, or the first datagram a socket sent to this address: sendto, sendmsg, sendmmsg;
+    # io_uring: a connect io_uring completed (no fd number)
+    syscall: str = "connect"
 
 
 class IoEvent(Event, tag="io"):
@@ -350,6 +353,7 @@ class TimelineEntry(msgspec.Struct, gc=False, omit_defaults=True):
     port: int | None | msgspec.UnsetType = msgspec.UNSET
     unix_path: str | msgspec.UnsetType = msgspec.UNSET            # connect
     scope: str | msgspec.UnsetType = msgspec.UNSET                # connect
+    via: str | msgspec.UnsetType = msgspec.UNSET                  # open, connect: not the usual syscall
     check: str | msgspec.UnsetType = msgspec.UNSET                # policy
     action: str | msgspec.UnsetType = msgspec.UNSET
     outcome: str | msgspec.UnsetType = msgspec.UNSET

@@ -349,6 +349,8 @@ def _entry(ev, v: Verdict, t0: int, roots, redact) -> TimelineEntry:
             e.sensitive = ev.sensitive
         if roots and path.startswith("/") and not under(path, roots):
             e.outside_roots = True
+        if ev.syscall in ("io_uring", "open_by_handle_at"):
+            e.via = ev.syscall
     elif tag == "exec":
         e.file, e.argv = ev.exe or ev.filename, [redact(a) for a in ev.argv]
         if ev.category:
@@ -363,6 +365,8 @@ def _entry(ev, v: Verdict, t0: int, roots, redact) -> TimelineEntry:
             e.scope = ev.scope
         if ev.error:
             e.error = ev.error
+        if ev.syscall != "connect":
+            e.via = ev.syscall
     elif tag == "policy":
         e.check, e.action, e.outcome, e.mechanism, e.errno = ev.check, ev.action, ev.outcome, ev.mechanism, ev.errno
         e.policy, e.rule, e.rule_id = ev.policy, ev.rule, ev.rule_id

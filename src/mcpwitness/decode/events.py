@@ -15,7 +15,7 @@ from typing import Iterable, Iterator
 
 from ..kernel.abi import (
     ANCESTORS, EV_CONNECT, EV_EXEC, EV_EXIT, EV_FORK, EV_IO, EV_OPEN, EV_POLICY, EV_SOCK, EV_STDIO, EV_THREAD,
-    EXEC_SYSCALLS, F_LAST, F_PATHERR, F_TRUNC, F_UNTRACKED, IO_KINDS, IO_SYSCALLS, OPEN_SYSCALLS, POLICY_ACCESS,
+    CONNECT_SYSCALLS, EXEC_SYSCALLS, F_LAST, F_PATHERR, F_TRUNC, F_UNTRACKED, IO_KINDS, IO_SYSCALLS, OPEN_SYSCALLS, POLICY_ACCESS,
     POLICY_ACTIONS, POLICY_CHECKS, POLICY_MECHANISMS, POLICY_OUTCOMES, R_ANC, R_ARG0, R_CGROUP, R_COMM, R_DATA, R_DEPTH,
     R_DLEN, R_FLAGS, R_PID, R_POLICY, R_PPID, R_RET, R_ROOT, R_SEQ, R_START, R_TID, R_TS, R_TYPE, R_UID, SOCK_BINDINGS,
     SOCKINFO, STDIO_KINDS, STDIO_WHY
@@ -89,6 +89,8 @@ def decode_sockaddr(raw: bytes) -> tuple[str, str | None, int | None, str | None
         if p[:1] == b"\0":  # abstract namespace
             return "AF_UNIX", None, None, "@" + p[1:].rstrip(b"\0").decode("utf-8", "backslashreplace")
         return "AF_UNIX", None, None, p.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
+    if fam == socket.AF_PACKET and len(raw) >= 8:  # sockaddr_ll: the device, and the protocol as the port
+        return "AF_PACKET", f"ifindex {struct.unpack_from('<i', raw, 4)[0]}", struct.unpack_from(">H", raw, 2)[0], None
     if fam == 0:
         return "AF_UNSPEC", None, None, None
     return f"AF_{fam}", None, None, None
@@ -267,6 +269,8 @@ class Decoder:
         notes = _NO_NOTES
         if kind == 1:
             resolved = data[n1:n1 + n2].decode("utf-8", "backslashreplace")
+            if not n1:  # a file handle or io_uring: no path was passed, the file names itself
+                path = resolved
         elif kind == 2 and n2:
             base = data[n1:n1 + n2].decode("utf-8", "backslashreplace")
             resolved = os.path.normpath(os.path.join(base, path))
@@ -306,9 +310,11 @@ class Decoder:
 
     def _connect(self, r, data: bytes, truncated: bool, a0: int, a1: int, a2: int, a3: int, ret: int):
         fam, addr, port, upath = decode_sockaddr(data)
-        return ConnectEvent(*self._base(r, truncated, _NO_NOTES), a0, fam, addr, port, upath,
-                            _SOCK_TYPES.get(a2 & 0xF) if a2 else None, _PROTOS.get(a3) if a3 else None,
-                            ret, errname(ret) if ret < 0 else None, policy_slot=r[R_POLICY])
+        fd = a0 & 0xFFFFFFFF
+        return ConnectEvent(*self._base(r, truncated, _NO_NOTES), -1 if fd == 0xFFFFFFFF else fd, fam, addr, port,
+                            upath, _SOCK_TYPES.get(a2 & 0xF) if a2 else None, _PROTOS.get(a3) if a3 else None,
+                            ret, errname(ret) if ret < 0 else None, policy_slot=r[R_POLICY],
+                            syscall=CONNECT_SYSCALLS.get(a0 >> 32, "?"))
 
     def _fork(self, r, data: bytes, truncated: bool, a0: int, a1: int, a2: int, a3: int, ret: int):
         return ForkEvent(*self._base(r, truncated, _NO_NOTES), a0, a1)

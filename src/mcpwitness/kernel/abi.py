@@ -66,6 +66,7 @@ COUNTERS = [
     "tls_calls",             # SSL_read/SSL_write calls captured
     "tls_unbound",           # ... whose socket was not known yet
     "compat_syscalls",       # 32-bit syscalls of tracked processes: not decoded
+    "uring_direct_opens",    # io_uring opens into a direct descriptor (no fd): not named
 ]
 
 POLICY_CHECKS = {1: "connect", 2: "sendmsg", 3: "open", 4: "exec"}
@@ -85,7 +86,8 @@ POLICY_OUTCOMES = {
 }
 POLICY_ACCESS = ((1, "read"), (2, "write"), (4, "create"), (8, "exec"))  # connect (0x10) is implied by check
 
-OPEN_SYSCALLS = {0: "openat", 1: "open", 2: "openat2", 3: "creat"}
+OPEN_SYSCALLS = {0: "openat", 1: "open", 2: "openat2", 3: "creat", 6: "open_by_handle_at", 7: "io_uring"}
+CONNECT_SYSCALLS = {0: "connect", 1: "sendto", 2: "sendmsg", 3: "sendmmsg", 4: "io_uring"}
 EXEC_SYSCALLS = {4: "execve", 5: "execveat"}
 IO_SYSCALLS = {0: "read", 1: "write", 2: "readv", 3: "writev", 4: "recvfrom", 5: "sendto", 6: "recvmsg",
                7: "sendmsg", 8: "SSL_read", 9: "SSL_write", 10: "SSL_read_ex", 11: "SSL_write_ex"}

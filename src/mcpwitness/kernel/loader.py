@@ -97,10 +97,11 @@ HOOK_SETS = (HOOKS_FEXIT, HOOKS_DISPATCH, HOOKS_SYSCALLS)
 DISPATCHER = "mw_sys_exit"
 FEXIT_PREFIX = "mw_fx_"
 # the hooked syscalls, by what they report
-OPEN_SYSCALLS = ("open", "openat", "openat2", "creat")
+OPEN_SYSCALLS = ("open", "openat", "openat2", "creat", "open_by_handle_at")
 EXEC_SYSCALLS = ("execve", "execveat")
 PAYLOAD_SYSCALLS = ("read", "write", "readv", "writev", "recvfrom", "sendto", "recvmsg", "sendmsg")
-SYSCALLS = OPEN_SYSCALLS + EXEC_SYSCALLS + ("connect",) + PAYLOAD_SYSCALLS
+SYSCALLS = OPEN_SYSCALLS + EXEC_SYSCALLS + ("connect", "sendmmsg") + PAYLOAD_SYSCALLS
+URING = "mw_uring_complete"  # io_uring opens and connects, at completion (raw_tp/io_uring_complete)
 
 
 @functools.cache
@@ -125,7 +126,7 @@ def hook_mechanism(hooks: str, names) -> str:
 LSM_MAIN = {"mw_lsm_file_open", "mw_lsm_bprm_check", "mw_lsm_socket_connect"}  # all or none
 LSM_PROGRAMS = LSM_MAIN | {"mw_lsm_path_mknod"}
 # programs with a fallback: where the kernel refuses one, the rest loads without it
-OPTIONAL_PROGRAMS = {"mw_connect_unix"} | LSM_PROGRAMS  # and the syscall hook sets (_optional)
+OPTIONAL_PROGRAMS = {"mw_connect_unix", URING} | LSM_PROGRAMS  # and the syscall hook sets (_optional)
 
 
 def _optional(prog: str, options: LoadOptions) -> bool:
@@ -448,8 +449,16 @@ class Kernel:
                         link = libbpf.bpf_program__attach_cgroup(p, self._cgroup())
                     else:
                         link = libbpf.bpf_program__attach(p)
-                    link = libbpf.check_ptr(link, f"attach {name}", log)
-                self.links.append(link)
+                    try:
+                        link = libbpf.check_ptr(link, f"attach {name}", log)
+                    except OSError as e:
+                        if name != URING:
+                            raise
+                        # a kernel without io_uring (or its tracepoint): nothing to see there
+                        self.refused[name] = f"did not attach on this kernel ({e.strerror}): io_uring is not seen"
+                        link = None
+                if link:
+                    self.links.append(link)
             p = libbpf.bpf_object__next_program(self.obj, p)
 
     def _cgroup(self) -> int:

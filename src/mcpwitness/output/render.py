@@ -39,7 +39,7 @@ def _event_line(e: dict) -> str:
     t = e["type"]
     who = f"{e['pid']}/{e['tid']} {e['comm']}"
     if t == "open":
-        what = f"open   {e.get('path')}  [{e.get('risk')}{', ' + e['sensitive'] if e.get('sensitive') else ''}" \
+        what = f"open   {e.get('path')}{' (' + e['via'] + ')' if e.get('via') else ''}  [{e.get('risk')}{', ' + e['sensitive'] if e.get('sensitive') else ''}" \
                f"{', outside roots' if e.get('outside_roots') else ''}]" \
                + (f"  -> {e['error']}" if e.get("error") else f"  -> fd {e.get('fd')}")
     elif t == "exec":
@@ -48,7 +48,8 @@ def _event_line(e: dict) -> str:
                + (f"  [{e['category']}]" if e.get("category") else "") + (f"  -> {e['error']}" if e.get("error") else "")
     elif t == "connect":
         dest = e.get("unix_path") or f"{e.get('address')}:{e.get('port')}"
-        what = f"connect {dest}" + (f"  [{e['scope']}]" if e.get("scope") else "") \
+        what = f"connect {dest}" + (f" ({e['via']})" if e.get("via") else "") \
+               + (f"  [{e['scope']}]" if e.get("scope") else "") \
                + (f"  -> {e['error']}" if e.get("error") else "  -> ok")
     elif t == "policy":
         what = f"POLICY {e.get('action').upper()} {e.get('check')} " \
