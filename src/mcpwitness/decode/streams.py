@@ -69,7 +69,7 @@ class Reassembler:
         # going first past max_channels
         self.pos: dict[tuple, int] = {}
         self.max_channels = max_channels
-        self.stats = {"frames": 0, "incomplete": 0, "oversized": 0, "blank": 0}
+        self.stats = {"frames": 0, "incomplete": 0, "oversized": 0, "blank": 0, "cut": 0}
         self.peers: dict[int, int] = {}  # Unix socket inode -> its connected peer's inode
         self.pairs: set[int] = set()     # Unix socket inodes with no name at either end (socketpairs)
 
@@ -107,7 +107,7 @@ class Reassembler:
                 p.offset = base
             p.truncated = True
             p.notes = p.notes + [f"a syscall moved {ev.bytes} bytes, {len(ev.data)} were captured: "
-                                 "line boundaries after the gap are a guess"]
+                                 "the message ends in the gap"]
         start = 0
         while True:
             i = data.find(b"\n", start)
@@ -127,6 +127,20 @@ class Reassembler:
                 self.stats["blank"] += 1
                 continue
             out.append(self._frame(ev, line, first, off, True, trunc, notes))
+        if ev.truncated and start < len(data):
+            # the bytes not captured are this syscall's last ones: the line under way ends
+            # there, most likely (one write per message). Joined to the next write, it would
+            # take the next message down with it.
+            if p is None:
+                p = self.pending[k] = _Pending()
+                p.first, p.offset, p.truncated = ev.ktime_ns, base + start, True
+                p.notes = [f"a syscall moved {ev.bytes} bytes, {len(ev.data)} were captured: "
+                           "the message ends in the gap"]
+            p.parts.append(data[start:])
+            del self.pending[k]
+            self.stats["cut"] += 1
+            out.append(self._frame(ev, b"".join(p.parts), p.first, p.offset, False, True, p.notes))
+            return out
         if start < len(data):
             if p is None:
                 p = self.pending[k] = _Pending()
