@@ -308,6 +308,7 @@ PAYLOAD_TRICKS = {
 }
 
 
+@pytest.mark.matrix("evasion: payload tricks")
 @pytest.mark.parametrize("client_kind", ["pipe", "socketpair"])
 def test_payload_tricks(tmp_path, client_kind):
     """Answers written past the hooked read/write family: the client gets each one; the record
