@@ -44,6 +44,27 @@ def test_truncated_capture_is_marked():
     assert out[0].truncated and "5000" in out[0].notes[0]
 
 
+def test_a_cut_write_ends_its_line_and_spares_the_next_message():
+    msg = b'{"jsonrpc":"2.0","id":2,"result":{}}'
+    out, r = frames([io(b'{"jsonrp', moved=5000), io(msg + b"\n")])
+    assert [f.data for f in out] == [b'{"jsonrp', msg]
+    assert out[0].truncated and not out[0].complete and not out[1].truncated
+    assert r.stats["cut"] == 1
+
+
+def test_an_oversized_line_is_cut_once_and_the_rest_dropped_up_to_its_newline():
+    r = Reassembler(max_frame=100)
+    msg = b'{"jsonrpc":"2.0","id":3,"result":{}}'
+    out = []
+    for _ in range(10):  # a 500-byte line in 50-byte writes, then a message in the same write as its end
+        out += r.feed(io(b"x" * 50))
+    out += r.feed(io(b"y" * 20 + b"\n" + msg + b"\n"))
+    assert [len(f.data) for f in out] == [150, len(msg)] and out[1].data == msg
+    assert out[0].truncated and "cut here" in out[0].notes[-1]
+    assert r.stats["oversized"] == 1 and r.stats["skipped_bytes"] == 350 + 20
+    assert not r.skipping and not r.pending
+
+
 def run(lines, directions=None, pid=10):
     d = McpDecoder(Redactor(), identity=lambda pid: ("/bin/srv", ["srv"]))
     r = Reassembler()

@@ -26,7 +26,7 @@ from .kernel.abi import RECORD_SIZE
 from .kernel.loader import EXEC_SYSCALLS, OPEN_SYSCALLS, PAYLOAD_SYSCALLS, Kernel, LoadOptions, hook_mechanism
 from .kernel.ringbuf import records
 from .kernel.tracking import Tracker, resolve_command
-from .proc import ProcTable, read_cgroup
+from .proc import ProcTable, peak_rss, read_cgroup
 from .records import Start, Stats
 from .util import now_iso
 
@@ -78,7 +78,7 @@ class Agent:
                                  ancestry=self.table.extend, policy_names=pol.names if pol else None,
                                  stop_stream=self.kernel.stop_stream, admit=self.tracker.admit,
                                  watched=self.tracker.roots if self.watch else None, hooks=hooks,
-                                 on_event=on_event)
+                                 on_event=on_event, max_message=max(self.kernel.options.io_max, 16 << 20))
         self.tracker.wall = self.pipeline.decoder.wall_time
         self.sink = sink
         self.detect = detect           # detect.engine.DetectSink, when detection runs (its stats, reloads)
@@ -248,6 +248,7 @@ class Agent:
             tls_processes=tls.attached_total if tls is not None else None,
             policy=self.policy.stats() if self.policy is not None else None,
             ring_discarded=self.reader.discarded, backlog_peak_bytes=self.backlog_peak,
+            agent_peak_rss_bytes=peak_rss(),
             still_running=sorted(self.kernel.tracked()),
             discovered=sorted(self.tracker.roots) if self.watch else None,
             rejected_by_filter=len(self.tracker.rejected),

@@ -56,6 +56,19 @@ def descendants(pid: int, stats: dict[int, ProcStat] | None = None) -> list[tupl
     return out
 
 
+def peak_rss(pid: int | str = "self") -> int | None:
+    """A process's peak resident memory in bytes since its exec (VmHWM; getrusage's
+    ru_maxrss would also count what its parent had when it was forked)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def read_cmdline(pid: int) -> list[str] | None:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:

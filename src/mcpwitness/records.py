@@ -463,6 +463,7 @@ class Stats(msgspec.Struct, tag="stats", tag_field="type", gc=False):
     policy: dict | None
     ring_discarded: int
     backlog_peak_bytes: int
+    agent_peak_rss_bytes: int | None  # the agent's own peak memory so far (VmHWM)
     still_running: list
     discovered: list | None
     rejected_by_filter: int

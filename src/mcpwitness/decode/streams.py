@@ -69,7 +69,10 @@ class Reassembler:
         # going first past max_channels
         self.pos: dict[tuple, int] = {}
         self.max_channels = max_channels
-        self.stats = {"frames": 0, "incomplete": 0, "oversized": 0, "blank": 0, "cut": 0}
+        self.stats = {"frames": 0, "incomplete": 0, "oversized": 0, "blank": 0, "cut": 0, "skipped_bytes": 0}
+        # channels whose line grew past max_frame: its head was sent on, the rest of the line
+        # is counted and dropped up to its newline (memory stays at one max_frame per line)
+        self.skipping: dict[tuple, None] = {}
         self.peers: dict[int, int] = {}  # Unix socket inode -> its connected peer's inode
         self.pairs: set[int] = set()     # Unix socket inodes with no name at either end (socketpairs)
 
@@ -100,15 +103,25 @@ class Reassembler:
         if len(self.pos) > self.max_channels:
             del self.pos[next(iter(self.pos))]
         out: list[Frame] = []
+        start = 0
+        if k in self.skipping:
+            i = data.find(b"\n")
+            if i < 0:
+                self.stats["skipped_bytes"] += len(data)
+                if ev.truncated:  # the line ends in this write's gap
+                    del self.skipping[k]
+                return out
+            del self.skipping[k]
+            self.stats["skipped_bytes"] += i
+            start = i + 1
         if ev.truncated:
             if p is None:
                 p = self.pending[k] = _Pending()
                 p.first = ev.ktime_ns
-                p.offset = base
+                p.offset = base + start
             p.truncated = True
             p.notes = p.notes + [f"a syscall moved {ev.bytes} bytes, {len(ev.data)} were captured: "
                                  "the message ends in the gap"]
-        start = 0
         while True:
             i = data.find(b"\n", start)
             if i < 0:
@@ -151,14 +164,19 @@ class Reassembler:
             if p.size > self.max_frame:
                 self.stats["oversized"] += 1
                 out.append(self._frame(ev, b"".join(p.parts), p.first, p.offset, False, True,
-                                       p.notes + [f"line longer than {self.max_frame} bytes: cut here"]))
+                                       p.notes + [f"line longer than {self.max_frame} bytes: cut here, "
+                                                  "the rest of it is dropped"]))
                 del self.pending[k]
+                self.skipping[k] = None
+                if len(self.skipping) > self.max_channels:
+                    del self.skipping[next(iter(self.skipping))]
         return out
 
     def reset(self, ev: IoEvent) -> None:
         """The reassembly failed on ev (a bug this input found): what was
         waiting on its stream is dropped, the stream goes on from here."""
         self.pending.pop(self.key(ev), None)
+        self.skipping.pop(self.key(ev), None)
 
     def _frame(self, ev: IoEvent, data: bytes, first: int, offset: int, complete: bool, truncated: bool,
                notes: list[str]) -> Frame:

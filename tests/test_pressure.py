@@ -1,0 +1,49 @@
+"""The agent under pressure, at a small scale (bench/pressure.py runs the full
+sizes and prints the figures of docs/security.md): its memory stays bounded, and
+what it keeps plus what it counts as lost accounts for everything the load did."""
+import os
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.kernel
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+import pressure  # noqa: E402
+
+BOUND_MIB = 640  # the agent's peak RSS in every load below, with the defaults (64 MiB ring, 16 MiB messages): ~170 MiB idle
+
+
+def test_forks_are_all_kept():
+    r = pressure.forks(1000)
+    assert r["status"] == 0 and r["maxrss_mib"] < BOUND_MIB
+    lost = pressure.losses(r["stats"])
+    assert r["kept"] + r["stats"]["kernel"]["ringbuf_full_events"] >= 1000, (r["kept"], lost)
+    assert r["kept_exits"] >= r["kept"]
+
+
+def test_a_ring_filled_on_purpose_counts_every_loss():
+    n = 50_000
+    r = pressure.opens(n, "64K")
+    k = r["stats"]["kernel"]
+    assert r["status"] == 0 and r["maxrss_mib"] < BOUND_MIB
+    assert k["ringbuf_full_events"] > 0, "a 64 KiB ring should overflow under 50,000 opens"
+    # every open is either in the record or counted as lost at the ring
+    assert r["kept"] + k["ringbuf_full_events"] >= n
+    assert r["kept"] > 0
+
+
+def test_a_huge_response_stays_bounded():
+    size = 256 << 20
+    r = pressure.response(size)
+    assert r["status"] == 0 and r["produced"] > size
+    assert r["maxrss_mib"] < BOUND_MIB, r["maxrss_mib"]
+    call = r["call"]
+    assert call is not None and call["method"] == "tools/call"
+    lost = pressure.losses(r["stats"])
+    assert lost, "a 256 MiB line is cut somewhere, and counted"
+
+
+def test_concurrent_http_sessions_are_all_kept():
+    r = pressure.sessions(200)
+    assert r["produced"] == 200 and r["maxrss_mib"] < BOUND_MIB
+    assert r["kept"] == 200, pressure.losses(r["stats"])
