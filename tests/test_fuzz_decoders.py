@@ -423,3 +423,48 @@ def test_an_exception_without_values_excepts_nothing(tmp_path):
     rule = rules.load([str(f)]).rules[0]
     assert rule.fn({"type": "open", "path": "/etc/hosts"}, "open", {})
     assert not rule.fn({"type": "open", "path": "/tmp/x"}, "open", {})
+
+
+def _recorded_lines() -> list[dict]:
+    """Real records of every kind the pipeline writes for an HTTP conversation (sessions,
+    messages, calls, the stats-free rest), as replay reads them: JSON objects."""
+    import msgspec
+    _, recs = run(http_variants(3), [])
+    return [json.loads(msgspec.json.encode(r)) for r in recs]
+
+
+RECORDED = _recorded_lines()
+# an edit of one recorded line: a field set to any JSON value, a field dropped, or the line replaced
+EDIT = st.one_of(
+    st.tuples(st.just("set"), st.integers(0, 10_000), st.integers(0, 100), JSON),
+    st.tuples(st.just("drop"), st.integers(0, 10_000), st.integers(0, 100)),
+    st.tuples(st.just("raw"), st.integers(0, 10_000), st.binary(max_size=60)),
+)
+
+
+@FUZZ
+@given(edits=st.lists(EDIT, max_size=12))
+def test_replay_judges_or_counts_every_line(edits):
+    """detect --replay over a recorded file edited any way: it never raises, and every
+    line is either judged as a record or counted as skipped."""
+    from collections import Counter
+
+    from mcpwitness.decode.flags import Flagger
+    from mcpwitness.detect.engine import Engine, RuleSource, replay
+    docs: list = [dict(r) for r in RECORDED]
+    raw: dict[int, bytes] = {}
+    for e in edits:
+        i = e[1] % len(docs)
+        keys = sorted(docs[i]) if isinstance(docs[i], dict) else []
+        if e[0] == "set" and keys:
+            docs[i][keys[e[2] % len(keys)]] = e[3]
+        elif e[0] == "drop" and keys:
+            docs[i].pop(keys[e[2] % len(keys)])
+        elif e[0] == "raw":
+            raw[i] = e[2].replace(b"\n", b" ")
+    lines = [raw.get(i, json.dumps(d).encode()) for i, d in enumerate(docs)]
+    src = RuleSource()
+    engine = Engine(src, Flagger(), ruleset=src.load())
+    bad: Counter = Counter()
+    list(replay(lines, engine, bad, Counter()))
+    assert engine.stats["records"] + sum(bad.values()) == sum(1 for x in lines if x.strip())
