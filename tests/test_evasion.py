@@ -145,7 +145,7 @@ def run_cases(tmp_path, helper, mode, cases, cgroup_root):
     files:
       deny: ["{secret}"]
     exec:
-      deny: ["{forbidden}"]
+      deny: ["{forbidden}", "memfd:**"]
     network:
       deny: ["{HOST}"]
 """)
@@ -229,7 +229,7 @@ EXPECTED = {
     "hard_link": (True, False),  # recorded under the link's name, judged by it
     "bind_mount": (True, False),  # recorded under the alias, judged by it
     "execve": (True, True),
-    "memfd_fexecve": (True, False),  # recorded as memfd:NAME; a path rule does not name a memfd
+    "memfd_fexecve": (True, True),  # recorded as memfd:NAME, refused by the rule memfd:**
     "execveat_empty_path": (True, True), "posix_spawn": (True, True), "vfork": (True, True),
     "clone3_parent": (True, True), "clone3_newpid": (True, True), "shebang_chain": (True, True),
     "ld_so": (True, False),  # the exec is ld.so's; the program is only opened and mapped

@@ -25,6 +25,7 @@ def one(text):
     ("policies:\n  - name: a\n    files:\n      deny: [{path: /etc, access: [exec]}]\n", "p.yaml:4:35",
      "read, write, create"),
     ("policies:\n  - name: a\n    exec:\n      deny: ['cu*l']\n", "p.yaml:4:14", "plain file name"),
+    ("policies:\n  - name: a\n    exec:\n      deny: ['memfd:x*']\n", "p.yaml:4:14", "memfd:** (every memfd)"),
     ("policies:\n  - name: a\n  - name: a\n", "p.yaml:3:5", "second policy"),
     ("policies:\n  - name: a\n    match: {cgroup: system.slice}\n", "p.yaml:3:21", "absolute"),
     ("policies:\n  - name: a\n    network: {allow: [1.2.3.4\n", "p.yaml:4:1", "not valid YAML"),
@@ -35,6 +36,15 @@ def test_bad_policies_are_refused_with_the_place(text, where, why):
     msg = str(e.value)
     assert msg.startswith(where + ":"), msg
     assert why in msg
+
+
+def test_memfd_exec_rules():
+    p = one('policies:\n  - name: a\n    exec: {deny: ["memfd:**", "/usr/bin/curl"]}\n')
+    assert policy.path_decide(p, "memfd:anything", ACC_EXEC)[0] != 0
+    assert policy.path_decide(p, "/usr/bin/true", ACC_EXEC)[0] == 0
+    q = one('policies:\n  - name: a\n    exec: {deny: ["memfd:payload"]}\n')
+    assert policy.path_decide(q, "memfd:payload", ACC_EXEC)[0] != 0
+    assert policy.path_decide(q, "memfd:payload2", ACC_EXEC)[0] == 0
 
 
 def test_network_most_specific_wins_then_deny():

@@ -525,10 +525,25 @@ def _file_entry(ctx, pol, lst, j, entry, deny):
         pol.paths.append(PathRule(k, access, deny, rid))
 
 
+MEMFD = "memfd:"
+
+
 def _exec_entry(ctx, pol, lst, j, entry, deny):
     if not isinstance(entry, str) or not entry:
         ctx.fail(lst, j, "an exec rule is a bare name (curl), a path or a /dir/**")
     rid = ctx.rule(pol.name, "exec", "deny" if deny else "allow", entry, ctx.at(lst, j))
+    if entry.startswith(MEMFD):
+        # a program run from a memfd (fexecve) is named memfd:NAME, with the name its maker chose:
+        # memfd:** is every one of them, memfd:NAME one name
+        name = entry[len(MEMFD):]
+        if name == "**":
+            key = MEMFD.encode()
+        elif name and "/" not in name and not _GLOB.search(name) and len(entry.encode()) < PKEY_PATH:
+            key = entry.encode() + b"\0"
+        else:
+            ctx.fail(lst, j, f"{entry!r}: a memfd rule is memfd:** (every memfd) or memfd:NAME")
+        pol.paths.append(PathRule(key, ACC_EXEC, deny, rid))
+        return
     if "/" not in entry:
         if _GLOB.search(entry) or len(entry.encode()) >= NAME_LEN:
             ctx.fail(lst, j, f"{entry!r}: a bare name is a plain file name under {NAME_LEN} bytes")
