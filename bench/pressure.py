@@ -14,6 +14,8 @@ Loads:
   response  a stdio server answers one request with a 1 GiB line
   ring      the opens again, with a 64 KiB ring: filled on purpose
   sessions  1,000 concurrent HTTP sessions to one server (a POST each, kept open)
+  call      100,000 opens inside one tool call of an SDK server, then a plain call: what the
+            first call's record keeps, and that both are attributed right
 """
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ from common import build
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MW = shutil.which("mcpwitness") or os.path.join(os.path.dirname(sys.executable), "mcpwitness")
-SIZES = {"forks": 10_000, "opens": 1_000_000, "response": 1 << 30, "ring": 1_000_000, "sessions": 1_000}
+SIZES = {"forks": 10_000, "opens": 1_000_000, "response": 1 << 30, "ring": 1_000_000, "sessions": 1_000,
+         "call": 100_000}
 
 RESPONDER = r'''
 import json, os, sys
@@ -184,6 +187,40 @@ def sessions(n: int) -> dict:
     return res
 
 
+def call(n: int) -> dict:
+    """n opens inside one tool call (an SDK server and client), then a call that opens one
+    file: the records of both."""
+    import anyio
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from mcp_client import RecordingStdio, client
+    out = tempfile.NamedTemporaryFile(suffix=".jsonl", delete=False).name
+    with tempfile.NamedTemporaryFile() as f, tempfile.NamedTemporaryFile() as g:
+        t = RecordingStdio(MW, ["run", "-q", "--jsonl", out, "--no-store", "--", sys.executable,
+                                os.path.join(ROOT, "bench", "workloads", "pressure_server.py")])
+
+        async def go():
+            async with client(t) as c:
+                await c.call_tool("run", {"argv": [build("pressure"), "opens", str(n), f.name]})
+                await c.call_tool("run", {"argv": [build("pressure"), "opens", "1", g.name]})
+
+        anyio.run(go)
+        res = finish({"proc": _Done(), "out": out}, keep=("call",))
+        calls = [x for x in res["records"] if x["type"] == "call" and x["method"] == "tools/call"]
+        res["calls"] = calls
+        res["files"] = (f.name, g.name)
+    big = [e for e in calls[0]["timeline"] if e["type"] == "open" and e.get("path") == f.name] if calls else []
+    res["produced"], res["kept"] = n, len(big)
+    return res
+
+
+class _Done:
+    """finish() for an agent the SDK client already waited for."""
+    returncode = 0
+
+    def wait(self):
+        return 0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every size (default 1)")
@@ -195,7 +232,7 @@ def main() -> None:
         n = max(1, int(SIZES[name] * a.scale))
         t0 = time.monotonic()
         r = {"forks": lambda: forks(n), "opens": lambda: opens(n), "response": lambda: response(n),
-             "ring": lambda: opens(n, "64K"), "sessions": lambda: sessions(n)}[name]()
+             "ring": lambda: opens(n, "64K"), "sessions": lambda: sessions(n), "call": lambda: call(n)}[name]()
         took = time.monotonic() - t0
         print(f"| {name} | {n:,} | {r['maxrss_mib']:.0f} MiB | {r['kept']:,} of {r['produced']:,} "
               f"| {losses(r['stats']) or 'none'} ({took:.0f} s) |", flush=True)

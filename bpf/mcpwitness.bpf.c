@@ -286,16 +286,16 @@ static __always_inline int on_execveat(struct pt_regs *r, long ret)
 /* ------------------------------------------------------------------ */
 /* connects                                                            */
 
-/* A connect event: the address the process passed (uaddr, user memory) or,
- * with kaddr, one the kernel holds. how: MW_CONN_*. */
+/* A connect event: the address the process passed (uaddr: user memory).
+ * how: MW_CONN_*. */
 static __always_inline int emit_connect(struct mw_proc *p, struct task_struct *task, long ret, long fd,
-					 struct file *f, const void *uaddr, const void *kaddr, __u32 alen, __u32 how)
+					 struct file *f, const void *uaddr, __u32 alen, __u32 how)
 {
 	struct mw_scratch *s = begin(MW_EV_CONNECT, p, task, ret);
 	if (!s)
 		return 0;
 	__u32 n = alen > 128 ? 128 : alen;
-	if (n && (kaddr ? bpf_probe_read_kernel(s->buf, n, kaddr) : bpf_probe_read_user(s->buf, n, uaddr))) {
+	if (n && bpf_probe_read_user(s->buf, n, uaddr)) {
 		n = 0;
 		s->ev.flags |= MW_F_PATHERR;
 		count(MW_C_USER_READ_FAIL);
@@ -321,7 +321,7 @@ static __always_inline int on_connect(struct pt_regs *r, long ret)
 	struct task_struct *task = bpf_get_current_task_btf();
 	long fd = (int)MW_ARG1(r);
 	struct file *f = ret != -EBADF && ret != -ENOTSOCK ? fd_file(task, fd) : NULL;
-	return emit_connect(p, task, ret, fd, f, (void *)MW_ARG2(r), NULL, (__u32)MW_ARG3(r), MW_CONN_CONNECT);
+	return emit_connect(p, task, ret, fd, f, (void *)MW_ARG2(r), (__u32)MW_ARG3(r), MW_CONN_CONNECT);
 }
 
 /* Datagrams sent to an address without a connect (UDP, raw and packet
@@ -347,14 +347,15 @@ static __always_inline void sent_to(struct mw_proc *p, long ret, long fd, const 
 		return;
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct file *f = fd_file(task, fd);
-	if (!f)
+	struct socket *sock = f ? BPF_CORE_READ(f, private_data) : NULL;
+	if (!sock || BPF_CORE_READ(sock, type) == 1 /* SOCK_STREAM: the address is ignored */)
 		return;
 	struct dgram_key k = {.ino = BPF_CORE_READ(f, f_inode, i_ino), .tgid = bpf_get_current_pid_tgid() >> 32};
 	bpf_probe_read_user(k.addr, alen < sizeof(k.addr) ? alen & 31 : sizeof(k.addr), uaddr);
 	__u8 one = 1;
 	if (bpf_map_update_elem(&dgram_dests, &k, &one, BPF_NOEXIST))
 		return; /* this socket already sent there: reported once */
-	emit_connect(p, task, ret, fd, f, uaddr, NULL, alen, how);
+	emit_connect(p, task, ret, fd, f, uaddr, alen, how);
 }
 
 static __always_inline void sent_msg(struct mw_proc *p, long ret, long fd, const void *umsg, __u32 how)
@@ -611,7 +612,7 @@ int mw_uring_complete(struct bpf_raw_tracepoint_args *ctx)
 	if (op == MW_IORING_OP_CONNECT) {
 		struct io_connect *c = (struct io_connect *)req;
 		return emit_connect(p, bpf_get_current_task_btf(), res, -1, BPF_CORE_READ(req, file),
-				    BPF_CORE_READ(c, addr), NULL, BPF_CORE_READ(c, addr_len), MW_CONN_IO_URING);
+				    BPF_CORE_READ(c, addr), BPF_CORE_READ(c, addr_len), MW_CONN_IO_URING);
 	}
 	return 0;
 }

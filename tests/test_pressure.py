@@ -47,3 +47,20 @@ def test_concurrent_http_sessions_are_all_kept():
     r = pressure.sessions(200)
     assert r["produced"] == 200 and r["maxrss_mib"] < BOUND_MIB
     assert r["kept"] == 200, pressure.losses(r["stats"])
+
+
+def test_a_call_that_opens_many_files_keeps_a_bounded_record():
+    """30,000 opens inside one tool call: its record keeps the first 10,000 routine events and
+    says how many more there were; the next call's record is its own, exactly attributed."""
+    n = 30_000
+    r = pressure.call(n)
+    assert r["maxrss_mib"] < BOUND_MIB
+    big, small = r["calls"]
+    f, g = r["files"]
+    assert len(big["timeline"]) <= 10_000 + 10 and r["kept"] >= 9_000
+    assert any("more events of this call are not in its timeline" in x for x in big["notes"]), big["notes"]
+    assert all(e["attribution"] == "exact" for e in big["timeline"])
+    mine = [e for e in small["timeline"] if e["type"] == "open"]
+    assert any(e.get("path") == g for e in mine) and not any(e.get("path") == f for e in mine)
+    assert all(e["attribution"] == "exact" for e in small["timeline"])
+    assert r["stats"]["calls"]["events_not_in_records"] >= n - 10_000

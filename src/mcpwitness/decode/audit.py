@@ -28,7 +28,7 @@ from .streams import C2S, S2C
 
 class _Call:
     __slots__ = ("id", "session", "direction", "req", "resp", "areq", "events", "end_ts", "reason", "status",
-                 "written", "key")
+                 "written", "key", "dropped")
 
     def __init__(self, cid: str, req: McpMessage, key: tuple):
         self.id, self.req, self.key = cid, req, key
@@ -36,6 +36,7 @@ class _Call:
         self.resp: McpMessage | None = None
         self.areq: Request | None = None
         self.events: list = []
+        self.dropped: dict[str, int] | None = None  # events past the call's cap, by type
         self.end_ts: int | None = None
         self.reason: str | None = None
         self.status: str | None = None
@@ -62,6 +63,16 @@ def declared_roots(answers) -> list[str] | None:
     return found
 
 
+# A call's record keeps at most this many routine events (reads of files that are not
+# sensitive, forks, exits), and at most CALL_EVENTS_MAX in all: a tool that opens a million files
+# must not hold a million events in memory, nor write them into one record. Every event
+# is still written on its own (JSON Lines, the store); what the record leaves out is
+# counted in it (notes) and in stats calls.events_not_in_records. Policy events are
+# always kept.
+CALL_ROUTINE_MAX = 10_000
+CALL_EVENTS_MAX = 50_000
+
+
 class Auditor:
     def __init__(self, wall=None, redact=None, grace_ns: int = 50_000_000,
                  linger_ns: int = 10_000_000_000, timeout_ns: int = 300_000_000_000):
@@ -74,7 +85,7 @@ class Auditor:
         self.sessions: dict[str, SessionRecord] = {}
         self.roots: dict[str, list[str]] = {}   # session -> declared roots (paths)
         self.now = 0
-        self.stats = {"calls": 0, "incomplete": 0, "late_events": 0, "errors": 0}
+        self.stats = {"calls": 0, "incomplete": 0, "late_events": 0, "errors": 0, "events_not_in_records": 0}
         self.errors: list[str] = []
 
     # --- input ------------------------------------------------------------
@@ -191,7 +202,20 @@ class Auditor:
             out.append(ev)
             for r in v.requests:
                 if not r.call.written:
-                    r.call.events.append((ev, v))
+                    self._keep(r.call, ev, v)
+
+    def _keep(self, c: _Call, ev, v) -> None:
+        n = len(c.events)
+        if n >= CALL_ROUTINE_MAX:
+            tag = type(ev).__struct_config__.tag
+            routine = tag in ("fork", "exit", "thread") or (tag == "open" and not ev.sensitive
+                                                            and ev.risk in (None, "read"))
+            if tag != "policy" and (routine or n >= CALL_EVENTS_MAX):
+                c.dropped = c.dropped or {}
+                c.dropped[tag] = c.dropped.get(tag, 0) + 1
+                self.stats["events_not_in_records"] += 1
+                return
+        c.events.append((ev, v))
 
     # --- output -----------------------------------------------------------
     def _ready(self, force: bool = False) -> list:
@@ -503,6 +527,10 @@ def build_record(c: _Call, sess: SessionRecord | None, roots, live: list[int], w
     if live:
         rec.notes = [f"processes of this call were still running when the record was written: {sorted(live)}; "
                      "their later events carry this call id"]
+    if c.dropped:
+        rec.notes = rec.notes + [f"{sum(c.dropped.values())} more events of this call are not in its timeline "
+                                 f"({', '.join(f'{n} {t}' for t, n in sorted(c.dropped.items()))}): each was "
+                                 f"written on its own, with this call id"]
     return rec
 
 
