@@ -120,6 +120,8 @@ def losses(stats: dict) -> dict:
         "decoder: bad records": dec["bad_records"],
         "streams: lines cut at max frame": st["oversized"],
         "streams: writes cut short": st.get("cut", 0),
+        "auditor: events left out of call records (written on their own)":
+            stats["calls"].get("events_not_in_records", 0),
     }
     return {n: v for n, v in found.items() if v}
 
