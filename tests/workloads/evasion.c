@@ -189,24 +189,18 @@ static int f_proc_fd(char **a)
 	return fd < 0 ? fail("open /proc/self/fd/N") : show(fd, "reopened through /proc/self/fd");
 }
 
-/* argv[3]: where to make the link */
-static int f_symlink(char **a)
+/* argv[3]: where to make the link, symbolic or hard */
+static int through_link(char **a, int hard)
 {
 	unlink(a[3]);
-	if (symlink(a[2], a[3]))
-		return fail("symlink");
+	if (hard ? link(a[2], a[3]) : symlink(a[2], a[3]))
+		return fail(hard ? "link" : "symlink");
 	int fd = open(a[3], O_RDONLY);
-	return fd < 0 ? fail("open symlink") : show(fd, "through a symlink");
+	return fd < 0 ? fail("open through the link") : show(fd, hard ? "through a hard link" : "through a symlink");
 }
 
-static int f_hardlink(char **a)
-{
-	unlink(a[3]);
-	if (link(a[2], a[3]))
-		return fail("link");
-	int fd = open(a[3], O_RDONLY);
-	return fd < 0 ? fail("open hard link") : show(fd, "through a hard link");
-}
+static int f_symlink(char **a) { return through_link(a, 0); }
+static int f_hardlink(char **a) { return through_link(a, 1); }
 
 /* argv[3]: an empty directory to bind the file's directory onto, in a mount namespace of its own */
 static int f_bind(char **a)

@@ -120,8 +120,8 @@ class Reassembler:
                 p.first = ev.ktime_ns
                 p.offset = base + start
             p.truncated = True
-            p.notes = p.notes + [f"a syscall moved {ev.bytes} bytes, {len(ev.data)} were captured: "
-                                 "the message ends in the gap"]
+            p.notes = p.notes + [gap := f"a syscall moved {ev.bytes} bytes, {len(ev.data)} were captured: "
+                                        "the message ends in the gap"]
         while True:
             i = data.find(b"\n", start)
             if i < 0:
@@ -146,9 +146,7 @@ class Reassembler:
             # take the next message down with it.
             if p is None:
                 p = self.pending[k] = _Pending()
-                p.first, p.offset, p.truncated = ev.ktime_ns, base + start, True
-                p.notes = [f"a syscall moved {ev.bytes} bytes, {len(ev.data)} were captured: "
-                           "the message ends in the gap"]
+                p.first, p.offset, p.truncated, p.notes = ev.ktime_ns, base + start, True, [gap]
             p.parts.append(data[start:])
             del self.pending[k]
             self.stats["cut"] += 1
