@@ -46,7 +46,7 @@ def test_bad_config_is_refused_with_the_place(tmp_path):
     p.write_text("audit:\n  linger: [1\n")
     with pytest.raises(ConfigError, match=r"c.yaml:\d+:\d+: not valid YAML"):
         load(str(p))
-    for doc, msg in (({"audit": {"lingr": 3}}, "unknown keys"), ({"nope": 1}, "unknown sections"),
+    for doc, msg in (({"audit": {"lingr": 3}}, "unknown key .lingr."), ({"nope": 1}, "unknown section .nope."),
                      ({"audit": {"linger": "soon"}}, "not a duration"), ({"store": {"max_size": "big"}}, "not a size"),
                      ({"flags": {"sensitive_paths": {"a": [1]}}}, "non-empty strings"), ([1], "mapping")):
         with pytest.raises(ConfigError, match=msg):

@@ -29,6 +29,14 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 64M)") from None
 
 
+def _seconds(text: str) -> float:
+    from .util import ConfigError, duration
+    try:
+        return duration(float(text) if text.replace(".", "", 1).isdigit() else text, "duration")
+    except ConfigError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (seconds, or e.g. 90s, 10m, 1d)") from None
+
+
 def _say(msg: str) -> None:
     print(f"mcpwitness: {msg}", file=sys.stderr, flush=True)
 
@@ -143,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _audit_options(p) -> None:
-    p.add_argument("--config", metavar="FILE", help="YAML configuration (flags, audit, store): see docs/audit.md")
+    p.add_argument("--config", metavar="FILE",
+                   help="YAML configuration: flags, audit, store, and any option of this command in its "
+                        "run:/watch: section (docs/deploy.md); the command line wins over the file")
     p.add_argument("--policy", metavar="FILE",
                    help="YAML policies: what each MCP server may connect to, open and run (docs/policy.md); "
                         "reloaded when the file changes (and on SIGHUP under watch)")
@@ -155,6 +165,13 @@ def _audit_options(p) -> None:
                    help="how syscalls are hooked (default: the first this kernel loads): fexit on each syscall's "
                         "function, one tp_btf/sys_exit program for all (x86-64), or a tracepoint per syscall; "
                         "bench/untracked_overhead.py compares them")
+    p.add_argument("--rotate-size", type=_size, default=0, metavar="SIZE",
+                   help="start a new JSON Lines file when this one reaches SIZE (e.g. 256M); the old one is "
+                        "renamed NAME.<UTC time>.jsonl")
+    p.add_argument("--rotate-age", type=_seconds, default=0, metavar="DURATION",
+                   help="... or when it is this old (e.g. 1d)")
+    p.add_argument("--rotate-keep", type=int, default=10, metavar="N",
+                   help="rotated files kept, the newest (default 10)")
     p.add_argument("--db", metavar="PATH", help="the store (default: mcpwitness.db in the state directory)")
     p.add_argument("--no-store", action="store_true", help="JSON Lines only, no SQLite store")
     p.add_argument("--linger", type=float, metavar="SECONDS",
@@ -184,6 +201,10 @@ def _rule_options(p) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     a = ap.parse_args(argv)
+    if a.cmd in ("run", "watch") and a.config:
+        a = _with_config(ap, a, sys.argv[1:] if argv is None else argv)
+        if a is None:
+            return 2
     if a.cmd == "doctor":
         return cmd_doctor(a)
     if a.cmd in ("calls", "show", "sessions", "alerts", "detect"):
@@ -201,6 +222,29 @@ def main(argv: list[str] | None = None) -> int:
             os._exit(code)
         return code
     return 2
+
+
+def _command_parsers(ap) -> dict:
+    sub = next(x for x in ap._actions if isinstance(x, argparse._SubParsersAction))
+    return {name: sub.choices[name] for name in ("run", "watch")}
+
+
+def _with_config(ap, a, argv: list[str]):
+    """The arguments again, over the configuration file's run:/watch: section
+    (the command line wins; a repeatable option adds to the file's list), or
+    None after saying why the file is refused."""
+    from .config import load
+    from .util import ConfigError
+    parsers = _command_parsers(ap)
+    try:
+        cfg = load(a.config, a.cmd, parsers)
+    except ConfigError as e:
+        _say(f"configuration refused: {e}")
+        return None
+    rest = argv[argv.index(a.cmd) + 1:]
+    b = parsers[a.cmd].parse_args(rest, namespace=argparse.Namespace(**cfg.options))
+    b.cmd, b.loaded_config = a.cmd, cfg
+    return b
 
 
 def cmd_doctor(a) -> int:
@@ -273,8 +317,12 @@ def _start(kind: str, a, options, **agent_kw):
     from .decode.redact import Redactor
     from .output.jsonl import JsonlSink, TeeSink, default_db_path, default_jsonl_path
 
+    lacking = _lacking_caps(kind, a)
+    if lacking:
+        _say(lacking)
+        return None
     try:
-        cfg = load(a.config)
+        cfg = getattr(a, "loaded_config", None) or load(a.config)
     except ConfigError as e:
         _say(f"configuration refused: {e}")
         return None
@@ -284,7 +332,7 @@ def _start(kind: str, a, options, **agent_kw):
         cfg.call_timeout = a.call_timeout
     try:
         path = a.jsonl or default_jsonl_path(kind)
-        sink = JsonlSink(path)
+        sink = JsonlSink(path, rotate_size=a.rotate_size, rotate_age=a.rotate_age, keep=a.rotate_keep)
     except OSError as e:
         _say(f"cannot write events: {e}")
         return None
@@ -319,7 +367,7 @@ def _start(kind: str, a, options, **agent_kw):
     except (OSError, RuntimeError) as e:
         _say(f"cannot load the kernel programs: {e}")
         if os.geteuid() != 0:
-            _say("mcpwitness needs root (or CAP_BPF + CAP_PERFMON + CAP_SYS_RESOURCE); `mcpwitness doctor` says more")
+            _say("`mcpwitness doctor` says what this kernel and this capability set allow")
         sink.close()
         return None
     if not a.quiet and not a.jsonl:
@@ -341,6 +389,27 @@ def _start(kind: str, a, options, **agent_kw):
     if plan:
         _say(plan)
     return agent
+
+
+def _lacking_caps(kind: str, a) -> str | None:
+    """Why this command cannot run with this process's capabilities, or None.
+    Said before anything is loaded, naming each capability that is missing
+    (MCPWITNESS_NO_CAP_CHECK=1 skips it, to see what the kernel itself does)."""
+    from .kernel import caps
+    if os.environ.get("MCPWITNESS_NO_CAP_CHECK") == "1":
+        return None
+    other = False
+    pid = getattr(a, "pid", None)
+    if kind == "run" and pid is not None:
+        try:
+            other = os.stat(f"/proc/{pid}").st_uid != os.geteuid()
+        except OSError:
+            other = False          # no such process: said later
+    lacking = caps.missing(caps.needed(kind, a.policy is not None, other))
+    if not lacking:
+        return None
+    what = f"{kind} --pid of another user's process" if other else kind
+    return caps.refusal(what + (" --policy" if a.policy is not None else ""), lacking)
 
 
 def _rule_source(a):

@@ -11,7 +11,7 @@ import os
 import platform
 
 from . import __version__
-from .kernel import libbpf
+from .kernel import caps, libbpf
 from .kernel.loader import (EXEC_SYSCALLS, HOOK_SETS, HOOKS_DISPATCH, HOOKS_FEXIT, HOOKS_SYSCALLS, MECH_EXEC_KILL,
                             MECH_FILE_KILL, OPEN_SYSCALLS, PAYLOAD_SYSCALLS, Kernel, LoadOptions, choose_mechanisms,
                             hook_mechanism)
@@ -20,17 +20,20 @@ from .kernel.system import BPFFS, TRACEFS, cgroup2_root, ensure_mount, raise_mem
 
 MAP_TYPES = [("hash", 1), ("percpu_array", 6), ("lru_hash", 9), ("lpm_trie", 11), ("ringbuf", 27)]
 
-CAPS = {"CAP_SYS_ADMIN": 21, "CAP_BPF": 39, "CAP_PERFMON": 38, "CAP_NET_ADMIN": 12,
-        "CAP_SYS_RESOURCE": 24, "CAP_KILL": 5, "CAP_SYS_PTRACE": 19}
+FEATURE_LABELS = {"record": "recording: run -- CMD, the kernel programs, TLS probes",
+                  "others": "other users' processes: watch, run --pid of another user's process",
+                  "policy": "--policy (refusing connects in the kernel)",
+                  "private_tls": "TLS of servers in directories this user cannot search (optional)"}
 
 
-def capabilities() -> dict[str, bool]:
-    eff = 0
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("CapEff:"):
-                eff = int(line.split()[1], 16)
-    return {name: bool(eff >> bit & 1) for name, bit in CAPS.items()}
+def privileges(eff: int | None = None) -> list[dict]:
+    """What the current capability set allows, feature by feature."""
+    out = []
+    for key, (needs, why) in caps.FEATURES.items():
+        lacking = [c for c, _ in caps.missing([key], eff)]
+        out.append({"feature": key, "label": FEATURE_LABELS[key], "needs": list(needs), "allowed": not lacking,
+                    "missing": lacking, "why": why})
+    return out
 
 
 def features(mech: dict[str, bool], hooks: str = HOOKS_SYSCALLS) -> list[dict]:
@@ -114,7 +117,9 @@ def diagnose() -> dict:
         "libbpf": libbpf.version(),
         "mounts": {"tracefs": f"{TRACEFS}: {mounts['tracefs']}", "bpffs": f"{BPFFS}: {mounts['bpffs']}",
                    "cgroup2": f"cgroup2: {cgroup2_root() or 'not mounted'}"},
-        "capabilities": capabilities(),
+        "uid": os.geteuid(),
+        "capabilities": {k: v for k, v in caps.held().items()},
+        "privileges": privileges(),
     }
     maps = {}
     for name, t in MAP_TYPES:
@@ -155,8 +160,12 @@ def render(report: dict) -> str:
     lines.append("mounts:")
     for v in report["mounts"].values():
         lines.append(f"  {v}")
-    lines.append("capabilities: " + " ".join(f"{k}{'' if v else '(missing)'}"
-                                               for k, v in report["capabilities"].items()))
+    lines.append(f"uid {report['uid']}, capabilities: " + " ".join(
+        f"{k}{'' if v else '(missing)'}" for k, v in report["capabilities"].items()))
+    lines.append("what this capability set allows:")
+    for p in report["privileges"]:
+        state = "yes" if p["allowed"] else "NO, missing " + ", ".join(p["missing"])
+        lines.append(f"  {p['label']}: {state}   (needs {' '.join(p['needs'])})")
     lines.append("map types: " + " ".join(f"{k}:{'yes' if v else 'NO'}" for k, v in report["map_types"].items()))
     lines.append("")
     w = max(len(p["mechanism"]) for p in report["mechanisms"])

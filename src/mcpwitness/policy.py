@@ -42,6 +42,7 @@ import re
 from dataclasses import dataclass, field
 
 from .proc import container_id, under_cgroup
+from .util import where as mark_where, yaml_with_marks
 
 ACC_READ, ACC_WRITE, ACC_CREATE, ACC_EXEC, ACC_CONNECT = 0x1, 0x2, 0x4, 0x8, 0x10
 ACC_ORDER = (ACC_READ, ACC_WRITE, ACC_CREATE, ACC_EXEC, ACC_CONNECT)  # the kernel's rule[] order
@@ -152,43 +153,7 @@ class PolicySet:
 # --- YAML with positions ----------------------------------------------------
 
 def _yaml_load(text: str, path: str):
-    """Parse YAML keeping where each mapping value and list item came from."""
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    class Map(dict):
-        marks: dict
-
-    class Seq(list):
-        marks: list
-
-    def mapping(loader, node):
-        loader.flatten_mapping(node)
-        d = Map()
-        d.marks = {}
-        d.mark = node.start_mark
-        for k, v in node.value:
-            key = loader.construct_object(k, deep=True)
-            d[key] = loader.construct_object(v, deep=True)
-            d.marks[key] = v.start_mark
-        return d
-
-    def sequence(loader, node):
-        s = Seq(loader.construct_object(v, deep=True) for v in node.value)
-        s.marks = [v.start_mark for v in node.value]
-        s.mark = node.start_mark
-        return s
-
-    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
-    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, sequence)
-    try:
-        return yaml.load(text, Loader=Loader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
-        raise PolicyError(f"{where}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
+    return yaml_with_marks(text, path, PolicyError)
 
 
 class _Ctx:
@@ -198,14 +163,7 @@ class _Ctx:
         self.rules: dict[int, Rule] = {}
 
     def at(self, container, key) -> str:
-        marks = getattr(container, "marks", None)
-        mark = None
-        if isinstance(marks, dict):
-            mark = marks.get(key)
-        elif isinstance(marks, list) and isinstance(key, int) and key < len(marks):
-            mark = marks[key]
-        mark = mark or getattr(container, "mark", None)
-        return f"{self.path}:{mark.line + 1}:{mark.column + 1}" if mark else self.path
+        return mark_where(self.path, container, key)
 
     def fail(self, container, key, msg: str):
         raise PolicyError(f"{self.at(container, key)}: {msg}")

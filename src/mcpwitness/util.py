@@ -108,3 +108,58 @@ def strings(v, limit: int = 512, max_depth: int | None = None, list_cap: int | N
             for i, x in enumerate(v if list_cap is None else v[:list_cap]):
                 strings(x, limit, max_depth, list_cap, f"{path}[{i}]", out, depth + 1)
     return out
+
+
+def yaml_with_marks(text: str, path: str, error=None):
+    """Parse YAML keeping where each mapping value and list item came from
+    (for `where`); a file that does not parse raises `error` (ConfigError by
+    default) with file:line:column."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    class Map(dict):
+        marks: dict
+
+    class Seq(list):
+        marks: list
+
+    def mapping(loader, node):
+        loader.flatten_mapping(node)
+        d = Map()
+        d.marks = {}
+        d.mark = node.start_mark
+        for k, v in node.value:
+            key = loader.construct_object(k, deep=True)
+            d[key] = loader.construct_object(v, deep=True)
+            d.marks[key] = v.start_mark
+        return d
+
+    def sequence(loader, node):
+        s = Seq(loader.construct_object(v, deep=True) for v in node.value)
+        s.marks = [v.start_mark for v in node.value]
+        s.mark = node.start_mark
+        return s
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, sequence)
+    try:
+        return yaml.load(text, Loader=Loader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
+        raise (error or ConfigError)(f"{at}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
+
+
+def where(path: str, container, key=None) -> str:
+    """file:line:column of container[key] in a yaml_with_marks document (of
+    the container itself when the key has no mark)."""
+    marks = getattr(container, "marks", None)
+    mark = None
+    if isinstance(marks, dict):
+        mark = marks.get(key)
+    elif isinstance(marks, list) and isinstance(key, int) and key < len(marks):
+        mark = marks[key]
+    mark = mark or getattr(container, "mark", None)
+    return f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path

@@ -25,6 +25,7 @@ from typing import Callable
 from ..proc import ProcStat, all_stats, descendants, identity, read_stat, stdio as proc_stdio
 from ..records import Discovered, IoEvent, SockEvent
 from .loader import Kernel
+from .caps import drop_inherited
 
 
 class CommandNotFound(Exception):
@@ -207,6 +208,7 @@ def spawn_tracked(kernel: Kernel, argv: list[str], env: dict | None = None, poli
             for s in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
                 signal.signal(s, signal.SIG_DFL)
             _pdeathsig(signal.SIGTERM)
+            drop_inherited()           # the command gets none of the agent's capabilities
             os.read(go_r, 1)
             os.close(go_r)
             if env is None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 import time
 from typing import Any, Iterable
@@ -61,37 +62,98 @@ def default_jsonl_path(kind: str = "run") -> str:
 class JsonlSink:
     """Appends events to a JSON Lines file, one flush per batch so that a
     reader (tail -f, a crash) sees whole lines. Payloads hold secrets: the file
-    is created 0600."""
+    is created 0600.
 
-    def __init__(self, path: str):
+    Rotation (rotate_size bytes, rotate_age seconds; 0 = never): the file is
+    renamed to NAME.<UTC time>.jsonl between two batches and a new one is
+    started at the same path; the newest `keep` rotated files are kept."""
+
+    def __init__(self, path: str, rotate_size: int = 0, rotate_age: float = 0, keep: int = 10):
         self.path = path
+        self.rotate_size = rotate_size
+        self.rotate_age = rotate_age
+        self.keep = keep
+        self.rotations = 0
+        self.removed = 0           # rotated files deleted beyond `keep`
         d = os.path.dirname(os.path.abspath(path))
         os.makedirs(d, exist_ok=True)
-        fd = open_private(path, os.O_WRONLY | os.O_APPEND)
-        self._f = os.fdopen(fd, "ab", buffering=1 << 20)
         self._enc = msgspec.json.Encoder()
         self.lines = 0
+        self._open()
+
+    def _open(self) -> None:
+        fd = open_private(self.path, os.O_WRONLY | os.O_APPEND)
+        self._f = os.fdopen(fd, "ab", buffering=1 << 20)
+        st = os.fstat(fd)
+        self._size = st.st_size
+        # an existing file's age counts from its creation (ctime: its last rename or chmod at worst)
+        self._opened = st.st_ctime if st.st_size else time.time()
 
     def write(self, events: Iterable[Any]) -> None:
         events = list(events)
-        if not events:
-            return
-        self._f.write(self._enc.encode_lines(events))
-        self._f.flush()
-        self.lines += len(events)
+        if events:
+            self._emit(self._enc.encode_lines(events), len(events))
 
     def write_encoded(self, events: list, lines: list[bytes]) -> None:
         """events, already encoded as JSON (one bytes object each)."""
         if lines:
-            self._f.write(b"\n".join(lines) + b"\n")
-            self._f.flush()
-            self.lines += len(lines)
+            self._emit(b"\n".join(lines) + b"\n", len(lines))
+
+    def _emit(self, data: bytes, n: int) -> None:
+        self._f.write(data)
+        self._f.flush()
+        self.lines += n
+        self._size += len(data)
+        if (self.rotate_size and self._size >= self.rotate_size) or \
+                (self.rotate_age and time.time() - self._opened >= self.rotate_age):
+            self.rotate()
+
+    def rotated_files(self) -> list[str]:
+        """This file's rotated predecessors, oldest first."""
+        d, base = os.path.split(os.path.abspath(self.path))
+        stem = base[:-6] if base.endswith(".jsonl") else base
+        try:
+            names = os.listdir(d)
+        except OSError:
+            return []
+        return [os.path.join(d, n) for n in sorted(names)
+                if n.startswith(stem + ".") and n.endswith(".jsonl") and n != base
+                and _ROTATED.fullmatch(n[len(stem) + 1:-6])]
+
+    def rotate(self) -> str | None:
+        """Start a new file; the current one is renamed (returned)."""
+        self._f.close()
+        d, base = os.path.split(os.path.abspath(self.path))
+        stem = base[:-6] if base.endswith(".jsonl") else base
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        target, n = os.path.join(d, f"{stem}.{stamp}.jsonl"), 1
+        while os.path.exists(target):
+            n += 1
+            target = os.path.join(d, f"{stem}.{stamp}-{n}.jsonl")
+        try:
+            os.rename(self.path, target)
+        except OSError:
+            target = None          # keep appending to the same file rather than lose records
+        self._open()
+        if target is not None:
+            self.rotations += 1
+            old = self.rotated_files()
+            for f in old[:max(0, len(old) - self.keep)]:
+                try:
+                    os.unlink(f)
+                    self.removed += 1
+                except OSError:
+                    pass
+        return target
 
     def write_record(self, record) -> None:
         self.write([record])
 
     def close(self) -> None:
         self._f.close()
+
+
+_ROTATED = re.compile(r"\d{8}T\d{6}Z(-\d+)?")
 
 
 _SELF = frozenset({"start", "stats", "discovered", "policy_load", "rules", "alert"})
