@@ -102,6 +102,14 @@ class Agent:
         self._threads: list[threading.Thread] = []
         self.started = time.time()
         self.metrics = None            # output.metrics.MetricsServer, set by the CLI
+        self.beats = [time.monotonic(), time.monotonic()]   # drain, decode: last time each looked for work
+
+    def alive(self, within: float = 10.0) -> bool:
+        """Both threads run and each looked for work within `within` seconds
+        (the supervisor's watchdog asks; a wedged sink or reader says no)."""
+        now = time.monotonic()
+        return len(self._threads) == 2 and all(t.is_alive() for t in self._threads) and \
+            all(now - b < within for b in self.beats)
 
     # --- consumer ---------------------------------------------------------
     # Two threads: one drains the kernel ring into a userspace backlog as fast
@@ -133,6 +141,7 @@ class Agent:
         pending = getattr(self.reader, "pending_bytes", None)
         drained = 0.0
         while not self._stop.is_set():
+            self.beats[0] = time.monotonic()
             try:
                 if self.reader.wait(0.1):
                     # the kernel wakes us at the first record after we caught
@@ -154,6 +163,7 @@ class Agent:
     def _process_loop(self) -> None:
         last_tick = 0
         while True:
+            self.beats[1] = time.monotonic()
             batch = None
             with self._cond:
                 if not self._backlog and not self._drained.is_set():

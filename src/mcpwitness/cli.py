@@ -15,6 +15,7 @@ import select
 import signal
 import sys
 import threading
+import time
 
 from . import __version__
 
@@ -543,7 +544,17 @@ def cmd_watch(a) -> int:
         signal.signal(sig, lambda *_: stop.set())
     # SIGHUP: reload the policy and the rules (as daemons do)
     signal.signal(signal.SIGHUP, lambda *_: agent.request_reload())
-    stop.wait(a.duration)
+    from .service import Notifier
+    sd = Notifier()   # under systemd (Type=notify): ready now that the programs are attached and read
+    sd.ready(f"recording (pid {os.getpid()})")
+    end = None if a.duration is None else time.monotonic() + a.duration
+    while not stop.is_set():
+        left = None if end is None else end - time.monotonic()
+        if left is not None and left <= 0:
+            break
+        stop.wait(sd.wait_step() if left is None else min(left, sd.wait_step()))
+        sd.ping(agent.alive(), f"recording: {len(agent.tracker.roots)} servers tracked")
+    sd.stopping()
     _finish(agent, a.quiet)
     return 0
 

@@ -106,13 +106,13 @@ def run_probe(prog_name: str, how: str) -> Probe:
                 root = cgroup2_root()
                 if not root:
                     return Probe(prog_name, False, "no cgroup2 hierarchy mounted")
-                # a cgroup of its own, so that no other process meets the probe; where this user
-                # cannot make one (CAP_NET_ADMIN without root), the root itself, where the real
-                # programs go: the probe program allows everything
+                # a cgroup of its own, so that no other process meets the probe; where this
+                # user cannot make one (CAP_NET_ADMIN without root, a read-only cgroupfs), the
+                # root itself, where the real programs go: the probe program allows everything
                 cg_dir = os.path.join(root, f"mcpwitness-probe-{os.getpid()}")
                 try:
                     os.makedirs(cg_dir, exist_ok=True)
-                except PermissionError:
+                except OSError:            # EACCES, or EROFS under ProtectControlGroups=
                     cg_dir = None
                 fd = os.open(cg_dir or root, os.O_RDONLY | os.O_DIRECTORY)
                 try:

@@ -75,6 +75,7 @@ class JsonlSink:
         self.keep = keep
         self.rotations = 0
         self.removed = 0           # rotated files deleted beyond `keep`
+        self._last = ("", 0)       # the last rotated name: its second and its -N
         d = os.path.dirname(os.path.abspath(path))
         os.makedirs(d, exist_ok=True)
         self._enc = msgspec.json.Encoder()
@@ -109,16 +110,7 @@ class JsonlSink:
             self.rotate()
 
     def rotated_files(self) -> list[str]:
-        """This file's rotated predecessors, oldest first."""
-        d, base = os.path.split(os.path.abspath(self.path))
-        stem = base[:-6] if base.endswith(".jsonl") else base
-        try:
-            names = os.listdir(d)
-        except OSError:
-            return []
-        return [os.path.join(d, n) for n in sorted(names)
-                if n.startswith(stem + ".") and n.endswith(".jsonl") and n != base
-                and _ROTATED.fullmatch(n[len(stem) + 1:-6])]
+        return rotated_files(self.path)
 
     def rotate(self) -> str | None:
         """Start a new file; the current one is renamed (returned)."""
@@ -126,10 +118,15 @@ class JsonlSink:
         d, base = os.path.split(os.path.abspath(self.path))
         stem = base[:-6] if base.endswith(".jsonl") else base
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        target, n = os.path.join(d, f"{stem}.{stamp}.jsonl"), 1
-        while os.path.exists(target):
+        # within one second: -2, -3... after the plain name, never reusing one pruned meanwhile
+        n = self._last[1] + 1 if self._last[0] == stamp else 1
+
+        def name(k):
+            return os.path.join(d, f"{stem}.{stamp}.jsonl" if k == 1 else f"{stem}.{stamp}-{k}.jsonl")
+        while os.path.exists(name(n)):
             n += 1
-            target = os.path.join(d, f"{stem}.{stamp}-{n}.jsonl")
+        target = name(n)
+        self._last = (stamp, n)
         try:
             os.rename(self.path, target)
         except OSError:
@@ -153,7 +150,23 @@ class JsonlSink:
         self._f.close()
 
 
-_ROTATED = re.compile(r"\d{8}T\d{6}Z(-\d+)?")
+def rotated_files(path: str) -> list[str]:
+    """The rotated predecessors of the JSON Lines file at path, oldest first."""
+    d, base = os.path.split(os.path.abspath(path))
+    stem = base[:-6] if base.endswith(".jsonl") else base
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return []
+    found = []
+    for n in names:
+        m = _ROTATED.fullmatch(n[len(stem) + 1:-6]) if n.startswith(stem + ".") and n.endswith(".jsonl") else None
+        if m and n != base:  # in the order they were written: time, then the -N of the same second
+            found.append(((m.group(1), int(m.group(2) or 1)), os.path.join(d, n)))
+    return [p for _, p in sorted(found)]
+
+
+_ROTATED = re.compile(r"(\d{8}T\d{6}Z)(?:-(\d+))?")
 
 
 _SELF = frozenset({"start", "stats", "discovered", "policy_load", "rules", "alert"})
