@@ -1,6 +1,8 @@
 import os
 import platform
 import socket
+import sys
+import subprocess
 import threading
 import time
 import uuid
@@ -196,3 +198,23 @@ def run_tracked(agent, argv, done_marker=None, timeout=20.0):
         wait_for(lambda: not [p for p in agent.kernel.tracked()], 5.0)
     agent.stop()
     return pid, os.waitstatus_to_exitcode(status), agent.sink.events
+
+
+PY = "/usr/bin/python3"
+
+
+@pytest.fixture(scope="session")
+def system_python():
+    """PYTHONPATH for running mcpwitness (and the SDK) with the system's
+    interpreter, as a user who cannot reach the tests' own (it may live
+    under /root)."""
+    v = subprocess.run([PY, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True, text=True)
+    if v.returncode != 0 or v.stdout.strip() != str(sys.version_info[:2]):
+        pytest.skip(f"{PY} is not Python {sys.version_info[0]}.{sys.version_info[1]} (the tests' packages are)")
+    # the package and its dependencies, where an unprivileged user can read them
+    import anyio
+    import msgspec
+
+    import mcpwitness
+    dirs = dict.fromkeys(os.path.dirname(os.path.dirname(m.__file__)) for m in (mcpwitness, msgspec, anyio))
+    return ":".join(dirs)

@@ -14,20 +14,17 @@ import sys
 import tempfile
 
 import anyio
-import msgspec
 import pytest
-from conftest import SLOW, free_port, wait_for
+from conftest import PY, SLOW, free_port, wait_for
 from mcp_client import RecordingStdio, client
 from test_mcp_http import drive, server_argv, start_server, stop, url_of
 
-import mcpwitness
 from mcpwitness.kernel import caps
 from mcpwitness.kernel.loader import Kernel, LoadOptions
 
 pytestmark = pytest.mark.kernel
 HERE = os.path.dirname(os.path.abspath(__file__))
 SERVER = os.path.join(HERE, "workloads", "audit_server.py")
-PY = "/usr/bin/python3"        # a system interpreter: the venv's may live where nobody cannot reach
 NOBODY = 65534
 # what each case needs, from kernel/caps.py's table
 SETS = {"run": ["CAP_BPF", "CAP_PERFMON"],
@@ -44,16 +41,6 @@ def test_the_sets_are_the_documented_table():
     assert caps.needed("watch", False, False) == ["record", "others"]
     assert caps.needed("run", True, False) == ["record", "policy"]
     assert caps.needed("run", False, True) == ["record", "others"]
-
-
-@pytest.fixture(scope="module")
-def system_python():
-    v = subprocess.run([PY, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True, text=True)
-    if v.returncode != 0 or v.stdout.strip() != str(sys.version_info[:2]):
-        pytest.skip(f"{PY} is not Python {sys.version_info[0]}.{sys.version_info[1]} (the tests' packages are)")
-    # the package and its dependencies, where an unprivileged user can read them
-    dirs = dict.fromkeys(os.path.dirname(os.path.dirname(m.__file__)) for m in (mcpwitness, msgspec, anyio))
-    return ":".join(dirs)
 
 
 @pytest.fixture

@@ -16,8 +16,7 @@ import sys
 import tempfile
 
 import pytest
-from conftest import SLOW, wait_for
-from test_caps import PY, system_python  # noqa: F401  (a fixture)
+from conftest import PY, SLOW, wait_for
 from test_mcp_http import stop
 
 import mcpwitness
@@ -206,7 +205,7 @@ def messages(sock, want, timeout):
             return got
 
 
-def test_the_units_command_line_runs_as_its_user_with_its_capabilities(system_python):  # noqa: F811
+def test_the_units_command_line_runs_as_its_user_with_its_capabilities(system_python):
     """What systemd would run, run here: the unit's User (made by the shipped
     sysusers file), its capability sets, NoNewPrivileges, UMask, Environment,
     its state and logs directories owned by that user, the shipped
