@@ -93,7 +93,7 @@ def test_run_with_bpf_and_perfmon_only(system_python, home):
         ("read_file", {"path": "/etc/hostname"}),
         ("run", {"argv": ["sh", "-c", "grep -E '^Cap(Eff|Prm|Amb)' /proc/self/status; id -u"]})])
     assert not results[0][0] and not results[1][0]
-    start = recs[0]
+    start = next(r for r in recs if r["type"] == "start")
     assert start["type"] == "start" and start["agent_pid"]
     rf = call(recs, "read_file")
     assert any(e["type"] == "open" and e.get("path") == "/etc/hostname" and e["attribution"] == "exact"
@@ -188,8 +188,8 @@ def test_run_policy_with_net_admin(system_python, home, listen):
     # every enforcement mechanism root would use here (BPF LSM where the kernel has it) is used
     with Kernel.load(LoadOptions(ring_size=1 << 16, max_procs=64, enforce=True)) as k:
         as_root = dict(k.mechanisms)
-    assert recs[0]["policy"]["mechanisms"] == {k: v for k, v in as_root.items()
-                                              if k in recs[0]["policy"]["mechanisms"]}
+    used = next(r for r in recs if r["type"] == "start")["policy"]["mechanisms"]
+    assert used == {k: v for k, v in as_root.items() if k in used}
 
 
 # --- one fewer: refused, naming it; and what the kernel does without it ---------
@@ -242,6 +242,6 @@ def test_without_ptrace_watch_cannot_name_another_users_server(system_python, ho
 
 def test_without_net_admin_a_denied_connect_goes_through(system_python, home, listen):
     recs, results, lst = policy_session(["CAP_BPF", "CAP_PERFMON"], system_python, home, listen, check_caps=False)
-    start = recs[0]
+    start = next(r for r in recs if r["type"] == "start")
     assert "mw_connect4" in start["programs_skipped"] and start["policy"]["mechanisms"]["network"] is None
     assert not results[0][0] and len(lst.accepted) == 1

@@ -38,13 +38,16 @@ def test_stdio_passes_through_and_status_is_returned(tmp_path, workdir):
     assert p.stdout == payload.upper()          # byte for byte, nothing of ours
     assert p.stderr == b"server log\n"          # -q: not a word of ours either
     evs = read_jsonl(out)
-    assert evs[0]["type"] == "start" and evs[-1]["type"] == "stats"
-    root = evs[0]["root_pid"]
+    # the file opens with its hash chain's start record (output/chain.py), then the run's
+    assert evs[0]["type"] == "chain" and evs[0]["event"] == "begin" and evs[0]["prev"] == "0" * 32
+    assert evs[1]["type"] == "start" and evs[-1]["type"] == "stats"
+    assert [e["seq"] for e in evs] == list(range(1, len(evs) + 1))
+    root = evs[1]["root_pid"]
     ex = [e for e in evs if e["type"] == "exec"]
     assert ex[0]["pid"] == root and ex[0]["argv"][:2] == [sys.executable, "-c"]
     # the command was tracked from its first instruction: its very first exec
     # is the first event, before the dynamic loader's first open
-    assert [e["type"] for e in evs[1:3]] == ["exec", "open"]
+    assert [e["type"] for e in evs[2:4]] == ["exec", "open"]
     assert any(e["type"] == "open" and e["path"] == str(marker) and e["pid"] == root for e in evs)
     assert [e for e in evs if e["type"] == "exit" and e["pid"] == root][0]["exit_code"] == 3
     assert evs[-1]["lost"] == {"events": 0, "event_chunks": 0, "untracked_children": 0}
@@ -119,7 +122,7 @@ def test_attach_to_running_tree(tmp_path, workdir):
     mw = subprocess.Popen([MW, "run", "-q", "--jsonl", str(out), "--pid", str(tree.pid)],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert wait_for(lambda: out.exists() and '"start"' in out.read_text(), 20)
-    start = read_jsonl(out)[0]
+    start = next(r for r in read_jsonl(out) if r["type"] == "start")
     assert start["mode"] == "attach" and start["root_pid"] == tree.pid and len(start["attached"]) == 2
     (workdir / "go").write_text("go")
     assert tree.wait(timeout=20) == 4

@@ -119,6 +119,10 @@ def watch_mode(tmp_path, server_cmd, url, port, calls, mode="auto", db=None, ser
     return log, records(out), srv.pid
 
 
+def start_of(recs):
+    return next(r for r in recs if r["type"] == "start")
+
+
 def mcp_of(recs):
     return [r for r in recs if r["type"] == "mcp"]
 
@@ -168,7 +172,7 @@ def test_streamable_http_tracked_server(kind, tmp_path, cert, monkeypatch):
     if kind == "https":
         assert stats["kernel"]["tls_calls"] > 0 and stats["kernel"]["tls_unbound"] == 0
         # probed for the server alone, once it opened libssl: other processes do not trap
-        assert "per tracked process" in recs[0]["tls"]["mechanism"] and not recs[0]["tls"]["libraries"]
+        assert "per tracked process" in start_of(recs)["tls"]["mechanism"] and not start_of(recs)["tls"]["libraries"]
         assert any("libssl" in p for p in stats["tls_libraries"]) and stats["tls_processes"] >= 1
 
 
@@ -387,7 +391,7 @@ def test_a_private_libssl_the_server_maps_is_probed_too(tmp_path, cert, monkeypa
                                settle=0)  # probed when the server opens it, before its first TLS byte
     mcp, sess, stats = check_common(log, recs, "https", port)
     assert str(private / os.path.basename(system)) in stats["tls_libraries"]
-    assert not any(str(private) in lib["path"] for lib in recs[0]["tls"]["libraries"])  # not known at start
+    assert not any(str(private) in lib["path"] for lib in start_of(recs)["tls"]["libraries"])  # not known at start
     assert not any(os.path.realpath(system) == p for p in stats["tls_libraries"])  # the system's never probed
 
 

@@ -110,13 +110,23 @@ def test_rotation_by_size_keeps_every_line_once_and_the_newest_files(tmp_path):
     sink = JsonlSink(str(path), rotate_size=4096, keep=3)
     for i in range(400):
         sink.write([{"type": "x", "i": i, "pad": "p" * 40}])
+    sink.write_record({"type": "stats"})          # as an agent ends its file
     sink.close()
     rotated = sink.rotated_files()
     assert sink.rotations >= 5 and len(rotated) == 3 and sink.removed == sink.rotations - 3
     names = [os.path.basename(f) for f in rotated]
     assert all(re.fullmatch(r"events\.\d{8}T\d{6}Z(-\d+)?\.jsonl", n) for n in names), names
-    seen = [json.loads(x)["i"] for f in rotated + [str(path)] for x in open(f)]
+    recs = [json.loads(x) for f in rotated + [str(path)] for x in open(f)]
+    seen = [r["i"] for r in recs if r["type"] == "x"]
     assert seen == list(range(seen[0], 400))          # in order, none twice, none lost after the kept ones
+    # each file begins with its chain record and each rotated one ends with its checkpoint
+    for f in rotated:
+        lines = [json.loads(x) for x in open(f)]
+        assert (lines[0]["type"], lines[0]["event"], lines[-1]["event"]) == ("chain", "begin", "rotate")
+    from mcpwitness.output.chain import verify_files
+    findings, summaries = verify_files(rotated + [str(path)])
+    assert findings == [], [str(f) for f in findings]
+    assert summaries[0]["continues_from"]               # the oldest kept file names the pruned one it follows
     assert all(os.stat(f).st_mode & 0o777 == 0o600 for f in rotated + [str(path)])
 
 
@@ -149,7 +159,7 @@ def test_run_rotates_its_output_and_loses_nothing(tmp_path):
     files = rotated_files(str(out)) + [str(out)]
     assert len(files) > 2
     recs = [json.loads(x) for f in files for x in open(f)]
-    assert recs[0]["type"] == "start" and recs[-1]["type"] == "stats"
+    assert [r["type"] for r in recs[:2]] == ["chain", "start"] and recs[-1]["type"] == "stats"
     assert len([r for r in recs if r["type"] == "call" and r.get("tool") == "read_file"]) == 6
 
 
@@ -270,7 +280,7 @@ def test_the_units_command_line_runs_as_its_user_with_its_capabilities(system_py
         with open(os.path.join(d, "etc-up", "passwd")) as f:
             uid = next(int(x.split(":")[2]) for x in f if x.startswith(user + ":"))
         assert st.st_uid == uid and st.st_mode & 0o777 == 0o600
-        assert recs[0]["type"] == "start" and recs[-1]["type"] == "stats" and recs[-1]["lost"]["events"] == 0
+        assert recs[1]["type"] == "start" and recs[-1]["type"] == "stats" and recs[-1]["lost"]["events"] == 0
         call = next(r for r in recs if r["type"] == "call" and r.get("tool") == "read_file")
         assert any(e["type"] == "open" and e.get("path") == "/etc/hostname" for e in call["timeline"])
         disc = next(r for r in recs if r["type"] == "discovered")

@@ -10,6 +10,9 @@ from typing import Any, Iterable
 
 import msgspec
 
+from ..util import now_iso
+from .chain import VERSION as CHAIN_VERSION, ZERO, Chain, resume_state
+
 
 def default_state_dir() -> str:
     env = os.environ.get("MCPWITNESS_STATE_DIR")
@@ -68,7 +71,8 @@ class JsonlSink:
     renamed to NAME.<UTC time>.jsonl between two batches and a new one is
     started at the same path; the newest `keep` rotated files are kept."""
 
-    def __init__(self, path: str, rotate_size: int = 0, rotate_age: float = 0, keep: int = 10):
+    def __init__(self, path: str, rotate_size: int = 0, rotate_age: float = 0, keep: int = 10,
+                 chain: bool = True):
         self.path = path
         self.rotate_size = rotate_size
         self.rotate_age = rotate_age
@@ -80,6 +84,9 @@ class JsonlSink:
         os.makedirs(d, exist_ok=True)
         self._enc = msgspec.json.Encoder()
         self.lines = 0
+        # the hash chain (output/chain.py): None with chain=False
+        self.chain = Chain() if chain else None
+        self._prev = (None, ZERO, 0)   # the file before this one: name, last link, last seq
         self._open()
 
     def _open(self) -> None:
@@ -89,16 +96,53 @@ class JsonlSink:
         self._size = st.st_size
         # an existing file's age counts from its creation (ctime: its last rename or chmod at worst)
         self._opened = st.st_ctime if st.st_size else time.time()
+        if self.chain is None:
+            return
+        rec = {"type": "chain", "event": "begin", "v": CHAIN_VERSION, "time": now_iso(ns=True),
+               "file": os.path.basename(self.path), "hash": "blake2b-128", "agent_pid": os.getpid()}
+        if st.st_size:
+            head, seq, cut = resume_state(self.path)
+            if cut:
+                self._f.write(b"\n")            # close the line a crash cut, then say so
+                self._size += 1
+            if seq:
+                rec.update(event="resume", prev=head.hex(), prev_seq=seq, cut_bytes=cut)
+                self.chain = Chain(head, seq)
+            else:   # a file written without the chain: start one here
+                rec.update(prev=ZERO.hex(), prev_file=None, prev_seq=0, cut_bytes=cut)
+                self.chain = Chain()
+        else:
+            name, head, seq = self._prev
+            rec.update(prev=head.hex(), prev_file=name, prev_seq=seq)
+            self.chain = Chain(head, 0)
+        self._emit_lines([self._enc.encode(rec)], count=False)
 
     def write(self, events: Iterable[Any]) -> None:
         events = list(events)
-        if events:
+        if not events:
+            return
+        if self.chain is None:
             self._emit(self._enc.encode_lines(events), len(events))
+        else:
+            enc = self._enc.encode
+            self._emit_lines([enc(e) for e in events])
 
     def write_encoded(self, events: list, lines: list[bytes]) -> None:
         """events, already encoded as JSON (one bytes object each)."""
         if lines:
-            self._emit(b"\n".join(lines) + b"\n", len(lines))
+            if self.chain is None:
+                self._emit(b"\n".join(lines) + b"\n", len(lines))
+            else:
+                self._emit_lines(lines)
+
+    def _emit_lines(self, lines: list[bytes], count: bool = True) -> None:
+        data = self.chain.seal_lines(lines)
+        if count:
+            self._emit(data, len(lines))
+        else:   # a chain record: written and flushed, never a reason to rotate
+            self._f.write(data)
+            self._f.flush()
+            self._size += len(data)
 
     def _emit(self, data: bytes, n: int) -> None:
         self._f.write(data)
@@ -114,6 +158,10 @@ class JsonlSink:
 
     def rotate(self) -> str | None:
         """Start a new file; the current one is renamed (returned)."""
+        if self.chain is not None:   # the checkpoint the next file starts from
+            self._emit_lines([self._enc.encode({"type": "chain", "event": "rotate", "time": now_iso(ns=True),
+                                                "lines": self.chain.seq + 1,
+                                                "next_file": os.path.basename(self.path)})], count=False)
         self._f.close()
         d, base = os.path.split(os.path.abspath(self.path))
         stem = base[:-6] if base.endswith(".jsonl") else base
@@ -131,6 +179,8 @@ class JsonlSink:
             os.rename(self.path, target)
         except OSError:
             target = None          # keep appending to the same file rather than lose records
+        if self.chain is not None:
+            self._prev = (os.path.basename(target or self.path), self.chain.head, self.chain.seq)
         self._open()
         if target is not None:
             self.rotations += 1

@@ -15,6 +15,7 @@ other (start, stats, discovery, non-JSON...).
 from __future__ import annotations
 
 import calendar
+import json
 import os
 import queue
 import sqlite3
@@ -24,6 +25,7 @@ import time
 import msgspec
 
 from ..records import KERNEL_TAGS
+from .chain import ZERO, ledger_body, link, record_digest
 from .jsonl import open_private
 
 SCHEMA = """
@@ -43,7 +45,14 @@ CREATE TABLE IF NOT EXISTS other (id INTEGER PRIMARY KEY, wall REAL, type TEXT, 
 CREATE TABLE IF NOT EXISTS alerts (
     id INTEGER PRIMARY KEY, wall REAL, rule TEXT, priority TEXT, call_id TEXT, session TEXT, record TEXT);
 CREATE INDEX IF NOT EXISTS alerts_call ON alerts(call_id);
+CREATE TABLE IF NOT EXISTS ledger (
+    seq INTEGER PRIMARY KEY, tbl TEXT, key TEXT, digest BLOB, chain BLOB, pruned INTEGER DEFAULT 0);
+CREATE TABLE IF NOT EXISTS ledger_anchor (
+    id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER, chain BLOB, first_ids TEXT);
 """
+# The ledger (output/chain.py): one row per stored row, in the order they were
+# written, each chained to the one before; retention marks the entries of the
+# rows it deletes (pruned) and folds the oldest into the anchor.
 # Only the calls table is indexed by time: the others are appended in time
 # order and read by call id or by retention (a scan once a minute). Records are
 # stored as the JSON bytes already encoded for the JSON Lines file.
@@ -99,6 +108,7 @@ class Store:
         self.max_age, self.max_bytes = max_age, max_bytes
         self.interval, self.batch = interval, batch
         self.db = connect(path)
+        self._ledger_start()
         self._enc = msgspec.json.Encoder()
         self._q: queue.Queue = queue.Queue()
         self.stats = {"written": 0, "batches": 0, "errors": 0, "deleted_by_retention": 0}
@@ -145,44 +155,74 @@ class Store:
             if time.monotonic() - self._last_retention > 60:
                 self._retain()
 
+    def _ledger_start(self) -> None:
+        """Where the ledger goes on from: its last link, and the next id of each table."""
+        db = self.db
+        self._next = {t: (db.execute(f"SELECT MAX(rowid) FROM {t}").fetchone()[0] or 0) + 1 for t in TABLES}
+        last = db.execute("SELECT seq, chain FROM ledger ORDER BY seq DESC LIMIT 1").fetchone()
+        anchor = db.execute("SELECT seq, chain FROM ledger_anchor WHERE id = 1").fetchone()
+        if anchor is None:
+            # a store older than the ledger: its rows so far are outside it, and verify says so
+            with db:
+                db.execute("INSERT INTO ledger_anchor VALUES (1, 0, ?, ?)",
+                           (ZERO, json.dumps({t: self._next[t] - 1 for t in TABLES})))
+            anchor = (0, ZERO)
+        self._head = bytes(last[1]) if last else bytes(anchor[1])
+        self._seq = last[0] if last else anchor[0]
+
     def _commit(self, records: list) -> None:
         rows: dict[str, list] = {t: [] for t in TABLES}
+        entries = []
+        nxt, head, seq = dict(self._next), self._head, self._seq
         for r, js in records:
             try:
-                self._row(r, rows, js)
+                t, key, js = self._row(r, rows, js, nxt)
             except Exception as e:  # a record that cannot be stored is counted, the rest still is
                 self.stats["errors"] += 1
                 self.errors = (self.errors + [f"{type(e).__name__}: {e}"])[-20:]
+                continue
+            d = record_digest(js)
+            seq += 1
+            head = link(head, ledger_body(t, key, d))
+            entries.append((seq, t, key, d, head))
         try:
             with self.db:
                 self.db.execute("BEGIN")
                 self.db.executemany("INSERT OR REPLACE INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                                     rows["calls"])
-                self.db.executemany("INSERT INTO events (wall, type, pid, call_id, quality, record) "
-                                    "VALUES (?,?,?,?,?,?)", rows["events"])
-                self.db.executemany("INSERT INTO messages (wall, session, direction, kind, method, msg_id, record) "
-                                    "VALUES (?,?,?,?,?,?,?)", rows["messages"])
-                self.db.executemany("INSERT INTO sessions (wall, session, event, record) VALUES (?,?,?,?)",
+                self.db.executemany("INSERT INTO events (id, wall, type, pid, call_id, quality, record) "
+                                    "VALUES (?,?,?,?,?,?,?)", rows["events"])
+                self.db.executemany("INSERT INTO messages (id, wall, session, direction, kind, method, msg_id, "
+                                    "record) VALUES (?,?,?,?,?,?,?,?)", rows["messages"])
+                self.db.executemany("INSERT INTO sessions (id, wall, session, event, record) VALUES (?,?,?,?,?)",
                                     rows["sessions"])
-                self.db.executemany("INSERT INTO other (wall, type, record) VALUES (?,?,?)", rows["other"])
-                self.db.executemany("INSERT INTO alerts (wall, rule, priority, call_id, session, record) "
-                                    "VALUES (?,?,?,?,?,?)", rows["alerts"])
+                self.db.executemany("INSERT INTO other (id, wall, type, record) VALUES (?,?,?,?)", rows["other"])
+                self.db.executemany("INSERT INTO alerts (id, wall, rule, priority, call_id, session, record) "
+                                    "VALUES (?,?,?,?,?,?,?)", rows["alerts"])
+                self.db.executemany("INSERT INTO ledger (seq, tbl, key, digest, chain) VALUES (?,?,?,?,?)",
+                                    entries)
+            self._next, self._head, self._seq = nxt, head, seq
             self.stats["written"] += len(records)
             self.stats["batches"] += 1
         except sqlite3.Error as e:
             self.stats["errors"] += len(records)
             self.errors = (self.errors + [f"sqlite: {e}"])[-20:]
 
-    def _row(self, r, rows: dict, js: bytes | None = None) -> None:
+    def _row(self, r, rows: dict, js: bytes | None, nxt: dict) -> tuple[str, str, bytes]:
+        """Add r's row; (table, its key in the ledger, its JSON)."""
         if js is None:
             js = self._enc.encode(r)
+
+        def add(t, *cols):
+            i = nxt[t]
+            nxt[t] = i + 1
+            rows[t].append((i, *cols))
+            return t, str(i), js
         if isinstance(r, dict):  # a record built by hand (library users): by its type
             if r.get("type") == "alert":
-                rows["alerts"].append((wall_of(r.get("time")), r.get("rule"), r.get("priority"), r.get("call_id"),
-                                       r.get("session"), js))
-            else:
-                rows["other"].append((wall_of(r.get("time")), r.get("type"), js))
-            return
+                return add("alerts", wall_of(r.get("time")), r.get("rule"), r.get("priority"), r.get("call_id"),
+                           r.get("session"), js)
+            return add("other", wall_of(r.get("time")), r.get("type"), js)
         tag = type(r).__struct_config__.tag
         w = wall_of(r.time)
         if tag == "call":
@@ -193,18 +233,18 @@ class Store:
                                   r.attribution.quality, len(r.violations), info.get("name"),
                                   srv.exe if srv is not None else None, " ".join(cmdline),
                                   srv.pid if srv is not None else None, r.summary, js))
-        elif tag in KERNEL_TAGS:
+            return "calls", r.call_id, js
+        if tag in KERNEL_TAGS:
             a = r.attribution
-            rows["events"].append((w, tag, r.pid, a.call if a else None, a.quality if a else None, js))
-        elif tag == "mcp":
-            rows["messages"].append((w, r.session, r.direction, r.kind, r.method,
-                                     None if r.id is None else str(r.id), js))
-        elif tag == "session":
-            rows["sessions"].append((w, r.session, r.event, js))
-        elif tag == "alert":
-            rows["alerts"].append((w, r.rule, r.priority, r.call_id, r.session, js))
-        else:
-            rows["other"].append((w, tag, js))
+            return add("events", w, tag, r.pid, a.call if a else None, a.quality if a else None, js)
+        if tag == "mcp":
+            return add("messages", w, r.session, r.direction, r.kind, r.method,
+                       None if r.id is None else str(r.id), js)
+        if tag == "session":
+            return add("sessions", w, r.session, r.event, js)
+        if tag == "alert":
+            return add("alerts", w, r.rule, r.priority, r.call_id, r.session, js)
+        return add("other", w, tag, js)
 
     def _retain(self) -> None:
         self._last_retention = time.monotonic()
@@ -232,8 +272,30 @@ class Store:
                                 (max(1, total // 10),)).rowcount
                 self.db.execute("PRAGMA incremental_vacuum")
             self.stats["deleted_by_retention"] += n
+            if n:
+                self._prune_ledger()
         except sqlite3.Error as e:
             self.errors = (self.errors + [f"retention: {e}"])[-20:]
+
+    def _prune_ledger(self) -> None:
+        """Mark the ledger entries of rows retention deleted, and fold the
+        oldest run of them into the anchor."""
+        db = self.db
+        with db:
+            for t in TABLES:
+                if t == "calls":
+                    db.execute("UPDATE ledger SET pruned = 1 WHERE tbl = 'calls' AND pruned = 0 "
+                               "AND key NOT IN (SELECT call_id FROM calls)")
+                else:
+                    db.execute(f"UPDATE ledger SET pruned = 1 WHERE tbl = ? AND pruned = 0 AND CAST(key AS INTEGER) "
+                               f"< COALESCE((SELECT MIN(id) FROM {t}), ?)", (t, self._next[t]))
+            keep = db.execute("SELECT MIN(seq) FROM ledger WHERE pruned = 0").fetchone()[0]
+            upto = (keep - 1) if keep is not None else self._seq
+            last = db.execute("SELECT seq, chain FROM ledger WHERE seq <= ? ORDER BY seq DESC LIMIT 1",
+                              (upto,)).fetchone()
+            if last is not None:
+                db.execute("UPDATE ledger_anchor SET seq = ?, chain = ? WHERE id = 1", (last[0], last[1]))
+                db.execute("DELETE FROM ledger WHERE seq <= ?", (last[0],))
 
     def size(self) -> int:
         """Bytes in use (the file less its free pages), plus the WAL."""
