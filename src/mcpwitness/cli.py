@@ -265,24 +265,34 @@ def cmd_verify(a) -> int:
     from .output.chain import PROBLEMS, verify_db, verify_files
     from .output.jsonl import rotated_files
     findings, summaries = [], []
+    jsonl: list[str] = []      # one chain across files: each file's start is checked against the one before
+    stores: list[str] = []
     for path in a.paths:
         try:
             with open(path, "rb") as f:
                 sqlite = f.read(16) == b"SQLite format 3\0"
-            if sqlite:
-                f, s = verify_db(path)
-                findings += f
-                summaries.append(s)
-            else:
-                f, s = verify_files(([] if a.no_rotated else rotated_files(path)) + [path])
-                findings += f
-                summaries += s
-        except (OSError, ValueError) as e:
-            _say(f"cannot verify {path}: {e}")
+        except OSError as e:
+            _say(f"cannot verify {path}: {e.strerror}")
             return 2
-        except Exception as e:  # sqlite3.Error: not a store it can read
-            _say(f"cannot verify {path}: {type(e).__name__}: {e}")
-            return 2
+        if sqlite:
+            stores.append(path)
+        else:
+            for p in ([] if a.no_rotated else rotated_files(path)) + [path]:
+                if os.path.realpath(p) not in map(os.path.realpath, jsonl):
+                    jsonl.append(p)
+    try:
+        if jsonl:
+            findings, summaries = verify_files(jsonl)
+        for path in stores:
+            f, s = verify_db(path)
+            findings += f
+            summaries.append(s)
+    except (OSError, ValueError) as e:
+        _say(f"cannot verify: {e}")
+        return 2
+    except Exception as e:  # sqlite3.Error: not a store it can read
+        _say(f"cannot verify: {type(e).__name__}: {e}")
+        return 2
     bad = [x for x in findings if x.kind in PROBLEMS]
     if a.json:
         print(json.dumps({"intact": not bad, "findings": [x.as_dict() for x in findings], "files": summaries}))
