@@ -26,7 +26,7 @@ from .kernel.abi import RECORD_SIZE
 from .kernel.loader import EXEC_SYSCALLS, OPEN_SYSCALLS, PAYLOAD_SYSCALLS, Kernel, LoadOptions, hook_mechanism
 from .kernel.ringbuf import records
 from .kernel.tracking import Tracker, resolve_command
-from .proc import ProcTable, peak_rss, read_cgroup
+from .proc import ProcTable, peak_rss, read_cgroup, read_stat
 from .records import Start, Stats
 from .util import now_iso
 
@@ -37,19 +37,31 @@ class Agent:
                  redactor: Redactor | None = None, coalesce: float = 0.05,
                  accept: Callable[[int], bool] | None = None, flagger: Flagger | None = None,
                  linger: float = 10.0, call_timeout: float = 300.0, policy_path: str | None = None,
-                 detect=None, store=None):
+                 detect=None, store=None, pin: tuple | None = None):
         pset = None
         if policy_path is not None:
             from .policy import load as load_policy
             pset = load_policy(policy_path)  # PolicyError: refused before anything is loaded
             options = options or LoadOptions()
             options.enforce = True
-        self.kernel = Kernel.load(options)
+        self.pinned = None                 # watch --pin (kernel/pin.py): (name, state file) -> what happened
+        self.adopted_at = 0                # adopted: the kernel time this agent took over (ns)
+        self.during_restart = 0            # events from before then, read from the pinned ring
+        adopted = {}
+        if pin is not None:
+            from .kernel.pin import open_pinned, read_state
+            self.kernel, self.pinned = open_pinned(options or LoadOptions(), *pin)
+            self._pin_state = pin[1]
+            if self.pinned["adopted"]:
+                self.adopted_at = time.monotonic_ns()
+                adopted = read_state(pin[1]) or {}
+        else:
+            self.kernel = Kernel.load(options)
         self.policy = None                 # kernel.enforce.PolicyRuntime with --policy
         if pset is not None:
             from .kernel.enforce import PolicyRuntime
             try:
-                self.policy = PolicyRuntime(self.kernel, policy_path, pset)
+                self.policy = PolicyRuntime(self.kernel, policy_path, pset, adopted=adopted.get("policy"))
             except BaseException:
                 self.kernel.close()
                 raise
@@ -103,6 +115,47 @@ class Agent:
         self.started = time.time()
         self.metrics = None            # output.metrics.MetricsServer, set by the CLI
         self.beats = [time.monotonic(), time.monotonic()]   # drain, decode: last time each looked for work
+        self._resume = adopted.get("sessions") or []
+        self._pin_saved = None
+        self._pin_look = 0
+        if self.pinned is not None:
+            self._save_pin_state()
+
+    # --- pinned programs (watch --pin) --------------------------------------
+    def _save_pin_state(self) -> None:
+        """What a restarted agent takes over, beside the pins: the policy's
+        generation and slots, the sessions open now."""
+        from .kernel.pin import read_state, write_state
+        snap = {"policy": self.policy.enforcer.snapshot() if self.policy is not None else None,
+                "sessions": self.pipeline.mcp.snapshot()}
+        if snap == self._pin_saved:
+            return
+        st = read_state(self._pin_state)
+        if st is None:
+            return
+        st.update(snap, agent_pid=os.getpid())
+        try:
+            write_state(self._pin_state, st)
+            self._pin_saved = snap
+        except OSError as e:
+            self.errors.append(f"pin state: {e}")
+
+    def _adopt(self) -> None:
+        """Take over from the last agent: its sessions, under their ids, and
+        the servers the pinned programs track, as discovered ones."""
+        from types import SimpleNamespace
+        now = time.monotonic_ns()
+        out = self.pipeline.mcp.resume(self._resume, now)
+        roots = sorted({v[1] for v in self.kernel.tracked().values()})
+        for root in roots:
+            try:
+                st = read_stat(root)
+                comm, ppid = st.comm, st.ppid
+            except (ProcessLookupError, OSError):
+                comm, ppid = None, None
+            ev = SimpleNamespace(root=root, ktime_ns=now, comm=comm, ppid=ppid, cgroup_id=0)
+            self.tracker.admit(ev, out, reason="tracked by the pinned programs before this agent started")
+        self.sink.write(out)
 
     def alive(self, within: float = 10.0) -> bool:
         """Both threads run and each looked for work within `within` seconds
@@ -118,6 +171,8 @@ class Agent:
     # reaches backlog_max the drain thread waits: the kernel ring then fills
     # and the kernel counts what it cannot store. Losses have one source.
     def start(self) -> None:
+        if self.adopted_at:
+            self._adopt()
         for target, name in ((self._drain_loop, "mcpwitness-drain"), (self._process_loop, "mcpwitness-decode")):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
@@ -194,10 +249,17 @@ class Agent:
             rec = self.policy.maybe_reload(now)
             if rec is not None:
                 self.sink.write_record(rec)
+                if self.pinned is not None:
+                    self._save_pin_state()
+        if self.pinned is not None and now - self._pin_look > 1_000_000_000:
+            self._pin_look = now
+            self._save_pin_state()
 
     def _hook(self, ev, out: list) -> None:
         """Pipeline hook: what the agent keeps from kernel events (lineage,
         identities, exit statuses)."""
+        if ev.ktime_ns < self.adopted_at:
+            self.during_restart += 1
         tag = type(ev).__struct_config__.tag
         if tag == "fork":
             self.table.add(ev.child_pid, ev.pid)
@@ -265,7 +327,8 @@ class Agent:
             errors=(self.errors + self.pipeline.errors + self.pipeline.audit.errors + self.tracker.errors
                     + (self.policy.errors if self.policy else []))[-20:],
             detect=self.detect.stats() if self.detect is not None else None,
-            store=dict(self.store.stats) if self.store is not None else None, **p)
+            store=dict(self.store.stats) if self.store is not None else None,
+            pinned={**self.pinned, "during_restart": self.during_restart} if self.pinned is not None else None, **p)
 
     def start_record(self, mode: str, **extra) -> None:
         u = os.uname()
@@ -287,7 +350,8 @@ class Agent:
                  + ("per tracked process that maps a libssl" if tls.per_process else "host-wide"),
                  "libraries": tls.report()} if tls is not None else None,
             policy=self.policy.record() if self.policy is not None else None,
-            detect=self.detect.engine.describe() if self.detect is not None else None, **extra))
+            detect=self.detect.engine.describe() if self.detect is not None else None,
+            pinned=self.pinned, **extra))
 
     # --- tracking -----------------------------------------------------------
     def attach(self, pid: int) -> list[int]:

@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="capture TCP on this port (local or remote end), for any process, filtered in the "
                         "kernel; repeatable, at most 64")
     w.add_argument("--duration", type=float, help="stop after this many seconds (default: until SIGINT/SIGTERM)")
+    w.add_argument("--pin", metavar="NAME", nargs="?", const="default",
+                   help="pin the programs and maps in bpffs (/sys/fs/bpf/mcpwitness/NAME) so that they outlive this "
+                        "agent: a killed or restarted agent misses nothing, a policy keeps refusing; the next "
+                        "`watch --pin NAME` adopts them; `mcpwitness unload NAME` removes them (docs/deploy.md)")
     w.add_argument("--ring-size", type=_size, default=64 << 20, metavar="SIZE")
     w.add_argument("--io-max", type=_size, default=16 << 20, metavar="SIZE")
     w.add_argument("--no-redact", action="store_true")
@@ -154,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JSON Lines files (a file's rotated predecessors are checked with it) or stores")
     v.add_argument("--no-rotated", action="store_true", help="only the files given, not their rotated predecessors")
     v.add_argument("--json", action="store_true", help="one JSON object: findings and a summary per file")
+
+    un = sub.add_parser("unload", help="remove programs pinned by `watch --pin` (they detach)")
+    un.add_argument("name", nargs="?", default="default", help="the pin name (default: default)")
+    un.add_argument("-q", "--quiet", action="store_true")
 
     doc = sub.add_parser("doctor", help="probe what this kernel allows and which mechanism each feature uses")
     doc.add_argument("--json", action="store_true", help="machine-readable output")
@@ -221,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_doctor(a)
     if a.cmd == "verify":
         return cmd_verify(a)
+    if a.cmd == "unload":
+        return cmd_unload(a)
     if a.cmd in ("calls", "show", "sessions", "alerts", "detect"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `mcpwitness calls | head`
         return {"calls": cmd_calls, "show": cmd_show, "sessions": cmd_sessions, "alerts": cmd_alerts,
@@ -259,6 +269,28 @@ def _with_config(ap, a, argv: list[str]):
     b = parsers[a.cmd].parse_args(rest, namespace=argparse.Namespace(**cfg.options))
     b.cmd, b.loaded_config = a.cmd, cfg
     return b
+
+
+def _pin_state_file(name: str, create: bool = False) -> str:
+    from .output.jsonl import default_state_dir, private_dir
+    d = default_state_dir()
+    return os.path.join(private_dir(d) if create else d, "pinned", f"{name}.json")
+
+
+def cmd_unload(a) -> int:
+    from .kernel.pin import pin_dir, unload
+    try:
+        d = pin_dir(a.name)
+    except ValueError as e:
+        _say(str(e))
+        return 2
+    if not os.path.isdir(d):
+        _say(f"nothing pinned at {d}")
+        return 1
+    n = unload(a.name, _pin_state_file(a.name))
+    if not a.quiet:
+        _say(f"removed {n} pinned programs, links and maps from {d}: detached")
+    return 0
 
 
 def cmd_verify(a) -> int:
@@ -590,10 +622,19 @@ def cmd_watch(a) -> int:
         _say(f"at most 64 ports can be watched ({len(set(a.port))} given)")
         return 2
 
+    pin = None
+    if a.pin is not None:
+        from .kernel.pin import pin_dir
+        try:
+            pin_dir(a.pin)
+            pin = (a.pin, _pin_state_file(a.pin, create=True))
+        except (ValueError, OSError) as e:
+            _say(f"--pin: {e}")
+            return 2
     agent = _start("watch", a, LoadOptions(ring_size=a.ring_size, io_max=a.io_max, watch=True,
                                            lsm=False if a.no_lsm else None, ports=tuple(sorted(set(a.port))),
                                            tls=not a.no_tls, hooks=a.syscall_hooks),
-                   accept=server_filter(a.pid, a.comm, a.cgroup))
+                   accept=server_filter(a.pid, a.comm, a.cgroup), pin=pin)
     if agent is None:
         return 1
     agent.start_record(mode="watch", filters={"pid": a.pid, "comm": a.comm, "cgroup": a.cgroup,
@@ -616,6 +657,10 @@ def cmd_watch(a) -> int:
         sd.ping(agent.alive(), f"recording: {len(agent.tracker.roots)} servers tracked")
     sd.stopping()
     _finish(agent, a.quiet)
+    if agent.pinned is not None and not a.quiet:
+        _say(f"the programs stay pinned at {agent.pinned['dir']} and keep recording into their ring: the next "
+             f"`watch --pin {agent.pinned['name']}` takes over, `mcpwitness unload {agent.pinned['name']}` "
+             "removes them")
     return 0
 
 

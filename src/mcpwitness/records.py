@@ -240,7 +240,7 @@ class McpMessage(msgspec.Struct, tag="mcp", tag_field="type", gc=False, kw_only=
 class SessionRecord(msgspec.Struct, tag="session", tag_field="type", gc=False):
     time: str
     ktime_ns: int
-    event: str                     # start, identified, end
+    event: str                     # start, identified, end, resumed (taken up after an agent restart)
     session: str
     transport: str
     pid: int                       # the tracked process at this end
@@ -440,6 +440,7 @@ class Start(msgspec.Struct, tag="start", tag_field="type", gc=False, omit_defaul
     root_pid: int | None = None         # run, attach: the server's pid
     attached: list[int] | None = None   # attach: the pids tracked
     filters: dict | None = None         # watch: what a discovered process must match
+    pinned: dict | None = None          # watch --pin: adopted from the pins or loaded and pinned, and why
 
 
 class Stats(msgspec.Struct, tag="stats", tag_field="type", gc=False):
@@ -470,6 +471,7 @@ class Stats(msgspec.Struct, tag="stats", tag_field="type", gc=False):
     errors: list
     detect: dict | None
     store: dict | None
+    pinned: dict | None = None     # watch --pin: the pinned programs, adopted or loaded, events during the restart
 
 
 class PolicyLoad(msgspec.Struct, tag="policy_load", tag_field="type", gc=False, omit_defaults=True):

@@ -112,10 +112,58 @@ class McpDecoder:
         self._std_sess: dict[tuple, _Session] = {}
         self._std_info: dict[tuple, dict] = {}
         self.stats = {"messages": 0, "nonjson": 0, "invalid_utf8": 0, "sessions": 0, "duplicates": 0,
-                      "unpaired_responses": 0}
+                      "unpaired_responses": 0, "sessions_resumed": 0}
         self._dec = msgspec.json.Decoder()
         self._salt = os.urandom(16)              # this run's key for fingerprints of secrets
         self._fps: dict[str, str] = {}
+
+    # --- across an agent restart (kernel/pin.py) ----------------------------
+    def snapshot(self) -> list[dict]:
+        """The local sessions (stdio, Unix sockets) open now, as much as a
+        restarted agent needs to go on with them under the same id: which
+        channels they are, who is server and client, what the handshake said.
+        Requests in flight are not kept: their answers come unpaired."""
+        out, seen = [], set()
+        for s in self.sessions.values():
+            if id(s) in seen or s.transport not in ("stdio", "unix"):
+                continue
+            seen.add(id(s))
+            chans = [list(k) for k, x in self._chan.items() if x is s]
+            if not chans:
+                continue
+            out.append({"id": s.id, "transport": s.transport, "pid": s.pid, "role": s.role, "era": s.era,
+                        "version": s.version, "client_info": s.client_info, "server_info": s.server_info,
+                        "client_caps": s.client_caps, "server_caps": s.server_caps, "messages": s.messages,
+                        "roles": {str(p): r for p, r in s.roles.items()},
+                        "flow": [[list(w), d] for w, d in s.flow.items()], "chans": chans,
+                        "exe": s.exe, "cmdline": s.cmdline, "stdio": s.stdio})
+        return out
+
+    def resume(self, snaps: list[dict], ktime: int) -> list:
+        """Sessions a previous agent had open, taken up under their ids: their
+        channels lead to them again. Returns their `resumed` session records."""
+        out = []
+        for d in snaps:
+            try:
+                s = _Session(d["id"], d["transport"], int(d["pid"]))
+                s.role, s.era, s.version = d.get("role"), d.get("era"), d.get("version")
+                s.client_info, s.server_info = d.get("client_info"), d.get("server_info")
+                s.client_caps, s.server_caps = d.get("client_caps"), d.get("server_caps")
+                s.messages = int(d.get("messages") or 0)
+                s.roles = {int(p): r for p, r in (d.get("roles") or {}).items()}
+                s.flow = {tuple(w): fl for w, fl in d.get("flow") or []}
+                s.exe, s.cmdline, s.stdio = d.get("exe"), d.get("cmdline"), d.get("stdio")
+                s.idents[s.pid] = (s.exe, s.cmdline)
+                s.ns[s.pid] = self.namespaces(s.pid)
+                chans = [tuple(c) for c in d["chans"]]
+            except (KeyError, TypeError, ValueError):
+                continue  # a state file from another version: that session starts anew
+            for c in chans:
+                self._chan[c] = s
+            self.sessions[(s.pid, "resumed", s.id)] = s   # ended with its process, as any other
+            self.stats["sessions_resumed"] += 1
+            out.append(self._record(s, "resumed", ktime))
+        return out
 
     # --- sessions ---------------------------------------------------------
     def stdio(self, pid: int, stdin, stdout) -> None:

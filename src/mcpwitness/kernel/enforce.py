@@ -93,6 +93,20 @@ class Enforcer:
         k = ctypes.create_string_buffer(key, len(key))
         libbpf.bpf_map_delete_elem(self._fd(name), k)
 
+    def snapshot(self) -> dict:
+        """What a restarted agent needs to switch the pinned maps with no gap:
+        the active generation, the slots by policy name, and the keys each
+        generation wrote (cleared before that generation is written again)."""
+        return {"gen": self.gen, "slots": dict(self.slots),
+                "written": {str(g): [[n, k.hex()] for n, k in w] for g, w in self._written.items()}}
+
+    def restore(self, snap: dict) -> None:
+        """Take over maps a previous agent filled (kernel/pin.py): the next
+        apply() writes the other generation and switches, as a reload does."""
+        self.gen = int(snap["gen"])
+        self.slots = {str(n): int(v) for n, v in snap["slots"].items()}
+        self._written = {int(g): [(n, bytes.fromhex(k)) for n, k in w] for g, w in snap["written"].items()}
+
     def apply(self, pset: PolicySet) -> None:
         """Make pset the running policy set, atomically."""
         with self.lock:
@@ -185,10 +199,12 @@ class PolicyRuntime:
     a reload asked for, SIGHUP), policy events named, and Unix socket paths
     judged where the kernel cannot (reported, not refused)."""
 
-    def __init__(self, kernel, path: str, pset: PolicySet):
+    def __init__(self, kernel, path: str, pset: PolicySet, adopted: dict | None = None):
         self.kernel = kernel
         self.path = path
         self.enforcer = Enforcer(kernel)
+        if adopted:  # the pinned maps hold the last agent's policy: switch from it, no gap
+            self.enforcer.restore(adopted)
         self.enforcer.apply(pset)
         self.stamp = file_stamp(path)
         self.reload_requested = False

@@ -201,6 +201,14 @@ class Kernel:
     refused: dict = field(default_factory=dict)  # program -> why this kernel refused it (fallback used)
     hooks: str = HOOKS_SYSCALLS  # the syscall hook set attached (HOOKS_*)
     _cgroup_fd: int = -1
+    # pinned (kernel/pin.py): the programs outlive this agent
+    link_of: dict = field(default_factory=dict)     # program -> its libbpf link, as attached at load
+    pin_dir: str | None = None                      # pinned under this bpffs directory
+    pinned_maps: set = field(default_factory=set)
+    prog_pins: set = field(default_factory=set)     # programs pinned for attaching later (TLS uprobes)
+    adopted: bool = False                           # opened from the pins, nothing loaded
+    map_fds: dict = field(default_factory=dict)     # adopted: map name -> fd
+    prog_fds: dict = field(default_factory=dict)    # adopted: program name -> fd
 
     # --- life cycle -------------------------------------------------------
     @classmethod
@@ -401,6 +409,9 @@ class Kernel:
         the program filters), or for one process only (its breakpoints are
         then kept out of every other process). Returns the link; OSError
         when the kernel refuses."""
+        if prog not in self.progptr:
+            raise OSError(95, "an agent that adopted pinned programs attaches TLS probes with uprobe_multi links "
+                              "(Linux 6.6+) only: TLS of processes found after the restart is not decoded here")
         with libbpf.capture_log() as log:
             link = libbpf.check_ptr(libbpf.bpf_program__attach_uprobe(self.progptr[prog], retprobe, pid,
                                                                        path.encode(), offset),
@@ -412,8 +423,7 @@ class Kernel:
                             retprobe: bool, pid: int = 0):
         """One uprobe_multi link: prog on every offset of path, for every
         process (pid 0) or one. Returns the link."""
-        fd = libbpf.uprobe_multi_link(libbpf.bpf_program__fd(self.progptr[prog]), path, offsets, cookies, retprobe,
-                                      pid=pid)
+        fd = libbpf.uprobe_multi_link(self.prog_fd(prog), path, offsets, cookies, retprobe, pid=pid)
         self.raw_links.append(fd)
         return ("fd", fd)
 
@@ -459,6 +469,7 @@ class Kernel:
                         link = None
                 if link:
                     self.links.append(link)
+                    self.link_of[name] = link
             p = libbpf.bpf_object__next_program(self.obj, p)
 
     def _cgroup(self) -> int:
@@ -473,6 +484,15 @@ class Kernel:
         return self._cgroup_fd
 
     def close(self) -> None:
+        if self.pin_dir is not None:
+            # pinned: the links stay attached without us (their pins hold them); only ours go
+            pinned = set(self.link_of.values())
+            for link in self.links:
+                if link in pinned:
+                    libbpf.bpf_link__disconnect(link)
+        for fd in list(self.map_fds.values()) + list(self.prog_fds.values()):
+            os.close(fd)
+        self.map_fds, self.prog_fds = {}, {}
         # each detach waits for an RCU grace period; done in parallel the
         # waits overlap (ctypes releases the GIL around the call)
         if self.links:
@@ -498,7 +518,12 @@ class Kernel:
 
     # --- maps -------------------------------------------------------------
     def map_fd(self, name: str) -> int:
-        return libbpf.bpf_map__fd(self.maps[name])
+        fd = self.map_fds.get(name)
+        return fd if fd is not None else libbpf.bpf_map__fd(self.maps[name])
+
+    def prog_fd(self, name: str) -> int:
+        fd = self.prog_fds.get(name)
+        return fd if fd is not None else libbpf.bpf_program__fd(self.progptr[name])
 
     def batch_reader(self, **kw):
         from .ringbuf import BatchReader

@@ -82,7 +82,7 @@ class Tracker:
         return ident
 
     # --- watch mode -----------------------------------------------------------
-    def admit(self, ev, out: list) -> bool:
+    def admit(self, ev, out: list, reason: str | None = None) -> bool:
         """The kernel started tracking ev.root on its own (watch mode): keep it
         if the filters accept it (a `discovered` record), and follow the
         children it already has. Pipeline callback."""
@@ -112,9 +112,9 @@ class Tracker:
             self.kernel.set_policy(root, self.policy_of(root))
         out.append(Discovered(self.wall(ev.ktime_ns), ev.ktime_ns, root, ev.comm, exe, cmdline, ev.ppid, ev.cgroup_id,
                               seeded, self.policy_name(slot) if self.policy_name is not None else None,
-                              "spoke HTTP or JSON on a watched port" if type(ev) is SockEvent
-                              or (type(ev) is IoEvent and ev.kind in ("tcp", "tls")) else
-                              "read a JSON-RPC request on a pipe or Unix socket"))
+                              reason or ("spoke HTTP or JSON on a watched port" if type(ev) is SockEvent
+                                         or (type(ev) is IoEvent and ev.kind in ("tcp", "tls")) else
+                                         "read a JSON-RPC request on a pipe or Unix socket")))
         return True
 
     # --- running processes -------------------------------------------------------
