@@ -107,21 +107,25 @@ def test_run_with_bpf_and_perfmon_only(system_python, home):
     assert "CapAmb:\t0000000000000000" in out and out.strip().endswith(str(NOBODY))
 
 
-@pytest.mark.matrix("least privilege: watch")
-def test_watch_with_bpf_perfmon_and_ptrace(system_python, home):
+def watched_by_nobody(capset, pp, home, calls, check_caps=True):
+    """A root client launches the audit server; `watch` runs as nobody with capset. Its records."""
     out, go, log = os.path.join(home, "w.jsonl"), os.path.join(home, "go"), os.path.join(home, "client.json")
-    cfg = json.dumps({"command": sys.executable, "args": [SERVER],
-                      "calls": [["read_file", {"path": "/etc/hostname"}]]})
+    cfg = json.dumps({"command": sys.executable, "args": [SERVER], "calls": calls})
     cli = subprocess.Popen([sys.executable, os.path.join(HERE, "workloads", "watched_client.py"), go, log, cfg])
-    w = subprocess.Popen(as_nobody(SETS["watch"], system_python, home,
-                                   ["watch", "-q", "--jsonl", out, "--no-store", "--pid", str(cli.pid)]))
+    w = subprocess.Popen(as_nobody(capset, pp, home, ["watch", "-q", "--jsonl", out, "--no-store",
+                                                      "--pid", str(cli.pid)], check_caps))
     try:
         assert wait_for(lambda: os.path.exists(out) and '"start"' in open(out).read(), 30 * SLOW)
         open(go, "w").close()
         assert cli.wait(timeout=60 * SLOW) == 0
     finally:
         stop(w, signal.SIGTERM)
-    recs = load(out)
+    return load(out)
+
+
+@pytest.mark.matrix("least privilege: watch")
+def test_watch_with_bpf_perfmon_and_ptrace(system_python, home):
+    recs = watched_by_nobody(SETS["watch"], system_python, home, [["read_file", {"path": "/etc/hostname"}]])
     found = [r for r in recs if r["type"] == "discovered"]
     # a root server, seen by an unprivileged agent: its executable and namespaces are read
     assert len(found) == 1 and found[0]["exe"] == os.path.realpath(sys.executable)
@@ -224,19 +228,8 @@ def test_without_bpf_or_perfmon_the_kernel_refuses_the_programs(system_python, h
 
 
 def test_without_ptrace_watch_cannot_name_another_users_server(system_python, home):
-    out, go, log = os.path.join(home, "w.jsonl"), os.path.join(home, "go"), os.path.join(home, "client.json")
-    cfg = json.dumps({"command": sys.executable, "args": [SERVER], "calls": []})
-    cli = subprocess.Popen([sys.executable, os.path.join(HERE, "workloads", "watched_client.py"), go, log, cfg])
-    w = subprocess.Popen(as_nobody(["CAP_BPF", "CAP_PERFMON"], system_python, home,
-                                   ["watch", "-q", "--jsonl", out, "--no-store", "--pid", str(cli.pid)],
-                                   check_caps=False))
-    try:
-        assert wait_for(lambda: os.path.exists(out) and '"start"' in open(out).read(), 30 * SLOW)
-        open(go, "w").close()
-        assert cli.wait(timeout=60 * SLOW) == 0
-    finally:
-        stop(w, signal.SIGTERM)
-    found = [r for r in load(out) if r["type"] == "discovered"]
+    recs = watched_by_nobody(["CAP_BPF", "CAP_PERFMON"], system_python, home, [], check_caps=False)
+    found = [r for r in recs if r["type"] == "discovered"]
     assert len(found) == 1 and found[0]["exe"] is None     # /proc/PID/exe of a root process: EACCES
 
 

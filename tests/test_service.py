@@ -239,6 +239,11 @@ def test_the_units_command_line_runs_as_its_user_with_its_capabilities(system_py
     for sub in ("etc-up", "etc-work", "var-up", "var-work"):
         os.mkdir(os.path.join(d, sub))
     sock, npath = notify_socket(d)
+    pre = s["ExecStartPre"].lstrip("+")   # "+": run with full privileges, as root here
+    pinned = pre.split()[-1] + "/" + load(os.path.join(DEPLOY, "mcpwitness.yaml"), "watch",
+                                          cli._command_parsers(cli.build_parser())).options["pin"]
+    if os.path.exists(pinned):
+        pytest.skip(f"{pinned} exists: a real mcpwitness service runs here; not touched")
     setup = " && ".join([
         f"mount -t overlay overlay -o lowerdir=/etc,upperdir={d}/etc-up,workdir={d}/etc-work /etc",
         f"mount -t overlay overlay -o lowerdir=/var,upperdir={d}/var-up,workdir={d}/var-work /var",
@@ -247,6 +252,7 @@ def test_the_units_command_line_runs_as_its_user_with_its_capabilities(system_py
         f"cp {shlex.quote(os.path.join(DEPLOY, 'mcpwitness.yaml'))} {config_path}",
         f"chown {user}:{s['Group']} {state} {logs}",
         f"chmod {s['StateDirectoryMode']} {state}", f"chmod {s['LogsDirectoryMode']} {logs}",
+        pre,
         f"umask {s['UMask']}",
         "exec \"$@\""])
     cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", setup, "sh",
@@ -287,7 +293,12 @@ def test_the_units_command_line_runs_as_its_user_with_its_capabilities(system_py
         assert disc["exe"] == os.path.realpath(sys.executable)
         db = os.path.join(d, "var-up", state[len("/var/"):], "mcpwitness.db")
         assert os.path.exists(db) and os.stat(db).st_uid == uid
+        # its programs stay pinned, by the service's user, for the next start
+        assert os.listdir(os.path.join(pinned, "links")) and os.stat(pinned).st_uid == uid
+        start = next(r for r in recs if r["type"] == "start")
+        assert start["pinned"]["dir"] == pinned and start["pinned"]["adopted"] is False
     finally:
+        subprocess.run([MW, "unload", "-q", os.path.basename(pinned)], capture_output=True)
         if w.poll() is None:
             w.kill()
             w.wait()
