@@ -65,7 +65,8 @@ def watch(name, out, pfile, *extra):
     w = subprocess.Popen([MW, "watch", "--pin", name, "--policy", str(pfile), "--jsonl", str(out), "--no-store",
                           "--comm", "python3.11", "--comm", "python3", "--comm", "python", *extra],
                          stderr=subprocess.PIPE, text=True)
-    assert wait_for(lambda: os.path.exists(out) and '"start"' in open(out).read(), 60 * SLOW), w.stderr
+    wait_for(lambda: w.poll() is not None or os.path.exists(out) and '"start"' in open(out).read(), 60 * SLOW)
+    assert os.path.exists(out) and '"start"' in open(out).read(), w.stderr.read() if w.poll() is not None else ""
     return w
 
 

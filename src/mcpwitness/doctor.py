@@ -23,13 +23,17 @@ MAP_TYPES = [("hash", 1), ("percpu_array", 6), ("lru_hash", 9), ("lpm_trie", 11)
 FEATURE_LABELS = {"record": "recording: run -- CMD, the kernel programs, TLS probes",
                   "others": "other users' processes: watch, run --pid of another user's process",
                   "policy": "--policy (refusing connects in the kernel)",
-                  "private_tls": "TLS of servers in directories this user cannot search (optional)"}
+                  "private_tls": "TLS of servers in directories this user cannot search (optional)",
+                  "module_btf": "recording with this libbpf on this kernel (see why)"}
 
 
 def privileges(eff: int | None = None) -> list[dict]:
     """What the current capability set allows, feature by feature."""
     out = []
-    for key, (needs, why) in caps.FEATURES.items():
+    feats = dict(caps.FEATURES)
+    if caps.module_btf_needs_sys_admin():
+        feats["module_btf"] = (("CAP_SYS_ADMIN",), caps.MODULE_BTF_WHY)
+    for key, (needs, why) in feats.items():
         lacking = [c for c, _ in caps.missing([key], eff)]
         out.append({"feature": key, "label": FEATURE_LABELS[key], "needs": list(needs), "allowed": not lacking,
                     "missing": lacking, "why": why})

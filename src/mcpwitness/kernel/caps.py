@@ -15,6 +15,7 @@ these: the ambient and inheritable sets are cleared before the exec.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 
 CAP_BITS = {"CAP_DAC_READ_SEARCH": 2, "CAP_KILL": 5, "CAP_NET_ADMIN": 12, "CAP_SYS_PTRACE": 19,
@@ -41,6 +42,26 @@ FEATURES = {
 }
 
 
+MODULE_BTF_WHY = ("libbpf before 1.2 looks for bpf_cast_to_kern_ctx, a kfunc this kernel lacks (it came in 6.2), "
+                   "in the modules' BTF too, and listing those takes CAP_SYS_ADMIN (which then stands in for "
+                   "CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)")
+
+
+@functools.lru_cache(maxsize=1)
+def module_btf_needs_sys_admin() -> bool:
+    """True where loading the object takes CAP_SYS_ADMIN after all: an older
+    libbpf (Debian 12's 1.1) on a kernel without the one kfunc the object
+    may use (Debian 12's 6.1). Measured in the kernel matrix."""
+    from . import libbpf
+    try:
+        if (libbpf.libbpf_major_version(), libbpf.libbpf_minor_version()) >= (1, 2):
+            return False
+        with open("/sys/kernel/btf/vmlinux", "rb") as f:
+            return b"bpf_cast_to_kern_ctx\0" not in f.read()
+    except (OSError, AttributeError):
+        return False
+
+
 def effective() -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -63,7 +84,7 @@ def held(eff: int | None = None) -> dict[str, bool]:
 
 def needed(mode: str, policy: bool, other_users: bool) -> list[str]:
     """The features a command needs: mode 'run' or 'watch'."""
-    feats = ["record"]
+    feats = ["record"] + (["module_btf"] if module_btf_needs_sys_admin() else [])
     if mode == "watch" or other_users:
         feats.append("others")
     if policy:
@@ -77,7 +98,7 @@ def missing(features: list[str], eff: int | None = None) -> list[tuple[str, str]
     eff = effective() if eff is None else eff
     out = []
     for f in features:
-        caps, why = FEATURES[f]
+        caps, why = (("CAP_SYS_ADMIN",), MODULE_BTF_WHY) if f == "module_btf" else FEATURES[f]
         out += [(c, why) for c in caps if not has(c, eff)]
     return out
 
