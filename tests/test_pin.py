@@ -136,7 +136,11 @@ def test_a_killed_agent_loses_nothing_and_the_next_one_takes_over(tmp_path, list
 def test_unload_detaches_everything(tmp_path, pin_name):
     pfile = tmp_path / "policy.yaml"
     pfile.write_text(POLICY)
-    w = watch(pin_name, tmp_path / "w.jsonl", pfile, "--duration", "1")
+    w = watch(pin_name, tmp_path / "w.jsonl", pfile, "--duration", str(3 * SLOW))
+    # a second agent on the same pins would read half of the ring: refused
+    second = subprocess.run([MW, "watch", "--pin", pin_name, "--jsonl", str(tmp_path / "x.jsonl"), "--no-store",
+                             "--duration", "1"], capture_output=True, text=True, timeout=60 * SLOW)
+    assert second.returncode == 1 and f"running agent (pid {w.pid})" in second.stderr, second.stderr
     assert w.wait(timeout=60 * SLOW) == 0
     assert "stay pinned" in w.stderr.read()
     links = os.path.join(PIN_ROOT, pin_name, "links")

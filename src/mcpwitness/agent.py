@@ -294,7 +294,9 @@ class Agent:
             while self._backlog:
                 b = self._backlog.popleft()
                 self.sink.write(self.pipeline.feed(records(b) if isinstance(b, bytes) else b))
-        self.sink.write(self.pipeline.finish(time.monotonic_ns()))
+        if self.pinned is not None:  # the sessions go on under the next agent: what it needs, then no end
+            self._save_pin_state()
+        self.sink.write(self.pipeline.finish(time.monotonic_ns(), end_sessions=self.pinned is None))
         stats = self.stats()
         self.sink.write_record(stats)
         self.reader.close()

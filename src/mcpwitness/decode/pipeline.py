@@ -176,15 +176,18 @@ class Pipeline:
         """Call timers (linger, timeouts); now is CLOCK_MONOTONIC ns."""
         return self.audit.tick(now)
 
-    def finish(self, now: int) -> list:
+    def finish(self, now: int, end_sessions: bool = True) -> list:
         """The end: what is still waiting anywhere (continuation records,
-        half messages, open calls) is written, marked as such."""
+        half messages, open calls) is written, marked as such. With
+        end_sessions=False (pinned programs: the next agent resumes them) the
+        open sessions get no end record."""
         out = self.events(self.decoder.flush())
         tail: list = []
         for frame in self.streams.flush():
             self._mcp(frame, tail)
         self._from_http(self.http.flush(), tail)
-        tail.extend(self.mcp.end_all(now))
+        if end_sessions:
+            tail.extend(self.mcp.end_all(now))
         out.extend(self.audit.feed(tail))
         out.extend(self.audit.flush(now))
         return out

@@ -86,6 +86,10 @@ def open_pinned(options: LoadOptions, name: str, state_file: str) -> tuple[Kerne
     path = object_path()
     digest = _digest(path)
     st = read_state(state_file)
+    owner = _live_agent(st.get("agent_pid") if st else None)
+    if owner is not None and os.path.isdir(d):
+        raise OSError(errno.EBUSY, f"the pinned programs {name!r} are read by a running agent (pid {owner}): "
+                                   "two agents on one ring would each see half of it")
     replaced = None
     if st is not None and os.path.isdir(d):
         why = None
@@ -121,6 +125,18 @@ def open_pinned(options: LoadOptions, name: str, state_file: str) -> tuple[Kerne
         raise
     return k, {"name": name, "dir": d, "adopted": False, "pinned_at": st["pinned_at"], "previous_agent_pid": None,
                "replaced": replaced}
+
+
+def _live_agent(pid) -> int | None:
+    """pid, if it is a running mcpwitness other than this process."""
+    if not isinstance(pid, int) or pid == os.getpid():
+        return None
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read()
+    except OSError:
+        return None
+    return pid if b"mcpwitness" in cmd else None
 
 
 def _pin(k: Kernel, d: str) -> None:
