@@ -103,7 +103,7 @@ def run_session(capset, pp, home, extra=(), calls=(), check_caps=True):
 
 
 @pytest.mark.matrix("least privilege: run")
-def test_run_with_bpf_and_perfmon_only(system_python, home):
+def test_run_with_its_capability_set_only(system_python, home):
     recs, results = run_session(SETS["run"], system_python, home, calls=[
         ("read_file", {"path": "/etc/hostname"}),
         ("run", {"argv": ["sh", "-c", "grep -E '^Cap(Eff|Prm|Amb)' /proc/self/status; id -u"]})])
@@ -139,7 +139,7 @@ def watched_by_nobody(capset, pp, home, calls, check_caps=True):
 
 
 @pytest.mark.matrix("least privilege: watch")
-def test_watch_with_bpf_perfmon_and_ptrace(system_python, home):
+def test_watch_with_its_capability_set_only(system_python, home):
     recs = watched_by_nobody(SETS["watch"], system_python, home, [["read_file", {"path": "/etc/hostname"}]])
     found = [r for r in recs if r["type"] == "discovered"]
     # a root server, seen by an unprivileged agent: its executable and namespaces are read
@@ -151,7 +151,7 @@ def test_watch_with_bpf_perfmon_and_ptrace(system_python, home):
     assert recs[-1]["type"] == "stats" and recs[-1]["lost"]["events"] == 0
 
 
-def test_watch_port_with_the_same_set(system_python, home):
+def test_watch_port_with_its_capability_set_only(system_python, home):
     port = free_port()
     out = os.path.join(home, "p.jsonl")
     srv = start_server(server_argv("http", "127.0.0.1", port, None))
@@ -199,7 +199,7 @@ def policy_session(capset, pp, home, listen, check_caps=True):
 
 
 @pytest.mark.matrix("least privilege: run --policy")
-def test_run_policy_with_net_admin(system_python, home, listen):
+def test_run_policy_with_its_capability_set_only(system_python, home, listen):
     recs, results, lst = policy_session(SETS["run --policy"], system_python, home, listen)
     assert results[0][0] and lst.accepted == []      # refused before any packet
     pe = [e for e in call(recs, "connect")["timeline"] if e["type"] == "policy"]
@@ -234,7 +234,7 @@ def test_one_capability_fewer_is_refused_naming_it(system_python, home, case, dr
 
 
 @pytest.mark.parametrize("drop", SETS["run"])
-def test_without_bpf_or_perfmon_the_kernel_refuses_the_programs(system_python, home, drop):
+def test_without_a_loading_capability_the_kernel_refuses_the_programs(system_python, home, drop):
     kept = [x for x in SETS["run"] if x != drop]
     p = subprocess.run(as_nobody(kept, system_python, home, ["run", "-q", "--jsonl", os.path.join(home, "x.jsonl"),
                                                              "--no-store", "--", "true"], check_caps=False),
