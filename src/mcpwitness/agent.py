@@ -27,7 +27,7 @@ from .kernel.loader import EXEC_SYSCALLS, OPEN_SYSCALLS, PAYLOAD_SYSCALLS, Kerne
 from .kernel.ringbuf import records
 from .kernel.tracking import Tracker, resolve_command
 from .proc import ProcTable, peak_rss, read_cgroup, read_stat
-from .records import Start, Stats
+from .records import SessionRecord, Start, Stats
 from .util import now_iso
 
 
@@ -231,7 +231,11 @@ class Agent:
                     return
             try:
                 if batch is not None:
-                    self.sink.write(self.pipeline.feed(records(batch) if isinstance(batch, bytes) else batch))
+                    out = self.pipeline.feed(records(batch) if isinstance(batch, bytes) else batch)
+                    if self.pinned is not None and any(type(r) is SessionRecord for r in out):
+                        # before the records are out: whoever reads them may kill this agent next
+                        self._save_pin_state()
+                    self.sink.write(out)
                 now = time.monotonic_ns()
                 if now - last_tick > 100_000_000:  # call timers: linger, timeouts
                     last_tick = now
