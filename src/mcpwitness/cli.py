@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--comm", action="append", default=[],
                    help="only servers whose command name (or executable's basename) is COMM; repeatable")
     w.add_argument("--cgroup", help="only servers in this cgroup v2 path or below it (e.g. /system.slice)")
+    w.add_argument("--container", action="append", default=[], metavar="NAME|ID",
+                   help="only servers in this container: its name, or its id (at least 12 hex digits); "
+                        "podman, docker, containerd and CRI-O containers; repeatable")
     w.add_argument("--port", type=_port, action="append", default=[],
                    help="capture TCP on this port (local or remote end), for any process, filtered in the "
                         "kernel; repeatable, at most 64")
@@ -593,9 +596,9 @@ def _port(text: str) -> int:
     return n
 
 
-def server_filter(pids: list[int], comms: list[str], cgroup: str | None):
+def server_filter(pids: list[int], comms: list[str], cgroup: str | None, containers: list[str] | None = None):
     """accept(pid) for watch mode: all given filters must hold."""
-    from .proc import read_cgroup, read_exe, read_stat, under_cgroup
+    from .proc import container_info, read_cgroup, read_exe, read_stat, under_cgroup
 
     def accept(pid: int) -> bool:
         if comms:
@@ -610,6 +613,11 @@ def server_filter(pids: list[int], comms: list[str], cgroup: str | None):
                 return False
         if cgroup and not under_cgroup(read_cgroup(pid), cgroup):
             return False
+        if containers:
+            info = container_info(read_cgroup(pid))
+            if info is None or not any(c == info["name"] or (len(c) >= 12 and info["id"].startswith(c))
+                                       for c in containers):
+                return False
         return True
 
     return accept
@@ -634,11 +642,11 @@ def cmd_watch(a) -> int:
     agent = _start("watch", a, LoadOptions(ring_size=a.ring_size, io_max=a.io_max, watch=True,
                                            lsm=False if a.no_lsm else None, ports=tuple(sorted(set(a.port))),
                                            tls=not a.no_tls, hooks=a.syscall_hooks),
-                   accept=server_filter(a.pid, a.comm, a.cgroup), pin=pin)
+                   accept=server_filter(a.pid, a.comm, a.cgroup, a.container), pin=pin)
     if agent is None:
         return 1
     agent.start_record(mode="watch", filters={"pid": a.pid, "comm": a.comm, "cgroup": a.cgroup,
-                                                  "port": a.port})
+                                                  "port": a.port, "container": a.container})
     agent.start()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

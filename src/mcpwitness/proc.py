@@ -2,8 +2,10 @@
 userspace's table of the tracked tree (fed by fork/exec/exit events)."""
 from __future__ import annotations
 
+import json
 import os
 import re
+import subprocess
 import stat as stat_mod
 from dataclasses import dataclass
 
@@ -114,11 +116,95 @@ def container_id(cgroup: str | None) -> str | None:
     return m.group(1) if m else None
 
 
+# the runtime a container's cgroup names it by: podman (libpod-ID), docker (docker-ID.scope or
+# /docker/ID), containerd's CRI (cri-containerd-ID.scope, or an ID under a kubepods pod), CRI-O
+# (crio-ID.scope); the conmon monitors beside them (libpod-conmon-, crio-conmon-) are not containers
+_RUNTIME = [(re.compile(r"(?:^|/)libpod-([0-9a-f]{64})(?:\.scope)?(?:/|$)"), "podman"),
+            (re.compile(r"(?:^|/)docker-([0-9a-f]{64})\.scope(?:/|$)|(?:^|/)docker/([0-9a-f]{64})(?:/|$)"), "docker"),
+            (re.compile(r"(?:^|/)cri-containerd-([0-9a-f]{64})\.scope(?:/|$)"), "containerd"),
+            (re.compile(r"(?:^|/)crio-([0-9a-f]{64})\.scope(?:/|$)"), "cri-o")]
+_POD = re.compile(r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})(?:\.slice)?(?:/|$)")
+_INFO_CACHE: dict[str, dict] = {}
+
+
+def container_info(cgroup: str | None) -> dict | None:
+    """Who a process in this cgroup runs as, container-wise: runtime, id,
+    name, image and, under Kubernetes, the pod (uid, namespace, name).
+    The id and the pod uid come from the cgroup path; the name and image
+    from the runtime's own state (podman's, docker's on disk, kubelet's pod
+    log directories). None outside a container; unknown parts are None."""
+    cid = container_id(cgroup)
+    if cid is None:
+        return None
+    hit = _INFO_CACHE.get(cid)
+    if hit is not None:
+        return hit
+    runtime = next((rt for rx, rt in _RUNTIME if rx.search(cgroup)), None)
+    pod = _POD.search(cgroup)
+    if pod and runtime is None:
+        runtime = runtime or "cri"          # an id under a kubepods pod with no prefix: some CRI runtime
+    info = {"runtime": runtime, "id": cid, "name": None, "image": None, "pod": None}
+    if pod:
+        info["pod"] = _pod(pod.group(1).replace("_", "-"))
+    try:
+        if runtime == "podman":
+            _podman(cid, info)
+        elif runtime == "docker":
+            _docker(cid, info)
+    except (OSError, ValueError, subprocess.SubprocessError):
+        pass                                 # the runtime's state unreadable: id and runtime only
+    if len(_INFO_CACHE) > 4096:
+        _INFO_CACHE.clear()
+    if info["name"] is not None or runtime not in ("podman", "docker"):
+        _INFO_CACHE[cid] = info              # a name not found yet may be found next time
+    return info
+
+
+def _podman(cid: str, info: dict) -> None:
+    p = subprocess.run(["podman", "container", "inspect", cid, "--format", "json"], capture_output=True,
+                       timeout=10, text=True)
+    if p.returncode != 0:
+        return
+    d = json.loads(p.stdout)
+    d = d[0] if isinstance(d, list) and d else d
+    info["name"] = d.get("Name")
+    info["image"] = d.get("ImageName") or (f"rootfs:{d['Rootfs']}" if d.get("Rootfs") else None)
+    pod = d.get("Pod")
+    if pod and info["pod"] is None:
+        info["pod"] = {"uid": pod, "namespace": None, "name": d.get("PodName") or None}
+
+
+def _docker(cid: str, info: dict) -> None:
+    with open(f"/var/lib/docker/containers/{cid}/config.v2.json") as f:
+        d = json.load(f)
+    info["name"] = (d.get("Name") or "").lstrip("/") or None
+    info["image"] = (d.get("Config") or {}).get("Image")
+
+
+def _pod(uid: str) -> dict:
+    """The pod's namespace and name from kubelet's log directory
+    (/var/log/pods/NAMESPACE_NAME_UID), where there is one."""
+    out = {"uid": uid, "namespace": None, "name": None}
+    try:
+        for d in os.listdir("/var/log/pods"):
+            parts = d.rsplit("_", 1)
+            if len(parts) == 2 and parts[1] == uid and "_" in parts[0]:
+                out["namespace"], out["name"] = parts[0].split("_", 1)
+                break
+    except OSError:
+        pass
+    return out
+
+
 def namespaces(pid: int) -> dict:
     """Where pid runs: cgroup, container id, PID namespace (its inode and the
     pid inside it), network namespace inode. Missing values are None."""
     out: dict = {"cgroup": read_cgroup(pid), "container": None, "pid_ns": None, "ns_pid": None, "net_ns": None}
     out["container"] = container_id(out["cgroup"])
+    if out["container"] is not None:
+        info = container_info(out["cgroup"]) or {}
+        out["container_runtime"], out["container_name"] = info.get("runtime"), info.get("name")
+        out["container_image"], out["pod"] = info.get("image"), info.get("pod")
     for ns in ("pid", "net"):
         try:
             link = os.readlink(f"/proc/{pid}/ns/{ns}")  # "pid:[4026531836]"

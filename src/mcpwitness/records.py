@@ -299,7 +299,11 @@ class CallEnd(msgspec.Struct, gc=False, omit_defaults=True):
     info: object                                        # clientInfo / serverInfo as declared
     cmdline: list[str] | None | msgspec.UnsetType = msgspec.UNSET   # the server's
     tracked: bool | msgspec.UnsetType = msgspec.UNSET               # the server's: the kernel view exists
-    container: str | None | msgspec.UnsetType = msgspec.UNSET
+    container: str | None | msgspec.UnsetType = msgspec.UNSET        # the container id
+    container_runtime: str | None | msgspec.UnsetType = msgspec.UNSET  # podman, docker, containerd, cri-o, cri
+    container_name: str | None | msgspec.UnsetType = msgspec.UNSET
+    container_image: str | None | msgspec.UnsetType = msgspec.UNSET
+    pod: dict | None | msgspec.UnsetType = msgspec.UNSET               # Kubernetes: uid, namespace, name
     pid_ns: int | None | msgspec.UnsetType = msgspec.UNSET
     ns_pid: int | None | msgspec.UnsetType = msgspec.UNSET
     net_ns: int | None | msgspec.UnsetType = msgspec.UNSET

@@ -512,6 +512,9 @@ def build_record(c: _Call, sess: SessionRecord | None, roots, live: list[int], w
             if e is not None:
                 d.container, d.pid_ns, d.ns_pid, d.net_ns = (e.get(k) for k in ("container", "pid_ns", "ns_pid",
                                                                                   "net_ns"))
+                if e.get("container"):  # named by its runtime (proc.container_info)
+                    d.container_runtime, d.container_name, d.container_image, d.pod = (
+                        e.get(k) for k in ("container_runtime", "container_name", "container_image", "pod"))
             if conn.get(side):
                 d.address = conn[side]
     err = resp.error if resp is not None and resp.kind == "error" else None
