@@ -80,14 +80,20 @@ def test_a_stdio_server_in_a_container_is_named_by_it(tmp_path, name):
         async def main():
             async with client(t) as c:
                 await c.call_tool("read_file", {"path": "/etc/hostname"})
+                await c.call_tool("read_file", {"path": "/etc/shadow"})   # a default rule's alert
 
         anyio.run(main)
-        assert wait_for(lambda: '"read_file"' in out.read_text() and '"type":"call"' in out.read_text(), 30 * SLOW)
+        assert wait_for(lambda: '"read_file"' in out.read_text() and '"type":"alert"' in out.read_text(), 30 * SLOW)
     finally:
         stop(w, signal.SIGTERM)
-    call = check_named(records(out), name, "read_file")
+    recs = records(out)
+    call = check_named(recs, name, "read_file")
     assert any(e["type"] == "open" and e.get("path") == "/etc/hostname" and e["attribution"] == "exact"
                for e in call["timeline"])
+    # alerts carry the container too, whatever record raised them
+    alerts = [r for r in recs if r["type"] == "alert"]
+    assert alerts and all(a["container"]["name"] == name and a["container"]["runtime"] == "podman"
+                          for a in alerts), alerts
 
 
 def test_an_http_server_in_a_container_is_named_by_it(tmp_path, name):
@@ -152,3 +158,15 @@ def test_container_identity_from_the_cgroup_path(cgroup, want):
         assert got is None
         return
     assert {k: got[k] for k in want} == want and len(got["id"]) == 64
+
+
+def test_falco_output_names_the_container_with_falcos_fields():
+    from mcpwitness.detect.engine import falco_json
+    from mcpwitness.records import Alert
+    pod = {"uid": "0a0b0c0d-1111-2222-3333-444455556666", "namespace": "agents", "name": "mcp-fs-0"}
+    a = Alert(time="2026-12-03T00:00:00Z", ktime_ns=1, rule="r", priority="warning", output="o", tags=[],
+              source="call", call_id="c", session="s", tool="t", candidates=None, pid=1, fields={},
+              container={"runtime": "containerd", "id": "e" * 64, "name": "fs", "image": "mcp/fs:1", "pod": pod})
+    f = falco_json(a)["output_fields"]
+    assert f["container.id"] == "e" * 12 and f["container.name"] == "fs" and f["container.image"] == "mcp/fs:1"
+    assert (f["k8s.ns.name"], f["k8s.pod.name"], f["container.type"]) == ("agents", "mcp-fs-0", "containerd")

@@ -514,6 +514,7 @@ class Alert(msgspec.Struct, tag="alert", tag_field="type", gc=False):
     pid: int | None
     fields: dict
     delay_ms: float | None = None  # from the kernel timestamp of the cause to the alert's write
+    container: dict | None = None  # the server's container (runtime, id, name, image, pod), where it runs in one
 
 
 class RulesLoad(msgspec.Struct, tag="rules", tag_field="type", gc=False, omit_defaults=True):

@@ -17,6 +17,8 @@ import uuid
 from collections import Counter, OrderedDict
 from typing import Iterable
 
+import msgspec
+
 from ..records import Alert, Record, RulesLoad
 from ..util import ConfigError, file_stamp, now_iso
 from . import rules as rules_mod
@@ -88,6 +90,7 @@ class Engine:
         self.loads: Counter = Counter({"applied": 1})
         self.errors: list[str] = []
         self._seen: OrderedDict = OrderedDict()  # (rule, call or session) already alerted
+        self._containers: OrderedDict = OrderedDict()  # session -> its server's container, from session records
         self._reload_asked = False
         self._last_look = 0.0
 
@@ -138,6 +141,8 @@ class Engine:
             if t is None or t == "alert":
                 continue
             n += 1
+            if t == "session":
+                self._container_of(r)
             try:
                 facts = observe(r, t)
             except Exception as e:  # a detector must not stop the pipeline
@@ -162,6 +167,15 @@ class Engine:
         if len(self.errors) < 100:
             self.errors.append(msg)
 
+    def _container_of(self, r) -> None:
+        """Remember the container a session's server runs in (its `ends`)."""
+        end = next((e for e in _get(r, "ends") or () if isinstance(e, dict) and e.get("role") == "server"), None)
+        if end is None or not end.get("container"):
+            return
+        self._containers[_get(r, "session")] = _container(end)
+        if len(self._containers) > 10000:
+            self._containers.popitem(last=False)
+
     def _alert(self, rule, r, t: str, facts: dict) -> Alert | None:
         call = facts.get("call") or {}
         call_id = call.get("id") or (_get(r, "call_id") if t == "call" else None)
@@ -180,10 +194,19 @@ class Engine:
         output, fields = rules_mod.render(rule, r, t, facts)
         self.alert_counts[(rule.name, rule.priority)] += 1
         self.stats["alerts"] += 1
+        server = _get(r, "server") if t == "call" else None
+        server = server if isinstance(server, dict) else msgspec.to_builtins(server) if server is not None else None
+        container = _container(server) if server and server.get("container") else self._containers.get(session)
         return Alert(time=_get(r, "time") or now_iso(ns=True), ktime_ns=_get(r, "ktime_ns"), rule=rule.name,
                      priority=rule.priority, output=output, tags=rule.tags, source=t, call_id=call_id,
                      session=session, tool=call.get("tool") if call else _get(r, "tool"),
-                     candidates=call.get("candidates"), pid=_get(r, "pid"), fields=fields)
+                     candidates=call.get("candidates"), pid=_get(r, "pid"), fields=fields, container=container)
+
+
+def _container(end: dict) -> dict:
+    """A process end's container, as alerts carry it."""
+    return {"runtime": end.get("container_runtime"), "id": end.get("container"), "name": end.get("container_name"),
+            "image": end.get("container_image"), "pod": end.get("pod")}
 
 
 FALCO_PRIORITY = {p: p.capitalize() for p in rules_mod.PRIORITIES}
@@ -197,6 +220,15 @@ def falco_json(alert: Alert, hostname: str | None = None) -> dict:
     for k in ("call_id", "session", "tool", "pid", "source"):
         if getattr(alert, k) is not None:
             fields[f"mcpwitness.{k}"] = getattr(alert, k)
+    c = alert.container
+    if c:  # under Falco's own field names
+        fields.update({"container.id": (c.get("id") or "")[:12], "container.full_id": c.get("id"),
+                       "container.name": c.get("name"), "container.image": c.get("image"),
+                       "container.type": c.get("runtime")})
+        pod = c.get("pod") or {}
+        if pod:
+            fields.update({"k8s.pod.uid": pod.get("uid"), "k8s.ns.name": pod.get("namespace"),
+                           "k8s.pod.name": pod.get("name")})
     return {"uuid": str(uuid.uuid4()), "output": alert.output, "priority": FALCO_PRIORITY[alert.priority],
             "rule": alert.rule, "time": alert.time, "output_fields": fields, "source": "mcpwitness",
             "tags": list(alert.tags or []), "hostname": hostname or socket.gethostname()}
