@@ -206,8 +206,7 @@ class Kernel:
     pin_dir: str | None = None                      # pinned under this bpffs directory
     pinned_maps: set = field(default_factory=set)
     prog_pins: set = field(default_factory=set)     # programs pinned for attaching later (TLS uprobes)
-    adopted: bool = False                           # opened from the pins, nothing loaded
-    map_fds: dict = field(default_factory=dict)     # adopted: map name -> fd
+    map_fds: dict = field(default_factory=dict)     # adopted from the pins (nothing loaded): map name -> fd
     prog_fds: dict = field(default_factory=dict)    # adopted: program name -> fd
 
     # --- life cycle -------------------------------------------------------

@@ -176,7 +176,6 @@ def _adopt(d: str, st: dict, options: LoadOptions) -> Kernel:
         k.close()
         raise
     k.pin_dir = d
-    k.adopted = True
     return k
 
 

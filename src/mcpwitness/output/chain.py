@@ -152,9 +152,10 @@ def verify_file(path: str, prev_head: bytes | None = None, prev_name: str | None
             s, got = int(m.group(1)), bytes.fromhex(m.group(2).decode())
             body = line[:m.start()] + b',"seq":' + m.group(1)
             rec = _record(line)
+            event = rec.get("event") if rec.get("type") == "chain" else None   # begin, resume, rotate
             if first is None:
                 first = rec
-                if rec.get("type") != "chain" or rec.get("event") not in ("begin", "resume"):
+                if event not in ("begin", "resume"):
                     out.append(Finding(name, n, s, "truncated", "the file does not begin with its chain start "
                                                                 "record: its beginning was removed"))
                     head, seq = None, s - 1
@@ -165,18 +166,18 @@ def verify_file(path: str, prev_head: bytes | None = None, prev_name: str | None
                                            f"continues from {rec.get('prev_file')!r} at link "
                                            f"{declared.hex()[:12]}, but the file before it ({prev_name}) ends at "
                                            f"{prev_head.hex()[:12]}: a file is missing, or was cut or edited"))
-                    head, seq = declared, int(rec.get("prev_seq") or 0) if rec.get("event") == "resume" else 0
+                    head, seq = declared, int(rec.get("prev_seq") or 0) if event == "resume" else 0
             if pending_cut is not None:
                 ln, nbytes, had_nl = pending_cut
-                if rec.get("type") == "chain" and rec.get("event") == "resume" and rec.get("cut_bytes") == nbytes:
+                if event == "resume" and rec.get("cut_bytes") == nbytes:
                     out.append(Finding(name, ln, None, "note", f"a line cut by a crash ({nbytes} bytes), "
                                                                "acknowledged by the agent that resumed"))
                 else:
                     out.append(Finding(name, ln, None, "unchained", "a line with no link: inserted or damaged"))
                 pending_cut = None
-            if rec.get("type") == "chain":
+            if event is not None:
                 last_agent = rec.get("agent_pid", last_agent)
-            if rec.get("type") == "chain" and rec.get("event") == "resume" and head is not None:
+            if event == "resume" and head is not None:
                 declared = bytes.fromhex(rec.get("prev", "00" * 16))
                 if declared != head:
                     out.append(Finding(name, n, s, "edited", "a resume record that does not continue the chain"))
@@ -197,8 +198,7 @@ def verify_file(path: str, prev_head: bytes | None = None, prev_name: str | None
             else:
                 out.append(Finding(name, n, s, "reordered", f"seq {s} comes after seq {seq}: moved or repeated"))
             head, seq = got, s      # go on from this line, so each break is said once
-            ended = rec.get("event") if rec.get("type") == "chain" and rec.get("event") == "rotate" else \
-                "stats" if rec.get("type") == "stats" else None
+            ended = "rotate" if event == "rotate" else "stats" if rec.get("type") == "stats" else None
     if pending_cut is not None:
         ln, nbytes, had_nl = pending_cut
         kind = "unchained" if had_nl else "cut"

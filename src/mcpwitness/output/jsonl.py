@@ -163,8 +163,7 @@ class JsonlSink:
                                                 "lines": self.chain.seq + 1,
                                                 "next_file": os.path.basename(self.path)})], count=False)
         self._f.close()
-        d, base = os.path.split(os.path.abspath(self.path))
-        stem = base[:-6] if base.endswith(".jsonl") else base
+        d, base, stem = _parts(self.path)
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         # within one second: -2, -3... after the plain name, never reusing one pruned meanwhile
         n = self._last[1] + 1 if self._last[0] == stamp else 1
@@ -200,10 +199,15 @@ class JsonlSink:
         self._f.close()
 
 
+def _parts(path: str) -> tuple[str, str, str]:
+    """(directory, file name, name without .jsonl): what rotated names are made of."""
+    d, base = os.path.split(os.path.abspath(path))
+    return d, base, base[:-6] if base.endswith(".jsonl") else base
+
+
 def rotated_files(path: str) -> list[str]:
     """The rotated predecessors of the JSON Lines file at path, oldest first."""
-    d, base = os.path.split(os.path.abspath(path))
-    stem = base[:-6] if base.endswith(".jsonl") else base
+    d, base, stem = _parts(path)
     try:
         names = os.listdir(d)
     except OSError:
