@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -159,6 +160,8 @@ def test_prometheus_scrapes_alert_counter(tmp_path):
             await anyio.sleep(0.5)
             with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5) as r:
                 seen["text"] = r.read().decode()
+            with urllib.request.urlopen(f"http://127.0.0.1:{mport}/healthz", timeout=5) as r:
+                seen["health"] = (r.status, r.read().decode())
             expected = seen["text"].count("mcpwitness_alerts_total{")
             # Prometheus has scraped our endpoint: the alert counters, read back from its query API
             for _ in range(150):
@@ -190,6 +193,26 @@ def test_prometheus_scrapes_alert_counter(tmp_path):
     assert seen["by_rule"] == by_rule
     assert {"Tool opened a sensitive path", "Tool ran a shell", "Sensitive path in tool arguments"} <= set(by_rule)
     assert seen["events"] > 0
+    assert seen["health"] == (200, "ok\n"), "a running agent's liveness endpoint says it is alive"
     for family in ("mcpwitness_lost_total", "mcpwitness_parse_failures_total", "mcpwitness_sessions_total",
                    "mcpwitness_rules_loaded", "mcpwitness_kernel_counter_total"):
         assert f"# TYPE {family} " in seen["text"], family
+
+
+def test_healthz_says_stalled():
+    """/healthz is what a Kubernetes liveness probe asks: 503 once the agent says it is not alive."""
+    from mcpwitness.output.metrics import MetricsServer
+    state = {"alive": True}
+    m = MetricsServer(lambda: "", 0, health=lambda: state["alive"])
+    try:
+        url = f"http://127.0.0.1:{m.port}/healthz"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            assert (r.status, r.read()) == (200, b"ok\n")
+        state["alive"] = False
+        try:
+            urllib.request.urlopen(url, timeout=5)
+            raise AssertionError("a stalled agent answered 200")
+        except urllib.error.HTTPError as e:
+            assert e.code == 503 and b"stalled" in e.read()
+    finally:
+        m.close()

@@ -472,7 +472,8 @@ def _start(kind: str, a, options, **agent_kw):
         from .output.metrics import MetricsServer
         try:
             from .output.metrics import agent_exposition
-            agent.metrics = MetricsServer(lambda: agent_exposition(agent), a.metrics_port, a.metrics_addr)
+            agent.metrics = MetricsServer(lambda: agent_exposition(agent), a.metrics_port, a.metrics_addr,
+                                          health=agent.alive)
         except OSError as e:
             _say(f"cannot serve metrics on {a.metrics_addr}:{a.metrics_port}: {e.strerror or e}")
             agent.kernel.close()

@@ -10,6 +10,7 @@ Nothing here parses events (events.py) or decides what to track (agent.py).
 from __future__ import annotations
 
 import ctypes
+import errno
 import functools
 import os
 import platform
@@ -161,9 +162,34 @@ NEEDS = {"tp_btf": "tp_btf programs (5.5+)", "ring buffer output": "BPF ring buf
          "helper bpf_loop": "the bpf_loop helper (5.17+)"}
 
 
+def eperm_reason() -> str:
+    """Why the kernel may say EPERM to a process whose capabilities were checked: what can
+    be seen from here (a seccomp filter), then the other usual causes."""
+    seccomp = None
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Seccomp:"):
+                    seccomp = line.split()[1]
+    except OSError:
+        pass
+    if seccomp == "2":
+        return ("this process runs under a seccomp filter (Seccomp: 2 in /proc/self/status): a container "
+                "runtime's default profile refuses bpf() and perf_event_open() without CAP_SYS_ADMIN, whatever "
+                "the capabilities. Run the container with seccomp unconfined (podman/docker --security-opt "
+                "seccomp=unconfined; Kubernetes securityContext.seccompProfile.type: Unconfined)")
+    return ("the kernel said EPERM: the capabilities it needs (`mcpwitness doctor`), an LSM (SELinux, AppArmor, "
+            "lockdown=confidentiality) or a seccomp filter in a parent refuse it")
+
+
 def explain_failure(e: "libbpf.BPFError", prog: str | None, why: str) -> "libbpf.BPFError":
     """A load failure in words: which program, what the kernel said, and what
     this kernel lacks that mcpwitness needs (probed now), not just an errno."""
+    what = f"the kernel refused program {prog}: {why}" if prog else why or str(e).splitlines()[0]
+    msg = f"loading BPF programs: {what}"
+    if e.errno == errno.EPERM:
+        # a permission problem, not a missing feature: every probe would fail the same way
+        return libbpf.BPFError(e.errno, msg + "\n  " + eperm_reason(), e.log)
     missing = []
     try:
         from .probes import PROBES, run_probe
@@ -175,8 +201,6 @@ def explain_failure(e: "libbpf.BPFError", prog: str | None, why: str) -> "libbpf
         pass
     if not os.path.exists("/sys/kernel/btf/vmlinux"):
         missing.insert(0, "BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF)")
-    what = f"the kernel refused program {prog}: {why}" if prog else why or str(e).splitlines()[0]
-    msg = f"loading BPF programs: {what}"
     if missing:
         msg += (f"\n  this kernel ({platform.release()}) lacks {', '.join(missing)}: mcpwitness needs Linux 6.1 "
                 "or newer with BTF (`mcpwitness doctor` lists every mechanism)")

@@ -104,15 +104,27 @@ def families(stats: dict, detect: dict | None) -> list:
 
 
 class MetricsServer:
-    """GET /metrics on addr:port, from a daemon thread; collect() -> text."""
+    """GET /metrics on addr:port, from a daemon thread; collect() -> text.
+    GET /healthz answers 200 while health() is true, else 503: a liveness probe
+    (Kubernetes) asks what systemd's watchdog asks."""
 
-    def __init__(self, collect, port: int, addr: str = "127.0.0.1"):
+    def __init__(self, collect, port: int, addr: str = "127.0.0.1", health=None):
         self.collect = collect
+        self.health = health
         self.errors = 0
         outer = self
 
         class H(BaseHTTPRequestHandler):
             def do_GET(self):
+                if self.path.split("?")[0] == "/healthz":
+                    ok = outer.health is None or outer.health()
+                    body = b"ok\n" if ok else b"stalled: an agent thread has not looked for work in 10 s\n"
+                    self.send_response(200 if ok else 503)
+                    self.send_header("Content-Type", "text/plain; charset=utf-8")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
                 if self.path.split("?")[0] not in ("/metrics", "/"):
                     self.send_error(404)
                     return
