@@ -95,18 +95,9 @@ def test_the_image_run_privileged_records_a_host_server(tmp_path, image):
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     try:
-        assert wait_for(lambda: os.path.exists(events) and '"start"' in open(events).read()
-                        or not _running(name), 120 * SLOW), "the agent never started"
-        assert _running(name), _logs(name)
+        wait_started(name, events)
         call_host_server(events, marker)
-        stop = subprocess.run(["podman", "stop", "-t", "30", name], capture_output=True, text=True)
-        assert stop.returncode == 0, stop.stderr
-        rc = subprocess.run(["podman", "inspect", name, "--format", "{{.State.ExitCode}}"], capture_output=True,
-                            text=True).stdout.strip()
-        assert rc == "0", _logs(name)
-        recs = records(events)
-        check_call(recs, marker)
-        assert recs[-1]["type"] == "stats" and recs[-1]["lost"]["events"] == 0
+        stop_cleanly(name, events, marker)
         # the pins are on the host's bpffs: they outlive the container, and the host's
         # mcpwitness removes them
         assert os.path.isdir(f"/sys/fs/bpf/mcpwitness/{pin}")
@@ -117,6 +108,28 @@ def test_the_image_run_privileged_records_a_host_server(tmp_path, image):
         subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True)
         subprocess.run([MW, "unload", "-q", pin], capture_output=True)
     assert not os.path.exists(f"/sys/fs/bpf/mcpwitness/{pin}")
+
+
+def wait_started(name, events):
+    assert wait_for(lambda: os.path.exists(events) and '"start"' in open(events).read()
+                    or not _running(name), 120 * SLOW), "the agent never started"
+    assert _running(name), _logs(name)
+
+
+def stop_cleanly(name, events, marker):
+    """`podman stop` (SIGTERM): exit 0, the host server's call in the file, nothing lost."""
+    stop = subprocess.run(["podman", "stop", "-t", "30", name], capture_output=True, text=True)
+    assert stop.returncode == 0, stop.stderr
+    assert _exit_code(name) == "0", _logs(name)
+    recs = records(events)
+    check_call(recs, marker)
+    assert recs[-1]["type"] == "stats" and recs[-1]["lost"]["events"] == 0
+    return recs
+
+
+def _exit_code(name):
+    return subprocess.run(["podman", "inspect", name, "--format", "{{.State.ExitCode}}"], capture_output=True,
+                          text=True).stdout.strip()
 
 
 def _running(name):
@@ -217,9 +230,7 @@ def test_the_daemonsets_pod_records_a_host_server_with_its_capabilities_only(tmp
     run = subprocess.run(argv, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     try:
-        assert wait_for(lambda: os.path.exists(events) and '"start"' in open(events).read()
-                        or not _running(name), 120 * SLOW), "the agent never started"
-        assert _running(name), _logs(name)
+        wait_started(name, events)
         # not privileged: exactly the manifest's capabilities, in the container and in the agent
         eff = subprocess.run(["podman", "inspect", name, "--format", "{{.EffectiveCaps}}"], capture_output=True,
                              text=True).stdout
@@ -233,14 +244,7 @@ def test_the_daemonsets_pod_records_a_host_server_with_its_capabilities_only(tmp
         # the liveness probe, as the kubelet asks it
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{probe}", timeout=10) as r:
             assert (r.status, r.read()) == (200, b"ok\n")
-        stop = subprocess.run(["podman", "stop", "-t", "30", name], capture_output=True, text=True)
-        assert stop.returncode == 0, stop.stderr
-        rc = subprocess.run(["podman", "inspect", name, "--format", "{{.State.ExitCode}}"], capture_output=True,
-                            text=True).stdout.strip()
-        assert rc == "0", _logs(name)
-        recs = records(events)
-        check_call(recs, marker)
-        assert recs[-1]["type"] == "stats" and recs[-1]["lost"]["events"] == 0
+        stop_cleanly(name, events, marker)
         assert os.path.exists(str(tmp_path / "var_lib_mcpwitness" / "mcpwitness.db"))
     finally:
         subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True)
@@ -256,10 +260,8 @@ def test_without_seccomp_unconfined_the_pod_says_why(tmp_path, image):
     try:
         assert subprocess.run(argv, capture_output=True).returncode == 0
         assert wait_for(lambda: not _running(name), 60 * SLOW)
-        rc = subprocess.run(["podman", "inspect", name, "--format", "{{.State.ExitCode}}"], capture_output=True,
-                            text=True).stdout.strip()
         logs = _logs(name)
-        assert rc == "1", logs
+        assert _exit_code(name) == "1", logs
         assert "cannot load the kernel programs" in logs and "seccomp filter" in logs and " lacks " not in logs, logs
     finally:
         subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True)

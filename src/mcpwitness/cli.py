@@ -21,12 +21,10 @@ from . import __version__
 
 
 def _size(text: str) -> int:
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    t = text.strip().lower().rstrip("b").rstrip("i")
-    mult = units.get(t[-1:], 1)
+    from .util import ConfigError, size
     try:
-        return int(t[:-1] if t[-1:] in units else t) * mult
-    except ValueError:
+        return size(text, "size")
+    except ConfigError:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 64M)") from None
 
 
