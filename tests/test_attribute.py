@@ -168,7 +168,7 @@ def test_argument_hint_decides_only_when_one_candidate_names_the_path():
     picks = []
 
     def hint(ev, cands):
-        got = [r for r in cands if r.call.id == ev.path.strip("/")]
+        got = [(r, "names it") for r in cands if r.call.id == ev.path.strip("/")]
         picks.append(len(got))
         return got
 
@@ -196,20 +196,104 @@ def test_server_exit_settles_what_waits():
 
 
 def test_a_policy_event_about_an_open_goes_with_the_call_naming_the_path():
-    from types import SimpleNamespace as NS
-
-    from mcpwitness.decode.audit import named_by_arguments
     from mcpwitness.records import PolicyEvent
 
-    def cand(path):
-        return NS(call=NS(req=NS(params={"name": "read", "arguments": {"path": path}})))
-
-    a, b = cand("/srv/a/secret.txt"), cand("/srv/b")
+    a, b = cand({"path": "/srv/a/secret.txt"}), cand({"path": "/srv/b"})
 
     def pe(check, path):
         return PolicyEvent("t", 1, 10, 10, 1, 0, "py", 5, 0, 10, [], False, [], check, "killed", "", "m", None, 1,
                            3, ["read"], path, None, None, None, 0)
 
-    assert named_by_arguments(pe("open", "/srv/a/secret.txt"), [a, b]) == [a]
-    assert named_by_arguments(pe("open", "/srv/b/x"), [a, b]) == [b]
-    assert named_by_arguments(pe("exec", "/srv/b/x"), [a, b]) == []  # only opens are matched to arguments
+    assert picked(pe("open", "/srv/a/secret.txt"), [a, b]) == [a]
+    assert picked(pe("open", "/srv/b/x"), [a, b]) == [b]
+    assert picked(pe("exec", "/srv/b/x"), [a, b]) == []   # /srv/b is a directory, not the program
+
+
+# --- argument evidence (decode/evidence.py): a trigger and a near miss per kind --------------------
+
+def cand(arguments, server=SERVER, session="s"):
+    from types import SimpleNamespace as NS
+
+    from mcpwitness.decode.attribute import Request
+    r = Request(NS(req=NS(params={"name": "t", "arguments": arguments}), session=session), server, 1, 1)
+    return r
+
+
+def picked(ev, cands, anchors=("/srv/notes",)):
+    from mcpwitness.decode.audit import named_by_arguments
+    return [r for r, _ in named_by_arguments(ev, cands, lambda r: list(anchors))]
+
+
+def test_relative_name_matches_at_a_component_boundary_under_an_anchor():
+    a, b = cand({"name": "n7.txt"}), cand({"name": "n17.txt"})
+    assert picked(open_(SERVER, 1, 5, "/srv/notes/n7.txt"), [a, b]) == [a]       # not n17.txt: a boundary
+    assert picked(open_(SERVER, 1, 5, "/srv/notes/sub/n17.txt"), [a, b]) == [b]
+    # near misses: outside the server's cwd and the client's roots; or both name it
+    assert picked(open_(SERVER, 1, 5, "/etc/n7.txt"), [a, b]) == []
+    assert picked(open_(SERVER, 1, 5, "/srv/notes/n7.txt"), [a, b], anchors=()) == []
+    c = cand({"file": "./n7.txt"})
+    assert picked(open_(SERVER, 1, 5, "/srv/notes/n7.txt"), [a, c]) == [a, c]     # two: no decision
+    assert picked(open_(SERVER, 1, 5, "/srv/notes/n7.txt"), [cand({"p": "../n7.txt"})]) == []
+
+
+def connect_(address, port, unix_path=None):
+    from mcpwitness.records import ConnectEvent
+    return ConnectEvent(**base(SERVER, SERVER, 10), fd=3, family="unix" if unix_path else "inet", address=address,
+                        port=port, unix_path=unix_path, sock_type="stream", protocol="tcp", result=0, error=None)
+
+
+def test_an_address_in_the_arguments_names_a_connect():
+    url, hp = cand({"url": "http://127.0.0.1:8080/x"}), cand({"target": "127.0.0.3:9000"})
+    assert picked(connect_("127.0.0.1", 8080), [url, hp]) == [url]
+    assert picked(connect_("127.0.0.3", 9000), [url, hp]) == [hp]
+    assert picked(connect_("::ffff:127.0.0.3", 9000), [url, hp]) == [hp]          # IPv4-mapped
+    kv = cand({"host": "localhost", "port": 5432})
+    assert picked(connect_("127.0.0.1", 5432), [kv, url]) == [kv]
+    name = cand({"url": "https://api.example.com/v1"})
+    assert picked(connect_("192.0.2.7", 443), [name, url]) == [name]               # a host name: by its port
+    # near misses: another port; an address no call names; both name it
+    assert picked(connect_("127.0.0.1", 8081), [url, hp]) == []
+    assert picked(connect_("127.0.0.2", 8080), [url, hp]) == []
+    assert picked(connect_("127.0.0.1", 8080), [url, cand({"u": "http://127.0.0.1:8080/y"})]) != [url]
+    sock = cand({"socket": "/run/app.sock"})
+    assert picked(connect_(None, None, "/run/app.sock"), [sock, url]) == [sock]
+
+
+def exec_(filename, argv, result=0):
+    from mcpwitness.records import ExecEvent
+    return ExecEvent(**base(SERVER, SERVER, 10), filename=filename, exe=filename, argv=argv, argv_bytes=len(argv),
+                     result=result, error=None, syscall="execve")
+
+
+def test_a_command_in_the_arguments_names_an_exec():
+    grep, ls = cand({"command": "grep -r TODO ."}), cand({"cmd": ["ls", "-l"]})
+    assert picked(exec_("/usr/bin/grep", ["grep", "-r", "TODO", "."]), [grep, ls]) == [grep]
+    assert picked(exec_("/usr/bin/ls", ["ls", "-l"]), [grep, ls]) == [ls]
+    shell = cand({"script": "ls | wc -l"})
+    assert picked(exec_("/bin/sh", ["sh", "-c", "ls | wc -l"]), [shell, grep]) == [shell]   # given whole
+    cat = cand({"path": "/srv/notes/a.txt"})
+    assert picked(exec_("/usr/bin/cat", ["cat", "/srv/notes/a.txt"]), [cat, grep]) == [cat]
+    # near misses: prose that mentions a program is not a command; a failed exec; both name it
+    prose = cand({"text": "grep the logs"})
+    assert picked(exec_("/usr/bin/grep", ["grep", "x"]), [prose, ls]) == []
+    assert picked(exec_("/usr/bin/ls", ["ls"], result=-2), [grep, ls]) == []
+    assert picked(exec_("/usr/bin/grep", ["grep", "y"]), [grep, cand({"command": "grep y"})]) != [grep]
+
+
+def test_a_fork_is_decided_by_its_branchs_first_exec():
+    def hint(ev, cands):
+        return [(r, "x") for r in cands if ev.argv[0] == r.call.id]
+
+    a = Attributor(hint=hint)
+    r1 = a.request_read(SERVER, 100, 10, Call("ls"))
+    r2 = a.request_read(SERVER, 100, 11, Call("grep"))
+    f = fork(SERVER, 100, 12, 900)
+    a.event(f)
+    from mcpwitness.records import ExecEvent
+    e = ExecEvent(**base(900, 900, 13, [SERVER]), filename="/usr/bin/grep", exe=None, argv=["grep"], argv_bytes=5,
+                  result=0, error=None, syscall="execve")
+    a.event(e)
+    a.response_written(r1, 100, 20)
+    out = verdicts(a.response_written(r2, 100, 21))
+    assert out[id(f)].quality == out[id(e)].quality == "argument"
+    assert names(out[id(f)]) == names(out[id(e)]) == ["grep"] and "its branch ran" in out[id(f)].reason

@@ -329,6 +329,7 @@ class CallAttribution(msgspec.Struct, gc=False, omit_defaults=True):
     ambiguous: int | msgspec.UnsetType = msgspec.UNSET
     unknown: int | msgspec.UnsetType = msgspec.UNSET
     thread_evidence: str | msgspec.UnsetType = msgspec.UNSET
+    events: int | msgspec.UnsetType = msgspec.UNSET   # kernel events in the timeline
 
 
 class TimelineEntry(msgspec.Struct, gc=False, omit_defaults=True):

@@ -94,6 +94,18 @@ async def touch_indexed(n: int, delay: float = 0.0) -> str:
 
 
 @app.tool()
+def read_note(name: str, delay: float = 0.0) -> str:
+    """Read a note by its name relative to the notes folder, the server's working directory
+    (a sync tool: the SDK runs it in a worker thread)."""
+    time.sleep(delay)
+    with open(os.path.join(os.getcwd(), name), "a+") as f:
+        f.seek(0)
+        text = f.read()
+    time.sleep(delay)
+    return text
+
+
+@app.tool()
 def run(argv: list[str]) -> str:
     """Run a program and return its output."""
     return subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout

@@ -1,4 +1,5 @@
-"""The official-SDK test server (sdk_server.py) over the network:
+"""The official-SDK test server (sdk_server.py, or audit_server.py with MW_HTTP_APP=audit_server)
+over the network:
     sdk_http_server.py http|https|sse HOST PORT [CERT KEY]
 http/https: Streamable HTTP (uvicorn), sse: the 2024-11-05 HTTP+SSE transport.
 Prints "listening" on stdout once the port accepts connections."""
@@ -10,7 +11,10 @@ import time
 import uvicorn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sdk_server import app  # noqa: E402
+if os.environ.get("MW_HTTP_APP") == "audit_server":   # the attribution benchmark's tools
+    from audit_server import app  # noqa: E402
+else:
+    from sdk_server import app  # noqa: E402
 
 kind, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 if kind == "sse":

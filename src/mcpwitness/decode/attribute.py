@@ -29,10 +29,11 @@ An event loop or a pool thread never satisfies either, so their overlapping
 requests stay ambiguous rather than guessed.
 
 Argument evidence, last and labelled as such: when timing and threads leave
-several candidates and the event is an open whose path is named (or lies
-under a directory named) by the arguments of exactly one of them, that one is
-taken, quality "argument", the others listed. It is a strong hint, not a
-proof: a call could open a path another call asked about.
+several candidates and the arguments of exactly one of them name what the
+event touched (the opened path, the connect's address, the program run; for a
+fork, its branch's first exec: decode/evidence.py), that one is taken,
+quality "argument", the others listed. It is a strong hint, not a proof: a
+call could touch what another call asked about.
 
 Items wait until every candidate is answered (or gone), then settle.
 """
@@ -47,7 +48,7 @@ RECENT_NS = 50_000_000
 
 class Request:
     __slots__ = ("call", "server", "read_ts", "read_tid", "resp_ts", "solo", "done", "binding", "branches",
-                 "waiting")
+                 "waiting", "named")
 
     def __init__(self, call, server: int, ts: int, tid: int):
         self.call = call            # opaque: the audit stage's call
@@ -59,6 +60,7 @@ class Request:
         self.binding = None         # (tid, start_ts, end_ts, rule)
         self.branches: list[Item] = []  # process branches forked while it was a candidate
         self.waiting = 0            # unsettled items that name it
+        self.named = None           # the hint's parse of its arguments (evidence.Named), made once
 
 
 class Verdict:
@@ -122,7 +124,8 @@ class Attributor:
         # None for a process seen forked outside any server's tree
         self.nodes: dict[int, Item | None] = {}
         self.hold_ns = hold_ns      # an item never waits longer than this
-        # hint(ev, [Request]) -> the candidates whose arguments name what ev touched
+        # hint(ev, [Request]) -> [(Request, what it names)]: the candidates whose arguments name
+        # what ev touched
         self.hint = hint
         self.stats = {"exact": 0, "thread": 0, "argument": 0, "ambiguous": 0, "none": 0, "unknown": 0}
 
@@ -331,11 +334,17 @@ class Attributor:
             q = "ambiguous"
             why = (f"{n} requests in flight in the server and thread {it.tid} is not tied to one of them "
                    "(an event loop or a thread pool serves them together)")
-            named = self.hint(it.ev, it.cands) if self.hint is not None else []
+            ev = it.ev
+            if it.child is not None:    # a fork: its branch's first exec says what it was for
+                ev = next((f for f in it.followers if f.pid == it.child and type(f).__struct_config__.tag == "exec"
+                           and f.result in (None, 0)), None)
+            named = self.hint(ev, it.cands) if self.hint is not None and ev is not None else []
             if len(named) == 1:
+                (r, what), = named
                 self.stats["argument"] += 1
-                it.verdict = Verdict("argument", named, why + "; of them only this one names the path in its "
-                                     "arguments", s.pid, others=[r for r in it.cands if r is not named[0]])
+                it.verdict = Verdict("argument", [r], f"{why}; of them only this one's arguments name what "
+                                     + ("its branch ran" if ev is not it.ev else "it touched") + f": {what}",
+                                     s.pid, others=[o for o in it.cands if o is not r])
                 return self._publish(it)
         self.stats[q] += 1
         it.verdict = Verdict(q, list(it.cands), why, s.pid)

@@ -20,8 +20,9 @@ from ..records import (
     KERNEL_TAGS, CallAttribution, CallEnd, CallRecord, EventAttribution, McpMessage, ResultSummary, SessionRecord,
     ThreadEvent, TimelineEntry
 )
-from ..util import call_id, id_key, strings, tool_of, under
+from ..util import call_id, id_key, tool_of, under
 from .attribute import Attributor, Request, Verdict
+from .evidence import Named, name_of
 from .mcp import Seen
 from .streams import C2S, S2C
 
@@ -79,11 +80,12 @@ class Auditor:
         self.wall = wall or (lambda ns: "")
         self.redact_text = redact or (lambda s: s)
         self.grace_ns, self.linger_ns, self.timeout_ns = grace_ns, linger_ns, timeout_ns
-        self.attr = Attributor(hint=named_by_arguments)
+        self.attr = Attributor(hint=lambda ev, cands: named_by_arguments(ev, cands, self._anchors))
         self.calls: dict[tuple, _Call] = {}     # (session, direction, id) -> call not written yet
         self.closing: list[_Call] = []          # answered or ended, waiting to be written
         self.sessions: dict[str, SessionRecord] = {}
         self.roots: dict[str, list[str]] = {}   # session -> declared roots (paths)
+        self.cwds: dict[int, str | None] = {}   # server pid -> its working directory, read when first needed
         self.now = 0
         self.stats = {"calls": 0, "incomplete": 0, "late_events": 0, "errors": 0, "events_not_in_records": 0}
         self.errors: list[str] = []
@@ -165,6 +167,19 @@ class Auditor:
             if c is not None and c.end_ts is None:
                 self._end(c, m.ktime_ns, "cancelled", f"cancelled by the {'client' if m.direction == C2S else 'server'}"
                           + (f": {m.params['reason']}" if isinstance(m.params.get("reason"), str) else ""), out)
+
+    def _anchors(self, r: Request) -> list[str]:
+        """Where a relative name in r's arguments may lie: the server's working directory
+        (read from /proc once per server) and the client's declared roots."""
+        if r.server not in self.cwds:
+            if len(self.cwds) > 4096:
+                self.cwds.clear()
+            try:
+                self.cwds[r.server] = os.readlink(f"/proc/{r.server}/cwd")
+            except OSError:
+                self.cwds[r.server] = None
+        cwd = self.cwds[r.server]
+        return ([cwd] if cwd and cwd.startswith("/") else []) + list(self.roots.get(r.call.session) or ())
 
     def _learn_roots(self, session: str, answers) -> None:
         roots = declared_roots(answers)
@@ -269,39 +284,18 @@ class Auditor:
         return rec
 
 
-def _arg_paths(params) -> list[str]:
-    """Absolute paths named by a request's arguments (file:// URIs too)."""
-    if not isinstance(params, dict):
-        return []
-    paths = []
-    for _, s in strings({k: v for k, v in params.items() if k != "_meta"}, 1 << 16, max_depth=4, list_cap=64):
-        if s.startswith("file://"):
-            s = s[7:]
-        if s.startswith("/") and len(s) < 4096:
-            paths.append(os.path.normpath(s))
-    return paths
-
-
-def named_by_arguments(ev, cands: list) -> list:
-    """The candidate requests whose arguments name the file this open touched
-    (the path itself or a directory above it). A policy event about an open
-    goes with the open it judged."""
-    tag = type(ev).__struct_config__.tag
-    if tag == "open":
-        path = ev.resolved or ev.path
-    elif tag == "policy" and ev.check == "open" and ev.path:
-        path = ev.path
-    else:
-        return []
-    if not path.startswith("/"):
-        return []
-    hits = []
+def named_by_arguments(ev, cands: list, anchors=lambda r: []) -> list:
+    """[(request, what its arguments name)] for the candidates whose arguments name what ev
+    touched (decode/evidence.py). anchors(request) -> the directories a relative name may
+    be under: the server's working directory, the client's declared roots."""
+    out = []
     for r in cands:
-        for p in _arg_paths(r.call.req.params):
-            if path == p or path.startswith(p.rstrip("/") + "/"):
-                hits.append(r)
-                break
-    return hits
+        if r.named is None:
+            r.named = Named(r.call.req.params)
+        what = name_of(ev, r.named, anchors(r) if r.named.rel_names else [])
+        if what is not None:
+            out.append((r, what))
+    return out
 
 
 def _attribution(v: Verdict, late: list[str]) -> EventAttribution:
@@ -488,6 +482,8 @@ def build_record(c: _Call, sess: SessionRecord | None, roots, live: list[int], w
     else:
         quality = "exact"
     att = CallAttribution(quality, **counts)
+    if timeline:
+        att.events = len(timeline)
     if c.areq is not None and c.areq.binding:
         att.thread_evidence = c.areq.binding[3]
 
@@ -535,6 +531,29 @@ def build_record(c: _Call, sess: SessionRecord | None, roots, live: list[int], w
                                  f"({', '.join(f'{n} {t}' for t, n in sorted(c.dropped.items()))}): each was "
                                  f"written on its own, with this call id"]
     return rec
+
+
+def attribution_words(tl: list, call_id: str) -> str:
+    """How much of a timeline is exact, and why the rest is not, in words."""
+    if not tl:
+        return ""
+    n = {}
+    for e in tl:
+        n[e.attribution] = n.get(e.attribution, 0) + 1
+    sure = n.get("exact", 0) + n.get("thread", 0)
+    if sure == len(tl):
+        return f"attribution: all {len(tl)} events exact"
+    why = []
+    if n.get("argument"):
+        why.append(f"{n['argument']} by argument (of the overlapping calls, only this one's arguments name "
+                   "what they touched)")
+    if n.get("ambiguous"):
+        others = {c for e in tl if e.attribution == "ambiguous" for c in e.get("candidates") or () if c != call_id}
+        why.append(f"{n['ambiguous']} ambiguous (shared with {len(others)} overlapping "
+                   f"call{'s' if len(others) != 1 else ''}: the thread that did them served several)")
+    if n.get("unknown"):
+        why.append(f"{n['unknown']} unknown (their branch's fork was not seen)")
+    return f"attribution: {sure} of {len(tl)} events exact; " + ", ".join(why)
 
 
 def summarize(r: CallRecord) -> str:
@@ -596,9 +615,9 @@ def summarize(r: CallRecord) -> str:
         words = {"denied": "refused", "killed": "stopped by SIGKILL", "kill_failed": "NOT stopped (SIGKILL failed)",
                  "monitor": "would be refused (monitor)", "reported": "against policy, not refusable"}
         parts.append("policy: " + ", ".join(f"{v} {words[k]}" for k, v in n.items() if v))
-    amb = sum(1 for e in tl if e.attribution == "ambiguous")
-    if amb:
-        parts.append(f"{amb} of these shared with overlapping calls (ambiguous)")
+    doubt = attribution_words(tl, r.call_id)
+    if doubt:
+        parts.append(doubt)
     if r.still_running:
         parts.append(f"still running: {', '.join(map(str, r.still_running))}")
     return f"{app} / " + ("; ".join(parts) if parts else "no file, process or network activity")

@@ -20,7 +20,7 @@ def calls_table(rows) -> str:
     if not rows:
         return "no calls recorded (match)"
     head = f"{'TIME (UTC)':23}  {'CALL':12}  {'SERVER':18}  {'TOOL / METHOD':28}  {'STATUS':12}  {'MS':>8}  " \
-           f"{'ATTRIBUTION':16}  {'!':>2}  SUMMARY"
+           f"{'ATTRIBUTION':16}  {'EXACT':>9}  {'!':>2}  SUMMARY"
     lines = [head]
     for r in rows:
         what = r["tool"] if r["tool"] else r["method"] or "?"
@@ -30,9 +30,19 @@ def calls_table(rows) -> str:
         ms = f"{r['latency_ms']:.1f}" if r["latency_ms"] is not None else "-"
         summary = (r["summary"] or "").split(" / ", 1)[-1]
         lines.append(f"{_utc(r['time']):23}  {r['call_id']:12}  {_short(server, 18):18}  {_short(what, 28):28}  "
-                     f"{r['status']:12}  {ms:>8}  {_short(r['quality'] or '-', 16):16}  "
+                     f"{r['status']:12}  {ms:>8}  {_short(r['quality'] or '-', 16):16}  {_exact_share(r):>9}  "
                      f"{r['violations'] or '':>2}  {_short(summary, 70)}")
     return "\n".join(lines)
+
+
+def _exact_share(row) -> str:
+    """EXACT: how many of the call's kernel events are exact (or by thread evidence), of all."""
+    try:
+        att = json.loads(row["record"]).get("attribution") or {}
+    except (KeyError, TypeError, ValueError):
+        return "?"
+    n = att.get("events") or sum(att.get(k, 0) for k in ("exact", "thread", "argument", "ambiguous", "unknown"))
+    return f"{att.get('exact', 0) + att.get('thread', 0)}/{n}" if n else "-"
 
 
 def _event_line(e: dict) -> str:
@@ -67,6 +77,32 @@ def _event_line(e: dict) -> str:
     if e.get("candidates"):
         att += f" of {len(e['candidates'])}: {', '.join(e['candidates'][:4])}" + ("…" if len(e["candidates"]) > 4 else "")
     return f"  {e['t_ms']:>10.3f} ms  {who:24}  {what}   ({att})"
+
+
+def _ambiguous_groups(tl: list, call_id: str) -> list[str]:
+    """The ambiguous events, grouped by the calls they are shared with."""
+    groups: dict[tuple, list] = {}
+    for e in tl:
+        if e.get("attribution") == "ambiguous":
+            groups.setdefault(tuple(c for c in e.get("candidates") or () if c != call_id), []).append(e)
+    if not groups:
+        return []
+    out = ["", f"  ambiguous ({sum(map(len, groups.values()))} events): timing and threads could not tell these "
+               "calls apart, and no single one's arguments name what the event touched"]
+    for others, evs in sorted(groups.items(), key=lambda g: -len(g[1])):
+        kinds: dict[str, int] = {}
+        for e in evs:
+            kinds[e["type"]] = kinds.get(e["type"], 0) + 1
+        out.append(f"    shared with {', '.join(others) or '?'}: "
+                   + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())))
+        for e in evs[:5]:
+            out.append(f"      {e['t_ms']:>10.3f} ms  {e['type']:7} "
+                       + _short(e.get("path") or e.get("file") or e.get("unix_path")
+                                or (f"{e.get('address')}:{e.get('port')}" if e.get("address") else "")
+                                or (f"child {e.get('child_pid')}" if e.get("child_pid") else ""), 90))
+        if len(evs) > 5:
+            out.append(f"      ... {len(evs) - 5} more")
+    return out
 
 
 def call_timeline(r: dict, later: list | None = None) -> str:
@@ -110,6 +146,7 @@ def call_timeline(r: dict, later: list | None = None) -> str:
     out.append("")
     out.append(f"  timeline ({len(tl)} kernel events, ms from the server's read of the request)")
     out += [_event_line(e) for e in tl] or ["    (none)"]
+    out += _ambiguous_groups(tl, r["call_id"])
     if later:
         out.append(f"  after the record was written ({len(later)}):")
         for ev in later:
