@@ -48,7 +48,7 @@ SCENARIOS = {
     # Streamable HTTP: one SDK server, 10 clients at once, each in its own session
     "http-10-clients": ("sdk_http_server.py", "touch_sync", "auto", True),
 }
-KINDS = ("exact", "thread", "argument")
+KINDS = ("exact", "thread", "wakeup", "argument")
 
 
 def _args(tool: str, i: int, path: str, delay: float) -> dict:
@@ -61,9 +61,11 @@ def _args(tool: str, i: int, path: str, delay: float) -> dict:
     return {"path": path, "delay": delay}
 
 
-def run_scenario(name: str, calls: int = 20, delay: float = 0.05, workdir: str | None = None) -> dict:
+def run_scenario(name: str, calls: int = 20, delay: float = 0.05, workdir: str | None = None,
+                 mw_args: tuple = ()) -> dict:
     script, tool, mode, concurrent = SCENARIOS[name]
     work = workdir or tempfile.mkdtemp(prefix="mw-attr-")
+    os.makedirs(work, exist_ok=True)
     out = os.path.join(work, f"{name}.jsonl")
     if tool == "touch_indexed":
         paths = [os.path.join(work, f"call-{i}.txt") for i in range(calls)]
@@ -76,7 +78,7 @@ def run_scenario(name: str, calls: int = 20, delay: float = 0.05, workdir: str |
             with open(p, "w") as f:
                 f.write("x\n")
     env = {**os.environ, "MW_AUDIT_DIR": work}
-    mw = [MW, "run", "-q", "--jsonl", out, "--"]
+    mw = [MW, "run", "-q", "--jsonl", out, *mw_args, "--"]
     if script == "sdk_http_server.py":
         _run_http(mw, env, work, paths, tool, delay)
         return score(out, paths, tool)
@@ -158,7 +160,7 @@ def score(jsonl: str, paths: list[str], tool: str) -> dict:
             res["wrong"] += 1
         elif sure:
             kinds = {e["attribution"] for _, e in sure}
-            kind = next(k for k in ("argument", "thread", "exact") if k in kinds)   # the weakest counts
+            kind = next(k for k in ("argument", "wakeup", "thread", "exact") if k in kinds)   # the weakest counts
             res[kind] += 1
             if kind != "argument":
                 res["right"] += 1
@@ -172,6 +174,7 @@ def score(jsonl: str, paths: list[str], tool: str) -> dict:
             res["missing"] += 1
     stats = [r for r in recs if r["type"] == "stats"]
     res["lost_events"] = stats[0]["lost"]["events"] if stats else None
+    res["wakeups"] = stats[0]["attribution"].get("wakeups") if stats else None
     return res
 
 
@@ -180,15 +183,20 @@ def main():
     ap.add_argument("--calls", type=int, default=20)
     ap.add_argument("--delay", type=float, default=0.05, help="seconds each tool sleeps before and after its open")
     ap.add_argument("--scenario", action="append", choices=list(SCENARIOS), help="only these (repeatable)")
+    ap.add_argument("--wakeup-evidence", action="store_true",
+                    help="run mcpwitness with --wakeup-evidence, and print the hand-offs it saw per scenario")
     a = ap.parse_args()
-    print(f"{'scenario':32} {'calls':>5} {'exact':>6} {'thread':>7} {'argument':>9} {'ambiguous':>10} "
+    mw_args = ("--wakeup-evidence",) if a.wakeup_evidence else ()
+    print(f"{'scenario':32} {'calls':>5} {'exact':>6} {'thread':>7} {'wakeup':>7} {'argument':>9} {'ambiguous':>10} "
           f"{'wrong':>6} {'missing':>8}")
     for name in a.scenario or SCENARIOS:
-        r = run_scenario(name, a.calls, a.delay)
+        r = run_scenario(name, a.calls, a.delay, mw_args=mw_args)
         n = r["calls"]
-        print(f"{name:32} {n:5d} {r['exact'] / n:6.0%} {r['thread'] / n:7.0%} {r['argument'] / n:9.0%} "
+        print(f"{name:32} {n:5d} {r['exact'] / n:6.0%} {r['thread'] / n:7.0%} {r['wakeup'] / n:7.0%} "
+              f"{r['argument'] / n:9.0%} "
               f"{r['ambiguous'] / n:10.0%} {r['wrong']:6d} {r['missing']:8d}"
-              + (f"   (up to {r['ambiguous_candidates_max']} candidates)" if r["ambiguous"] else ""), flush=True)
+              + (f"   (up to {r['ambiguous_candidates_max']} candidates)" if r["ambiguous"] else "")
+              + (f"   wake-ups: {r['wakeups']}" if a.wakeup_evidence else ""), flush=True)
 
 
 if __name__ == "__main__":

@@ -67,6 +67,63 @@ int BPF_PROG(mw_fork, struct task_struct *parent, struct task_struct *child)
 }
 
 
+/* Hand-offs between the threads of a tracked process, for attribution's wake-up
+ * evidence (off unless --wakeup-evidence: sched_waking runs for every wake-up on
+ * the machine). Only a wake made from a futex or write-family syscall counts: a
+ * wake-up from interrupt context (an expired timer) runs on whatever task the
+ * interrupt hit, and must not look like that task handing work over. Written
+ * straight into the ring, not through the per-CPU scratch buffer, because this
+ * can run nested inside another program's event on the same CPU. */
+SEC("tp_btf/sched_waking")
+int BPF_PROG(mw_waking, struct task_struct *p)
+{
+	__u64 pt = bpf_get_current_pid_tgid();
+	__u32 tgid = pt >> 32;
+	if (BPF_CORE_READ(p, tgid) != tgid)
+		return 0;
+	__u32 wakee = BPF_CORE_READ(p, pid);
+	if (wakee == (__u32)pt)
+		return 0;
+	struct task_struct *cur = bpf_get_current_task_btf();
+	struct mw_proc *pp = lookup_tracked(cur, tgid);
+	if (!pp)
+		return 0;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(cur);
+	long nr = BPF_CORE_READ(regs, orig_ax);
+	/* x86-64: futex, futex_waitv, write, writev, pwrite64, pwritev, pwritev2, sendto, sendmsg */
+	if (nr != 202 && nr != 449 && nr != 1 && nr != 20 && nr != 18 && nr != 296 && nr != 328 && nr != 44 &&
+	    nr != 46)
+		return 0;
+	struct mw_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(MW_C_RB_FULL);
+		return 0;
+	}
+	__builtin_memset(e, 0, MW_HDR_SIZE);
+	e->ts_ns = bpf_ktime_get_ns();
+	e->start_ns = pp->start_ns;
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->type = MW_EV_WAKE;
+	e->flags = MW_F_LAST | (pp->depth > MW_ANCESTORS ? MW_F_DEPTH : 0);
+	e->pid = tgid;
+	e->tid = (__u32)pt;
+	e->ppid = BPF_CORE_READ(cur, real_parent, tgid);
+	e->uid = (__u32)bpf_get_current_uid_gid();
+	e->root = pp->root;
+	e->depth = pp->depth;
+#pragma unroll
+	for (int i = 0; i < MW_ANCESTORS; i++)
+		e->ancestors[i] = pp->ancestors[i];
+	e->policy = pp->policy;
+	e->args.wake.wakee = wakee;
+	e->args.wake.syscall = nr;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	bpf_ringbuf_submit(e, 0);
+	count(MW_C_EVENTS);
+	return 0;
+}
+
+
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(mw_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
 {

@@ -53,6 +53,10 @@ enum mw_event_type {
 			    * [3]=fd 0's kind | fd 1's kind << 8 (MW_KIND_*; 0: closed, MW_KIND_OTHER: a file,
 			    * /dev/null, ...) | why << 16 (MW_STDIO_*); data: two __u64, the inode of each
 			    * one's connected peer when it is a Unix socket (0: none) */
+	MW_EV_WAKE = 11,   /* --wakeup-evidence: a thread of a tracked process woke another thread of the
+			    * same process from a futex or write syscall (a hand-off to a pool or worker
+			    * thread); tid = the waker; args: [0]=the woken thread's tid [1]=the waker's
+			    * syscall number */
 };
 
 /* MW_EV_STDIO: when the record was sent */
@@ -259,6 +263,10 @@ union mw_args {
 	struct { /* MW_EV_THREAD */
 		__u64 new_tid;
 	} thread;
+	struct { /* MW_EV_WAKE */
+		__u64 wakee;
+		__u64 syscall;
+	} wake;
 	struct { /* MW_EV_EXEC: data = filename, exe, argv (NUL-separated) */
 		__u64 filename_len;
 		__u32 exe_len;

@@ -297,3 +297,72 @@ def test_a_fork_is_decided_by_its_branchs_first_exec():
     out = verdicts(a.response_written(r2, 100, 21))
     assert out[id(f)].quality == out[id(e)].quality == "argument"
     assert names(out[id(f)]) == names(out[id(e)]) == ["grep"] and "its branch ran" in out[id(f)].reason
+
+
+# --- wake-up evidence (--wakeup-evidence): a hand-off from the thread that read one request alone ---
+
+def wake(pid, tid, ts, wakee):
+    from mcpwitness.records import WakeEvent
+    return WakeEvent(**base(pid, tid, ts), wakee=wakee, syscall=202)
+
+
+def test_a_thread_woken_right_after_a_lone_read_acts_for_that_request():
+    a = Attributor()
+    r1 = a.request_read(SERVER, 100, 10, Call("r1"))
+    r2 = a.request_read(SERVER, 100, 20, Call("r2"))      # read 2 alone: thread 100 hands r2 off next
+    a.woke(wake(SERVER, 100, 21, 300))
+    e = open_(SERVER, 300, 22)
+    a.event(e)
+    a.woke(wake(SERVER, 300, 23, 100))                     # 300 wakes 100 back: its turn ends
+    after = open_(SERVER, 300, 24)
+    a.event(after)
+    a.response_written(r1, 100, 30)
+    out = verdicts(a.response_written(r2, 100, 31))
+    assert out[id(e)].quality == "wakeup" and names(out[id(e)]) == ["r2"], out[id(e)].reason
+    assert "woken by thread 100" in out[id(e)].reason
+    assert out[id(after)].quality == "ambiguous"
+    assert a.wakes["handoffs"] == 1
+
+
+def test_no_hand_off_after_a_read_that_held_two_requests():
+    a = Attributor()
+    r1 = a.request_read(SERVER, 100, 10, Call("r1"))
+    r2 = a.request_read(SERVER, 100, 10, Call("r2"))      # one read, two requests
+    a.woke(wake(SERVER, 100, 11, 300))
+    e = open_(SERVER, 300, 12)
+    a.event(e)
+    a.response_written(r1, 100, 30)
+    out = verdicts(a.response_written(r2, 100, 31))
+    assert out[id(e)].quality == "ambiguous"
+    assert a.wakes == {"handoffs": 0, "refused_busy": 0, "after_two_requests": 1}
+
+
+def test_only_the_first_wake_after_the_read_and_never_a_busy_thread():
+    a = Attributor()
+    r1 = a.request_read(SERVER, 100, 10, Call("r1"))
+    a.woke(wake(SERVER, 100, 11, 300))                     # 300 acts for r1
+    r2 = a.request_read(SERVER, 100, 20, Call("r2"))
+    a.woke(wake(SERVER, 100, 21, 300))                     # 300 still acts for r1: not a hand-off
+    a.woke(wake(SERVER, 100, 22, 400))                     # r2 was already spent on that wake-up
+    e3, e4 = open_(SERVER, 300, 23), open_(SERVER, 400, 24)
+    a.event(e3)
+    a.event(e4)
+    out = verdicts(a.response_written(r1, 100, 30) + a.response_written(r2, 100, 31))
+    assert out[id(e3)].quality == "wakeup" and names(out[id(e3)]) == ["r1"]
+    assert out[id(e4)].quality == "ambiguous"
+    assert a.wakes["refused_busy"] == 1 and a.wakes["handoffs"] == 1
+
+
+def test_a_fork_from_a_thread_acting_for_a_request_belongs_to_it():
+    a = Attributor()
+    r1 = a.request_read(SERVER, 100, 10, Call("r1"))
+    r2 = a.request_read(SERVER, 100, 20, Call("r2"))
+    a.woke(wake(SERVER, 100, 21, 300))
+    f = fork(SERVER, 300, 22, 900)
+    a.event(f)
+    child = open_(900, 900, 23, ancestry=[SERVER])
+    a.event(child)
+    a.response_written(r1, 100, 30)
+    out = verdicts(a.response_written(r2, 100, 31))
+    assert out[id(f)].quality == out[id(child)].quality == "wakeup"
+    assert names(out[id(child)]) == ["r2"] and out[id(child)].branch == 900

@@ -265,3 +265,18 @@ def test_the_doubt_is_shown_in_the_summary_calls_and_show(tmp_path):
            "quality": c["attribution"]["quality"], "violations": 0, "record": json.dumps(c)}
     table = calls_table([row]).splitlines()
     assert "EXACT" in table[0] and f" 0/{len(c['timeline'])} " in table[1]
+
+
+def test_wakeup_evidence_sees_the_hand_offs_and_is_off_by_default(tmp_path):
+    """tp_btf/sched_waking loads only with --wakeup-evidence; then the SDK server's hand-offs
+    (a thread that read one request wakes a worker) are seen. Off by default: measured, it
+    decides wrongly on event-loop servers (docs/audit.md)."""
+    from attribution import run_scenario
+    on = run_scenario("sdk-sequential", calls=4, delay=0.05, workdir=str(tmp_path / "on"),
+                      mw_args=("--wakeup-evidence",))
+    assert on["wrong"] == 0 and on["right"] == 4, on
+    assert on["wakeups"]["handoffs"] >= 1, on
+    off = run_scenario("sdk-sequential", calls=4, delay=0.05, workdir=str(tmp_path / "off"))
+    assert off["wakeups"] == {"handoffs": 0, "refused_busy": 0, "after_two_requests": 0}, off
+    start = next(r for r in load(tmp_path / "off" / "sdk-sequential.jsonl") if r["type"] == "start")
+    assert "--wakeup-evidence" in json.dumps(start), "the start record says why the program is not loaded"

@@ -184,6 +184,10 @@ def _audit_options(p) -> None:
                    help="how syscalls are hooked (default: the first this kernel loads): fexit on each syscall's "
                         "function, one tp_btf/sys_exit program for all (x86-64), or a tracepoint per syscall; "
                         "bench/untracked_overhead.py compares them")
+    p.add_argument("--wakeup-evidence", action="store_true",
+                   help="record hand-offs between a server's threads (tp_btf/sched_waking) and attribute a pool "
+                        "thread's events to the request its waker had just read (docs/audit.md: off by default, "
+                        "measured unsafe on event-loop servers)")
     p.add_argument("--rotate-size", type=_size, default=0, metavar="SIZE",
                    help="start a new JSON Lines file when this one reaches SIZE (e.g. 256M); the old one is "
                         "renamed NAME.<UTC time>.jsonl")
@@ -367,7 +371,7 @@ def cmd_run(a, ap) -> int:
 
     agent = _start("run", a, LoadOptions(ring_size=a.ring_size, argv_max=a.argv_max, io_max=a.io_max,
                                          lsm=False if a.no_lsm else None, tls=not a.no_tls,
-                                         hooks=a.syscall_hooks), reader=a.reader)
+                                         hooks=a.syscall_hooks, wakeups=a.wakeup_evidence), reader=a.reader)
     if agent is None:
         return 1
     sink = agent.sink
@@ -640,7 +644,8 @@ def cmd_watch(a) -> int:
             return 2
     agent = _start("watch", a, LoadOptions(ring_size=a.ring_size, io_max=a.io_max, watch=True,
                                            lsm=False if a.no_lsm else None, ports=tuple(sorted(set(a.port))),
-                                           tls=not a.no_tls, hooks=a.syscall_hooks),
+                                           tls=not a.no_tls, hooks=a.syscall_hooks,
+                                           wakeups=a.wakeup_evidence),
                    accept=server_filter(a.pid, a.comm, a.cgroup, a.container), pin=pin)
     if agent is None:
         return 1

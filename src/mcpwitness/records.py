@@ -17,7 +17,7 @@ import msgspec
 class EventAttribution(msgspec.Struct, gc=False, omit_defaults=True):
     """Which MCP call a kernel event belongs to, as the auditor settled it
     (decode/audit.py, from decode/attribute.py's verdict)."""
-    quality: str                          # exact, thread, argument, ambiguous, none, unknown
+    quality: str                          # exact, thread, wakeup, argument, ambiguous, none, unknown
     call: str | None                      # the call id, when one call is named
     reason: str | None
     candidates: list[str] | None = None   # ambiguous (or argument): the calls it may belong to
@@ -52,6 +52,13 @@ class ForkEvent(Event, tag="fork"):
 class ThreadEvent(Event, tag="thread"):
     """tid (of process pid) started thread new_tid. Used by attribution, not written."""
     new_tid: int
+
+
+class WakeEvent(Event, tag="wake"):
+    """tid (of process pid) woke thread wakee from a futex or write-family syscall
+    (--wakeup-evidence). Used by attribution, not written."""
+    wakee: int
+    syscall: int
 
 
 class ExecEvent(Event, tag="exec"):
@@ -190,7 +197,8 @@ class PolicyEvent(Event, tag="policy"):
 # the kernel events that are written (and attributed); IoEvent and ThreadEvent are consumed inside
 KERNEL_TAGS = frozenset({"fork", "exec", "exit", "open", "connect", "policy"})
 
-AnyEvent = (ForkEvent | ExecEvent | ExitEvent | OpenEvent | ConnectEvent | IoEvent | ThreadEvent | PolicyEvent
+AnyEvent = (ForkEvent | ExecEvent | ExitEvent | OpenEvent | ConnectEvent | IoEvent | ThreadEvent | WakeEvent
+            | PolicyEvent
             | SockEvent | StdioEvent)
 
 class HttpInfo(msgspec.Struct, gc=False, omit_defaults=True):
@@ -325,6 +333,7 @@ class CallAttribution(msgspec.Struct, gc=False, omit_defaults=True):
     quality: str
     exact: int | msgspec.UnsetType = msgspec.UNSET
     thread: int | msgspec.UnsetType = msgspec.UNSET
+    wakeup: int | msgspec.UnsetType = msgspec.UNSET
     argument: int | msgspec.UnsetType = msgspec.UNSET
     ambiguous: int | msgspec.UnsetType = msgspec.UNSET
     unknown: int | msgspec.UnsetType = msgspec.UNSET
@@ -340,7 +349,7 @@ class TimelineEntry(msgspec.Struct, gc=False, omit_defaults=True):
     pid: int
     tid: int
     comm: str
-    attribution: str               # exact, thread, argument, ambiguous, ...
+    attribution: str               # exact, thread, wakeup, argument, ambiguous, ...
     candidates: list[str] | msgspec.UnsetType = msgspec.UNSET
     truncated: bool | msgspec.UnsetType = msgspec.UNSET
     path: str | None | msgspec.UnsetType = msgspec.UNSET          # open, policy (files)

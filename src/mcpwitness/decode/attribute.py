@@ -79,11 +79,12 @@ class Verdict:
 class Item:
     """One kernel event of a server process (or the fork that starts a branch),
     waiting for its candidates to be answered."""
-    __slots__ = ("ev", "pid", "tid", "ts", "cands", "quality", "verdict", "followers", "live", "child")
+    __slots__ = ("ev", "pid", "tid", "ts", "cands", "quality", "why", "verdict", "followers", "live", "child")
 
     def __init__(self, ev, pid: int, tid: int, ts: int, cands: list):
         self.ev, self.pid, self.tid, self.ts, self.cands = ev, pid, tid, ts, cands
-        self.quality = None         # "thread" once thread evidence settled it
+        self.quality = None         # "thread" or "wakeup" once that evidence settled it
+        self.why = ""               # ... and why
         self.verdict: Verdict | None = None
         self.followers: list = []   # events of the branch waiting for this verdict
         self.live: set[int] = set() # branch processes still alive
@@ -91,7 +92,7 @@ class Item:
 
 
 class _Thread:
-    __slots__ = ("created", "dispatch", "io", "open", "last_read_ts", "last_read")
+    __slots__ = ("created", "dispatch", "io", "open", "last_read_ts", "last_read", "handoff", "windows")
 
     def __init__(self, created=None, dispatch=()):
         self.created = created
@@ -100,6 +101,8 @@ class _Thread:
         self.open: list[Request] = []   # requests it read, not answered yet
         self.last_read_ts = -1
         self.last_read: list[Request] = []
+        self.handoff: Request | None = None  # it read this request alone and has not handed it off yet
+        self.windows: list = []         # [request, from ts, to ts or None, the thread that woke it]
 
 
 class _Server:
@@ -127,7 +130,10 @@ class Attributor:
         # hint(ev, [Request]) -> [(Request, what it names)]: the candidates whose arguments name
         # what ev touched
         self.hint = hint
-        self.stats = {"exact": 0, "thread": 0, "argument": 0, "ambiguous": 0, "none": 0, "unknown": 0}
+        self.stats = {"exact": 0, "thread": 0, "wakeup": 0, "argument": 0, "ambiguous": 0, "none": 0, "unknown": 0}
+        # wake-up evidence: hand-offs seen (a thread woke another right after reading one request
+        # alone), and those refused because the woken thread still acted for an unanswered request
+        self.wakes = {"handoffs": 0, "refused_busy": 0, "after_two_requests": 0}
 
     # --- MCP side ---------------------------------------------------------
     def request_read(self, pid: int, tid: int, ts: int, call) -> Request:
@@ -145,8 +151,10 @@ class Attributor:
             r.solo = False
         if th.last_read_ts == ts:
             th.last_read.append(r)
+            th.handoff = None   # this read held two requests: a wake-up after it could be for either
         else:
             th.last_read_ts, th.last_read = ts, [r]
+            th.handoff = r
         th.open.append(r)
         s.inflight.append(r)
         return r
@@ -188,7 +196,7 @@ class Attributor:
                     it.cands.remove(r)
                     r.waiting -= 1
                 elif r.binding and len(it.cands) > 1 and it.tid == tid and r.binding[1] <= it.ts <= ts:
-                    self._bind(it, r)
+                    self._bind(it, r, "thread", r.binding[3])
         return self._settle(s)
 
     def request_gone(self, r: Request) -> list:
@@ -215,6 +223,47 @@ class Attributor:
         dispatch = [r for r in creator.last_read if not r.done] if creator else []
         s.threads[ev.new_tid] = _Thread(ev.ktime_ns, dispatch)
 
+    def woke(self, ev) -> None:
+        """Thread ev.tid woke thread ev.wakee of the same process (--wakeup-evidence).
+
+        A hand-off: the waker's last read held exactly one request R, nothing else was
+        read since, and this is its first wake-up after that read. The woken thread then
+        acts for R until it wakes the waker back (or R is answered). A woken thread that
+        still acts for another unanswered request is not taken: that wake-up was not a
+        hand-off (a lock or the interpreter's lock passed on)."""
+        s = self.servers.get(ev.pid)
+        if s is None:
+            return
+        waker, wakee = ev.tid, ev.wakee
+        t = s.threads.get(waker)
+        # the woken thread wakes back the thread that handed it work: its turn for R ends
+        if t is not None:
+            for w in t.windows:
+                if w[2] is None and w[3] == wakee:
+                    w[2] = ev.ktime_ns
+        if t is None or t.handoff is None:
+            if t is not None and len(t.last_read) > 1 and any(not r.done for r in t.last_read):
+                self.wakes["after_two_requests"] += 1
+            return
+        r, t.handoff = t.handoff, None
+        if r.done:
+            return
+        th = s.threads.get(wakee)
+        if th is None:
+            th = s.threads[wakee] = _Thread()
+        if any(w[2] is None and not w[0].done and w[0] is not r for w in th.windows):
+            self.wakes["refused_busy"] += 1
+            return
+        th.windows = [w for w in th.windows if w[2] is None and not w[0].done][-4:] + [[r, ev.ktime_ns, None, waker]]
+        self.wakes["handoffs"] += 1
+
+    def _window(self, s: _Server, it: Item):
+        th = s.threads.get(it.tid)
+        for w in th.windows if th is not None else ():
+            if w[0] in it.cands and w[1] <= it.ts and (w[2] is None or it.ts <= w[2]):
+                return w
+        return None
+
     def event(self, ev) -> list:
         """A kernel event (fork, exec, exit, open, connect) of a tracked process.
         Returns the (event, Verdict) pairs settled now, this one or others."""
@@ -228,8 +277,13 @@ class Attributor:
             it = Item(ev, pid, ev.tid, ev.ktime_ns, cands)
             for r in cands if len(cands) > 1 else ():
                 if r.binding and r.binding[0] == ev.tid and r.binding[1] <= ev.ktime_ns <= r.binding[2]:
-                    self._bind(it, r)
+                    self._bind(it, r, "thread", r.binding[3])
                     break
+            else:
+                w = self._window(s, it) if len(cands) > 1 else None
+                if w is not None:
+                    self._bind(it, w[0], "wakeup", f"thread {it.tid} was woken by thread {w[3]} right after that "
+                                                   "thread read this request alone, and had not woken it back")
             for r in it.cands:
                 r.waiting += 1
             if tag == "fork":
@@ -302,12 +356,12 @@ class Attributor:
 
     # --- settling ---------------------------------------------------------
     @staticmethod
-    def _bind(it: Item, r: Request) -> None:
+    def _bind(it: Item, r: Request, quality: str, why: str) -> None:
         for o in it.cands:
             if o is not r:
                 o.waiting -= 1
         it.cands = [r]
-        it.quality = "thread"
+        it.quality, it.why = quality, why
 
     def _settle(self, s: _Server, force: bool = False, now: int | None = None) -> list:
         out: list = []
@@ -324,8 +378,8 @@ class Attributor:
         for r in it.cands:
             r.waiting -= 1
         n = len(it.cands)
-        if it.quality == "thread":
-            q, why = "thread", it.cands[0].binding[3]
+        if it.quality is not None:
+            q, why = it.quality, it.why
         elif n == 1:
             q, why = "exact", "the only request in flight in the server"
         elif n == 0:

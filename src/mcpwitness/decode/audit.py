@@ -18,7 +18,7 @@ from msgspec.structs import replace
 
 from ..records import (
     KERNEL_TAGS, CallAttribution, CallEnd, CallRecord, EventAttribution, McpMessage, ResultSummary, SessionRecord,
-    ThreadEvent, TimelineEntry
+    ThreadEvent, TimelineEntry, WakeEvent
 )
 from ..util import call_id, id_key, tool_of, under
 from .attribute import Attributor, Request, Verdict
@@ -114,6 +114,9 @@ class Auditor:
             return
         if t is ThreadEvent:
             self.attr.thread_created(rec)
+            return
+        if t is WakeEvent:
+            self.attr.woke(rec)
             return
         tag = getattr(t, "__struct_config__", None)
         tag = tag.tag if tag is not None else None
@@ -469,7 +472,7 @@ def build_record(c: _Call, sess: SessionRecord | None, roots, live: list[int], w
             parents[ev.child_pid] = ev.pid
     server_pid = c.areq.server if c.areq is not None else None
     qualities = [e.attribution for e in timeline]
-    counts = {q: qualities.count(q) for q in ("exact", "thread", "argument", "ambiguous", "unknown")
+    counts = {q: qualities.count(q) for q in ("exact", "thread", "wakeup", "argument", "ambiguous", "unknown")
               if q in qualities}
     if c.areq is None:
         quality = "server not tracked" if c.direction == C2S else "not applicable (server->client request)"
@@ -540,7 +543,7 @@ def attribution_words(tl: list, call_id: str) -> str:
     n = {}
     for e in tl:
         n[e.attribution] = n.get(e.attribution, 0) + 1
-    sure = n.get("exact", 0) + n.get("thread", 0)
+    sure = n.get("exact", 0) + n.get("thread", 0) + n.get("wakeup", 0)
     if sure == len(tl):
         return f"attribution: all {len(tl)} events exact"
     why = []

@@ -14,7 +14,7 @@ import struct
 from typing import Iterable, Iterator
 
 from ..kernel.abi import (
-    ANCESTORS, EV_CONNECT, EV_EXEC, EV_EXIT, EV_FORK, EV_IO, EV_OPEN, EV_POLICY, EV_SOCK, EV_STDIO, EV_THREAD,
+    ANCESTORS, EV_CONNECT, EV_EXEC, EV_EXIT, EV_FORK, EV_IO, EV_OPEN, EV_POLICY, EV_SOCK, EV_STDIO, EV_THREAD, EV_WAKE,
     CONNECT_SYSCALLS, EXEC_SYSCALLS, F_LAST, F_PATHERR, F_TRUNC, F_UNTRACKED, IO_KINDS, IO_SYSCALLS, OPEN_SYSCALLS, POLICY_ACCESS,
     POLICY_ACTIONS, POLICY_CHECKS, POLICY_MECHANISMS, POLICY_OUTCOMES, R_ANC, R_ARG0, R_CGROUP, R_COMM, R_DATA, R_DEPTH,
     R_DLEN, R_FLAGS, R_PID, R_POLICY, R_PPID, R_RET, R_ROOT, R_SEQ, R_START, R_TID, R_TS, R_TYPE, R_UID, SOCK_BINDINGS,
@@ -22,7 +22,7 @@ from ..kernel.abi import (
 )
 from ..records import (
     AnyEvent, ConnectEvent, ExecEvent, ExitEvent, ForkEvent, IoEvent, OpenEvent, PolicyEvent, SockEvent, StdioEvent,
-    StdioFd, ThreadEvent
+    StdioFd, ThreadEvent, WakeEvent
 )
 
 # --- decoding helpers -----------------------------------------------------
@@ -329,6 +329,9 @@ class Decoder:
     def _thread(self, r, data: bytes, truncated: bool, a0: int, a1: int, a2: int, a3: int, ret: int):
         return ThreadEvent(*self._base(r, truncated, _NO_NOTES), a0)
 
+    def _wake(self, r, data: bytes, truncated: bool, a0: int, a1: int, a2: int, a3: int, ret: int):
+        return WakeEvent(*self._base(r, truncated, _NO_NOTES), a0 & 0xFFFFFFFF, a1)
+
     def _policy(self, r, data: bytes, truncated: bool, a0: int, a1: int, a2: int, a3: int, ret: int):
         check = POLICY_CHECKS.get(a0 & 0xFF, "?")
         action = POLICY_ACTIONS.get((a0 >> 8) & 0xFF, "?")
@@ -356,7 +359,7 @@ class Decoder:
 
     def _table(self) -> dict:
         """One small decoder per event type (struct mw_event's type)."""
-        return {EV_IO: self._io, EV_SOCK: self._sock, EV_OPEN: self._open, EV_EXEC: self._exec, EV_EXIT: self._exit, EV_CONNECT: self._connect, EV_FORK: self._fork, EV_STDIO: self._stdio, EV_THREAD: self._thread, EV_POLICY: self._policy}
+        return {EV_IO: self._io, EV_SOCK: self._sock, EV_OPEN: self._open, EV_EXEC: self._exec, EV_EXIT: self._exit, EV_CONNECT: self._connect, EV_FORK: self._fork, EV_STDIO: self._stdio, EV_THREAD: self._thread, EV_WAKE: self._wake, EV_POLICY: self._policy}
 
 
 _FLAGGED = (OpenEvent, ExecEvent, ConnectEvent)

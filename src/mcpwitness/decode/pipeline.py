@@ -196,5 +196,5 @@ class Pipeline:
         """Each stage's counters, under the names the stats record uses."""
         return {"events": dict(self.counts), "decoder": dict(self.decoder.stats),
                 "streams": dict(self.streams.stats), "http": dict(self.http.stats), "mcp": dict(self.mcp.stats),
-                "attribution": dict(self.audit.attr.stats), "calls": dict(self.audit.stats),
+                "attribution": {**self.audit.attr.stats, "wakeups": dict(self.audit.attr.wakes)}, "calls": dict(self.audit.stats),
                 "redactions": self.mcp.redactor.count, "stage_errors": dict(self.stage_errors)}

@@ -25,6 +25,7 @@ assert RECORD.size == RECORD_SIZE and EVENT.size == EVENT_SIZE
 ARGS = {
     "fork": {"child_pid": 0, "child_start_ns": 8},
     "thread": {"new_tid": 0},
+    "wake": {"wakee": 0, "syscall": 8},
     "exec": {"filename_len": 0, "exe_len": 8, "syscall": 13, "argv_len": 16, "argv_cap": 24},
     "open": {"flags": 0, "mode": 8, "dirfd": 16, "path_len": 24, "second_len": 26, "second": 28, "syscall": 29},
     "connect": {"fd": 0, "addr_len": 8, "sock_type": 16, "protocol": 24},
@@ -41,7 +42,7 @@ R_TYPE, R_SEQ, R_FLAGS, R_PID, R_TID, R_PPID, R_UID, R_ROOT, R_DEPTH = range(10,
 R_ANC = 19
 R_DLEN, R_POLICY, R_COMM, R_DATA = 27, 28, 29, 30
 
-EV_FORK, EV_EXEC, EV_EXIT, EV_OPEN, EV_CONNECT, EV_IO, EV_THREAD, EV_POLICY, EV_SOCK, EV_STDIO = range(1, 11)
+EV_FORK, EV_EXEC, EV_EXIT, EV_OPEN, EV_CONNECT, EV_IO, EV_THREAD, EV_POLICY, EV_SOCK, EV_STDIO, EV_WAKE = range(1, 12)
 F_LAST, F_TRUNC, F_PATHERR, F_DEPTH, F_UNTRACKED = 0x1, 0x2, 0x4, 0x8, 0x10
 SOCKINFO = struct.Struct("<16s16sQQIHHHHIQQ")  # struct mw_sockinfo
 

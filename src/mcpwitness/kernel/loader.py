@@ -50,6 +50,7 @@ class LoadOptions:
     tls: bool = True              # uprobes on the OpenSSL libraries: TLS plaintext
     uprobe_multi: bool | None = None  # TLS probes as uprobe_multi links: None = if this kernel has them
     hooks: str | None = None      # syscall hook set: "fexit", "dispatch", "syscalls", None = the first that loads
+    wakeups: bool = False         # tp_btf/sched_waking: hand-offs between a tracked process's threads
 
 
 MECH_NET_CGROUP = "cgroup sock_addr connect4/6 + sendmsg4/6 (refused before any packet)"
@@ -390,6 +391,8 @@ class Kernel:
             if sec.endswith(".multi") != self.uprobe_multi:
                 return "uprobe_multi links are used" if self.uprobe_multi else "no uprobe_multi here (6.6+)"
             return None
+        if sec == "tp_btf/sched_waking" and not self.options.wakeups:
+            return "--wakeup-evidence not asked for"
         if sec.startswith("cgroup/"):
             if not self.options.enforce:
                 return "no policy: network enforcement not needed"

@@ -37,7 +37,7 @@ PIN_ROOT = os.path.join(BPFFS, "mcpwitness")
 STATE_VERSION = 1
 # the load options that must be the same to adopt (the rest does not change the programs)
 _SAME = ("ring_size", "max_procs", "argv_max", "io_max", "watch", "enforce", "lsm", "ports", "tls", "uprobe_multi",
-         "hooks")
+         "hooks", "wakeups")
 
 
 

@@ -36,13 +36,14 @@ def calls_table(rows) -> str:
 
 
 def _exact_share(row) -> str:
-    """EXACT: how many of the call's kernel events are exact (or by thread evidence), of all."""
+    """EXACT: how many of the call's kernel events are exact (or by thread or wake-up evidence), of all."""
     try:
         att = json.loads(row["record"]).get("attribution") or {}
     except (KeyError, TypeError, ValueError):
         return "?"
-    n = att.get("events") or sum(att.get(k, 0) for k in ("exact", "thread", "argument", "ambiguous", "unknown"))
-    return f"{att.get('exact', 0) + att.get('thread', 0)}/{n}" if n else "-"
+    n = att.get("events") or sum(att.get(k, 0) for k in ("exact", "thread", "wakeup", "argument", "ambiguous",
+                                                          "unknown"))
+    return f"{att.get('exact', 0) + att.get('thread', 0) + att.get('wakeup', 0)}/{n}" if n else "-"
 
 
 def _event_line(e: dict) -> str:
