@@ -277,6 +277,7 @@ def test_a_command_in_the_arguments_names_an_exec():
     prose = cand({"text": "grep the logs"})
     assert picked(exec_("/usr/bin/grep", ["grep", "x"]), [prose, ls]) == []
     assert picked(exec_("/usr/bin/ls", ["ls"], result=-2), [grep, ls]) == []
+    assert picked(exec_("/usr/bin/jq", ["jq", "json"]), [cand({"format": "json"}), grep]) == []   # a short word
     assert picked(exec_("/usr/bin/grep", ["grep", "y"]), [grep, cand({"command": "grep y"})]) != [grep]
 
 

@@ -129,7 +129,8 @@ class Named:
         prog = os.path.basename(filename or (argv[0] if argv else ""))
         arg0 = os.path.basename(argv[0]) if argv else ""
         for a in argv[1:]:
-            if a in self.whole and len(a) > 1 and not a.startswith("-"):
+            # a path, a command line, or a long enough string: not a short word two calls might share
+            if a in self.whole and not a.startswith("-") and ("/" in a or " " in a or len(a) >= 8):
                 return f"names {a[:80]!r}, which {prog} was given"
         for p in (prog, arg0):
             if p and p in self.programs:
