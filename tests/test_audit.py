@@ -267,6 +267,7 @@ def test_the_doubt_is_shown_in_the_summary_calls_and_show(tmp_path):
     assert "EXACT" in table[0] and f" 0/{len(c['timeline'])} " in table[1]
 
 
+@pytest.mark.matrix("attribution: wake-up evidence (off by default)")
 def test_wakeup_evidence_sees_the_hand_offs_and_is_off_by_default(tmp_path):
     """tp_btf/sched_waking loads only with --wakeup-evidence; then the SDK server's hand-offs
     (a thread that read one request wakes a worker) are seen. Off by default: measured, it
