@@ -78,7 +78,7 @@ def run_scenario(name: str, calls: int = 20, delay: float = 0.05, workdir: str |
             with open(p, "w") as f:
                 f.write("x\n")
     env = {**os.environ, "MW_AUDIT_DIR": work}
-    mw = [MW, "run", "-q", "--jsonl", out, *mw_args, "--"]
+    mw = [MW, "run", "-q", "--jsonl", out, "--no-store", *mw_args, "--"]
     if script == "sdk_http_server.py":
         _run_http(mw, env, work, paths, tool, delay)
         return score(out, paths, tool)

@@ -250,7 +250,9 @@ def test_the_units_command_line_runs_as_its_user_with_its_capabilities(system_py
         f"systemd-sysusers {shlex.quote(os.path.join(DEPLOY, 'sysusers.conf'))} >/dev/null",
         f"mkdir -p {confdir} {state} {logs}",
         f"cp {shlex.quote(os.path.join(DEPLOY, 'mcpwitness.yaml'))} {config_path}",
-        f"chown {user}:{s['Group']} {state} {logs}",
+        # systemd gives StateDirectory= and LogsDirectory= to the unit's user, recursively when
+        # they already exist with another owner (a store root wrote before the service existed)
+        f"chown -R {user}:{s['Group']} {state} {logs}",
         f"chmod {s['StateDirectoryMode']} {state}", f"chmod {s['LogsDirectoryMode']} {logs}",
         pre,
         f"umask {s['UMask']}",
