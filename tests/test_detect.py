@@ -17,7 +17,7 @@ import pytest
 from conftest import Listener, free_port, npm_server
 from mcp.types import Implementation, ListRootsResult, Root
 from mcp_client import RecordingStdio, client
-from test_mcp_http import cert, server_argv, url_of, watch_mode  # noqa: F401 (cert: a fixture)
+from test_mcp_http import cert, netns, server_argv, url_of, watch_mode  # noqa: F401 (cert, netns: fixtures)
 
 pytestmark = pytest.mark.kernel
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,10 +56,11 @@ def words(n_chars, seed):
     return " ".join(out)[:n_chars]
 
 
-def run_session(tmp, name, client_name, drive, db=None, extra=(), server=None, **client_kw):
+def run_session(tmp, name, client_name, drive, db=None, extra=(), server=None, rules_text=TEST_RULES,
+                **client_kw):
     out = tmp / f"{name}.jsonl"
     rules = tmp / "test_rules.yaml"
-    rules.write_text(TEST_RULES)
+    rules.write_text(rules_text)
     store = ["--db", str(db)] if db else ["--no-store"]
     argv = ["run", "-q", "--jsonl", str(out), *store, "--rules", str(rules), *extra, "--",
             *(server or [sys.executable, SERVER])]
@@ -133,6 +134,8 @@ def trig(env):
     tmp, a, b = env["tmp"], env["a"], env["b"]
 
     async def drive(c):
+        # while the server is new (learning): it learns 127.0.0.2, which `connect` goes to later
+        await c.call_tool("connect_all", {"targets": [f"127.0.0.2:{b.port}"]})
         await c.call_tool("read_file", {"path": "/tmp/../etc/hostname"})
         await c.call_tool("read_file", {"path": "/etc/passwd"})
         await c.call_tool("shell", {"command": "echo hi; cat /etc/hostname"})
@@ -351,11 +354,46 @@ def test_interpreter_exec_near_miss(near):
 
 
 def test_new_destination_triggers(trig, env):
+    """New to the tool, known to its server (another tool went there): the tool's rule."""
     c = calls(trig, "connect", host="127.0.0.2")[0]
     a = one_alert(trig, "Tool connected to a new destination", c)
     assert f"127.0.0.2:{env['b'].port}" in a["output"]
     # the first destination was seen while the tool was being learned: no alert for it
     assert len(alerts(trig, "Tool connected to a new destination")) == 1
+    # ... but it was new to the server, which had served calls: the server's rule
+    first = calls(trig, "connect")[0]
+    s = one_alert(trig, "Server connected to a new destination", first)
+    assert s["fields"]["novelty.destination"] == f"127.0.0.1:{env['a'].port}"
+    assert c["call_id"] not in {x["call_id"] for x in alerts(trig, "Server connected to a new destination")}
+
+
+def test_server_ran_a_new_program_triggers(trig):
+    """curl, after the server's earlier calls ran only sh and cat: new to the server."""
+    a = one_alert(trig, "Server ran a new program", calls(trig, "run", argv=["curl", "--version"])[0])
+    assert a["fields"]["novelty.program"].endswith("/curl")
+
+
+def test_server_ran_a_new_program_near_miss(tmp_path):
+    """The same program as in the server's first calls: known, not new."""
+    async def drive(c):
+        for _ in range(5):
+            await c.call_tool("run", {"argv": ["/bin/true"]})
+
+    recs = run_session(tmp_path, "sameprog", "mw-sameprog", drive, rules_text="[]\n")
+    assert len(calls(recs, "run")) == 5 and not alerts(recs, "Server ran a new program")
+
+
+def test_server_wrote_into_a_new_directory_triggers(trig, env):
+    a = one_alert(trig, "Server wrote into a new directory", calls(trig, "touch", write=True)[0])
+    assert a["fields"]["novelty.write_dir"] == str(env["tmp"])
+
+
+def test_server_wrote_into_a_new_directory_near_miss(near):
+    """Both files of `save` go into one directory: the second is not new (and the first came while
+    the server had served its calls already, so it is: one alert, not two)."""
+    got = alerts(near, "Server wrote into a new directory")
+    saves = calls(near, "save")
+    assert len(saves) == 2 and saves[1]["call_id"] not in {x["call_id"] for x in got}
 
 
 def test_new_destination_near_miss(near):
@@ -550,3 +588,154 @@ def test_alerts_over_https_under_watch_port(tmp_path, cert, monkeypatch):
     assert len(alerts(recs, "New client-server pair")) == 1
     echo = calls(recs, "echo")[0]
     assert echo["call_id"] not in {a["call_id"] for a in recs if a["type"] == "alert"}
+
+
+# --- aggregation: repeats of one alert become one alert with an exact count ---------------------
+
+def test_repeats_become_one_alert_with_an_exact_count(tmp_path):
+    """A tool that opens /etc/passwd on every call: one alert when it starts, one when the window
+    closes (at stop) with the exact count, the first and last times and every call. A different
+    path is a different key fact: its own alert. `mcpwitness alerts` shows the group once."""
+    db = tmp_path / "mw.db"
+    n = 12
+
+    async def drive(c):
+        for _ in range(n):
+            await c.call_tool("read_file", {"path": "/etc/passwd"})
+        await c.call_tool("read_file", {"path": "/etc/shadow"})
+
+    recs = run_session(tmp_path, "agg", "mw-agg", drive, db=db)
+    rule = "Tool opened a sensitive path"
+    got = [a for a in alerts(recs, rule) if "/etc/passwd" in a["output"]]
+    assert len(got) == 2, [a["output"] for a in got]
+    first, last = got
+    assert first["count"] == 1 and last["count"] == n and first["group"] == last["group"]
+    assert last["first_time"] == first["time"] and last["last_time"] >= first["time"]
+    reads = {c["call_id"] for c in calls(recs, "read_file", path="/etc/passwd")}
+    assert len(reads) == n and set(last["calls"]) == reads
+    assert f"[{n} times from " in last["output"]
+    shadow = [a for a in alerts(recs, rule) if "/etc/shadow" in a["output"]]
+    assert len(shadow) == 1 and shadow[0]["count"] == 1 and shadow[0]["group"] != first["group"]
+    stats = recs[-1]
+    assert stats["type"] == "stats" and stats["detect"]["aggregated"] >= n - 1
+    assert [n for r, _, n in stats["detect"]["by_rule"] if r == rule] == [n + 1]   # every match counted
+    # the store: the group once, with its count
+    import subprocess
+    p = subprocess.run([MW, "alerts", "--db", str(db), "--rule", rule], capture_output=True, text=True)
+    rows = [x for x in p.stdout.splitlines()[1:] if rule in x]
+    assert len(rows) == 2 and any(f" {n}  " in x and "/etc/passwd" in x for x in rows), p.stdout
+
+
+def test_aggregate_zero_writes_every_alert(tmp_path):
+    """The knob: a user's rules file sets `aggregate: 0` on the rule: every match its own alert."""
+    (tmp_path / "mine.yaml").write_text("- rule: Tool opened a sensitive path\n  aggregate: 0\n")
+
+    async def drive(c):
+        for _ in range(5):
+            await c.call_tool("read_file", {"path": "/etc/passwd"})
+
+    recs = run_session(tmp_path, "noagg", "mw-noagg", drive, extra=("--rules", str(tmp_path / "mine.yaml")))
+    got = alerts(recs, "Tool opened a sensitive path")
+    assert len(got) == 5 and all(a["count"] == 1 and a.get("group") is None for a in got)
+
+
+# --- rates from the first second (default settings) ---------------------------------------------
+
+def test_a_crawl_then_a_burst_alerts_from_the_first_seconds(tmp_path):
+    """About 2 calls a second for 3 seconds, then 40 at once: a jump of more than 10 x the
+    client's own rate so far. Its baseline is not learned yet (60 s), and 40 is far below the
+    ceiling (200 in 10 s): only the jump can see it."""
+    async def drive(c):
+        for _ in range(7):
+            await c.call_tool("ping", {})
+            await anyio.sleep(0.5)
+        async with anyio.create_task_group() as tg:
+            for _ in range(40):
+                tg.start_soon(c.call_tool, "ping", {})
+
+    recs = run_session(tmp_path, "crawl", "mw-crawl", drive, rules_text="[]\n")
+    got = alerts(recs, "Client call rate burst")
+    assert len(got) == 1, [a["output"] for a in alerts(recs, "Server or tool call rate burst")]
+    f = got[0]["fields"]
+    assert f["rate.client.why"] == "jump" and f["rate.client.count"] < 200, got[0]["output"]
+    assert 60 <= f["rate.client.rate_before_per_min"] <= 400, got[0]["output"]   # its crawl
+
+
+def test_a_steady_fast_client_does_not_alert(tmp_path):
+    """20 calls a second from the start, for 4 seconds: fast, but no jump and no prior."""
+    async def drive(c):
+        for _ in range(80):
+            await c.call_tool("ping", {})
+            await anyio.sleep(0.045)
+
+    recs = run_session(tmp_path, "steady", "mw-steady", drive, rules_text="[]\n")
+    assert not [a for a in recs if a["type"] == "alert" and "rate burst" in a["rule"]], \
+        [a["output"] for a in recs if a["type"] == "alert"]
+
+
+# --- novelty per server ----------------------------------------------------------------------------
+
+def test_a_servers_first_connects_after_its_calls_alert_per_destination(tmp_path):
+    """A server whose 3 earlier calls never connected anywhere runs a tool that, on its first call,
+    connects to 127.0.0.1 and 127.0.0.3: one alert per destination (per tool, there was no history)."""
+    a, b = Listener("127.0.0.1"), Listener("127.0.0.3")
+    try:
+        async def drive(c):
+            for _ in range(3):
+                await c.call_tool("read_file", {"path": "/etc/hostname"})
+            await c.call_tool("connect_all", {"targets": [f"127.0.0.1:{a.port}", f"127.0.0.3:{b.port}"]})
+            # near miss: the same destinations again
+            await c.call_tool("connect_all", {"targets": [f"127.0.0.1:{a.port}", f"127.0.0.3:{b.port}"]})
+
+        recs = run_session(tmp_path, "novel", "mw-novel", drive, rules_text="[]\n")
+    finally:
+        a.close(), b.close()
+    got = alerts(recs, "Server connected to a new destination")
+    assert sorted(x["fields"]["novelty.destination"] for x in got) == \
+        sorted([f"127.0.0.1:{a.port}", f"127.0.0.3:{b.port}"]), [x["output"] for x in got]
+    first = calls(recs, "connect_all")[0]["call_id"]
+    assert {x["call_id"] for x in got} == {first}
+    assert not alerts(recs, "Tool connected to a new destination")
+    assert not alerts(recs, "Server's first connection beyond loopback")      # loopback
+
+
+def test_a_new_server_is_still_learning(tmp_path):
+    """Near miss: the same connects after only one earlier call: no novelty alert."""
+    a = Listener("127.0.0.1")
+    try:
+        async def drive(c):
+            await c.call_tool("read_file", {"path": "/etc/hostname"})
+            await c.call_tool("connect_all", {"targets": [f"127.0.0.1:{a.port}"]})
+
+        recs = run_session(tmp_path, "learning", "mw-learning", drive, rules_text="[]\n")
+    finally:
+        a.close()
+    assert not alerts(recs, "Server connected to a new destination")
+
+
+def test_a_servers_first_connection_beyond_loopback(tmp_path, netns):
+    """A connect to a host in a network namespace this test made (a private address): the server's
+    first egress, alerted on its first call already; the second connect there is not a first."""
+    import subprocess
+    name, _, ns_addr = netns
+    port = 18000 + os.getpid() % 1000
+    lst = subprocess.Popen(["ip", "netns", "exec", name, sys.executable, "-c",
+                            "import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, "
+                            "socket.SO_REUSEADDR, 1); s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(8); "
+                            "print('ok', flush=True)\nwhile True: s.accept()[0].close()", ns_addr, str(port)],
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        assert lst.stdout.readline().strip() == "ok"
+
+        async def drive(c):
+            await c.call_tool("connect_all", {"targets": [f"{ns_addr}:{port}"]})
+            await c.call_tool("connect_all", {"targets": [f"{ns_addr}:{port}"]})
+
+        recs = run_session(tmp_path, "egress", "mw-egress", drive, rules_text="[]\n")
+    finally:
+        lst.kill()
+        lst.wait()
+    got = alerts(recs, "Server's first connection beyond loopback")
+    assert len(got) == 1 and got[0]["fields"]["novelty.destination"] == f"{ns_addr}:{port}", \
+        [x["output"] for x in recs if x["type"] == "alert"]
+    assert got[0]["call_id"] == calls(recs, "connect_all")[0]["call_id"]

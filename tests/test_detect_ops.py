@@ -31,6 +31,7 @@ RULE = """
   output: "{name}: %call.tool %call.id"
   priority: NOTICE
   tags: [test]
+  aggregate: 0          # every match its own alert: the test counts them
 """
 
 

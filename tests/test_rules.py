@@ -277,3 +277,45 @@ def test_min_priority_runs_only_rules_at_or_above_it(tmp_path):
         assert [a.rule for a in e.process([rec()])] == expect, minimum
     with pytest.raises(rules.RuleError):
         RuleSource([str(p)], defaults=False, min_priority="loud")
+
+
+AGG = """
+- rule: asked
+  condition: type = mcp and kind = request
+  output: "asked %method"
+  priority: NOTICE
+  once_per: record
+  aggregate: 10s
+  aggregate_by: [method]
+"""
+
+
+def req(method, t_s, i):
+    return {"type": "mcp", "kind": "request", "direction": "client->server", "method": method, "id": i,
+            "session": "s", "ktime_ns": int(t_s * 1e9), "time": f"t{t_s}", "params": {}}
+
+
+def test_aggregation_window_closes_on_record_time_with_the_exact_count(tmp_path):
+    e = engine(tmp_path, AGG)
+    out = e.process([req("tools/call", 1, 1), req("tools/call", 2, 2), req("tools/list", 3, 3),
+                     req("tools/call", 5, 4)])
+    assert [(a.fields.get("method"), a.count) for a in out] == [("tools/call", 1), ("tools/list", 1)]
+    assert out[0].group and out[0].group != out[1].group
+    # a record 12 s after the first: the tools/call window (opened at 1 s) closes, tools/list's (3 s) not yet
+    late = e.process([req("resources/list", 12, 5)])
+    assert [(a.count, a.first_time, a.last_time) for a in late[:1]] == [(3, "t1", "t5")]
+    assert late[0].group == out[0].group and late[0].output.endswith("[3 times from t1 to t5]")
+    assert [a.fields.get("method") for a in late[1:]] == ["resources/list"]
+    # the window closed: tools/call starts a new one
+    again = e.process([req("tools/call", 13, 6)])
+    assert len(again) == 1 and again[0].count == 1 and again[0].group != out[0].group
+    # the stop: open windows with repeats give their summary; those without repeats nothing
+    e.process([req("tools/call", 14, 7)])
+    final = e.flush()
+    assert [(a.fields.get("method"), a.count) for a in final] == [("tools/call", 2)]
+    assert e.stats["aggregated"] == 3 and sum(e.alert_counts.values()) == 7   # every match counted
+
+
+def test_aggregate_setting_is_checked(tmp_path):
+    assert "aggregate" in refused(tmp_path, AGG.replace("aggregate: 10s", "aggregate: soon"))
+    assert "aggregate_by" in refused(tmp_path, AGG.replace("[method]", "[no.such.field]"))

@@ -301,6 +301,8 @@ class Agent:
         if self.pinned is not None:  # the sessions go on under the next agent: what it needs, then no end
             self._save_pin_state()
         self.sink.write(self.pipeline.finish(time.monotonic_ns(), end_sessions=self.pinned is None))
+        if self.detect is not None:   # the alerts' open aggregation windows, with their counts
+            self.detect.flush()
         stats = self.stats()
         self.sink.write_record(stats)
         self.reader.close()

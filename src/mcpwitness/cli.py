@@ -826,9 +826,12 @@ def cmd_detect(a) -> int:
             out.write((json.dumps(falco_json(alert)) if a.falco else msgspec.json.encode(alert).decode()) + "\n")
     out.flush()
     by_rule = Counter(r for (r, _), n in engine.alert_counts.items() for _ in range(n))
-    msg = f"{engine.stats['records']} records, {engine.stats['alerts']} alerts"
+    st = engine.stats
+    msg = f"{st['records']} records, {st['alerts'] + st['summaries']} alerts"
+    if st["summaries"]:
+        msg += f" ({st['summaries']} of them closing an aggregation window with its count)"
     if by_rule:
-        msg += " (" + ", ".join(f"{r}: {n}" for r, n in by_rule.most_common()) + ")"
+        msg += "; matches by rule: " + ", ".join(f"{r}: {n}" for r, n in by_rule.most_common())
     if bad:
         msg += f"; skipped {sum(bad.values())} lines that are not records ({dict(bad)})"
     if loose:

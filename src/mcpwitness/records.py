@@ -525,6 +525,14 @@ class Alert(msgspec.Struct, tag="alert", tag_field="type", gc=False):
     fields: dict
     delay_ms: float | None = None  # from the kernel timestamp of the cause to the alert's write
     container: dict | None = None  # the server's container (runtime, id, name, image, pod), where it runs in one
+    # aggregation (the rule's `aggregate` window): the first match is written at once with count 1;
+    # when the window closes with repeats, the same alert again with the exact count, the first and
+    # last times and the calls (up to 100), under the same group id
+    count: int = 1
+    group: str | None = None
+    first_time: str | None = None
+    last_time: str | None = None
+    calls: list[str] | None = None
 
 
 class RulesLoad(msgspec.Struct, tag="rules", tag_field="type", gc=False, omit_defaults=True):

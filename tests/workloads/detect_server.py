@@ -57,6 +57,16 @@ def connect(port: int, host: str = "127.0.0.1") -> str:
 
 
 @app.tool()
+def connect_all(targets: list[str]) -> str:
+    """Connect to each HOST:PORT in turn."""
+    for t in targets:
+        host, _, port = t.rpartition(":")
+        with socket.create_connection((host, int(port)), timeout=5):
+            pass
+    return f"connected to {len(targets)}"
+
+
+@app.tool()
 def blob(n: int) -> str:
     """A response of about n bytes."""
     return "0123456789abcdef" * (n // 16)

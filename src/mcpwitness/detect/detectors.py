@@ -12,6 +12,8 @@ before it. Rules (rules.py) read them as fields:
               request, typical, samples, ratio, anomalous, amplification
   behaviour.* a tool's kernel activity against its own past: first_write,
               new_destination, destination, prior_calls
+  novelty.*   a server's kernel activity against its own past, across its tools:
+              new_destination, first_egress, new_program, new_write_dir
 
 Every detector works on record times (ktime_ns), never on the wall clock, so
 a replayed file gives the same facts as the live run. State is bounded (LRU).
@@ -38,14 +40,22 @@ DEFAULTS: dict[str, dict] = {
     # (never below min_rate), once the key has been seen for `learn`; or
     # max_calls in `window` whatever the baseline
     "rate": {"window": 10.0, "learn": 60.0, "half_life": 600.0, "factor": 5.0, "min_calls": 10,
-             "max_calls": 200, "min_rate": 0.05},
+             "max_calls": 200, "min_rate": 0.05,
+             # from the first second: a jump to jump_factor x the key's own rate so far, in a
+             # jump_window, once it has jump_history of calls behind it; and, until its own
+             # baseline is learned, factor x a prior: the fastest learned key of its kind (client,
+             # server, tool, method) or prior_per_min, whichever is higher (0: none)
+             "jump_window": 1.0, "jump_factor": 10.0, "jump_history": 2.0, "prior_per_min": 0.0},
     "args": {"max_length": 8192, "repeat_min_length": 1024, "repeat_ratio": 20.0, "max_strings": 512},
     # allow: [{client: glob, server: glob}]; empty: no allowlist (pair.allowed is null)
     "pair": {"learn": 0.0, "allow": []},
     "size": {"min_samples": 5, "half_life": 50.0, "factor": 10.0, "min_bytes": 65536},
     "behaviour": {"min_calls": 3},
+    # per server, across its tools: what is new once it has served min_calls calls
+    "novelty": {"min_calls": 3},
 }
-_DURATIONS = {("rate", "window"), ("rate", "learn"), ("rate", "half_life"), ("pair", "learn")}
+_DURATIONS = {("rate", "window"), ("rate", "learn"), ("rate", "half_life"), ("rate", "jump_window"),
+              ("rate", "jump_history"), ("pair", "learn")}
 
 
 def settings(given: dict | None) -> dict:
@@ -123,21 +133,26 @@ class CallInfo:
 
 class Rate:
     """Sliding-window call counts per key against an EWMA baseline of the
-    key's own rate, learned from closed windows. A burst fires once, on the
-    call that crosses the threshold, and re-arms when the window drains."""
+    key's own rate, learned from closed windows. Before that baseline is
+    learned, a key is judged by a jump against its own rate so far and by a
+    prior from the keys of its kind. A burst fires once, on the call that
+    crosses the threshold, and re-arms when the window drains."""
 
     class _K:
-        __slots__ = ("times", "first", "base", "bstart", "bn", "armed", "buckets")
+        __slots__ = ("times", "first", "base", "bstart", "bn", "armed", "buckets", "total", "recent")
 
         def __init__(self, t):
             self.times, self.first, self.base, self.bstart, self.bn, self.armed, self.buckets = \
                 deque(), t, 0.0, t, 0, True, 0
+            self.total = 0
+            self.recent = deque()
 
     def __init__(self, s: dict):
         self.s = s
         self.w = max(float(s["window"]), 0.001)
         self.alpha = 1 - 0.5 ** (self.w / max(float(s["half_life"]), 0.001))
         self.keys = _Lru(50000)
+        self.population: dict[str, float] = {}   # kind -> the fastest learned baseline (calls/s)
 
     def observe(self, key: str, t: float) -> dict:
         s, w = self.s, self.w
@@ -158,21 +173,44 @@ class Rate:
             k.bstart += closed * w
             k.bn = 0
         k.bn += 1
+        k.total += 1
         times = k.times
         times.append(t)
         while times and times[0] <= t - w:
             times.popleft()
         n = len(times)
         learned = t - k.first >= s["learn"] and k.buckets > 0
+        kind = key.split(" ", 1)[0]
+        if learned and k.base > self.population.get(kind, 0.0):
+            self.population[kind] = k.base
         expected = max(k.base, s["min_rate"]) * w
-        over = n >= s["max_calls"] or (learned and n >= s["min_calls"] and n >= s["factor"] * expected)
+        # a jump: the last jump_window against the key's own rate before it
+        jw = max(float(s["jump_window"]), 0.001)
+        recent = k.recent
+        recent.append(t)
+        while recent and recent[0] <= t - jw:
+            recent.popleft()
+        n1 = len(recent)
+        before, span = k.total - n1, (t - jw) - k.first
+        history = before / span if span >= s["jump_history"] and before >= 2 else None
+        jump = history is not None and n1 >= s["min_calls"] and \
+            n1 / jw >= s["jump_factor"] * max(history, s["min_rate"])
+        # until learned: a prior from the population of its kind, or the configured one
+        prior = max(self.population.get(kind, 0.0), s["prior_per_min"] / 60)
+        over_prior = not learned and prior > 0 and n >= s["min_calls"] and n >= s["factor"] * prior * w
+        over = n >= s["max_calls"] or (learned and n >= s["min_calls"] and n >= s["factor"] * expected) or \
+            jump or over_prior
         burst = over and k.armed
         if burst:
             k.armed = False
-        elif not k.armed and n < max(s["min_calls"], s["factor"] * expected) / 2:
+        elif not k.armed and n < max(s["min_calls"], s["factor"] * expected) / 2 and not jump:
             k.armed = True
         return {"burst": burst, "count": n, "window_s": w, "baseline_per_min": round(k.base * 60, 3),
-                "learning": not learned, "key": key}
+                "learning": not learned, "key": key, "jump": jump, "jump_count": n1, "jump_window_s": jw,
+                "rate_before_per_min": round(history * 60, 3) if history is not None else None,
+                "prior_per_min": round(prior * 60, 3) if prior else None,
+                "why": ("ceiling" if n >= s["max_calls"] else "jump" if jump else "prior" if over_prior
+                        else "baseline") if over else None}
 
 
 _TRAVERSAL = re.compile(r"(?:^|[/\\])(?:\.\.(?:[/\\]|$)|\.\.\.\.[/\\]{2})")  # .. and the ....// filter bypass
@@ -360,6 +398,69 @@ class Behaviour:
         return out
 
 
+class Novelty:
+    """A server's kernel activity against everything it did before, across its tools:
+    destinations, programs and the directories it writes to that are new once it has
+    served min_calls calls, and its first connect beyond loopback whenever it comes."""
+
+    class _K:
+        __slots__ = ("calls", "dests", "programs", "dirs", "egress")
+
+        def __init__(self):
+            self.calls, self.dests, self.programs, self.dirs, self.egress = 0, set(), set(), set(), False
+
+    def __init__(self, s: dict):
+        self.s = s
+        self.keys = _Lru(20000)
+
+    def called(self, server: str) -> None:
+        self.keys.touch(server, Novelty._K).calls += 1
+
+    @staticmethod
+    def _add(seen: set, v) -> bool:
+        if v in seen:
+            return False
+        if len(seen) < 4096:
+            seen.add(v)
+        return True
+
+    def observe(self, server: str, rtype: str, ev) -> dict | None:
+        k = self.keys.get(server)
+        if k is None:
+            return None
+        prior = max(0, k.calls - 1)
+        learned = prior >= self.s["min_calls"]
+        out = {"server": server, "prior_calls": prior, "learning": not learned, "new_destination": False,
+               "destination": None, "first_egress": False, "new_program": False, "program": None,
+               "new_write_dir": False, "write_dir": None}
+        if rtype == "connect":
+            dest = _get(ev, "unix_path")
+            if not dest:
+                addr = _get(ev, "address")
+                if addr is None:
+                    return out
+                dest = f"[{addr}]:{_get(ev, 'port')}" if ":" in addr else f"{addr}:{_get(ev, 'port')}"
+                if _get(ev, "scope") not in ("loopback", "unix", None) and not k.egress:
+                    k.egress = True
+                    out["first_egress"] = True
+            out["destination"] = dest
+            out["new_destination"] = self._add(k.dests, dest) and learned
+        elif rtype == "exec":
+            if _get(ev, "result") not in (0, None):
+                return out
+            prog = _get(ev, "exe") or _get(ev, "filename")
+            out["program"] = prog
+            out["new_program"] = bool(prog) and self._add(k.programs, prog) and learned
+        elif rtype == "open":
+            path = _get(ev, "resolved") or _get(ev, "path") or ""
+            if _get(ev, "risk") in ("write", "create", "truncate") and path.startswith("/") and \
+                    not path.startswith(("/dev/", "/proc/")):
+                d = os.path.dirname(path)
+                out["write_dir"] = d
+                out["new_write_dir"] = self._add(k.dirs, d) and learned
+        return out
+
+
 # --- all of them, over the record stream ---------------------------------------
 
 KERNEL = frozenset(("open", "exec", "connect", "fork", "exit", "policy"))
@@ -375,6 +476,7 @@ class Detectors:
         self.pair = Pair(conf["pair"], known_pairs)
         self.size = Size(conf["size"])
         self.behaviour = Behaviour(conf["behaviour"])
+        self.novelty = Novelty(conf["novelty"])
         self.sessions: _Lru = _Lru(50000)
         # call id -> CallInfo (it holds the arguments: bounded to the last 50k calls;
         # an older call's late kernel events keep their call id, without its facts)
@@ -393,6 +495,8 @@ class Detectors:
             self.size = Size(conf["size"])
         if conf["behaviour"] != self.conf["behaviour"]:
             self.behaviour = Behaviour(conf["behaviour"])
+        if conf["novelty"] != self.conf["novelty"]:
+            self.novelty = Novelty(conf["novelty"])
         self.conf = conf
 
     def observe(self, r, rtype: str) -> dict:
@@ -458,6 +562,7 @@ class Detectors:
             if roots is not None:
                 s.roots = roots
             self.behaviour.called(c.key)
+            self.novelty.called(s.server)
             t = (_get(m, "ktime_ns") or 0) / 1e9
             rate = {"client": self.rate.observe(f"client {s.client}", t),
                     "server": self.rate.observe(f"server {s.server}", t),
@@ -504,6 +609,11 @@ class Detectors:
                 b = self.behaviour.observe(c.key, rtype, ev)
                 if b is not None:
                     facts["behaviour"] = b
+            servers = {c.server for c in infos if c is not None}
+            if len(servers) == 1 and all(infos) and rtype in ("open", "connect", "exec"):
+                n = self.novelty.observe(servers.pop(), rtype, ev)   # the same server, whichever call
+                if n is not None:
+                    facts["novelty"] = n
             return facts
         c = self.calls.get(cid)
         if c is None:
@@ -513,6 +623,10 @@ class Detectors:
             b = self.behaviour.observe(c.key, rtype, ev)
             if b is not None:
                 facts["behaviour"] = b
+        if rtype in ("open", "connect", "exec"):
+            n = self.novelty.observe(c.server, rtype, ev)
+            if n is not None:
+                facts["novelty"] = n
         return facts
 
 

@@ -93,6 +93,9 @@ class Engine:
         self._containers: OrderedDict = OrderedDict()  # session -> its server's container, from session records
         self._reload_asked = False
         self._last_look = 0.0
+        # aggregation: (rule, server, tool, key facts) -> the open window (oldest first)
+        self._groups: OrderedDict = OrderedDict()
+        self._closed: list[Alert] = []            # summaries of windows closed while processing
 
     # --- rules ------------------------------------------------------------
     def request_reload(self) -> None:
@@ -161,6 +164,8 @@ class Engine:
                     if a is not None:
                         out.append(a)
         self.stats["records"] += n
+        if self._closed:  # windows the records' times closed: their summaries first
+            out, self._closed = self._closed + out, []
         return out
 
     def _error(self, msg: str) -> None:
@@ -191,16 +196,91 @@ class Engine:
                 self._seen[key] = True
                 if len(self._seen) > 100000:
                     self._seen.popitem(last=False)
+        kt = _get(r, "ktime_ns")
+        key = None
+        if rule.aggregate > 0 and kt is not None:
+            if self._groups:
+                self._closed += self.expire(kt)
+            key = (rule.name, call.get("server"), call.get("tool") if call else _get(r, "tool"),
+                   *(_key_value(g, r, t, facts) for g in rule.agg_getters))
+            g = self._groups.get(key)
+            if g is not None:                 # a repeat inside the window: counted, not written now
+                g.add(kt, _get(r, "time"), call_id)
+                self.alert_counts[(rule.name, rule.priority)] += 1
+                self.stats["aggregated"] += 1
+                return None
         output, fields = rules_mod.render(rule, r, t, facts)
         self.alert_counts[(rule.name, rule.priority)] += 1
         self.stats["alerts"] += 1
         server = _get(r, "server") if t == "call" else None
         server = server if isinstance(server, dict) else msgspec.to_builtins(server) if server is not None else None
         container = _container(server) if server and server.get("container") else self._containers.get(session)
-        return Alert(time=_get(r, "time") or now_iso(ns=True), ktime_ns=_get(r, "ktime_ns"), rule=rule.name,
-                     priority=rule.priority, output=output, tags=rule.tags, source=t, call_id=call_id,
-                     session=session, tool=call.get("tool") if call else _get(r, "tool"),
-                     candidates=call.get("candidates"), pid=_get(r, "pid"), fields=fields, container=container)
+        a = Alert(time=_get(r, "time") or now_iso(ns=True), ktime_ns=kt, rule=rule.name,
+                  priority=rule.priority, output=output, tags=rule.tags, source=t, call_id=call_id,
+                  session=session, tool=call.get("tool") if call else _get(r, "tool"),
+                  candidates=call.get("candidates"), pid=_get(r, "pid"), fields=fields, container=container)
+        if key is not None:
+            a.group = uuid.uuid4().hex[:16]
+            self._groups[key] = _Group(a, int(rule.aggregate * 1e9))
+        return a
+
+    # --- aggregation ----------------------------------------------------------
+    def expire(self, now_ns: int) -> list[Alert]:
+        """Close the windows that ended before now_ns (record or monotonic time): the
+        summaries of those with repeats."""
+        out: list[Alert] = []
+        while self._groups:
+            key, g = next(iter(self._groups.items()))
+            if now_ns - g.first_kt <= g.window_ns:
+                # windows are kept in the order they opened; a longer one behind a
+                # shorter one closes late, never early
+                break
+            del self._groups[key]
+            if g.count > 1:
+                out.append(g.summary())
+        self.stats["summaries"] += len(out)
+        return out
+
+    def flush(self) -> list[Alert]:
+        """Close every window (the agent stops, the replay ends)."""
+        last = [g.summary() for g in self._groups.values() if g.count > 1]
+        self.stats["summaries"] += len(last)
+        out, self._closed = self._closed + last, []
+        self._groups.clear()
+        return out
+
+
+class _Group:
+    """An aggregation window: its first alert, and the exact count of matches since."""
+    __slots__ = ("first", "first_kt", "window_ns", "count", "last_kt", "last_time", "calls")
+
+    def __init__(self, first: Alert, window_ns: int):
+        self.first, self.first_kt, self.window_ns = first, first.ktime_ns, window_ns
+        self.count, self.last_kt, self.last_time = 1, first.ktime_ns, first.time
+        self.calls = [first.call_id] if first.call_id else []
+
+    def add(self, kt: int, time: str | None, call_id: str | None) -> None:
+        self.count += 1
+        if kt >= self.last_kt:
+            self.last_kt, self.last_time = kt, time or self.last_time
+        if call_id and len(self.calls) < 100 and call_id not in self.calls:
+            self.calls.append(call_id)
+
+    def summary(self) -> Alert:
+        f = self.first
+        return msgspec.structs.replace(
+            f, time=self.last_time, ktime_ns=self.last_kt, delay_ms=None, count=self.count,
+            first_time=f.time, last_time=self.last_time, calls=list(self.calls),
+            output=f"{f.output} [{self.count} times from {f.time} to {self.last_time}]",
+            fields={**f.fields, "mcpwitness.count": self.count})
+
+
+def _key_value(getter, r, t, facts):
+    try:
+        v = getter(r, t, facts)
+    except Exception:
+        return None
+    return tuple(v) if isinstance(v, list) else v if isinstance(v, (str, int, float, bool, type(None))) else str(v)
 
 
 def _container(end: dict) -> dict:
@@ -311,6 +391,7 @@ class DetectSink:
         if events:
             self.inner.write(events)
             alerts = self.engine.process(events)
+            alerts += self.engine.expire(self.clock())
             if alerts:
                 now = self.clock()
                 for a in alerts:  # from the kernel timestamp of the cause to this write
@@ -326,9 +407,18 @@ class DetectSink:
     def write_record(self, record) -> None:
         self.inner.write_record(record)
 
+    def flush(self) -> None:
+        """Write the summaries of every open aggregation window (before the stats record)."""
+        alerts = self.engine.flush()
+        if alerts:
+            self.inner.write(alerts)
+            if self.http is not None:
+                self.http.send(alerts)
+
     def stats(self) -> dict:
         e = self.engine
         out = {"records": e.stats["records"], "alerts": e.stats["alerts"], "suppressed": e.stats["suppressed"],
+               "aggregated": e.stats["aggregated"], "summaries": e.stats["summaries"],
                "rule_errors": e.stats["rule_errors"], "detector_errors": e.stats["detector_errors"],
                "by_rule": [[r, p, n] for (r, p), n in sorted(e.alert_counts.items())],
                "reloads": dict(e.loads), "rules": e.describe(), "errors": e.errors[-10:]}
@@ -379,3 +469,4 @@ def replay(lines: Iterable[bytes], engine: Engine, bad: Counter, loose: Counter 
             batch = []
     if batch:
         yield from engine.process(batch)
+    yield from engine.flush()

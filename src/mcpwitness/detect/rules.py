@@ -43,12 +43,17 @@ from dataclasses import dataclass, field
 import yaml
 from msgspec import UNSET
 
+from ..util import ConfigError, duration
+
 PRIORITIES = ["emergency", "alert", "critical", "error", "warning", "notice", "informational", "debug"]
 _PRIO_ALIASES = {"info": "informational", "warn": "warning", "err": "error", "crit": "critical",
                  "emerg": "emergency"}
 ONCE_PER = ("call", "session", "record")
 RULE_KEYS = {"rule", "desc", "condition", "output", "priority", "tags", "enabled", "exceptions", "append",
-             "once_per"}
+             "once_per", "aggregate", "aggregate_by"}
+# repeats of a rule's alert for the same server, tool and key facts (aggregate_by) within this
+# window become one alert with an exact count (engine.py); `aggregate: 0` turns it off
+AGGREGATE_DEFAULT = 60.0
 
 
 class RuleError(ValueError):
@@ -103,7 +108,9 @@ def _record_fields() -> dict[str, list[str]]:
 
 RECORD_FIELDS: dict[str, list[str]] = _record_fields()
 # facts the detectors add (detectors.py documents each); None: free-form below
-_RATE = {"burst": None, "count": None, "window_s": None, "baseline_per_min": None, "learning": None, "key": None}
+_RATE = {"burst": None, "count": None, "window_s": None, "baseline_per_min": None, "learning": None, "key": None,
+         "jump": None, "jump_count": None, "jump_window_s": None, "rate_before_per_min": None, "prior_per_min": None,
+         "why": None}
 DETECTOR_FIELDS: dict = {
     "call": {"id": None, "tool": None, "method": None, "session": None, "client": None, "server": None,
              "arguments": "*", "candidates": None},
@@ -111,6 +118,8 @@ DETECTOR_FIELDS: dict = {
     "args": {k: None for k in ("traversal", "sensitive", "outside_roots", "shell_meta", "long", "repeated",
                                "max_length", "roots", "strings")},
     "pair": {k: None for k in ("client", "server", "key", "new", "allowed", "learning")},
+    "novelty": {k: None for k in ("server", "prior_calls", "learning", "new_destination", "destination",
+                                  "first_egress", "new_program", "program", "new_write_dir", "write_dir")},
     "size": {k: None for k in ("response", "request", "typical", "samples", "ratio", "anomalous", "key",
                                "amplification")},
     "behaviour": {k: None for k in ("tool_key", "prior_calls", "learning", "first_write", "new_destination",
@@ -553,6 +562,9 @@ class Rule:
     where: str
     once_per: str = "call"
     enabled: bool = True
+    aggregate: float = AGGREGATE_DEFAULT            # seconds; 0: every match is its own alert
+    aggregate_by: list = field(default_factory=list)  # field names: the key facts of a repeat
+    agg_getters: list = field(default_factory=list)
     exceptions: list = field(default_factory=list)   # [(name, condition text)]
     types: frozenset | None = None                  # record types it can match (None: any)
     fn: object = None                               # compiled: fn(record, type, facts) -> bool
@@ -669,7 +681,7 @@ def _merge_rule(rules: dict, order: list, name: str, item: dict, path: str) -> N
     full = "condition" in item
     if old is not None and not full:
         # an override of some keys (enabled: false, priority, tags...)
-        for k in ("enabled", "priority", "tags", "output", "desc", "once_per"):
+        for k in ("enabled", "priority", "tags", "output", "desc", "once_per", "aggregate", "aggregate_by"):
             if k in item:
                 old[k] = item[k]
                 old["lines"][k] = _where(path, item, k)
@@ -686,6 +698,7 @@ def _merge_rule(rules: dict, order: list, name: str, item: dict, path: str) -> N
     rules[name] = {"name": name, "desc": item.get("desc", ""), "condition": item["condition"],
                    "output": item["output"], "priority": item["priority"], "tags": item.get("tags", []),
                    "enabled": item.get("enabled", True), "once_per": item.get("once_per", "call"),
+                   "aggregate": item.get("aggregate", AGGREGATE_DEFAULT), "aggregate_by": item.get("aggregate_by", []),
                    "exceptions": [(e, path) for e in (item.get("exceptions") or [])], "where": w,
                    "lines": {k: _where(path, item, k) for k in item}}
 
@@ -801,6 +814,12 @@ def _build(lists, macro_text, rules, order, detectors, paths) -> RuleSet:
         if r["once_per"] not in ONCE_PER:
             raise RuleError(f"{r['lines'].get('once_per', r['where'])}: rule {name!r}: once_per must be one of "
                             f"{', '.join(ONCE_PER)}")
+        try:
+            agg = duration(r["aggregate"], f"{r['lines'].get('aggregate', r['where'])}: rule {name!r}: aggregate")
+        except ConfigError as e:
+            raise RuleError(str(e)) from None
+        agg_by = _strlist(r["aggregate_by"], r["lines"].get("aggregate_by", r["where"]),
+                          f"rule {name!r}: aggregate_by")
         if not isinstance(r["enabled"], bool):
             raise RuleError(f"{r['lines'].get('enabled', r['where'])}: rule {name!r}: enabled must be true or false")
         if not isinstance(r["condition"], str):
@@ -830,6 +849,10 @@ def _build(lists, macro_text, rules, order, detectors, paths) -> RuleSet:
             if en is not None:  # an exception with no values (yet: a later file may append some) excepts nothing
                 node = ("and", node, ("not", en))
             excs.append((exc["name"], exc.get("condition")))
+        for f in agg_by:
+            why = _check_field(f, types)
+            if why:
+                raise RuleError(f"{r['lines'].get('aggregate_by', r['where'])}: rule {name!r}: aggregate_by: {why}")
         ofields = template_fields(r["output"])
         for f in ofields:
             why = _check_field(f, types)
@@ -841,10 +864,12 @@ def _build(lists, macro_text, rules, order, detectors, paths) -> RuleSet:
         try:
             fn, src = compile_condition(node)
             getters = [_getter(f) for f in ofields]
+            agg_getters = [_getter(f) for f in agg_by]
         except (SyntaxError, re.error) as e:
             raise RuleError(f"{w}: rule {name!r}: {e}") from None
         out.append(Rule(name=name, desc=str(r["desc"]), condition=r["condition"], output=r["output"],
                         priority=p, tags=[str(t) for t in tags], where=r["where"], once_per=r["once_per"],
+                        aggregate=agg, aggregate_by=list(agg_by), agg_getters=agg_getters,
                         enabled=r["enabled"], exceptions=excs, types=frozenset(types) if types else None,
                         fn=fn, out_fields=ofields, out_getters=getters, source=src))
     rs = RuleSet(rules=out, detectors=detectors, files=list(paths), warnings=warnings)

@@ -202,8 +202,9 @@ def sessions_table(recs: list[dict]) -> str:
 def alerts_table(recs: list[dict]) -> str:
     if not recs:
         return "no alerts recorded (match)"
-    lines = [f"{'TIME (UTC)':23}  {'PRIORITY':13}  {'CALL':12}  {'RULE':38}  OUTPUT"]
+    lines = [f"{'TIME (UTC)':23}  {'PRIORITY':13}  {'CALL':12}  {'RULE':38}  {'COUNT':>5}  OUTPUT"]
     for a in recs:
         lines.append(f"{_utc(a.get('time')):23}  {a.get('priority') or '-':13}  {a.get('call_id') or '-':12}  "
-                     f"{_short(a.get('rule') or '?', 38):38}  {_short(a.get('output') or '', 110)}")
+                     f"{_short(a.get('rule') or '?', 38):38}  {a.get('count') or 1:>5}  "
+                     f"{_short(a.get('output') or '', 110)}")
     return "\n".join(lines)

@@ -390,9 +390,22 @@ def list_alerts(db: sqlite3.Connection, since=None, rule=None, priority=None, ca
     if call:
         q += " AND call_id LIKE ?"
         args.append(call + "%")
-    q += " ORDER BY id DESC LIMIT ?"
-    args.append(limit)
-    return [msgspec.json.decode(r["record"]) for r in db.execute(q, args)]
+    q += " ORDER BY id DESC"
+    # an aggregation window's closing alert (count > 1) stands for its first one: the same
+    # group id, the newest row first, so the first is left out (the rows stay as written:
+    # the store's ledger chains each one)
+    out, seen = [], set()
+    for r in db.execute(q, args):
+        a = msgspec.json.decode(r["record"])
+        g = a.get("group") if isinstance(a, dict) else None
+        if g is not None:
+            if g in seen:
+                continue
+            seen.add(g)
+        out.append(a)
+        if len(out) >= limit:
+            break
+    return out
 
 
 def session_records(db: sqlite3.Connection, limit: int = 50000) -> list[bytes]:
