@@ -532,16 +532,18 @@ def _detect_sink(a, sink, cfg, store):
     src, rs = _rule_source(a)
     if src is None:
         return None
-    known = []
+    known, tools = [], []
     if store is not None:
-        from .detect.detectors import known_pairs
-        from .output.store import connect, session_records
+        from .detect.detectors import known_pairs, known_tools
+        from .output.store import connect, session_records, tools_list_answers
         try:
             db = connect(store.path, readonly=True)
-            known = known_pairs(session_records(db))
+            sessions = session_records(db)
+            known = known_pairs(sessions)
+            tools = known_tools(sessions, tools_list_answers(db))
             db.close()
         except Exception as e:  # an old or damaged store: start without its history
-            _say(f"pairs already seen not read from the store: {e}")
+            _say(f"pairs and tool definitions already seen not read from the store: {e}")
     http = None
     if a.alerts_http:
         try:
@@ -552,7 +554,7 @@ def _detect_sink(a, sink, cfg, store):
     for w in rs.warnings:
         if not a.quiet:
             _say(w)
-    return DetectSink(sink, Engine(src, Flagger(cfg.flags), known, ruleset=rs), http)
+    return DetectSink(sink, Engine(src, Flagger(cfg.flags), known, ruleset=rs, known_tools=tools), http)
 
 
 def _finish(agent, quiet: bool) -> dict:

@@ -14,6 +14,9 @@ before it. Rules (rules.py) read them as fields:
               new_destination, destination, prior_calls
   novelty.*   a server's kernel activity against its own past, across its tools:
               new_destination, first_egress, new_program, new_write_dir
+  tooldefs.*  a tools/list answer against the server's earlier ones: changed, added, diff
+  decl.*      what the tool's annotations declare (read_only, closed_world...), on its
+              calls' kernel events
 
 Every detector works on record times (ktime_ns), never on the wall clock, so
 a replayed file gives the same facts as the live run. State is bounded (LRU).
@@ -21,6 +24,7 @@ a replayed file gives the same facts as the live run. State is bounded (LRU).
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import math
 import os
 import re
@@ -461,6 +465,79 @@ class Novelty:
         return out
 
 
+class ToolDefs:
+    """Each server's tool definitions from its tools/list answers: a digest per tool of
+    its name, description, input schema and annotations, kept across sessions (and, read
+    back from the store at start, across restarts). A changed or added definition on a
+    server whose tools were seen before is reported with what changed. The annotations
+    (readOnlyHint, openWorldHint...) are what a call's kernel events are held against."""
+
+    def __init__(self):
+        self.servers = _Lru(5000)     # server label -> {tool name: (digest, definition)}
+
+    def observe(self, server: str, result) -> dict | None:
+        tools = result.get("tools") if isinstance(result, dict) else None
+        if not isinstance(tools, list):
+            return None
+        defs = {}
+        for t in tools[:2000]:
+            if isinstance(t, dict) and isinstance(t.get("name"), str):
+                d = {k: t.get(k) for k in ("description", "inputSchema", "annotations")}
+                defs[t["name"]] = (hashlib.blake2b(_canonical(d).encode(), digest_size=16).hexdigest(), d)
+        old = self.servers.get(server)
+        merged = dict(old or {})
+        merged.update(defs)
+        self.servers.put(server, merged)
+        if old is None:
+            return {"known": False, "tools": len(defs), "changed": None, "added": None, "diff": None}
+        changed = sorted(n for n in defs if n in old and old[n][0] != defs[n][0])
+        added = sorted(n for n in defs if n not in old)
+        diff = "; ".join([_tool_diff(n, old[n][1], defs[n][1]) for n in changed] +
+                         [f"{n}: new tool ({_short_text((defs[n][1] or {}).get('description'))})" for n in added])
+        return {"known": True, "tools": len(defs), "changed": changed or None, "added": added or None,
+                "diff": diff or None}
+
+    def annotations(self, server: str | None, tool: str | None) -> dict | None:
+        d = (self.servers.get(server) or {}).get(tool) if server and tool else None
+        a = d[1].get("annotations") if d else None
+        return a if isinstance(a, dict) else None
+
+
+def _canonical(v) -> str:
+    import json
+    return json.dumps(v, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _short_text(v, n: int = 80) -> str:
+    t = v if isinstance(v, str) else _canonical(v)
+    return t if len(t) <= n else t[:n - 1] + "…"
+
+
+def _tool_diff(name: str, old: dict, new: dict) -> str:
+    """What changed in one tool's definition, in words."""
+    parts = []
+    if old.get("description") != new.get("description"):
+        parts.append(f"description {_short_text(old.get('description'))!r} -> {_short_text(new.get('description'))!r}")
+    os_, ns = old.get("inputSchema") or {}, new.get("inputSchema") or {}
+    if _canonical(os_) != _canonical(ns):
+        op = set((os_.get("properties") or {}) if isinstance(os_, dict) else ())
+        np_ = set((ns.get("properties") or {}) if isinstance(ns, dict) else ())
+        what = [f"+{x}" for x in sorted(np_ - op)] + [f"-{x}" for x in sorted(op - np_)]
+        parts.append("input schema changed" + (f" ({', '.join(what)})" if what else ""))
+    if _canonical(old.get("annotations")) != _canonical(new.get("annotations")):
+        parts.append(f"annotations {_short_text(old.get('annotations'))} -> {_short_text(new.get('annotations'))}")
+    return f"{name}: " + ", ".join(parts)
+
+
+def _declared(ann: dict | None) -> dict | None:
+    """What a tool's annotations declare, as facts (null: the server declared nothing)."""
+    if ann is None:
+        return None
+    return {"read_only": ann.get("readOnlyHint") is True, "destructive": ann.get("destructiveHint") is True,
+            "closed_world": ann.get("openWorldHint") is False, "open_world": ann.get("openWorldHint") is True,
+            "annotations": _short_text(ann, 200)}
+
+
 # --- all of them, over the record stream ---------------------------------------
 
 KERNEL = frozenset(("open", "exec", "connect", "fork", "exit", "policy"))
@@ -469,7 +546,7 @@ KERNEL = frozenset(("open", "exec", "connect", "fork", "exit", "policy"))
 class Detectors:
     """Facts for each record, in stream order. observe(record, type) -> facts."""
 
-    def __init__(self, conf: dict, flagger=None, known_pairs=()):
+    def __init__(self, conf: dict, flagger=None, known_pairs=(), known_tools=()):
         self.conf = conf
         self.rate = Rate(conf["rate"])
         self.args = Args(conf["args"], flagger)
@@ -477,6 +554,9 @@ class Detectors:
         self.size = Size(conf["size"])
         self.behaviour = Behaviour(conf["behaviour"])
         self.novelty = Novelty(conf["novelty"])
+        self.tooldefs = ToolDefs()
+        for server, result in known_tools:     # what the store says each server offered before
+            self.tooldefs.observe(server, result)
         self.sessions: _Lru = _Lru(50000)
         # call id -> CallInfo (it holds the arguments: bounded to the last 50k calls;
         # an older call's late kernel events keep their call id, without its facts)
@@ -586,8 +666,12 @@ class Detectors:
             if c is None or c.answered:
                 return {}
             c.answered = True
-            return {"call": c.as_facts(),
-                    "size": self.size.observe(c.key, _get(m, "size") or 0, c.req_size)}
+            facts = {"call": c.as_facts(), "size": self.size.observe(c.key, _get(m, "size") or 0, c.req_size)}
+            if c.method == "tools/list" and kind == "response":
+                t = self.tooldefs.observe(c.server, _get(m, "result"))
+                if t is not None:
+                    facts["tooldefs"] = t
+            return facts
         return {}
 
     def _kernel(self, ev, rtype: str) -> dict:
@@ -627,6 +711,9 @@ class Detectors:
             n = self.novelty.observe(c.server, rtype, ev)
             if n is not None:
                 facts["novelty"] = n
+            d = _declared(self.tooldefs.annotations(c.server, c.tool))
+            if d is not None:
+                facts["decl"] = d
         return facts
 
 
@@ -659,3 +746,38 @@ def known_pairs(session_records) -> list[str]:
         if p is not None:
             keys.append(p["key"])
     return keys
+
+
+def known_tools(session_records, answers) -> list[tuple[str, dict]]:
+    """(server label, tools/list result) for stored tools/list answers (JSON, oldest first),
+    the label made from the stored session records (JSON) as the live run makes it: what
+    `Tool definition changed` compares the next answer of each server with."""
+    import msgspec
+    d = Detectors(settings(None))
+    labels = {}
+    for rec in session_records:
+        try:
+            r = msgspec.json.decode(rec)
+            d.observe(r, "session")
+        except (msgspec.DecodeError, TypeError, ValueError, AttributeError):
+            continue
+        if isinstance(r, dict) and r.get("session") is not None:
+            s = d.sessions.get(r["session"])
+            labels[r["session"]] = s.server if s is not None else None
+            if s is None:   # an end record: _session dropped it; make the label again
+                s2 = _Session()
+                s2.server_name = _name(r.get("server_info"))
+                exe = next((e.get("exe") for e in r.get("ends") or () if isinstance(e, dict)
+                            and e.get("role") == "server" and e.get("exe")), None)
+                s2.server_exe = os.path.basename(exe) if exe else None
+                labels[r["session"]] = _label(s2.server_name, s2.server_exe)
+    out = []
+    for rec in answers:
+        try:
+            m = msgspec.json.decode(rec)
+        except msgspec.DecodeError:
+            continue
+        label = labels.get(m.get("session")) if isinstance(m, dict) else None
+        if label and label != "unknown" and isinstance(m.get("result"), dict):
+            out.append((label, m["result"]))
+    return out

@@ -80,11 +80,12 @@ class RuleSource:
 class Engine:
     """Records in, alert records out. Not thread-safe: one caller."""
 
-    def __init__(self, source: RuleSource, flagger=None, known_pairs=(), ruleset: rules_mod.RuleSet | None = None):
+    def __init__(self, source: RuleSource, flagger=None, known_pairs=(), ruleset: rules_mod.RuleSet | None = None,
+                 known_tools=()):
         self.source = source
         self.rules = ruleset or source.load()
         self.flagger = flagger
-        self.detectors = Detectors(self.rules.detectors, flagger, known_pairs)
+        self.detectors = Detectors(self.rules.detectors, flagger, known_pairs, known_tools)
         self.stats: Counter = Counter()
         self.alert_counts: Counter = Counter()   # (rule, priority) -> alerts
         self.loads: Counter = Counter({"applied": 1})

@@ -120,6 +120,8 @@ DETECTOR_FIELDS: dict = {
     "pair": {k: None for k in ("client", "server", "key", "new", "allowed", "learning")},
     "novelty": {k: None for k in ("server", "prior_calls", "learning", "new_destination", "destination",
                                   "first_egress", "new_program", "program", "new_write_dir", "write_dir")},
+    "tooldefs": {k: None for k in ("known", "tools", "changed", "added", "diff")},
+    "decl": {k: None for k in ("read_only", "destructive", "closed_world", "open_world", "annotations")},
     "size": {k: None for k in ("response", "request", "typical", "samples", "ratio", "anomalous", "key",
                                "amplification")},
     "behaviour": {k: None for k in ("tool_key", "prior_calls", "learning", "first_write", "new_destination",

@@ -408,6 +408,13 @@ def list_alerts(db: sqlite3.Connection, since=None, rule=None, priority=None, ca
     return out
 
 
+def tools_list_answers(db: sqlite3.Connection, limit: int = 20000) -> list[bytes]:
+    """The newest `limit` answers to tools/list, oldest first, as stored (JSON)."""
+    rows = db.execute("SELECT record FROM messages WHERE kind = 'response' AND method = 'tools/list' "
+                      "ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+    return [rec for (rec,) in reversed(rows)]
+
+
 def session_records(db: sqlite3.Connection, limit: int = 50000) -> list[bytes]:
     """The newest `limit` session records (not their starts), newest first, as stored (JSON)."""
     return [rec for (rec,) in db.execute("SELECT record FROM sessions WHERE event != 'start' ORDER BY id DESC "
