@@ -319,3 +319,31 @@ def test_aggregation_window_closes_on_record_time_with_the_exact_count(tmp_path)
 def test_aggregate_setting_is_checked(tmp_path):
     assert "aggregate" in refused(tmp_path, AGG.replace("aggregate: 10s", "aggregate: soon"))
     assert "aggregate_by" in refused(tmp_path, AGG.replace("[method]", "[no.such.field]"))
+
+
+def test_the_default_rules_pass_their_shipped_cases():
+    """`detect --test`: the recorded cases the default rules ship with (detect/cases)."""
+    p = subprocess.run([MW, "detect", "--test"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "PASS  triggers" in p.stdout and "PASS  near_misses" in p.stdout
+    assert "2 of 2 cases passed" in p.stderr
+
+
+def test_a_failing_case_is_reported_and_fails_the_run(tmp_path):
+    from mcpwitness.detect.cases import CASES_DIR
+    shutil.copy(os.path.join(CASES_DIR, "near_misses.jsonl"), tmp_path / "mine.jsonl")
+    (tmp_path / "mine.expect.yaml").write_text(
+        "alerts:\n  - {rule: Tool ran a shell}\n  - {rule: New client-server pair, count: 2}\n"
+        "absent: [Server ran a new program, No such rule]\n")
+    shutil.copy(os.path.join(CASES_DIR, "near_misses.jsonl"), tmp_path / "broken.jsonl")
+    (tmp_path / "broken.expect.yaml").write_text("alerts:\n  - {rule: x, cunt: 1}\n")
+    shutil.copy(os.path.join(CASES_DIR, "near_misses.jsonl"), tmp_path / "lonely.jsonl")
+    p = subprocess.run([MW, "detect", "--test", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 1, p.stdout + p.stderr
+    out = p.stdout
+    assert "FAIL  mine:" in out and "'Tool ran a shell': not raised" in out
+    assert "'New client-server pair': 1 alerts, expected 2" in out
+    assert "'Server ran a new program': raised 1 times, expected none" in out and "'No such rule': no such rule" in out
+    assert f"FAIL  broken: {tmp_path / 'broken.expect.yaml'}:2:5: each alert is" in out
+    assert "FAIL  lonely: no lonely.expect.yaml beside it" in out
+    assert "0 of 3 cases passed" in p.stderr

@@ -138,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "to stderr. No kernel needed.")
     d.add_argument("--replay", metavar="FILE", help="a JSON Lines file written by run/watch ('-' for stdin)")
     d.add_argument("--check", action="store_true", help="only load and check the rules, and list them")
+    d.add_argument("--test", metavar="DIR", nargs="?", const="",
+                   help="run the rule test cases in DIR (NAME.jsonl + NAME.expect.yaml); without DIR, the cases "
+                        "the default rules ship with; exit 1 if any fails")
     d.add_argument("--falco", action="store_true", help="write alerts in Falco's JSON output shape")
     d.add_argument("--config", metavar="FILE", help="YAML configuration (its flags: section is used)")
     _rule_options(d)
@@ -789,6 +792,47 @@ def cmd_alerts(a) -> int:
     return _print_records(recs, a.json, alerts_table)
 
 
+def _detect_test(a, src) -> int:
+    from .decode.flags import Flagger
+    from .detect.cases import CASES_DIR, find_cases, load_case, run_case
+    from .detect.engine import Engine, RuleSource
+    from .detect.rules import DEFAULT_RULES
+    d = a.test or CASES_DIR
+    try:
+        cases = find_cases(d)
+    except OSError as e:
+        _say(f"cannot read {d}: {e.strerror}")
+        return 2
+    if not cases:
+        _say(f"no cases in {d} (NAME.jsonl with NAME.expect.yaml)")
+        return 2
+
+    defaults = src.paths[:1] == [DEFAULT_RULES]
+    mine = src.paths[1:] if defaults else list(src.paths)
+
+    def make_engine(extra):   # a fresh engine per case: the command line's rules, then the case's
+        return Engine(RuleSource(mine + extra, defaults=defaults, min_priority=src.min_priority), Flagger())
+
+    failed = 0
+    for name, records, exp in cases:
+        try:
+            expect = load_case(exp)
+            r = run_case(name, records, expect, make_engine)
+        except FileNotFoundError:
+            print(f"FAIL  {name}: no {os.path.basename(exp)} beside it")
+            failed += 1
+            continue
+        except Exception as e:  # a bad case file (ConfigError), a rule file of the case that does not load
+            print(f"FAIL  {name}: {e}")
+            failed += 1
+            continue
+        print(f"{'PASS' if r.ok else 'FAIL'}  {name}: {r.records} records, {r.alerts} alerts"
+              + "".join(f"\n      {p}" for p in r.problems))
+        failed += not r.ok
+    _say(f"{len(cases) - failed} of {len(cases)} cases passed ({d})")
+    return 1 if failed else 0
+
+
 def cmd_detect(a) -> int:
     from collections import Counter
 
@@ -800,6 +844,8 @@ def cmd_detect(a) -> int:
         return 1
     for w in rs.warnings:
         _say(w)
+    if a.test is not None:
+        return _detect_test(a, src)
     if a.check or not a.replay:
         if not a.check:
             _say("detect needs --replay FILE or --check")
