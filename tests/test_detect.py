@@ -904,3 +904,42 @@ def test_a_sensitive_read_then_egress_in_one_call(tmp_path, netns):
     assert f["chain.read_ms"] <= f["chain.connect_ms"]
     # the near miss: the same read, then loopback
     assert sends[0]["call_id"] not in {a["call_id"] for a in alerts(recs, "Sensitive read then egress in one call")}
+
+
+# --- baselines survive a restart ---------------------------------------------------------------------
+
+def test_what_the_detectors_learned_survives_a_restart(tmp_path):
+    """Three runs on one store, each a new agent and a new server process. Run 1: connect_all goes
+    to B, then `connect` goes to A in 4 calls. Run 2's first call of `connect` goes to B: new to
+    the tool, whose 4 calls are restored (no learning again), but known to the server. Run 3:
+    `connect` to A (known: the near miss), then to C, new to the server and its restored calls."""
+    db = tmp_path / "base.db"
+    a, b, c3 = Listener("127.0.0.1"), Listener("127.0.0.3"), Listener("127.0.0.4")
+    try:
+        async def learn(c):
+            await c.call_tool("connect_all", {"targets": [f"127.0.0.3:{b.port}"]})
+            for _ in range(4):
+                await c.call_tool("connect", {"port": a.port})
+
+        async def to_b(c):
+            await c.call_tool("connect", {"port": b.port, "host": "127.0.0.3"})
+
+        async def to_a_then_c(c):
+            await c.call_tool("connect", {"port": a.port})
+            await c.call_tool("connect", {"port": c3.port, "host": "127.0.0.4"})
+
+        run_session(tmp_path, "base1", "mw-base", learn, db=db, rules_text="[]\n")
+        second = run_session(tmp_path, "base2", "mw-base", to_b, db=db, rules_text="[]\n")
+        third = run_session(tmp_path, "base3", "mw-base", to_a_then_c, db=db, rules_text="[]\n")
+    finally:
+        a.close(), b.close(), c3.close()
+    said = [x["output"] for x in second + third if x["type"] == "alert"]
+    tool = alerts(second, "Tool connected to a new destination")
+    assert len(tool) == 1 and f"127.0.0.3:{b.port}" in tool[0]["output"], said
+    assert tool[0]["fields"]["behaviour.prior_calls"] >= 4
+    assert not alerts(second, "Server connected to a new destination"), said
+    assert not alerts(third, "Tool connected to a new destination") or all(
+        f"127.0.0.1:{a.port}" not in x["output"] for x in alerts(third, "Tool connected to a new destination"))
+    server = alerts(third, "Server connected to a new destination")
+    assert [x["fields"]["novelty.destination"] for x in server] == [f"127.0.0.4:{c3.port}"], said
+    assert server[0]["fields"]["novelty.prior_calls"] >= 6

@@ -347,3 +347,21 @@ def test_a_failing_case_is_reported_and_fails_the_run(tmp_path):
     assert f"FAIL  broken: {tmp_path / 'broken.expect.yaml'}:2:5: each alert is" in out
     assert "FAIL  lonely: no lonely.expect.yaml beside it" in out
     assert "0 of 3 cases passed" in p.stderr
+
+
+def test_a_snapshot_of_the_detectors_round_trips_and_refuses_other_versions():
+    d = Detectors(settings(None))
+    for i in range(30):   # a rate key learned over several windows, a size baseline, a tool and a server
+        d.rate.observe("client x", i * 5.0)
+    d.size.observe("s/t", 1000, 10)
+    d.behaviour.called("s/t")
+    d.novelty.called("s")
+    snap = json.loads(json.dumps(d.snapshot()))
+    e = Detectors(settings(None))
+    said = e.restore(snap)
+    assert said.startswith("baselines restored: 1 rates, 1 sizes, 1 tools, 1 servers"), said
+    f = e.rate.observe("client x", 1000.0)
+    assert not f["learning"] and f["baseline_per_min"] == pytest.approx(d.rate.keys["client x"].base * 60, rel=1e-3)
+    assert Detectors(settings(None)).restore({"v": 99}).startswith("baselines not restored")
+    other = settings({"rate": {"window": 30}})
+    assert "rates and sizes left out" in Detectors(other).restore(snap)

@@ -535,18 +535,19 @@ def _detect_sink(a, sink, cfg, store):
     src, rs = _rule_source(a)
     if src is None:
         return None
-    known, tools = [], []
+    known, tools, baselines = [], [], None
     if store is not None:
         from .detect.detectors import known_pairs, known_tools
-        from .output.store import connect, session_records, tools_list_answers
+        from .output.store import connect, read_baselines, session_records, tools_list_answers
         try:
             db = connect(store.path, readonly=True)
             sessions = session_records(db)
             known = known_pairs(sessions)
             tools = known_tools(sessions, tools_list_answers(db))
+            baselines = read_baselines(db)
             db.close()
         except Exception as e:  # an old or damaged store: start without its history
-            _say(f"pairs and tool definitions already seen not read from the store: {e}")
+            _say(f"pairs, tool definitions and baselines already seen not read from the store: {e}")
     http = None
     if a.alerts_http:
         try:
@@ -557,7 +558,15 @@ def _detect_sink(a, sink, cfg, store):
     for w in rs.warnings:
         if not a.quiet:
             _say(w)
-    return DetectSink(sink, Engine(src, Flagger(cfg.flags), known, ruleset=rs, known_tools=tools), http)
+    engine = Engine(src, Flagger(cfg.flags), known, ruleset=rs, known_tools=tools)
+    if baselines:
+        try:
+            said = engine.detectors.restore(msgspec.json.decode(baselines))
+        except (msgspec.DecodeError, TypeError, ValueError, KeyError) as e:
+            said = f"baselines not restored: {type(e).__name__}: {e}"
+        if not a.quiet:
+            _say(said)
+    return DetectSink(sink, engine, http, save=store.save_baselines if store is not None else None)
 
 
 def _finish(agent, quiet: bool) -> dict:

@@ -157,10 +157,18 @@ class Rate:
         self.alpha = 1 - 0.5 ** (self.w / max(float(s["half_life"]), 0.001))
         self.keys = _Lru(50000)
         self.population: dict[str, float] = {}   # kind -> the fastest learned baseline (calls/s)
+        self.restored: dict[str, tuple] = {}     # key -> (baseline, windows) from a saved state
+
+    def _new(self, key: str, t: float) -> "Rate._K":
+        k = Rate._K(t)
+        r = self.restored.pop(key, None)
+        if r is not None:       # learned in an earlier run: judged against that baseline at once
+            k.first, (k.base, k.buckets) = t - self.s["learn"], r
+        return k
 
     def observe(self, key: str, t: float) -> dict:
         s, w = self.s, self.w
-        k = self.keys.touch(key, lambda: Rate._K(t))
+        k = self.keys.touch(key, lambda: self._new(key, t))
         if t - k.bstart >= w:
             # each closed window is one sample of the rate: a plain mean while
             # there are few (no bias from the first one), an EWMA after
@@ -561,6 +569,52 @@ class Detectors:
         # call id -> CallInfo (it holds the arguments: bounded to the last 50k calls;
         # an older call's late kernel events keep their call id, without its facts)
         self.calls: _Lru = _Lru(50000)
+
+    # --- what was learned, across restarts (the store's baselines table) ------------
+    SNAPSHOT_VERSION = 1
+    SNAPSHOT_KEYS = 5000   # the most recently used keys of each detector
+
+    def snapshot(self) -> dict:
+        """What the detectors learned, as plain data: rate baselines of learned keys, size
+        baselines, each tool's and each server's history (tool definitions and pairs are
+        read back from the stored records instead)."""
+        n = self.SNAPSHOT_KEYS
+
+        def last(lru):
+            return list(lru.items())[-n:]
+        rate = {k: [round(v.base, 6), v.buckets] for k, v in last(self.rate.keys) if v.buckets > 0}
+        rate.update({k: list(v) for k, v in list(self.rate.restored.items())[-n:] if k not in rate})
+        return {"v": self.SNAPSHOT_VERSION, "settings": {k: self.conf[k] for k in ("rate", "size")},
+                "rate": rate, "population": self.rate.population,
+                "size": {k: [v.n, round(v.mean, 6)] for k, v in last(self.size.keys)},
+                "behaviour": {k: [v.calls, v.wrote, sorted(v.dests)[:512]] for k, v in last(self.behaviour.keys)},
+                "novelty": {k: [v.calls, sorted(v.dests)[:512], sorted(v.programs)[:512], sorted(v.dirs)[:512],
+                                v.egress] for k, v in last(self.novelty.keys)}}
+
+    def restore(self, snap: dict) -> str:
+        """Take back a snapshot; returns what was restored, in words (or why not)."""
+        if not isinstance(snap, dict) or snap.get("v") != self.SNAPSHOT_VERSION:
+            return "baselines not restored: saved by another version"
+        same = snap.get("settings") == {k: self.conf[k] for k in ("rate", "size")}
+        if same:   # rate and size baselines mean something only under the same settings
+            self.rate.restored = {k: (float(b), int(n)) for k, (b, n) in snap.get("rate", {}).items()}
+            self.rate.population = {k: float(v) for k, v in snap.get("population", {}).items()}
+            for k, (cnt, mean) in snap.get("size", {}).items():
+                x = Size._K()
+                x.n, x.mean = int(cnt), float(mean)
+                self.size.keys.put(k, x)
+        for k, (calls, wrote, dests) in snap.get("behaviour", {}).items():
+            x = Behaviour._K()
+            x.calls, x.wrote, x.dests = int(calls), bool(wrote), set(dests)
+            self.behaviour.keys.put(k, x)
+        for k, (calls, dests, programs, dirs, egress) in snap.get("novelty", {}).items():
+            x = Novelty._K()
+            x.calls, x.dests, x.programs, x.dirs, x.egress = int(calls), set(dests), set(programs), set(dirs), \
+                bool(egress)
+            self.novelty.keys.put(k, x)
+        return (f"baselines restored: {len(self.rate.restored)} rates, {len(self.size.keys)} sizes, "
+                f"{len(self.behaviour.keys)} tools, {len(self.novelty.keys)} servers"
+                + ("" if same else " (rates and sizes left out: their settings changed)"))
 
     def reconfigure(self, conf: dict, flagger=None) -> None:
         """New settings: a detector whose settings changed starts afresh,

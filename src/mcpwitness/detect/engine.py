@@ -380,12 +380,16 @@ class DetectSink:
     alerts those records raised (in the same flush, so the alert line follows
     its cause), and sends them on (HTTP)."""
 
-    def __init__(self, inner, engine: Engine, http: HttpAlerts | None = None, clock=time.monotonic_ns):
+    SAVE_EVERY_NS = 60_000_000_000
+
+    def __init__(self, inner, engine: Engine, http: HttpAlerts | None = None, clock=time.monotonic_ns, save=None):
         self.inner = inner
         self.engine = engine
         self.http = http
         self.path = inner.path
         self.clock = clock
+        self.save = save              # save(bytes): the store keeps what the detectors learned
+        self._saved = clock()
 
     def write(self, events) -> None:
         events = list(events)
@@ -404,17 +408,30 @@ class DetectSink:
         rec = self.engine.maybe_reload()
         if rec is not None:
             self.inner.write_record(rec)
+        if self.save is not None and self.clock() - self._saved > self.SAVE_EVERY_NS:
+            self._save()
+
+    def _save(self) -> None:
+        self._saved = self.clock()
+        try:
+            self.save(msgspec.json.encode(self.engine.detectors.snapshot()))
+        except Exception as e:  # never take the pipeline down for it
+            self.engine.stats["baseline_save_errors"] += 1
+            self.engine._error(f"baselines: {type(e).__name__}: {e}")
 
     def write_record(self, record) -> None:
         self.inner.write_record(record)
 
     def flush(self) -> None:
-        """Write the summaries of every open aggregation window (before the stats record)."""
+        """Write the summaries of every open aggregation window (before the stats record), and
+        save what the detectors learned."""
         alerts = self.engine.flush()
         if alerts:
             self.inner.write(alerts)
             if self.http is not None:
                 self.http.send(alerts)
+        if self.save is not None:
+            self._save()
 
     def stats(self) -> dict:
         e = self.engine

@@ -25,6 +25,7 @@ import time
 import msgspec
 
 from ..records import KERNEL_TAGS
+from ..util import now_iso
 from .chain import ZERO, ledger_body, link, record_digest
 from .jsonl import open_private
 
@@ -49,7 +50,11 @@ CREATE TABLE IF NOT EXISTS ledger (
     seq INTEGER PRIMARY KEY, tbl TEXT, key TEXT, digest BLOB, chain BLOB, pruned INTEGER DEFAULT 0);
 CREATE TABLE IF NOT EXISTS ledger_anchor (
     id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER, chain BLOB, first_ids TEXT);
+CREATE TABLE IF NOT EXISTS baselines (
+    id INTEGER PRIMARY KEY CHECK (id = 1), saved TEXT, state BLOB);
 """
+# baselines: what the detectors learned (rates, sizes, destinations...), saved now and then
+# and at stop, read back at start. Not a record of what happened: outside the ledger.
 # The ledger (output/chain.py): one row per stored row, in the order they were
 # written, each chained to the one before; retention marks the entries of the
 # rows it deletes (pruned) and folds the oldest into the anchor.
@@ -130,6 +135,10 @@ class Store:
     def write_record(self, record) -> None:
         self._q.put([(record, None)])
 
+    def save_baselines(self, state: bytes) -> None:
+        """The detectors' learned state (JSON), written by the writer thread after what came before."""
+        self._q.put(("baselines", state))
+
     def close(self) -> None:
         self._q.put(None)
         self._t.join()
@@ -149,11 +158,26 @@ class Store:
                 if item is None:
                     done = True
                     break
+                if isinstance(item, tuple):     # ("baselines", state)
+                    if pending:
+                        self._commit(pending)
+                        pending = []
+                    self._save_baselines(item[1])
+                    continue
                 pending.extend(item)
             if pending:
                 self._commit(pending)
             if time.monotonic() - self._last_retention > 60:
                 self._retain()
+
+    def _save_baselines(self, state: bytes) -> None:
+        try:
+            with self.db:
+                self.db.execute("INSERT OR REPLACE INTO baselines (id, saved, state) VALUES (1, ?, ?)",
+                                (now_iso(), state))
+        except sqlite3.Error as e:
+            self.stats["errors"] += 1
+            self.errors = (self.errors + [f"baselines: {e}"])[-10:]
 
     def _ledger_start(self) -> None:
         """Where the ledger goes on from: its last link, and the next id of each table."""
@@ -406,6 +430,15 @@ def list_alerts(db: sqlite3.Connection, since=None, rule=None, priority=None, ca
         if len(out) >= limit:
             break
     return out
+
+
+def read_baselines(db: sqlite3.Connection) -> bytes | None:
+    """The detectors' state saved last (JSON), or None."""
+    try:
+        row = db.execute("SELECT state FROM baselines WHERE id = 1").fetchone()
+    except sqlite3.Error:   # a store from before baselines were kept
+        return None
+    return bytes(row[0]) if row else None
 
 
 def tools_list_answers(db: sqlite3.Connection, limit: int = 20000) -> list[bytes]:
