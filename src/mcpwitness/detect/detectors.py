@@ -396,18 +396,26 @@ class Behaviour:
                 k.wrote = True
                 out["first_write"] = learned
         elif rtype == "connect":
-            dest = _get(ev, "unix_path")
-            if not dest:
-                addr = _get(ev, "address")
-                if addr is None:
-                    return out
-                dest = f"[{addr}]:{_get(ev, 'port')}" if ":" in addr else f"{addr}:{_get(ev, 'port')}"
+            dest = _destination(ev)
+            if dest is None:
+                return out
             out["destination"] = dest
             if dest not in k.dests:
                 if len(k.dests) < 4096:
                     k.dests.add(dest)
                 out["new_destination"] = learned
         return out
+
+
+def _destination(ev) -> str | None:
+    """A connect's destination as the behaviour facts name it: ADDR:PORT, [V6]:PORT or a Unix path."""
+    dest = _get(ev, "unix_path")
+    if dest:
+        return dest
+    addr = _get(ev, "address")
+    if addr is None:
+        return None
+    return f"[{addr}]:{_get(ev, 'port')}" if ":" in addr else f"{addr}:{_get(ev, 'port')}"
 
 
 class Novelty:
@@ -446,15 +454,12 @@ class Novelty:
                "destination": None, "first_egress": False, "new_program": False, "program": None,
                "new_write_dir": False, "write_dir": None}
         if rtype == "connect":
-            dest = _get(ev, "unix_path")
-            if not dest:
-                addr = _get(ev, "address")
-                if addr is None:
-                    return out
-                dest = f"[{addr}]:{_get(ev, 'port')}" if ":" in addr else f"{addr}:{_get(ev, 'port')}"
-                if _get(ev, "scope") not in ("loopback", "unix", None) and not k.egress:
-                    k.egress = True
-                    out["first_egress"] = True
+            dest = _destination(ev)
+            if dest is None:
+                return out
+            if not _get(ev, "unix_path") and _get(ev, "scope") not in ("loopback", "unix", None) and not k.egress:
+                k.egress = True
+                out["first_egress"] = True
             out["destination"] = dest
             out["new_destination"] = self._add(k.dests, dest) and learned
         elif rtype == "exec":
