@@ -83,6 +83,12 @@ struct mw_sockinfo {
 	__u32 _pad2;
 	__u64 ssl; /* MW_SB_TLS_*: the SSL object */
 	__u64 peer_ino; /* AF_UNIX: the inode of the connected peer's socket (0: none) */
+	/* AF_UNIX with a peer: what SO_PEERCRED would tell this end: the peer process at
+	 * connect() or socketpair() time (its pid in the initial PID namespace), its euid and egid */
+	__u32 peer_pid;
+	__u32 peer_uid;
+	__u32 peer_gid;
+	__u32 _pad3;
 };
 
 /* MW_EV_POLICY: what was checked, what was done, by which mechanism */

@@ -246,6 +246,15 @@ static __always_inline void emit_sock(struct mw_proc *p, struct task_struct *tas
 		struct unix_sock *us = (struct unix_sock *)sk;
 		struct unix_sock *ps = (struct unix_sock *)BPF_CORE_READ(us, peer);
 		si->unix_named = (BPF_CORE_READ(us, addr) ? 1 : 0) | (ps && BPF_CORE_READ(ps, addr) ? 2 : 0);
+		/* the peer's credentials as the kernel keeps them for SO_PEERCRED */
+		struct pid *pp = BPF_CORE_READ(sk, sk_peer_pid);
+		if (pp)
+			si->peer_pid = BPF_CORE_READ(pp, numbers[0].nr);
+		const struct cred *pc = BPF_CORE_READ(sk, sk_peer_cred);
+		if (pc) {
+			si->peer_uid = BPF_CORE_READ(pc, euid.val);
+			si->peer_gid = BPF_CORE_READ(pc, egid.val);
+		}
 	}
 	s->ev.args.sock.fd = fd;
 	s->ev.args.sock.dir = dir;

@@ -243,13 +243,16 @@ def test_detect_check_refuses_a_bad_file(tmp_path):
 
 
 def test_every_default_rule_has_its_end_to_end_tests():
-    """A new default rule without its trigger and near-miss in test_detect.py fails here."""
+    """A new default rule without its trigger and near-miss in the end-to-end tests
+    (test_detect.py, test_identity.py) fails here."""
     here = os.path.dirname(os.path.abspath(__file__))
-    with open(os.path.join(here, "test_detect.py")) as f:
-        src = f.read()
+    src = ""
+    for name in ("test_detect.py", "test_identity.py"):
+        with open(os.path.join(here, name)) as f:
+            src += f.read()
     for r in RuleSource().load().rules:
         n = src.count(f'"{r.name}"')
-        assert n >= 2, f"{r.name!r} is named {n} times in test_detect.py (a trigger and a near-miss each name it)"
+        assert n >= 2, f"{r.name!r} is named {n} times in the end-to-end tests (a trigger and a near-miss each name it)"
 
 
 def test_adversarial_arguments_do_not_stall_the_detectors():

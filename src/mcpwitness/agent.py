@@ -37,7 +37,7 @@ class Agent:
                  redactor: Redactor | None = None, coalesce: float = 0.05,
                  accept: Callable[[int], bool] | None = None, flagger: Flagger | None = None,
                  linger: float = 10.0, call_timeout: float = 300.0, policy_path: str | None = None,
-                 detect=None, store=None, pin: tuple | None = None):
+                 detect=None, store=None, pin: tuple | None = None, identifier=None):
         pset = None
         if policy_path is not None:
             from .policy import load as load_policy
@@ -90,7 +90,8 @@ class Agent:
                                  ancestry=self.table.extend, policy_names=pol.names if pol else None,
                                  stop_stream=self.kernel.stop_stream, admit=self.tracker.admit,
                                  watched=self.tracker.roots if self.watch else None, hooks=hooks,
-                                 on_event=on_event, max_message=max(self.kernel.options.io_max, 16 << 20))
+                                 on_event=on_event, max_message=max(self.kernel.options.io_max, 16 << 20),
+                                 identifier=identifier)
         self.tracker.wall = self.pipeline.decoder.wall_time
         self.sink = sink
         self.detect = detect           # detect.engine.DetectSink, when detection runs (its stats, reloads)

@@ -119,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--since", help="e.g. 10m, 2h, 1d, or 2026-11-22T10:00:00 (UTC)")
     c.add_argument("--until", help="same forms as --since")
     c.add_argument("--has-violations", action="store_true", help="only calls with a violation (sensitive path...)")
+    c.add_argument("--principal", help="who the client is: a substring of the principal's id (jwt:ISSUER|SUBJECT, "
+                                       "bearer:fp:..., stdio:USER@PROGRAM...), or a glob of all of it")
     c.add_argument("--limit", type=int, default=50)
     c.add_argument("--json", action="store_true", help="one call record per line")
 
@@ -131,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     ss.add_argument("--db", metavar="PATH")
     ss.add_argument("--since", help="e.g. 10m, 2h, 1d, or 2026-11-22T10:00:00 (UTC)")
     ss.add_argument("--limit", type=int, default=20)
+    ss.add_argument("--principal", help="sessions of this client principal (substring of its id, or a glob)")
     ss.add_argument("--json", action="store_true", help="one session record per line")
 
     d = sub.add_parser("detect", help="run the detection rules over a recorded JSON Lines file, or check rules",
@@ -151,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--rule", help="rule name (substring)")
     al.add_argument("--priority", help="emergency, alert, critical, error, warning, notice, informational, debug")
     al.add_argument("--call", help="alerts of this call (id prefix)")
+    al.add_argument("--principal", help="alerts about this client principal (substring of its id, or a glob)")
     al.add_argument("--limit", type=int, default=50)
     al.add_argument("--json", action="store_true", help="one alert record per line")
 
@@ -191,6 +195,12 @@ def _audit_options(p) -> None:
                    help="record hand-offs between a server's threads (tp_btf/sched_waking) and attribute a pool "
                         "thread's events to the request its waker had just read (docs/audit.md: off by default, "
                         "measured unsafe on event-loop servers)")
+    p.add_argument("--jwks", metavar="FILE",
+                   help="verify the JWTs clients send (Authorization: Bearer) against the keys of this JWKS file; "
+                        "without it their claims are recorded as unverified (docs/identity.md)")
+    p.add_argument("--api-key-header", action="append", default=[], metavar="NAME",
+                   help="a request header that carries an API key, recorded as a keyed fingerprint "
+                        "(repeatable; x-api-key, api-key and x-auth-token always are)")
     p.add_argument("--rotate-size", type=_size, default=0, metavar="SIZE",
                    help="start a new JSON Lines file when this one reaches SIZE (e.g. 256M); the old one is "
                         "renamed NAME.<UTC time>.jsonl")
@@ -277,6 +287,19 @@ def _with_config(ap, a, argv: list[str]):
     b = parsers[a.cmd].parse_args(rest, namespace=argparse.Namespace(**cfg.options))
     b.cmd, b.loaded_config = a.cmd, cfg
     return b
+
+
+def _identifier(a):
+    """Who clients are (decode/principal.py): the fingerprint key kept in the state
+    directory, the JWKS to verify JWTs with, the API key headers."""
+    from .decode.principal import API_KEY_HEADERS, Identifier, load_key
+    from .output.jsonl import default_state_dir
+    key, scope = load_key(default_state_dir())
+    ident = Identifier(key, scope, jwks=a.jwks,
+                       api_key_headers=API_KEY_HEADERS + tuple(h.lower() for h in a.api_key_header))
+    if ident.jwks is not None and ident.jwks.error and not ident.jwks.keys:
+        _say(f"--jwks: {ident.jwks.error}: JWTs are recorded as failing verification")
+    return ident
 
 
 def _pin_state_file(name: str, create: bool = False) -> str:
@@ -460,7 +483,7 @@ def _start(kind: str, a, options, **agent_kw):
     try:
         agent = Agent(sink, options, redactor=Redactor(enabled=not a.no_redact), flagger=Flagger(cfg.flags),
                       linger=cfg.linger, call_timeout=cfg.call_timeout, policy_path=a.policy, detect=detect_sink,
-                      store=store, **agent_kw)
+                      store=store, identifier=_identifier(a), **agent_kw)
     except PolicyError as e:
         _say(f"policy refused: {e}")
         sink.close()
@@ -758,7 +781,7 @@ def cmd_calls(a) -> int:
         return q
     since, until, db = q
     rows = list_calls(db, server=a.server, tool=a.tool, status=a.status, since=since, until=until,
-                      has_violations=a.has_violations, limit=a.limit)
+                      has_violations=a.has_violations, limit=a.limit, principal=a.principal)
     from .output.render import calls_table
     return _print_records(rows, a.json, calls_table, line=lambda r: r["record"])
 
@@ -770,7 +793,8 @@ def cmd_sessions(a) -> int:
         return q
     since, _, db = q
     from .output.render import sessions_table
-    return _print_records(list_sessions(db, since=since, limit=a.limit), a.json, sessions_table)
+    return _print_records(list_sessions(db, since=since, limit=a.limit, principal=a.principal), a.json,
+                          sessions_table)
 
 
 def _print_records(recs: list[dict], as_json: bool, table, line=None) -> int:
@@ -793,7 +817,7 @@ def cmd_alerts(a) -> int:
     since, _, db = q
     try:
         recs = list_alerts(db, since=since, rule=a.rule, priority=a.priority and a.priority.lower(), call=a.call,
-                           limit=a.limit)
+                           limit=a.limit, principal=a.principal)
     except Exception as e:  # sqlite3.OperationalError: a store from before alerts
         _say(f"no alerts in this store ({e})")
         return 1

@@ -151,6 +151,11 @@ class SockEvent(Event, tag="socket"):
     untracked: bool = False
     peer_inode: int = 0  # family "unix": the connected peer socket's inode
     unix_named: int = 0  # family "unix": 1: this end is bound to a name, 2: its peer is (neither: a socketpair)
+    # family "unix": the peer's credentials as the kernel keeps them for SO_PEERCRED (the process
+    # that connected, or made the socketpair; pid 0: not known)
+    peer_pid: int = 0
+    peer_uid: int = 0
+    peer_gid: int = 0
 
 
 class StdioFd(msgspec.Struct, array_like=True, gc=False):
@@ -213,6 +218,7 @@ class HttpInfo(msgspec.Struct, gc=False, omit_defaults=True):
     content_type: str | None = None
     sse_event: str | None = None       # SSE: the event's type and id
     sse_id: str | None = None
+    principal: str | None = None       # requests with credentials: the id of the principal they name
 
 
 class McpMessage(msgspec.Struct, tag="mcp", tag_field="type", gc=False, kw_only=True):
@@ -269,6 +275,9 @@ class SessionRecord(msgspec.Struct, tag="session", tag_field="type", gc=False):
     connection: object = None      # network transports: client and server address, netns, socket cookie
     stdio: object = None           # a server's stdio: what its stdin and stdout are (kind: pipe, unix, tty;
                                    # inode; a Unix socket's peer: the client's end)
+    principal: object = None       # who the client is, observed (decode/principal.py): id, kind, source,
+                                   # credentials' claims or fingerprint, or the process (uid, exe, hash,
+                                   # chain, container); its clientInfo beside it as `declared`
 
 
 class NonJson(msgspec.Struct, tag="nonjson", tag_field="type", gc=False):
@@ -415,6 +424,7 @@ class CallRecord(msgspec.Struct, tag="call", tag_field="type", gc=False):
     end_ktime_ns: int | None = None
     notes: list = []
     transport: str | None = None   # stdio, unix, http, https, tcp: the session's
+    principal: dict | None = None  # who the client is (the session's principal; HTTP: the request's credentials)
 
 
 
@@ -533,6 +543,7 @@ class Alert(msgspec.Struct, tag="alert", tag_field="type", gc=False):
     first_time: str | None = None
     last_time: str | None = None
     calls: list[str] | None = None
+    principal: str | None = None   # the id of the client's principal (the call's, or the session's)
 
 
 class RulesLoad(msgspec.Struct, tag="rules", tag_field="type", gc=False, omit_defaults=True):

@@ -85,6 +85,7 @@ class Auditor:
         self.closing: list[_Call] = []          # answered or ended, waiting to be written
         self.sessions: dict[str, SessionRecord] = {}
         self.roots: dict[str, list[str]] = {}   # session -> declared roots (paths)
+        self.principals: dict[str, dict] = {}   # principal id -> the principal, as session records said it
         self.cwds: dict[int, str | None] = {}   # server pid -> its working directory, read when first needed
         self.now = 0
         self.stats = {"calls": 0, "incomplete": 0, "late_events": 0, "errors": 0, "events_not_in_records": 0}
@@ -130,6 +131,11 @@ class Auditor:
             self._message(rec, out)
         elif t is SessionRecord:
             self.sessions[rec.session] = rec
+            p = rec.principal
+            if isinstance(p, dict) and p.get("id"):
+                self.principals[p["id"]] = p
+                if len(self.principals) > 4096:
+                    del self.principals[next(iter(self.principals))]
             if rec.event == "end":
                 for c in [c for c in self.calls.values() if c.session == rec.session and c.end_ts is None]:
                     self._end(c, rec.ktime_ns, "incomplete", "the session ended before the response", out)
@@ -281,8 +287,13 @@ class Auditor:
             del self.calls[c.key]
         if c.status in ("incomplete", "cancelled"):
             self.stats["incomplete"] += 1
-        rec = build_record(c, self.sessions.get(c.session), self.roots.get(c.session), live,
-                                      self.wall, self.redact_text)
+        sess = self.sessions.get(c.session)
+        principal = sess.principal if sess is not None else None
+        want = c.req.http.principal if c.req.http is not None else None
+        if want and (not isinstance(principal, dict) or principal.get("id") != want):
+            principal = self.principals.get(want, principal)   # the request's own credentials
+        rec = build_record(c, sess, self.roots.get(c.session), live, self.wall, self.redact_text)
+        rec.principal = principal if isinstance(principal, dict) else None
         c.events = []
         return rec
 

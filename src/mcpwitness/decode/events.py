@@ -248,8 +248,8 @@ class Decoder:
                        bool(r[R_FLAGS] & F_UNTRACKED))
 
     def _sock(self, r, data: bytes, truncated: bool, a0: int, a1: int, a2: int, a3: int, ret: int):
-        la, ra, cookie, nscookie, nsino, lport, rport, fam, named, _, ssl, peer = SOCKINFO.unpack_from(data.ljust(
-            SOCKINFO.size, b"\0"))
+        (la, ra, cookie, nscookie, nsino, lport, rport, fam, named, _, ssl, peer, peer_pid, peer_uid, peer_gid,
+         _) = SOCKINFO.unpack_from(data.ljust(SOCKINFO.size, b"\0"))
         if fam == socket.AF_UNIX:
             family, laddr, raddr = "unix", "", ""
         elif fam == socket.AF_INET6:
@@ -261,7 +261,7 @@ class Decoder:
         return SockEvent(*self._base(r, truncated, _NO_NOTES), _fd(a0), a1,
                          family, laddr, lport, raddr, rport, cookie or None, nscookie, nsino,
                          SOCK_BINDINGS.get((a0 >> 40) & 0xFF, "?"), ssl, bool(r[R_FLAGS] & F_UNTRACKED), peer,
-                         named)
+                         named, peer_pid, peer_uid, peer_gid)
 
     def _open(self, r, data: bytes, truncated: bool, a0: int, a1: int, a2: int, a3: int, ret: int):
         n1, n2, kind = a3 & 0xFFFF, (a3 >> 16) & 0xFFFF, (a3 >> 32) & 0xFF

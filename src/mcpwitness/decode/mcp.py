@@ -31,6 +31,7 @@ from ..proc import namespaces as proc_namespaces
 from ..records import HttpInfo, McpMessage, NonJson, SessionRecord
 from ..util import call_id, id_key
 from .http import endpoint
+from .principal import Identifier, local_id
 from .redact import Redactor
 from .streams import C2S, S2C, Frame
 
@@ -65,7 +66,7 @@ class _Session:
     __slots__ = ("id", "transport", "pid", "role", "era", "version", "client_info", "server_info",
                  "client_caps", "server_caps", "pending", "messages", "exe", "cmdline", "sides", "rounds",
                  "roles", "flow", "emitted", "pids", "idents", "seen_at", "ns", "conn", "uses", "stdio",
-                 "chans", "assumed")
+                 "chans", "assumed", "principal", "creds", "auth")
 
     def __init__(self, sid, transport, pid):
         self.id, self.transport, self.pid = sid, transport, pid
@@ -90,17 +91,21 @@ class _Session:
         # [(requestState or None, frozenset of input keys, first id, method, round)]
         self.rounds: list[tuple] = []
         self.exe = self.cmdline = None
+        self.principal: dict | None = None          # the client's observed identity (principal.py)
+        self.creds: dict[int, tuple] = {}            # pid -> its Unix socket peer's (pid, uid, gid), from the kernel
+        self.auth: dict | None = None                # HTTP: the last request's credentials, as a principal
 
 
 class McpDecoder:
     """Frames in, records (McpMessage, SessionRecord, NonJson) out, in order."""
 
     def __init__(self, redactor: Redactor | None = None, wall=None, identity=proc_identity,
-                 namespaces=proc_namespaces):
+                 namespaces=proc_namespaces, identifier: Identifier | None = None):
         self.redactor = redactor or Redactor()
         self.wall = wall or (lambda ns: "")
         self.identity = identity
         self.namespaces = namespaces
+        self.ident = identifier or Identifier()
         self._convs: dict = {}  # network conversations: conv key -> session
         self.sessions: dict[tuple, _Session] = {}
         self._open_local: dict[int, list[_Session]] = {}  # pid -> the local sessions it is in
@@ -136,7 +141,7 @@ class McpDecoder:
                         "client_caps": s.client_caps, "server_caps": s.server_caps, "messages": s.messages,
                         "roles": {str(p): r for p, r in s.roles.items()},
                         "flow": [[list(w), d] for w, d in s.flow.items()], "chans": chans,
-                        "exe": s.exe, "cmdline": s.cmdline, "stdio": s.stdio})
+                        "exe": s.exe, "cmdline": s.cmdline, "stdio": s.stdio, "principal": s.principal})
         return out
 
     def resume(self, snaps: list[dict], ktime: int) -> list:
@@ -153,6 +158,7 @@ class McpDecoder:
                 s.roles = {int(p): r for p, r in (d.get("roles") or {}).items()}
                 s.flow = {tuple(w): fl for w, fl in d.get("flow") or []}
                 s.exe, s.cmdline, s.stdio = d.get("exe"), d.get("cmdline"), d.get("stdio")
+                s.principal = d.get("principal") if isinstance(d.get("principal"), dict) else None
                 s.idents[s.pid] = (s.exe, s.cmdline)
                 s.ns[s.pid] = self.namespaces(s.pid)
                 chans = [tuple(c) for c in d["chans"]]
@@ -339,6 +345,10 @@ class McpDecoder:
 
     def _join(self, s: _Session, f: Frame) -> None:
         s.pids.add(f.pid)
+        if f.peer_cred is not None and f.pid not in s.creds:
+            s.creds[f.pid] = f.peer_cred
+            if s.principal is not None and "peer_cred" not in s.principal:
+                s.principal = None   # said again, with what the kernel says of the peer
         if f.pid not in s.idents:
             s.idents[f.pid] = self.identity(f.pid)
         if f.pid not in s.ns:
@@ -412,10 +422,83 @@ class McpDecoder:
         if s.roles.get(pid) == "server" and (pid, "read") in s.chans:
             # what the server really read its requests from and wrote its answers to
             stdio = {"stdin": s.chans[(pid, "read")], "stdout": s.chans.get((pid, "write"))}
+        principal = self._principal(s)
         return SessionRecord(self.wall(ktime), ktime, event, s.id, s.transport, pid, s.roles.get(pid), exe,
                              cmdline, s.era, s.version, r(s.client_info), r(s.server_info), s.client_caps,
                              s.server_caps, s.messages, len(s.pending), peers, ends, s.conn,
-                             stdio if s.transport == "stdio" else None)
+                             stdio if s.transport == "stdio" else None, principal)
+
+    # --- who the client is (principal.py) ------------------------------------
+    def _principal(self, s: _Session) -> dict | None:
+        """The client's observed identity, with its declared clientInfo beside it."""
+        if s.auth is not None:
+            p = dict(s.auth)
+            client = (s.conn or {}).get("client")
+            if client:
+                p["address"] = client
+        elif s.principal is not None:
+            p = s.principal
+        else:
+            p = s.principal = self._observe(s)
+            if p is None:
+                return None
+        info = s.client_info
+        if isinstance(info, dict) and (info.get("name") or info.get("version")):
+            declared = {k: str(info[k])[:256] for k in ("name", "version", "title") if info.get(k)}
+            if p.get("declared") != declared:
+                p = dict(p, declared=declared)
+                if s.auth is None:
+                    s.principal = p
+        return p
+
+    def _observe(self, s: _Session) -> dict | None:
+        """What the kernel and /proc say of the client end: None until the
+        session's roles say which end that is."""
+        if s.transport in ("http", "https", "tcp"):
+            addr = (s.conn or {}).get("client")
+            if not addr:
+                return None
+            host = addr.rsplit(":", 1)[0].strip("[]")
+            return {"id": f"address:{host}", "kind": "address", "source": "the connection (no credentials)",
+                    "address": addr}
+        server = next((p for p, r in s.roles.items() if r == "server"), None)
+        client = next((p for p, r in s.roles.items() if r == "client"), None)
+        if server is None and client is None:
+            return None
+        cred = s.creds.get(server) if server is not None else None
+        if client is not None:
+            how = "the client's end is tracked"
+        elif cred is not None:
+            client, how = cred[0], "the kernel's credentials of the socket's peer (SO_PEERCRED)"
+        elif s.transport == "stdio":
+            client, how = self.ident.stdio_client(server, s.stdio)
+        else:
+            return None
+        if client is None:
+            return None
+        ids = cred[1:] if cred is not None and cred[0] == client else (None, None)
+        d = self.ident.process(client, *ids)
+        p = {"id": local_id(s.transport, d), "kind": "unix_peer" if s.transport == "unix" else "process",
+             "source": how, **d}
+        if cred is not None:
+            p["peer_cred"] = {"pid": cred[0], "uid": cred[1], "gid": cred[2]}
+        chain = self.ident.chain(client)
+        if chain:
+            p["chain"] = chain
+        return p
+
+    def _credentials(self, s: _Session, f: Frame) -> tuple[str | None, bool]:
+        """An HTTP request's credentials: the session's principal from now on.
+        (the principal's id, whether it changed)."""
+        if f.exchange is None or f.flow != C2S:
+            return None, False
+        p = self.ident.credentials(f.exchange.headers)
+        if p is None:
+            return None, False
+        if s.auth is None or s.auth.get("id") != p.get("id"):
+            s.auth = p
+            return p["id"], True
+        return p["id"], False
 
     def end_process(self, pid: int, ktime: int) -> list:
         """pid exited: its sessions end when no tracked process is left in them."""
@@ -668,6 +751,8 @@ class McpDecoder:
         version = None
         if isinstance(method, str):
             self._learn_role(s, f, method, has_id)
+            auth_id, auth_new = self._credentials(s, f) if f.exchange is not None else (None, False)
+            n0 = len(out)
             params = m.get("params")
             meta = params.get("_meta") if isinstance(params, dict) else None
             if isinstance(meta, dict) and META + "protocolVersion" in meta:
@@ -678,6 +763,12 @@ class McpDecoder:
                 self._identify(s, f, "handshake", params.get("protocolVersion"),
                                client_info=params.get("clientInfo"), client_caps=params.get("capabilities"),
                                out=out, force=True)
+            if s.principal is None and s.auth is None and s.roles and has_id:
+                # the client end is known now: said once, for its calls to carry
+                s.principal = self._observe(s)
+                auth_new = s.principal is not None
+            if auth_new and not any(type(r) is SessionRecord for r in out[n0:]):
+                out.append(self._record(s, "identified", f.ktime_ns))
             direction = self._direction(s, f)
             kind = "request" if has_id else "notification"
             continues = None
@@ -688,9 +779,12 @@ class McpDecoder:
                 s.pending[(direction, id_key(mid))] = (method, f.ktime_ns, continues, cid)
                 if f.exchange is not None:
                     f.exchange.ids.append(mid)
-            out.append(self._msg(s, f, direction, kind, mid, method, call_id=cid if has_id else None, batch=batch,
-                                 params=red(params),
-                                 protocol_version=version, continues=continues, truncated=f.truncated, notes=notes))
+            msg = self._msg(s, f, direction, kind, mid, method, call_id=cid if has_id else None, batch=batch,
+                            params=red(params),
+                            protocol_version=version, continues=continues, truncated=f.truncated, notes=notes)
+            if auth_id is not None and msg.http is not None:
+                msg.http = replace(msg.http, principal=auth_id)
+            out.append(msg)
             return
         if has_id and ("result" in m or "error" in m):
             direction = self._direction(s, f)

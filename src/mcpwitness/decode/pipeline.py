@@ -39,7 +39,8 @@ class Pipeline:
     def __init__(self, *, redactor: Redactor | None = None, flagger=None, linger_ns: int = 10_000_000_000,
                  call_timeout_ns: int = 300_000_000_000, identity=None, ancestry=None, policy_names=None,
                  stop_stream: Callable | None = None, admit: Callable | None = None, watched: set | None = None,
-                 hooks: Iterable[Callable] = (), on_event: Callable | None = None, max_message: int = 16 << 20):
+                 hooks: Iterable[Callable] = (), on_event: Callable | None = None, max_message: int = 16 << 20,
+                 identifier=None):
         # max_message: the longest line or HTTP body kept whole; longer ones are cut there, and the
         # rest of them dropped (the agent's memory is a few times this, whatever a peer writes)
         self.decoder = Decoder(ancestry=ancestry, policy_names=policy_names, flagger=flagger or Flagger())
@@ -48,7 +49,7 @@ class Pipeline:
         redactor = redactor or Redactor()
         self.http = HttpReassembler(wall=wall, stop_stream=stop_stream, redact=redactor.text, max_body=max_message)
         kw = {"identity": identity} if identity is not None else {}
-        self.mcp = McpDecoder(redactor, wall=wall, **kw)
+        self.mcp = McpDecoder(redactor, wall=wall, identifier=identifier, **kw)
         self.audit = Auditor(wall=wall, redact=redactor.text, linger_ns=linger_ns,
                              timeout_ns=call_timeout_ns)
         self.admit = admit

@@ -43,6 +43,7 @@ class Frame(msgspec.Struct, gc=False):
     peer: object = None            # events.SockEvent: the connection's endpoints
     peer_inode: int = 0            # a Unix socket: the inode of its connected peer (0: not known)
     pair: bool = False             # a Unix socket with no name at either end: a socketpair (stdio-like)
+    peer_cred: tuple | None = None  # a Unix socket: (pid, uid, gid) of its peer, as SO_PEERCRED says
 
 
 class _Pending:
@@ -75,6 +76,7 @@ class Reassembler:
         self.skipping: dict[tuple, None] = {}
         self.peers: dict[int, int] = {}  # Unix socket inode -> its connected peer's inode
         self.pairs: set[int] = set()     # Unix socket inodes with no name at either end (socketpairs)
+        self.creds: dict[int, tuple] = {}  # Unix socket inode -> its peer's (pid, uid, gid) (SO_PEERCRED)
 
     def sock(self, ev) -> None:
         """A Unix socket's peer (events.SockEvent): its frames name the conversation
@@ -83,9 +85,13 @@ class Reassembler:
             self.peers[ev.inode] = ev.peer_inode
             if not ev.unix_named:
                 self.pairs.add(ev.inode)
+            if ev.peer_pid:
+                self.creds[ev.inode] = (ev.peer_pid, ev.peer_uid, ev.peer_gid)
             if len(self.peers) > 65536:
-                self.pairs.discard(next(iter(self.peers)))
-                del self.peers[next(iter(self.peers))]
+                first = next(iter(self.peers))
+                self.pairs.discard(first)
+                self.creds.pop(first, None)
+                del self.peers[first]
 
     @staticmethod
     def key(ev: IoEvent) -> tuple:
@@ -185,6 +191,7 @@ class Reassembler:
         if peer:
             f.peer_inode = peer
             f.pair = ev.inode in self.pairs
+            f.peer_cred = self.creds.get(ev.inode)
             # one conversation whichever end; one byte stream per writer
             f.conv = ("unix", ev.dev) + ((ev.inode, peer) if ev.inode < peer else (peer, ev.inode))
             f.dedup = (f.conv, ev.inode if ev.direction == "write" else peer)

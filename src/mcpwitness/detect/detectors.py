@@ -57,6 +57,16 @@ DEFAULTS: dict[str, dict] = {
     "behaviour": {"min_calls": 3},
     # per server, across its tools: what is new once it has served min_calls calls
     "novelty": {"min_calls": 3},
+    # a client's declared clientInfo name against the program it really is (its principal's
+    # executable, or one of its ancestors'): clients maps a name glob (case-insensitive) to the
+    # program globs it may run as; a name seen before from other programs only is noted too
+    "identity": {"clients": {
+        "claude-code": ["node", "nodejs", "bun", "claude"],
+        "claude-ai": ["claude", "Claude", "electron", "*[Cc]laude*"],
+        "mcp-inspector*": ["node", "nodejs", "bun"],
+        "Visual Studio Code*": ["code", "code-insiders", "electron", "codium", "*code*"],
+        "cursor*": ["cursor", "Cursor", "*cursor*"],
+    }},
 }
 _DURATIONS = {("rate", "window"), ("rate", "learn"), ("rate", "half_life"), ("rate", "jump_window"),
               ("rate", "jump_history"), ("pair", "learn")}
@@ -77,6 +87,12 @@ def settings(given: dict | None) -> dict:
                                   f"(known: {', '.join(DEFAULTS[name])})")
             if (name, k) in _DURATIONS:
                 v = duration(v, f"{where}: detector {name}.{k}")
+            elif k == "clients":
+                if not isinstance(v, dict) or not all(
+                        isinstance(n, str) and isinstance(g, list) and all(isinstance(x, str) for x in g)
+                        for n, g in v.items()):
+                    raise ConfigError(f"{where}: detector identity.clients: a mapping of client name glob to a "
+                                      "list of program globs")
             elif k == "allow":
                 if not isinstance(v, list) or not all(isinstance(x, dict) and set(x) <= {"client", "server"}
                                                       and all(isinstance(y, str) for y in x.values()) for x in v):
@@ -116,21 +132,54 @@ def _name(info) -> str | None:
 
 
 class _Session:
-    __slots__ = ("client", "server", "client_name", "server_name", "client_exe", "server_exe", "roots", "paired")
+    __slots__ = ("client", "server", "client_name", "server_name", "client_exe", "server_exe", "roots", "paired",
+                 "principal", "identified")
 
     def __init__(self):
         self.client = self.server = "unknown"
         self.client_name = self.server_name = self.client_exe = self.server_exe = None
+        self.principal = None        # the client's principal id (decode/principal.py)
         self.roots = None
-        self.paired = False
+        self.paired = self.identified = False
 
 
 class CallInfo:
-    __slots__ = ("id", "tool", "method", "session", "client", "server", "req_size", "key", "arguments", "answered")
+    __slots__ = ("id", "tool", "method", "session", "client", "server", "req_size", "key", "arguments", "answered",
+                 "principal")
 
     def as_facts(self) -> dict:
         return {"id": self.id, "tool": self.tool, "method": self.method, "session": self.session,
-                "client": self.client, "server": self.server, "arguments": self.arguments}
+                "client": self.client, "server": self.server, "arguments": self.arguments,
+                "principal": self.principal}
+
+
+class Identity:
+    """A client's declared clientInfo name against the program its principal
+    runs: the configured expectations (identity.clients), and, per name,
+    the programs seen declaring it so far."""
+
+    def __init__(self, s: dict):
+        self.clients = [(re.compile(fnmatch.translate(n), re.I), list(g)) for n, g in s["clients"].items()]
+        self.seen = _Lru(20000)   # declared name -> {program}
+
+    def observe(self, name: str, principal: dict) -> dict | None:
+        exe = principal.get("exe")
+        if not exe:
+            return None
+        prog = os.path.basename(exe)
+        ancestors = [os.path.basename(e["exe"]) for e in principal.get("chain") or () if isinstance(e, dict)
+                     and e.get("exe")]
+        expected = next((g for pat, g in self.clients if pat.fullmatch(name)), None)
+        mismatch = expected is not None and not any(fnmatch.fnmatchcase(p, g) for p in [prog] + ancestors
+                                                    for g in expected)
+        known = self.seen.get(name)
+        new_program = known is not None and prog not in known
+        before = sorted(known) if known else []
+        self.seen.touch(name, set).add(prog)
+        return {"declared": name, "program": prog, "exe": exe, "app": principal.get("app"),
+                "ancestors": ancestors, "expected": expected, "mismatch": mismatch, "new_program": new_program,
+                "programs_before": before, "principal": principal.get("id"), "uid": principal.get("uid"),
+                "exe_sha256": principal.get("exe_sha256")}
 
 
 # --- the detectors -----------------------------------------------------------------
@@ -323,7 +372,8 @@ class Pair:
         self.known.touch(key, lambda: True)
         allowed = None
         if self.s["allow"]:
-            allowed = any(_glob_any(a.get("client", "*"), (sess.client_name, sess.client_exe, sess.client))
+            allowed = any(_glob_any(a.get("client", "*"), (sess.client_name, sess.client_exe, sess.client,
+                                                             sess.principal))
                           and _glob_any(a.get("server", "*"), (sess.server_name, sess.server_exe, sess.server))
                           for a in self.s["allow"])
         learning = t - self.t0 < self.s["learn"]
@@ -568,6 +618,7 @@ class Detectors:
         self.behaviour = Behaviour(conf["behaviour"])
         self.novelty = Novelty(conf["novelty"])
         self.tooldefs = ToolDefs()
+        self.identity = Identity(conf["identity"])
         for server, result in known_tools:     # what the store says each server offered before
             self.tooldefs.observe(server, result)
         self.sessions: _Lru = _Lru(50000)
@@ -594,7 +645,8 @@ class Detectors:
                 "size": {k: [v.n, round(v.mean, 6)] for k, v in last(self.size.keys)},
                 "behaviour": {k: [v.calls, v.wrote, sorted(v.dests)[:512]] for k, v in last(self.behaviour.keys)},
                 "novelty": {k: [v.calls, sorted(v.dests)[:512], sorted(v.programs)[:512], sorted(v.dirs)[:512],
-                                v.egress] for k, v in last(self.novelty.keys)}}
+                                v.egress] for k, v in last(self.novelty.keys)},
+                "identity": {k: sorted(v)[:64] for k, v in last(self.identity.seen)}}
 
     def restore(self, snap: dict) -> str:
         """Take back a snapshot; returns what was restored, in words (or why not)."""
@@ -617,8 +669,11 @@ class Detectors:
             x.calls, x.dests, x.programs, x.dirs, x.egress = int(calls), set(dests), set(programs), set(dirs), \
                 bool(egress)
             self.novelty.keys.put(k, x)
+        for k, progs in (snap.get("identity") or {}).items():
+            self.identity.seen.put(k, set(progs))
         return (f"baselines restored: {len(self.rate.restored)} rates, {len(self.size.keys)} sizes, "
-                f"{len(self.behaviour.keys)} tools, {len(self.novelty.keys)} servers"
+                f"{len(self.behaviour.keys)} tools, {len(self.novelty.keys)} servers, "
+                f"{len(self.identity.seen)} client names"
                 + ("" if same else " (rates and sizes left out: their settings changed)"))
 
     def reconfigure(self, conf: dict, flagger=None) -> None:
@@ -636,6 +691,10 @@ class Detectors:
             self.behaviour = Behaviour(conf["behaviour"])
         if conf["novelty"] != self.conf["novelty"]:
             self.novelty = Novelty(conf["novelty"])
+        if conf["identity"] != self.conf["identity"]:
+            seen = self.identity.seen
+            self.identity = Identity(conf["identity"])
+            self.identity.seen = seen
         self.conf = conf
 
     def observe(self, r, rtype: str) -> dict:
@@ -646,9 +705,12 @@ class Detectors:
         if rtype == "session":
             return self._session(r)
         if rtype == "call":
+            p = _get(r, "principal")
+            pid = _get(p, "id") if isinstance(p, dict) else None
             facts = {"call": {"id": _get(r, "call_id"), "tool": _get(r, "tool"), "method": _get(r, "method"),
                               "session": _get(r, "session"), "arguments": _get(r, "arguments"),
-                              "client": _ident(_get(r, "client")), "server": _ident(_get(r, "server"))}}
+                              "client": _ident(_get(r, "client"), pid), "server": _ident(_get(r, "server")),
+                              "principal": pid}}
             chain = _chain(_get(r, "timeline") or ())
             if chain is not None:
                 facts["chain"] = chain
@@ -673,9 +735,19 @@ class Detectors:
             s.client_name = _name(ci)
         if _name(si):
             s.server_name = _name(si)
-        s.client = _label(s.client_name, s.client_exe)
+        p = _get(r, "principal")
+        if isinstance(p, dict) and p.get("id"):
+            s.principal = p["id"]
+        # the client is who it is (its principal), whatever it calls itself: two clients with the
+        # same clientInfo name are two keys
+        s.client = _label(s.client_name, s.principal or s.client_exe)
         s.server = _label(s.server_name, s.server_exe)
         facts = {}
+        if not s.identified and s.client_name and isinstance(p, dict):
+            ident = self.identity.observe(s.client_name, p)
+            if ident is not None:
+                s.identified = True
+                facts["identity"] = ident
         if not s.paired and s.client_name and s.server_name:
             s.paired = True
             facts["pair"] = self.pair.observe(s, (_get(r, "ktime_ns") or 0) / 1e9)
@@ -697,6 +769,8 @@ class Detectors:
             c.answered = False
             c.tool, c.method, c.session = tool_of(method, params), method, sid
             c.client, c.server, c.req_size = s.client, s.server, _get(m, "size")
+            http = _get(m, "http")
+            c.principal = (_get(http, "principal") if http is not None else None) or s.principal
             c.key = f"{s.server}/{c.tool or method}"
             c.arguments = params.get("arguments") if isinstance(params, dict) and method in (
                 "tools/call", "prompts/get") else (params.get("uri") if isinstance(params, dict) else None)
@@ -808,12 +882,12 @@ def _label(name: str | None, exe: str | None) -> str:
     return name or exe or "unknown"
 
 
-def _ident(end) -> str | None:
+def _ident(end, principal: str | None = None) -> str | None:
     if end is None:
         return None
     info = _get(end, "info")
     exe = _get(end, "exe")
-    return _label(_name(info), os.path.basename(exe) if exe else None)
+    return _label(_name(info), principal or (os.path.basename(exe) if exe else None))
 
 
 def known_pairs(session_records) -> list[str]:

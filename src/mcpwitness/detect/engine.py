@@ -92,6 +92,7 @@ class Engine:
         self.errors: list[str] = []
         self._seen: OrderedDict = OrderedDict()  # (rule, call or session) already alerted
         self._containers: OrderedDict = OrderedDict()  # session -> its server's container, from session records
+        self._principals: OrderedDict = OrderedDict()  # session -> its client's principal id, from session records
         self._reload_asked = False
         self._last_look = 0.0
         # aggregation: (rule, server, tool, key facts) -> the open window (oldest first)
@@ -175,6 +176,11 @@ class Engine:
 
     def _container_of(self, r) -> None:
         """Remember the container a session's server runs in (its `ends`)."""
+        p = _get(r, "principal")
+        if isinstance(p, dict) and p.get("id"):
+            self._principals[_get(r, "session")] = p["id"]
+            if len(self._principals) > 10000:
+                self._principals.popitem(last=False)
         end = next((e for e in _get(r, "ends") or () if isinstance(e, dict) and e.get("role") == "server"), None)
         if end is None or not end.get("container"):
             return
@@ -219,7 +225,8 @@ class Engine:
         a = Alert(time=_get(r, "time") or now_iso(ns=True), ktime_ns=kt, rule=rule.name,
                   priority=rule.priority, output=output, tags=rule.tags, source=t, call_id=call_id,
                   session=session, tool=call.get("tool") if call else _get(r, "tool"),
-                  candidates=call.get("candidates"), pid=_get(r, "pid"), fields=fields, container=container)
+                  candidates=call.get("candidates"), pid=_get(r, "pid"), fields=fields, container=container,
+                  principal=call.get("principal") or self._principals.get(session))
         if key is not None:
             a.group = uuid.uuid4().hex[:16]
             self._groups[key] = _Group(a, int(rule.aggregate * 1e9))
@@ -298,7 +305,7 @@ def falco_json(alert: Alert, hostname: str | None = None) -> dict:
     accepts): uuid, output, priority, rule, time, output_fields, source, tags,
     hostname. Our own links go in output_fields under mcpwitness.*."""
     fields = dict(alert.fields or {})
-    for k in ("call_id", "session", "tool", "pid", "source"):
+    for k in ("call_id", "session", "tool", "pid", "source", "principal"):
         if getattr(alert, k) is not None:
             fields[f"mcpwitness.{k}"] = getattr(alert, k)
     c = alert.container

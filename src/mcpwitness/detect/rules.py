@@ -113,7 +113,9 @@ _RATE = {"burst": None, "count": None, "window_s": None, "baseline_per_min": Non
          "why": None}
 DETECTOR_FIELDS: dict = {
     "call": {"id": None, "tool": None, "method": None, "session": None, "client": None, "server": None,
-             "arguments": "*", "candidates": None},
+             "arguments": "*", "candidates": None, "principal": None},
+    "identity": {k: None for k in ("declared", "program", "exe", "app", "ancestors", "expected", "mismatch",
+                                   "new_program", "programs_before", "principal", "uid", "exe_sha256")},
     "rate": {"client": _RATE, "server": _RATE, "tool": _RATE, "method": _RATE, "burst": None},
     "args": {k: None for k in ("traversal", "sensitive", "outside_roots", "shell_meta", "long", "repeated",
                                "max_length", "roots", "strings")},

@@ -44,7 +44,7 @@ R_DLEN, R_POLICY, R_COMM, R_DATA = 27, 28, 29, 30
 
 EV_FORK, EV_EXEC, EV_EXIT, EV_OPEN, EV_CONNECT, EV_IO, EV_THREAD, EV_POLICY, EV_SOCK, EV_STDIO, EV_WAKE = range(1, 12)
 F_LAST, F_TRUNC, F_PATHERR, F_DEPTH, F_UNTRACKED = 0x1, 0x2, 0x4, 0x8, 0x10
-SOCKINFO = struct.Struct("<16s16sQQIHHHHIQQ")  # struct mw_sockinfo
+SOCKINFO = struct.Struct("<16s16sQQIHHHHIQQIIII")  # struct mw_sockinfo
 
 COUNTERS = [
     "ringbuf_full_events",   # events lost whole

@@ -20,7 +20,7 @@ def calls_table(rows) -> str:
     if not rows:
         return "no calls recorded (match)"
     head = f"{'TIME (UTC)':23}  {'CALL':12}  {'SERVER':18}  {'TOOL / METHOD':28}  {'STATUS':12}  {'MS':>8}  " \
-           f"{'ATTRIBUTION':16}  {'EXACT':>9}  {'!':>2}  SUMMARY"
+           f"{'ATTRIBUTION':16}  {'EXACT':>9}  {'!':>2}  {'PRINCIPAL':28}  SUMMARY"
     lines = [head]
     for r in rows:
         what = r["tool"] if r["tool"] else r["method"] or "?"
@@ -31,8 +31,16 @@ def calls_table(rows) -> str:
         summary = (r["summary"] or "").split(" / ", 1)[-1]
         lines.append(f"{_utc(r['time']):23}  {r['call_id']:12}  {_short(server, 18):18}  {_short(what, 28):28}  "
                      f"{r['status']:12}  {ms:>8}  {_short(r['quality'] or '-', 16):16}  {_exact_share(r):>9}  "
-                     f"{r['violations'] or '':>2}  {_short(summary, 70)}")
+                     f"{r['violations'] or '':>2}  {_short(_col(r, 'principal') or '-', 28):28}  "
+                     f"{_short(summary, 70)}")
     return "\n".join(lines)
+
+
+def _col(row, name: str):
+    try:
+        return row[name]
+    except (KeyError, IndexError):   # a store from before the column
+        return None
 
 
 def _exact_share(row) -> str:
@@ -106,6 +114,37 @@ def _ambiguous_groups(tl: list, call_id: str) -> list[str]:
     return out
 
 
+def principal_lines(p: dict | None, indent: str = "  principal ") -> list[str]:
+    """Who the client is, observed, with what it declared beside it."""
+    if not isinstance(p, dict) or not p.get("id"):
+        return []
+    pad = " " * len(indent)
+    out = [f"{indent}{p['id']}  ({p.get('kind')}: {p.get('source')})"]
+    if p.get("kind") == "jwt":
+        c = p.get("claims") or {}
+        out.append(f"{pad}claims " + ", ".join(f"{k} {json.dumps(v)}" for k, v in c.items()))
+        out.append(f"{pad}{p.get('verification')}" + ("   EXPIRED" if p.get("expired") else ""))
+    elif p.get("fingerprint"):
+        out.append(f"{pad}credential fingerprint {p['fingerprint']}" + (f", user {p['user']}" if p.get("user") else ""))
+    if p.get("pid") is not None:
+        who = p.get("user") or f"uid {p.get('uid')}"
+        out.append(f"{pad}pid {p['pid']}  {who} (uid {p.get('uid')}, gid {p.get('gid')})  {p.get('app') or p.get('exe') or ''}"
+                   + (f"  sha256 {p['exe_sha256'][:16]}…" if p.get("exe_sha256") else ""))
+        if p.get("container"):
+            c = p["container"]
+            out.append(f"{pad}container {c.get('name') or '-'} ({c.get('runtime') or '?'} {(c.get('id') or '')[:12]}) "
+                       f"image {c.get('image') or '-'}")
+        if p.get("chain"):
+            out.append(f"{pad}chain " + " <- ".join(
+                f"{e.get('pid')} {e.get('exe') or e.get('comm')}" for e in p["chain"]))
+    if p.get("address"):
+        out.append(f"{pad}from {p['address']}")
+    if p.get("declared"):
+        d = p["declared"]
+        out.append(f"{pad}declares {d.get('name', '?')} {d.get('version', '')}".rstrip())
+    return out
+
+
 def call_timeline(r: dict, later: list | None = None) -> str:
     out = []
     what = r.get("tool") or ""
@@ -119,6 +158,7 @@ def call_timeline(r: dict, later: list | None = None) -> str:
                + ("" if srv.get("tracked") else "  (not tracked: no kernel view)"))
     out.append(f"  client    {ci.get('name', '?')} {ci.get('version', '')}".rstrip() + f"  pid {cli.get('pid')}"
                + (f"  {cli.get('exe')}" if cli.get("exe") else ""))
+    out += principal_lines(r.get("principal"))
     if r.get("transport") not in (None, "stdio"):
         where = f"  {cli.get('address')} -> {srv.get('address')}" if srv.get("address") else ""
         out.append(f"  transport {r['transport']}{where}")
@@ -196,15 +236,16 @@ def sessions_table(recs: list[dict]) -> str:
             cmd = " ".join(e.get("cmdline") or []) or e.get("exe") or ""
             out.append(f"  {role:7} {name}  pid {e.get('pid')}  {_short(cmd, 70)}"
                        + (f"  [{', '.join(where)}]" if where else ""))
+        out += principal_lines(r.get("principal"), "  principal ")
     return "\n".join(out)
 
 
 def alerts_table(recs: list[dict]) -> str:
     if not recs:
         return "no alerts recorded (match)"
-    lines = [f"{'TIME (UTC)':23}  {'PRIORITY':13}  {'CALL':12}  {'RULE':38}  {'COUNT':>5}  OUTPUT"]
+    lines = [f"{'TIME (UTC)':23}  {'PRIORITY':13}  {'CALL':12}  {'RULE':38}  {'COUNT':>5}  {'PRINCIPAL':28}  OUTPUT"]
     for a in recs:
         lines.append(f"{_utc(a.get('time')):23}  {a.get('priority') or '-':13}  {a.get('call_id') or '-':12}  "
                      f"{_short(a.get('rule') or '?', 38):38}  {a.get('count') or 1:>5}  "
-                     f"{_short(a.get('output') or '', 110)}")
+                     f"{_short(a.get('principal') or '-', 28):28}  {_short(a.get('output') or '', 110)}")
     return "\n".join(lines)

@@ -33,7 +33,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
     call_id TEXT PRIMARY KEY, wall REAL, time TEXT, session TEXT, method TEXT, tool TEXT, status TEXT,
     latency_ms REAL, quality TEXT, violations INTEGER, server_name TEXT, server_exe TEXT, server_cmd TEXT,
-    server_pid INTEGER, summary TEXT, record TEXT);
+    server_pid INTEGER, summary TEXT, record TEXT, principal TEXT);
 CREATE INDEX IF NOT EXISTS calls_wall ON calls(wall);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY, wall REAL, type TEXT, pid INTEGER, call_id TEXT, quality TEXT, record TEXT);
@@ -41,10 +41,12 @@ CREATE INDEX IF NOT EXISTS events_call ON events(call_id);
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY, wall REAL, session TEXT, direction TEXT, kind TEXT, method TEXT, msg_id TEXT,
     record TEXT);
-CREATE TABLE IF NOT EXISTS sessions (id INTEGER PRIMARY KEY, wall REAL, session TEXT, event TEXT, record TEXT);
+CREATE TABLE IF NOT EXISTS sessions (id INTEGER PRIMARY KEY, wall REAL, session TEXT, event TEXT, record TEXT,
+    principal TEXT);
 CREATE TABLE IF NOT EXISTS other (id INTEGER PRIMARY KEY, wall REAL, type TEXT, record TEXT);
 CREATE TABLE IF NOT EXISTS alerts (
-    id INTEGER PRIMARY KEY, wall REAL, rule TEXT, priority TEXT, call_id TEXT, session TEXT, record TEXT);
+    id INTEGER PRIMARY KEY, wall REAL, rule TEXT, priority TEXT, call_id TEXT, session TEXT, record TEXT,
+    principal TEXT);
 CREATE INDEX IF NOT EXISTS alerts_call ON alerts(call_id);
 CREATE TABLE IF NOT EXISTS ledger (
     seq INTEGER PRIMARY KEY, tbl TEXT, key TEXT, digest BLOB, chain BLOB, pruned INTEGER DEFAULT 0);
@@ -100,6 +102,9 @@ def connect(path: str, readonly: bool = False) -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(SCHEMA)
+        for t in ("calls", "sessions", "alerts"):   # a store made before principals were recorded
+            if "principal" not in {r[1] for r in db.execute(f"PRAGMA table_info({t})")}:
+                db.execute(f"ALTER TABLE {t} ADD COLUMN principal TEXT")
     db.row_factory = sqlite3.Row
     return db
 
@@ -212,17 +217,19 @@ class Store:
         try:
             with self.db:
                 self.db.execute("BEGIN")
-                self.db.executemany("INSERT OR REPLACE INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                                    rows["calls"])
+                self.db.executemany("INSERT OR REPLACE INTO calls (call_id, wall, time, session, method, tool, "
+                                    "status, latency_ms, quality, violations, server_name, server_exe, server_cmd, "
+                                    "server_pid, summary, record, principal) "
+                                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows["calls"])
                 self.db.executemany("INSERT INTO events (id, wall, type, pid, call_id, quality, record) "
                                     "VALUES (?,?,?,?,?,?,?)", rows["events"])
                 self.db.executemany("INSERT INTO messages (id, wall, session, direction, kind, method, msg_id, "
                                     "record) VALUES (?,?,?,?,?,?,?,?)", rows["messages"])
-                self.db.executemany("INSERT INTO sessions (id, wall, session, event, record) VALUES (?,?,?,?,?)",
-                                    rows["sessions"])
+                self.db.executemany("INSERT INTO sessions (id, wall, session, event, record, principal) "
+                                    "VALUES (?,?,?,?,?,?)", rows["sessions"])
                 self.db.executemany("INSERT INTO other (id, wall, type, record) VALUES (?,?,?,?)", rows["other"])
-                self.db.executemany("INSERT INTO alerts (id, wall, rule, priority, call_id, session, record) "
-                                    "VALUES (?,?,?,?,?,?,?)", rows["alerts"])
+                self.db.executemany("INSERT INTO alerts (id, wall, rule, priority, call_id, session, record, "
+                                    "principal) VALUES (?,?,?,?,?,?,?,?)", rows["alerts"])
                 self.db.executemany("INSERT INTO ledger (seq, tbl, key, digest, chain) VALUES (?,?,?,?,?)",
                                     entries)
             self._next, self._head, self._seq = nxt, head, seq
@@ -245,7 +252,7 @@ class Store:
         if isinstance(r, dict):  # a record built by hand (library users): by its type
             if r.get("type") == "alert":
                 return add("alerts", wall_of(r.get("time")), r.get("rule"), r.get("priority"), r.get("call_id"),
-                           r.get("session"), js)
+                           r.get("session"), js, r.get("principal"))
             return add("other", wall_of(r.get("time")), r.get("type"), js)
         tag = type(r).__struct_config__.tag
         w = wall_of(r.time)
@@ -256,7 +263,8 @@ class Store:
             rows["calls"].append((r.call_id, w, r.time, r.session, r.method, r.tool, r.status, r.latency_ms,
                                   r.attribution.quality, len(r.violations), info.get("name"),
                                   srv.exe if srv is not None else None, " ".join(cmdline),
-                                  srv.pid if srv is not None else None, r.summary, js))
+                                  srv.pid if srv is not None else None, r.summary, js,
+                                  r.principal.get("id") if isinstance(r.principal, dict) else None))
             return "calls", r.call_id, js
         if tag in KERNEL_TAGS:
             a = r.attribution
@@ -265,9 +273,10 @@ class Store:
             return add("messages", w, r.session, r.direction, r.kind, r.method,
                        None if r.id is None else str(r.id), js)
         if tag == "session":
-            return add("sessions", w, r.session, r.event, js)
+            return add("sessions", w, r.session, r.event, js,
+                       r.principal.get("id") if isinstance(r.principal, dict) else None)
         if tag == "alert":
-            return add("alerts", w, r.rule, r.priority, r.call_id, r.session, js)
+            return add("alerts", w, r.rule, r.priority, r.call_id, r.session, js, r.principal)
         return add("other", w, tag, js)
 
     def _retain(self) -> None:
@@ -350,9 +359,19 @@ def parse_since(text: str, now: float | None = None) -> float:
     raise ValueError(f"not a time: {text!r} (e.g. 10m, 2h, 1d, 2026-11-22T10:00:00)")
 
 
+def _principal_filter(text: str) -> tuple[str, list]:
+    """principal: a substring of the principal's id, or a glob (* ?) of all of it."""
+    if any(c in text for c in "*?"):
+        return " AND principal GLOB ?", [text]
+    return " AND principal LIKE ?", [f"%{text}%"]
+
+
 def list_calls(db: sqlite3.Connection, server=None, tool=None, status=None, since=None, until=None,
-               has_violations=False, limit=50) -> list[sqlite3.Row]:
+               has_violations=False, limit=50, principal=None) -> list[sqlite3.Row]:
     q, args = "SELECT * FROM calls WHERE 1=1", []
+    if principal:
+        q2, a2 = _principal_filter(principal)
+        q, args = q + q2, args + a2
     if server:
         q += " AND (server_name LIKE ? OR server_exe LIKE ? OR server_cmd LIKE ? OR CAST(server_pid AS TEXT) = ?)"
         args += [f"%{server}%"] * 3 + [server]
@@ -390,18 +409,27 @@ def get_call(db: sqlite3.Connection, prefix: str) -> tuple[dict, list[dict]]:
     return rec, later
 
 
-def list_sessions(db: sqlite3.Connection, since=None, limit=50) -> list[dict]:
+def list_sessions(db: sqlite3.Connection, since=None, limit=50, principal=None) -> list[dict]:
     """The newest sessions, each as its latest record (end, else the last
-    identified or start), newest first."""
+    identified or start), newest first; with principal, the sessions one of
+    whose records names it."""
     where, args = ("WHERE wall >= ?", [since]) if since is not None else ("", [])
+    if principal:
+        q2, a2 = _principal_filter(principal)
+        where = (where or "WHERE 1=1") + f" AND session IN (SELECT session FROM sessions WHERE 1=1{q2})"
+        args = args + a2
     rows = db.execute(f"SELECT record FROM sessions WHERE id IN (SELECT MAX(id) FROM sessions {where} "
                       "GROUP BY session) ORDER BY id DESC LIMIT ?", args + [limit]).fetchall()
     return [msgspec.json.decode(r["record"]) for r in rows]
 
 
-def list_alerts(db: sqlite3.Connection, since=None, rule=None, priority=None, call=None, limit=50) -> list[dict]:
+def list_alerts(db: sqlite3.Connection, since=None, rule=None, priority=None, call=None, limit=50,
+                principal=None) -> list[dict]:
     """The newest alerts first; rule is a substring, call an id prefix."""
     q, args = "SELECT record FROM alerts WHERE 1=1", []
+    if principal:
+        q2, a2 = _principal_filter(principal)
+        q, args = q + q2, args + a2
     if since is not None:
         q += " AND wall >= ?"
         args.append(since)
