@@ -340,6 +340,8 @@ class Agent:
             pinned={**self.pinned, "during_restart": self.during_restart} if self.pinned is not None else None, **p)
 
     def start_record(self, mode: str, **extra) -> None:
+        if extra.get("command"):
+            extra["command"] = self.pipeline.redactor.argv(extra["command"])
         u = os.uname()
         k, tls = self.kernel, self.tls
         self.sink.write_record(Start(

@@ -48,7 +48,7 @@ async function main() {
       command: cfg.command, args: cfg.args || [], env: { ...process.env, ...(cfg.env || {}) }, stderr: "inherit",
     });
   }
-  const client = new Client({ name: "ts-client", version: "1.0.0" }, { capabilities: {} });
+  const client = new Client({ name: cfg.name || "ts-client", version: "1.0.0" }, { capabilities: {} });
   await client.connect(recorded(transport));
   if (cfg.pidfile) {  // the server's pid, for a test that attaches to it (run --pid)
     fs.writeFileSync(cfg.pidfile, String(transport.pid));

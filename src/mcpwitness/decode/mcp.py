@@ -103,7 +103,8 @@ class McpDecoder:
                  namespaces=proc_namespaces, identifier: Identifier | None = None):
         self.redactor = redactor or Redactor()
         self.wall = wall or (lambda ns: "")
-        self.identity = identity
+        # command lines are written (sessions, call records): with their secrets redacted
+        self.identity = lambda pid: _redacted(identity(pid), self.redactor)
         self.namespaces = namespaces
         self.ident = identifier or Identifier()
         self._convs: dict = {}  # network conversations: conv key -> session
@@ -471,7 +472,9 @@ class McpDecoder:
         elif cred is not None:
             client, how = cred[0], "the kernel's credentials of the socket's peer (SO_PEERCRED)"
         elif s.transport == "stdio":
-            client, how = self.ident.stdio_client(server, s.stdio)
+            # the channel the server really reads its requests from, else what its fd 0 is
+            read = s.chans.get((server, "read"))
+            client, how = self.ident.stdio_client(server, {"stdin": read} if read else s.stdio)
         else:
             return None
         if client is None:
@@ -868,6 +871,11 @@ class McpDecoder:
                 changed = True
         if changed:
             out.append(self._record(s, "identified", f.ktime_ns))
+
+
+def _redacted(ident: tuple, redactor: Redactor) -> tuple:
+    exe, cmdline = ident
+    return exe, redactor.argv(cmdline)
 
 
 _LOCAL = frozenset({"pipe", "unix", "tty"})  # channels on this host (not network conversations)

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Callable, Iterable
 
-from ..records import ExitEvent, ForkEvent, IoEvent, NonJson, SockEvent, StdioEvent
+from ..records import Discovered, ExecEvent, ExitEvent, ForkEvent, IoEvent, NonJson, SockEvent, StdioEvent
 from .audit import Auditor
 from .events import Decoder
 from .flags import Flagger
@@ -76,11 +76,15 @@ class Pipeline:
             t = type(ev)
             if watched is not None and ev.root not in watched and not ((t is IoEvent or t is SockEvent)
                                                                        and ev.untracked):
+                n = len(batch)
                 try:
                     kept = admit is not None and admit(ev, batch)
                 except Exception as e:  # admission failed half way: kept if it got as far as being a root
                     self._error("discovery", e)
                     kept = ev.root in watched
+                for r in batch[n:]:
+                    if type(r) is Discovered:
+                        r.cmdline = self.redactor.argv(r.cmdline)
                 if not kept:
                     counts["dropped_by_filter"] += 1
                     continue
@@ -117,6 +121,8 @@ class Pipeline:
         if t is StdioEvent:
             self.mcp.stdio(ev.pid, ev.stdin, ev.stdout)
             return
+        if t is ExecEvent and ev.argv:
+            ev.argv = self.redactor.argv(ev.argv)   # written as they are: secrets on command lines out
         batch.append(ev)  # ThreadEvents too: audit.py uses them and does not pass them on
         for hook in self.hooks:
             hook(ev, batch)

@@ -76,6 +76,20 @@ class Redactor:
                 return s
         return self.regex.sub(self._sub, s)
 
+    def argv(self, args: list | None) -> list | None:
+        """A command line with the secrets in its arguments replaced (a token
+        passed as --token X is in every ps listing; it stays out of ours)."""
+        if not self.enabled or not args:
+            return args
+        out = [self.text(a) for a in args]
+        for i in range(1, len(out)):   # the value after a secret-named option: --token X, --api-key X
+            prev = out[i - 1]
+            if prev.startswith("-") and "=" not in prev and self._norm(prev.lstrip("-")) in self.keys \
+                    and not out[i].startswith("[REDACTED"):
+                self.count += 1
+                out[i] = "[REDACTED]"
+        return out
+
     def value(self, v):
         """A redacted copy of a decoded JSON value (the input is not changed)."""
         if not self.enabled:

@@ -64,6 +64,8 @@ DEFAULTS: dict[str, dict] = {
         "claude-code": ["node", "nodejs", "bun", "claude"],
         "claude-ai": ["claude", "Claude", "electron", "*[Cc]laude*"],
         "mcp-inspector*": ["node", "nodejs", "bun"],
+        "inspector": ["node", "nodejs", "bun"],            # the MCP Inspector (its CLI too)
+        "inspector-*": ["node", "nodejs", "bun"],
         "Visual Studio Code*": ["code", "code-insiders", "electron", "codium", "*code*"],
         "cursor*": ["cursor", "Cursor", "*cursor*"],
     }},
