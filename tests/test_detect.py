@@ -260,7 +260,10 @@ def test_repeated_argument_near_miss(near):
 def test_new_pair_triggers(trig):
     a = alerts(trig, "New client-server pair")
     assert len(a) == 1 and a[0]["session"] == session_of(trig)
-    assert f"mw-trigger-{TAG} -> witness-detect-server" in a[0]["output"]
+    # the client is named with its principal: this test's process, at the other end of the server's stdin
+    principal = next(r["principal"]["id"] for r in trig if r["type"] == "session" and r.get("principal"))
+    assert principal.startswith("stdio:") and a[0]["principal"] == principal
+    assert f"mw-trigger-{TAG} ({principal}) -> witness-detect-server" in a[0]["output"]
 
 
 def test_new_pair_near_miss(near):

@@ -37,9 +37,6 @@ TS_CLIENT = os.path.join(W, "ts_client.js")
 INSPECTOR = os.path.join(NPM, "mcp-inspector")
 SDK_SERVER = os.path.join(W, "sdk_server.py")
 TIMEOUT = 300
-MISMATCH = "Client name does not match its program"
-NEW_PROGRAM = "Client name seen from a different program"
-BAD_TOKEN = "Server served a call with a bad or expired token"
 
 
 def records(path):
@@ -162,7 +159,7 @@ def test_forged_jwt_is_not_the_identity_it_claims(http_run):
 
 
 def test_bad_token_rule_triggers_on_forged_and_expired(http_run):
-    got = {a["call_id"]: a for a in alerts(http_run["recs"], BAD_TOKEN)}
+    got = {a["call_id"]: a for a in alerts(http_run["recs"], "Server served a call with a bad or expired token")}
     for name in ("forged", "expired"):
         c = http_run["calls"][name]
         assert c["call_id"] in got, (name, list(got))
@@ -172,7 +169,7 @@ def test_bad_token_rule_triggers_on_forged_and_expired(http_run):
 
 
 def test_bad_token_rule_near_miss_valid_jwt(http_run):
-    ids = {a["call_id"] for a in alerts(http_run["recs"], BAD_TOKEN)}
+    ids = {a["call_id"] for a in alerts(http_run["recs"], "Server served a call with a bad or expired token")}
     for name in ("jwt", "opaque", "apikey"):
         assert http_run["calls"][name]["call_id"] not in ids
 
@@ -236,7 +233,7 @@ def test_query_commands_filter_by_principal(http_run):
     got = lines("sessions", "--principal", "alice")
     assert [s["session"] for s in got] == [jwt_call["session"]]
     got = lines("alerts", "--principal", "mallory")
-    assert got and {a["rule"] for a in got} >= {BAD_TOKEN} and all("mallory" in a["principal"] for a in got)
+    assert got and {a["rule"] for a in got} >= {"Server served a call with a bad or expired token"} and all("mallory" in a["principal"] for a in got)
     assert lines("calls", "--principal", "nobody-at-all") == []
 
 
@@ -283,7 +280,7 @@ def test_unix_socket_peer_from_the_kernel(unix_run):
 
 def test_client_name_mismatch_triggers(unix_run):
     """A Python program that says it is claude-code."""
-    got = alerts(unix_run["recs"], MISMATCH)
+    got = alerts(unix_run["recs"], "Client name does not match its program")
     assert len(got) == 1
     a = got[0]
     assert a["fields"]["identity.declared"] == "claude-code" and a["fields"]["identity.exe"] == os.path.realpath(
@@ -291,7 +288,7 @@ def test_client_name_mismatch_triggers(unix_run):
     assert a["principal"].startswith("unix:root@") and "claude-code" in a["output"]
     p = subprocess.run([MW, "alerts", "--db", str(unix_run["db"]), "--principal", "unix:*", "--json"],
                        capture_output=True, text=True, timeout=TIMEOUT)
-    assert MISMATCH in {json.loads(x)["rule"] for x in p.stdout.splitlines()}
+    assert "Client name does not match its program" in {json.loads(x)["rule"] for x in p.stdout.splitlines()}
 
 
 # --- stdio: the process at the other end, pipes and socketpairs ----------------------
@@ -323,7 +320,7 @@ def test_stdio_python_client_over_pipes(tmp_path):
     assert p["exe_sha256"] == sha256(p["exe"]) and p["uid"] == os.geteuid()
     assert p["chain"][0]["pid"] == os.getppid()
     assert p["id"].startswith("stdio:") and p["declared"]["name"] == "mw-pipe-client"
-    assert not [a for a in alerts(recs, MISMATCH) if a["session"] == call["session"]]
+    assert not [a for a in alerts(recs, "Client name does not match its program") if a["session"] == call["session"]]
 
 
 def _ts_client(tmp, name, argv, calls, ready):
@@ -377,12 +374,12 @@ def test_stdio_node_client_over_socketpairs_and_a_name_from_a_new_program(tmp_pa
     assert p["app"].endswith("ts_client.js") and p["chain"][0]["pid"] == os.getpid()
     # two clients with the same clientInfo name are two principals, and two rate keys
     assert py["principal"]["id"] != p["id"]
-    got = alerts(recs, NEW_PROGRAM)
+    got = alerts(recs, "Client name seen from a different program")
     assert [a["session"] for a in got] == [node["session"]]
     assert got[0]["fields"]["identity.programs_before"] == [os.path.basename(py["principal"]["exe"])]
     # near miss: the first session of the name is not new
-    assert not [a for a in alerts(recs, NEW_PROGRAM) if a["session"] == py["session"]]
-    assert not alerts(recs, MISMATCH)
+    assert not [a for a in alerts(recs, "Client name seen from a different program") if a["session"] == py["session"]]
+    assert not alerts(recs, "Client name does not match its program")
 
 
 def test_inspector_is_what_it_says_near_miss(tmp_path):
@@ -401,4 +398,45 @@ def test_inspector_is_what_it_says_near_miss(tmp_path):
     sess = [s for s in of(recs, "session") if (s.get("principal") or {}).get("declared")]
     assert sess and sess[-1]["principal"]["declared"]["name"] == "inspector"
     assert os.path.basename(sess[-1]["principal"]["exe"]) == "node"
-    assert not alerts(recs, MISMATCH) and not alerts(recs, NEW_PROGRAM)
+    assert not alerts(recs, "Client name does not match its program") and not alerts(recs, "Client name seen from a different program")
+
+
+# --- one stage: credentials and command lines (no kernel) ------------------------------
+
+def test_credentials_unit(tmp_path):
+    from mcpwitness.decode.principal import Identifier, app, load_key
+    key, scope = load_key(str(tmp_path / "st"))
+    assert scope == "state" and load_key(str(tmp_path / "st"))[0] == key
+    ident = Identifier(key, scope)
+    basic = ident.credentials({"authorization": "Basic " + base64.b64encode(b"carol:pa55word").decode()})
+    assert basic["id"] == "basic:carol" and basic["user"] == "carol" and "pa55word" not in json.dumps(basic)
+    # not a JWT (three parts that are not JSON): an opaque token
+    assert ident.credentials({"authorization": "Bearer a.b.c"})["kind"] == "bearer"
+    assert ident.credentials({"authorization": "Bearer"})["kind"] == "other"
+    assert ident.credentials({"x-custom": "v"}) is None and ident.credentials({}) is None
+    # alg none is refused whatever the JWKS holds
+    import jwt as pyjwt
+    k = _rsa()
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [_jwk(k, "k1")]}))
+    v = Identifier(key, scope, jwks=str(jwks))
+    none = pyjwt.encode({"sub": "root", "iss": "x"}, None, algorithm="none")
+    p = v.credentials({"authorization": "Bearer " + none})
+    assert p["kind"] == "jwt" and p["verified"] is False and "refused" in p["verification"]
+    assert p["id"].startswith("jwt-unverified:")
+    missing = Identifier(key, scope, jwks=str(tmp_path / "nope.json"))
+    p = missing.credentials({"authorization": "Bearer " + _jwt(k, "k1", sub="a", iss="x")})
+    assert p["verified"] is False and "nope.json" in p["verification"]
+    assert app("/usr/bin/node", ["node", "--enable-source-maps", "/opt/cli.js", "x"]) == "/usr/bin/node /opt/cli.js"
+    assert app("/usr/bin/python3.11", ["python3", "-m", "mypkg", "x"]) == "/usr/bin/python3.11 -m mypkg"
+    assert app("/usr/bin/git", ["git", "status"]) == "/usr/bin/git"
+
+
+def test_command_lines_are_redacted_unit():
+    from mcpwitness.decode.redact import Redactor
+    r = Redactor()
+    out = r.argv(["srv", "--token", "abc123secret", "--api-key=sk-0123456789abcdefghijklmnop", "--port", "80",
+                  "Bearer eyJhbGciOi.eyJzdWIiOiJ4.c2lnbmF0dXJl"])
+    assert out[:3] == ["srv", "--token", "[REDACTED]"] and "sk-0123456789" not in out[3]
+    assert out[4:6] == ["--port", "80"] and "eyJ" not in out[6]
+    assert Redactor(enabled=False).argv(["--token", "x"]) == ["--token", "x"]

@@ -41,7 +41,7 @@ class Wire:
             self.out += self.d.feed(f)
 
     def peer(self, inode, peer, named=0):
-        self.r.sock(SimpleNamespace(inode=inode, peer_inode=peer, unix_named=named))
+        self.r.sock(SimpleNamespace(inode=inode, peer_inode=peer, unix_named=named, peer_pid=0))
 
     def stdio(self, pid, i, o, kind="unix", peers=(0, 0)):
         self.d.stdio(pid, StdioFd(kind, DEV, i, peers[0]), StdioFd(kind, DEV, o, peers[1]))
