@@ -260,6 +260,7 @@ def unix_run(tmp_path_factory):
             "db": db}
 
 
+@pytest.mark.matrix("client identity: a Unix socket's peer (SO_PEERCRED)")
 def test_unix_socket_peer_from_the_kernel(unix_run):
     recs = unix_run["recs"]
     mcp = of(recs, "mcp")
@@ -293,6 +294,20 @@ def test_client_name_mismatch_triggers(unix_run):
 
 # --- stdio: the process at the other end, pipes and socketpairs ----------------------
 
+def _python_client(out, name, text):
+    """The Python SDK client, in this process, launches the SDK server on pipes and calls
+    echo; the session stays open (the pipes with it) until the agent has written the call,
+    so that what it reads of the client in /proc, it reads while the client runs."""
+    t = RecordingStdio(sys.executable, [SDK_SERVER])
+
+    async def main():
+        async with client(t, client_info=Implementation(name=name, version="1")) as c:
+            await c.call_tool("echo", {"text": text})
+            assert await anyio.to_thread.run_sync(lambda: wait_for(
+                lambda: f'"{text}"' in out.read_text() and '"type":"call"' in out.read_text(), TIMEOUT))
+    anyio.run(main)
+
+
 def test_stdio_python_client_over_pipes(tmp_path):
     """watch finds the server the Python SDK client (this test's own process)
     launched on pipes: the client is the process holding the pipe's write end."""
@@ -300,15 +315,7 @@ def test_stdio_python_client_over_pipes(tmp_path):
     w = subprocess.Popen([MW, "watch", "-q", "--no-store", "--jsonl", str(out)], stdin=subprocess.DEVNULL)
     try:
         assert wait_for(lambda: out.exists() and '"type":"start"' in out.read_text(), TIMEOUT)
-        t = RecordingStdio(sys.executable, [SDK_SERVER])
-
-        async def main():
-            async with client(t, client_info=Implementation(name="mw-pipe-client", version="1")) as c:
-                await c.call_tool("echo", {"text": "who am i"})
-                # the session stays open (the pipe with it) until the agent has written the call
-                assert await anyio.to_thread.run_sync(lambda: wait_for(
-                    lambda: '"who am i"' in out.read_text() and '"type":"call"' in out.read_text(), TIMEOUT))
-        anyio.run(main)
+        _python_client(out, "mw-pipe-client", "who am i")
     finally:
         assert stop(w) == 0
     recs = records(out)
@@ -348,14 +355,7 @@ def test_stdio_node_client_over_socketpairs_and_a_name_from_a_new_program(tmp_pa
     w = subprocess.Popen([MW, "watch", "-q", "--db", str(db), "--jsonl", str(out)], stdin=subprocess.DEVNULL)
     try:
         assert wait_for(lambda: out.exists() and '"type":"start"' in out.read_text(), TIMEOUT)
-        t = RecordingStdio(sys.executable, [SDK_SERVER])
-
-        async def main():
-            async with client(t, client_info=Implementation(name="mw-shared-name", version="1")) as c:
-                await c.call_tool("echo", {"text": "from python"})
-                assert await anyio.to_thread.run_sync(lambda: wait_for(
-                    lambda: '"from python"' in out.read_text() and '"type":"call"' in out.read_text(), TIMEOUT))
-        anyio.run(main)
+        _python_client(out, "mw-shared-name", "from python")
         _ts_client(tmp_path, "mw-shared-name", [sys.executable, SDK_SERVER], [["tool", "echo", {"text": "from node"}]],
                    lambda: out.read_text().count('"name":"mw-shared-name"') >= 2 and '"/usr/bin/node"' in out.read_text())
         assert wait_for(lambda: sum('"type":"call"' in x and '"tools/call"' in x

@@ -328,8 +328,8 @@ def test_the_default_rules_pass_their_shipped_cases():
     """`detect --test`: the recorded cases the default rules ship with (detect/cases)."""
     p = subprocess.run([MW, "detect", "--test"], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
-    assert "PASS  triggers" in p.stdout and "PASS  near_misses" in p.stdout
-    assert "2 of 2 cases passed" in p.stderr
+    assert "PASS  triggers" in p.stdout and "PASS  near_misses" in p.stdout and "PASS  identity" in p.stdout
+    assert "3 of 3 cases passed" in p.stderr
 
 
 def test_a_failing_case_is_reported_and_fails_the_run(tmp_path):
