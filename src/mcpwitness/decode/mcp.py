@@ -107,6 +107,7 @@ class McpDecoder:
         self.identity = lambda pid: _redacted(identity(pid), self.redactor)
         self.namespaces = namespaces
         self.ident = identifier or Identifier()
+        self.ident.redact = self.redactor.text
         self._convs: dict = {}  # network conversations: conv key -> session
         self.sessions: dict[tuple, _Session] = {}
         self._open_local: dict[int, list[_Session]] = {}  # pid -> the local sessions it is in

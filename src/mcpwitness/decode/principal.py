@@ -149,6 +149,7 @@ class Identifier:
         self.jwks = Jwks(jwks) if jwks else None
         self.api_key_headers = tuple(h.lower() for h in api_key_headers)
         self.procfs = procfs
+        self.redact = lambda s: s                # the pipeline's redactor (an app names its script)
         self._creds: dict[str, dict] = {}        # header value -> its principal (memory only)
         self._hashes: dict[tuple, str | None] = {}
         self._users: dict[int, str | None] = {}
@@ -283,7 +284,7 @@ class Identifier:
             h = self.exe_hash(pid)
             if h:
                 d["exe_sha256"] = h
-            d["app"] = app(exe, read_cmdline(pid))
+            d["app"] = self.redact(app(exe, read_cmdline(pid)))
         ns = namespaces(pid)
         if ns.get("container"):
             d["container"] = {"id": ns["container"], "runtime": ns.get("container_runtime"),
