@@ -94,6 +94,9 @@ def main(state: str) -> None:
     print(f"\n$ mcpwitness alerts --db {db}")
     subprocess.run([MW, "alerts", "--db", db], check=True)
     https_part(state, notes)
+    print("\nSee the same calls in a browser (the web timeline, loopback only; docs/ui.md):")
+    print(f"  {MW} ui --db {db}")
+    print("  then open http://127.0.0.1:8765/")
 
 
 def https_part(state: str, notes: str) -> None:

@@ -158,6 +158,18 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--limit", type=int, default=50)
     al.add_argument("--json", action="store_true", help="one alert record per line")
 
+    u = sub.add_parser("ui", help="the web timeline: calls, one call's kernel view, sessions, alerts (docs/ui.md)",
+                       description="Serves a local web app from the store, read-only; it works beside a running "
+                                   "watch that writes the same store.")
+    u.add_argument("--db", metavar="PATH", help="the store (default: mcpwitness.db in the state directory)")
+    u.add_argument("--addr", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1); any other than loopback needs --token")
+    u.add_argument("--port", type=int, default=8765)
+    u.add_argument("--token", default=os.environ.get("MCPWITNESS_UI_TOKEN"),
+                   help="a secret every request must carry (default: $MCPWITNESS_UI_TOKEN); open "
+                        "http://ADDR:PORT/?token=TOKEN once, a cookie keeps it")
+    u.add_argument("-q", "--quiet", action="store_true")
+
     v = sub.add_parser("verify", help="check that recorded files and stores were not edited, cut or reordered",
                        description="Each JSON Lines line and each store row is chained to the one before it by a "
                                    "hash; this finds where a record was edited, removed, reordered, inserted or "
@@ -249,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_verify(a)
     if a.cmd == "unload":
         return cmd_unload(a)
+    if a.cmd == "ui":
+        return cmd_ui(a)
     if a.cmd in ("calls", "show", "sessions", "alerts", "detect"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `mcpwitness calls | head`
         return {"calls": cmd_calls, "show": cmd_show, "sessions": cmd_sessions, "alerts": cmd_alerts,
@@ -746,6 +760,28 @@ def _attach(agent, pid: int, quiet: bool) -> int:
     if ev is None:
         return 0
     return ev.exit_code if ev.signal is None else 128 + ev.signal
+
+
+def cmd_ui(a) -> int:
+    from .output.jsonl import default_db_path
+    try:
+        from .ui.server import UiError, serve
+    except ImportError as e:
+        _say(f"ui: {e}: install the web timeline's dependencies: pip install 'mcpwitness[ui]'")
+        return 2
+    path = a.db or default_db_path(create=False)
+    try:
+        serve(path, a.addr, a.port, a.token, a.quiet)
+    except UiError as e:
+        _say(f"ui: {e}")
+        return 2
+    except ImportError as e:
+        _say(f"ui: {e}: install the web timeline's dependencies: pip install 'mcpwitness[ui]'")
+        return 2
+    except OSError as e:
+        _say(f"ui: cannot listen on {a.addr}:{a.port}: {e}")
+        return 1
+    return 0
 
 
 def _open_db(a):

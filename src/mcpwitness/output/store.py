@@ -359,7 +359,7 @@ def parse_since(text: str, now: float | None = None) -> float:
     raise ValueError(f"not a time: {text!r} (e.g. 10m, 2h, 1d, 2026-11-22T10:00:00)")
 
 
-def _principal_filter(text: str) -> tuple[str, list]:
+def principal_filter(text: str) -> tuple[str, list]:
     """principal: a substring of the principal's id, or a glob (* ?) of all of it."""
     if any(c in text for c in "*?"):
         return " AND principal GLOB ?", [text]
@@ -370,7 +370,7 @@ def list_calls(db: sqlite3.Connection, server=None, tool=None, status=None, sinc
                has_violations=False, limit=50, principal=None) -> list[sqlite3.Row]:
     q, args = "SELECT * FROM calls WHERE 1=1", []
     if principal:
-        q2, a2 = _principal_filter(principal)
+        q2, a2 = principal_filter(principal)
         q, args = q + q2, args + a2
     if server:
         q += " AND (server_name LIKE ? OR server_exe LIKE ? OR server_cmd LIKE ? OR CAST(server_pid AS TEXT) = ?)"
@@ -415,7 +415,7 @@ def list_sessions(db: sqlite3.Connection, since=None, limit=50, principal=None) 
     whose records names it."""
     where, args = ("WHERE wall >= ?", [since]) if since is not None else ("", [])
     if principal:
-        q2, a2 = _principal_filter(principal)
+        q2, a2 = principal_filter(principal)
         where = (where or "WHERE 1=1") + f" AND session IN (SELECT session FROM sessions WHERE 1=1{q2})"
         args = args + a2
     rows = db.execute(f"SELECT record FROM sessions WHERE id IN (SELECT MAX(id) FROM sessions {where} "
@@ -428,7 +428,7 @@ def list_alerts(db: sqlite3.Connection, since=None, rule=None, priority=None, ca
     """The newest alerts first; rule is a substring, call an id prefix."""
     q, args = "SELECT record FROM alerts WHERE 1=1", []
     if principal:
-        q2, a2 = _principal_filter(principal)
+        q2, a2 = principal_filter(principal)
         q, args = q + q2, args + a2
     if since is not None:
         q += " AND wall >= ?"
