@@ -37,7 +37,7 @@ class Agent:
                  redactor: Redactor | None = None, coalesce: float = 0.05,
                  accept: Callable[[int], bool] | None = None, flagger: Flagger | None = None,
                  linger: float = 10.0, call_timeout: float = 300.0, policy_path: str | None = None,
-                 detect=None, store=None, pin: tuple | None = None, identifier=None):
+                 detect=None, store=None, pin: tuple | None = None, identifier=None, publisher=None):
         pset = None
         if policy_path is not None:
             from .policy import load as load_policy
@@ -96,6 +96,7 @@ class Agent:
         self.sink = sink
         self.detect = detect           # detect.engine.DetectSink, when detection runs (its stats, reloads)
         self.store = store             # output.store.Store, when there is one (its stats)
+        self.publisher = publisher     # fleet.publish.Publisher with --publish (its spool's figures)
         self.errors: list[str] = []
         self.backlog_max = backlog_max
         # seconds to gather records after a wake-up, so that a conversation is decoded and
@@ -337,7 +338,8 @@ class Agent:
                     + (self.policy.errors if self.policy else []))[-20:],
             detect=self.detect.stats() if self.detect is not None else None,
             store=dict(self.store.stats) if self.store is not None else None,
-            pinned={**self.pinned, "during_restart": self.during_restart} if self.pinned is not None else None, **p)
+            pinned={**self.pinned, "during_restart": self.during_restart} if self.pinned is not None else None,
+            publish=self.publisher.metrics() if self.publisher is not None else None, **p)
 
     def start_record(self, mode: str, **extra) -> None:
         if extra.get("command"):

@@ -112,7 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("calls", help="list recent tool calls from the store",
                        description="Newest first. Filters combine (AND).")
-    c.add_argument("--db", metavar="PATH", help="the store (default: mcpwitness.db in the state directory)")
+    c.add_argument("--db", metavar="PATH", help="the store (default: mcpwitness.db in the state directory), or a "
+                                                "central one: postgresql://... (docs/fleet.md)")
+    c.add_argument("--host", help="a central store: the calls of this host (hostname or machine id)")
     c.add_argument("--server", help="server name (serverInfo), executable, command line (substring) or pid")
     c.add_argument("--tool", help="tool, prompt or resource uri, or method (tools/list...)")
     c.add_argument("--status", choices=["ok", "tool_error", "error", "input_required", "cancelled", "incomplete"])
@@ -127,10 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     sh = sub.add_parser("show", help="one call as a timeline: what was asked, answered, and what the kernel saw")
     sh.add_argument("call_id", help="the call id (a unique prefix is enough)")
     sh.add_argument("--db", metavar="PATH")
+    sh.add_argument("--host", help="a central store: the call of this host, where ids meet")
     sh.add_argument("--json", action="store_true", help="the whole record as JSON")
 
     ss = sub.add_parser("sessions", help="who talked to whom: recent MCP sessions with both ends, from the store")
     ss.add_argument("--db", metavar="PATH")
+    ss.add_argument("--host", help="a central store: the sessions of this host")
     ss.add_argument("--since", help="e.g. 10m, 2h, 1d, or 2026-11-22T10:00:00 (UTC)")
     ss.add_argument("--limit", type=int, default=20)
     ss.add_argument("--principal", help="sessions of this client principal (substring of its id, or a glob)")
@@ -150,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     al = sub.add_parser("alerts", help="list recent alerts from the store")
     al.add_argument("--db", metavar="PATH")
+    al.add_argument("--host", help="a central store: the alerts of this host")
     al.add_argument("--since", help="e.g. 10m, 2h, 1d, or 2026-11-22T10:00:00 (UTC)")
     al.add_argument("--rule", help="rule name (substring)")
     al.add_argument("--priority", help="emergency, alert, critical, error, warning, notice, informational, debug")
@@ -157,6 +162,24 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--principal", help="alerts about this client principal (substring of its id, or a glob)")
     al.add_argument("--limit", type=int, default=50)
     al.add_argument("--json", action="store_true", help="one alert record per line")
+
+    co = sub.add_parser("collect", help="the central side of a fleet: JetStream -> PostgreSQL (docs/fleet.md)",
+                        description="A durable JetStream consumer writing what the agents publish (watch --publish) "
+                                    "into PostgreSQL: idempotent by record id, acknowledged after the commit; several "
+                                    "collectors with the same --durable share the work.")
+    co.add_argument("--from", dest="source", required=True, metavar="NATS_URL", help="nats://HOST:PORT[,...]")
+    co.add_argument("--to", dest="dest", required=True, metavar="DSN", help="postgresql://USER@HOST:PORT/DB")
+    co.add_argument("--durable", default="mcpwitness-collect", help="the consumer's name, shared by the collectors "
+                                                                    "that share the work")
+    co.add_argument("--batch", type=int, default=500, help="messages per transaction (default 500)")
+    co.add_argument("--ack-wait", type=float, default=10.0, metavar="S",
+                    help="seconds before a message a collector took and did not acknowledge goes to another")
+    co.add_argument("--replicas", type=int, default=1, metavar="N",
+                    help="replicas of the stream if this collector creates it (3 on a three-node cluster; "
+                         "agents take --publish-replicas)")
+    co.add_argument("--creds", metavar="FILE", help="NATS credentials file")
+    co.add_argument("--tls-ca", metavar="FILE", help="CA bundle for a NATS server with TLS")
+    co.add_argument("-q", "--quiet", action="store_true")
 
     u = sub.add_parser("ui", help="the web timeline: calls, one call's kernel view, sessions, alerts (docs/ui.md)",
                        description="Serves a local web app from the store, read-only; it works beside a running "
@@ -207,6 +230,20 @@ def _audit_options(p) -> None:
                    help="record hand-offs between a server's threads (tp_btf/sched_waking) and attribute a pool "
                         "thread's events to the request its waker had just read (docs/audit.md: off by default, "
                         "measured unsafe on event-loop servers)")
+    p.add_argument("--publish", metavar="NATS_URL",
+                   help="also send every record to NATS JetStream (nats://HOST:PORT, comma-separated for a "
+                        "cluster), through a disk spool in the state directory: at least once, in order, nothing "
+                        "lost while the broker is away (docs/fleet.md)")
+    p.add_argument("--publish-spool-max", type=_size, default=1 << 30, metavar="SIZE",
+                   help="the spool's bound (default 1G); past it new records are refused and counted")
+    p.add_argument("--publish-creds", metavar="FILE", help="NATS credentials file (JWT and NKey seed)")
+    p.add_argument("--publish-tls-ca", metavar="FILE", help="CA bundle for a NATS server with TLS")
+    p.add_argument("--publish-tls-cert", metavar="FILE", help="client certificate for NATS (mutual TLS)")
+    p.add_argument("--publish-tls-key", metavar="FILE", help="its key")
+    p.add_argument("--publish-replicas", type=int, default=1, metavar="N",
+                   help="replicas of the stream when the agent creates it (3 on a three-node cluster)")
+    p.add_argument("--host-id", metavar="NAME",
+                   help="the host identity on published records (default: hostname, /etc/machine-id, boot id)")
     p.add_argument("--jwks", metavar="FILE",
                    help="verify the JWTs clients send (Authorization: Bearer) against the keys of this JWKS file; "
                         "without it their claims are recorded as unverified (docs/identity.md)")
@@ -263,6 +300,14 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_unload(a)
     if a.cmd == "ui":
         return cmd_ui(a)
+    if a.cmd == "collect":
+        try:
+            from .fleet.collect import main as collect_main
+        except ImportError as e:
+            _say(f"collect: {e}: pip install 'mcpwitness[fleet]'")
+            return 2
+        return collect_main(a.source, a.dest, a.durable, a.batch, a.ack_wait, a.creds, a.tls_ca, a.quiet,
+                            a.replicas)
     if a.cmd in ("calls", "show", "sessions", "alerts", "detect"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `mcpwitness calls | head`
         return {"calls": cmd_calls, "show": cmd_show, "sessions": cmd_sessions, "alerts": cmd_alerts,
@@ -486,6 +531,20 @@ def _start(kind: str, a, options, **agent_kw):
             _say(f"cannot open the store {db}: {e}")
             sink.close()
             return None
+    publisher = None
+    if a.publish:
+        try:
+            from .fleet.publish import Publisher, host_identity, spool_dir
+            from .output.jsonl import default_state_dir, private_dir
+            publisher = Publisher(a.publish, spool_dir(private_dir(default_state_dir()), a.publish),
+                                  host_identity(a.host_id), spool_max=a.publish_spool_max, creds=a.publish_creds,
+                                  tls_ca=a.publish_tls_ca, tls_cert=a.publish_tls_cert, tls_key=a.publish_tls_key,
+                                  replicas=a.publish_replicas)
+            sink = TeeSink(sink, publisher)
+        except (ImportError, OSError) as e:
+            _say(f"--publish: {e}" + (": pip install 'mcpwitness[fleet]'" if isinstance(e, ImportError) else ""))
+            sink.close()
+            return None
     detect_sink = None
     if not a.no_detect:
         detect_sink = _detect_sink(a, sink, cfg, store)
@@ -497,7 +556,7 @@ def _start(kind: str, a, options, **agent_kw):
     try:
         agent = Agent(sink, options, redactor=Redactor(enabled=not a.no_redact), flagger=Flagger(cfg.flags),
                       linger=cfg.linger, call_timeout=cfg.call_timeout, policy_path=a.policy, detect=detect_sink,
-                      store=store, identifier=_identifier(a), **agent_kw)
+                      store=store, identifier=_identifier(a), publisher=publisher, **agent_kw)
     except PolicyError as e:
         _say(f"policy refused: {e}")
         sink.close()
@@ -788,6 +847,18 @@ def _open_db(a):
     from .output.jsonl import default_db_path
     from .output.store import connect
     path = a.db or default_db_path(create=False)
+    if path.startswith(("postgresql://", "postgres://")):
+        try:
+            from .fleet.pg import connect as pg_connect
+            return pg_connect(path)
+        except ImportError as e:
+            _say(f"{e}: pip install 'mcpwitness[fleet]'")
+        except Exception as e:  # psycopg.Error
+            _say(f"cannot read the store {path.split('@')[-1]}: {e}")
+        return None
+    if getattr(a, "host", None):
+        _say("--host: a local store holds one host's records; --host filters a central store (--db postgresql://...)")
+        return None
     try:
         return connect(path, readonly=True)
     except (FileNotFoundError, OSError) as e:
@@ -817,7 +888,7 @@ def cmd_calls(a) -> int:
         return q
     since, until, db = q
     rows = list_calls(db, server=a.server, tool=a.tool, status=a.status, since=since, until=until,
-                      has_violations=a.has_violations, limit=a.limit, principal=a.principal)
+                      has_violations=a.has_violations, limit=a.limit, principal=a.principal, host=a.host)
     from .output.render import calls_table
     return _print_records(rows, a.json, calls_table, line=lambda r: r["record"])
 
@@ -829,8 +900,8 @@ def cmd_sessions(a) -> int:
         return q
     since, _, db = q
     from .output.render import sessions_table
-    return _print_records(list_sessions(db, since=since, limit=a.limit, principal=a.principal), a.json,
-                          sessions_table)
+    return _print_records(list_sessions(db, since=since, limit=a.limit, principal=a.principal, host=a.host),
+                          a.json, sessions_table)
 
 
 def _print_records(recs: list[dict], as_json: bool, table, line=None) -> int:
@@ -853,7 +924,7 @@ def cmd_alerts(a) -> int:
     since, _, db = q
     try:
         recs = list_alerts(db, since=since, rule=a.rule, priority=a.priority and a.priority.lower(), call=a.call,
-                           limit=a.limit, principal=a.principal)
+                           limit=a.limit, principal=a.principal, host=a.host)
     except Exception as e:  # sqlite3.OperationalError: a store from before alerts
         _say(f"no alerts in this store ({e})")
         return 1
@@ -965,7 +1036,7 @@ def cmd_show(a) -> int:
     if db is None:
         return 1
     try:
-        rec, later = get_call(db, a.call_id)
+        rec, later = get_call(db, a.call_id, host=a.host)
     except KeyError as e:
         _say(e.args[0])
         return 1

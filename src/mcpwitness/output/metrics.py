@@ -62,10 +62,23 @@ def families(stats: dict, detect: dict | None) -> list:
                     ({"stage": "kernel_process_map"}, lost.get("untracked_children", 0)),
                     ({"stage": "ring_discarded"}, stats.get("ring_discarded") or 0),
                     ({"stage": "store"}, store.get("errors", 0))]
+    pub = stats.get("publish")
+    if pub:
+        lost_samples.append(({"stage": "spool_full"}, pub.get("spool_dropped", 0)))
     if detect and "http" in detect:
         lost_samples.append(({"stage": "alerts_http"}, detect["http"].get("failed", 0)
                              + detect["http"].get("dropped_queue_full", 0)))
     f.append(("mcpwitness_lost_total", "counter", "Records lost, by the stage that lost them.", lost_samples))
+    if pub:
+        f.append(("mcpwitness_spool_bytes", "gauge", "Bytes in the publish spool, not yet acknowledged by JetStream.",
+                  [({}, pub.get("spool_bytes") or 0)]))
+        f.append(("mcpwitness_spool_oldest_age_seconds", "gauge",
+                  "Age of the oldest record in the publish spool (0: empty).",
+                  [({}, pub.get("spool_oldest_age_seconds") or 0)]))
+        f.append(("mcpwitness_published_total", "counter", "Records JetStream acknowledged.",
+                  [({}, pub.get("published", 0))]))
+        f.append(("mcpwitness_publish_connected", "gauge", "1 while the agent is connected to NATS.",
+                  [({}, 1 if pub.get("connected") else 0)]))
     dec, st, ht, mc = (stats.get(x) or {} for x in ("decoder", "streams", "http", "mcp"))
     f.append(("mcpwitness_parse_failures_total", "counter", "Input that could not be parsed, by stage.",
               [({"stage": "decoder"}, dec.get("bad_records", 0) + dec.get("undecodable_records", 0)),

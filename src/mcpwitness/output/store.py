@@ -367,8 +367,11 @@ def principal_filter(text: str) -> tuple[str, list]:
 
 
 def list_calls(db: sqlite3.Connection, server=None, tool=None, status=None, since=None, until=None,
-               has_violations=False, limit=50, principal=None) -> list[sqlite3.Row]:
+               has_violations=False, limit=50, principal=None, host=None) -> list[sqlite3.Row]:
     q, args = "SELECT * FROM calls WHERE 1=1", []
+    if host:   # a central store (fleet/pg.py): the publishing host's name or machine id
+        q += " AND (host = ? OR machine_id = ?)"
+        args += [host, host]
     if principal:
         q2, a2 = principal_filter(principal)
         q, args = q + q2, args + a2
@@ -394,10 +397,13 @@ def list_calls(db: sqlite3.Connection, server=None, tool=None, status=None, sinc
     return db.execute(q, args).fetchall()
 
 
-def get_call(db: sqlite3.Connection, prefix: str) -> tuple[dict, list[dict]]:
+def get_call(db: sqlite3.Connection, prefix: str, host=None) -> tuple[dict, list[dict]]:
     """(record, later events): the call whose id starts with prefix, and the
     events attributed to it after its record was written."""
-    rows = db.execute("SELECT record FROM calls WHERE call_id LIKE ? LIMIT 2", (prefix + "%",)).fetchall()
+    where, args = ("call_id LIKE ?", [prefix + "%"])
+    if host:
+        where, args = where + " AND (host = ? OR machine_id = ?)", args + [host, host]
+    rows = db.execute(f"SELECT record FROM calls WHERE {where} LIMIT 2", args).fetchall()
     if not rows:
         raise KeyError(f"no call {prefix!r}")
     if len(rows) > 1:
@@ -409,11 +415,14 @@ def get_call(db: sqlite3.Connection, prefix: str) -> tuple[dict, list[dict]]:
     return rec, later
 
 
-def list_sessions(db: sqlite3.Connection, since=None, limit=50, principal=None) -> list[dict]:
+def list_sessions(db: sqlite3.Connection, since=None, limit=50, principal=None, host=None) -> list[dict]:
     """The newest sessions, each as its latest record (end, else the last
     identified or start), newest first; with principal, the sessions one of
     whose records names it."""
     where, args = ("WHERE wall >= ?", [since]) if since is not None else ("", [])
+    if host:
+        where = (where or "WHERE 1=1") + " AND (host = ? OR machine_id = ?)"
+        args = args + [host, host]
     if principal:
         q2, a2 = principal_filter(principal)
         where = (where or "WHERE 1=1") + f" AND session IN (SELECT session FROM sessions WHERE 1=1{q2})"
@@ -424,9 +433,12 @@ def list_sessions(db: sqlite3.Connection, since=None, limit=50, principal=None) 
 
 
 def list_alerts(db: sqlite3.Connection, since=None, rule=None, priority=None, call=None, limit=50,
-                principal=None) -> list[dict]:
+                principal=None, host=None) -> list[dict]:
     """The newest alerts first; rule is a substring, call an id prefix."""
     q, args = "SELECT record FROM alerts WHERE 1=1", []
+    if host:
+        q += " AND (host = ? OR machine_id = ?)"
+        args += [host, host]
     if principal:
         q2, a2 = principal_filter(principal)
         q, args = q + q2, args + a2
