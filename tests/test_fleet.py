@@ -203,6 +203,19 @@ def test_the_stream_leader_is_killed(env):
     p = subprocess.run([MW, "show", one["call_id"], "--db", env["pg"].dsn, "--host", a.host],
                        capture_output=True, text=True, timeout=TIMEOUT)
     assert p.returncode == 0 and one["call_id"] in p.stdout and "echo" in p.stdout
+    # the web timeline's API on the central store
+    import urllib.request
+    from conftest import free_port
+    port = free_port()
+    ui = subprocess.Popen([MW, "ui", "--db", env["pg"].dsn, "--port", str(port), "-q"])
+    try:
+        def listed():
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/calls?host={a.host}&limit=1000", timeout=5) as r:
+                return sorted(c["call_id"] for c in json.load(r)["calls"])
+        assert wait_until(lambda: listed() == sorted(local), TIMEOUT)
+    finally:
+        ui.terminate()
+        ui.wait(timeout=TIMEOUT)
     p = subprocess.run([MW, "sessions", "--db", env["pg"].dsn, "--host", agents[1].host, "--json"],
                        capture_output=True, text=True, timeout=TIMEOUT)
     assert p.returncode == 0 and p.stdout.strip()

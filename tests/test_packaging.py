@@ -23,7 +23,7 @@ def test_wheel_ships_the_bpf_objects(tmp_path):
         assert f"mcpwitness/bpf/{obj}.{platform.machine()}.json" in names
     assert not [n for n in names if n.endswith(".bpf.c") or n.endswith("vmlinux.h")]
     assert "mcpwitness/detect/default_rules.yaml" in names  # detection works from an installed wheel
-    for pkg in ("kernel", "decode", "detect", "output", "ui"):  # every layer is in the wheel
+    for pkg in ("kernel", "decode", "detect", "output", "ui", "fleet"):  # every layer is in the wheel
         assert f"mcpwitness/{pkg}/__init__.py" in names
     # the web timeline needs no CDN: its front end is in the wheel
     for f in ("index.html", "app.js", "app.css"):

@@ -66,6 +66,9 @@ def check_bind(addr: str, token: str | None) -> None:
 # --- the data ---------------------------------------------------------------------
 
 def _db(path: str) -> sqlite3.Connection:
+    if path.startswith(("postgresql://", "postgres://")):   # a fleet's central store (fleet/pg.py)
+        from ..fleet.pg import connect as pg_connect
+        return pg_connect(path)
     return connect(path, readonly=True)
 
 
@@ -92,6 +95,9 @@ def call_rows(path: str, q: dict) -> dict:
         if q.get("principal"):
             s2, a2 = principal_filter(q["principal"])
             sql, args = sql + s2, args + a2
+        if q.get("host"):   # a central store
+            sql += " AND (host = ? OR machine_id = ?)"
+            args += [q["host"], q["host"]]
         for key, op in (("since", ">="), ("until", "<=")):
             if q.get(key):
                 sql += f" AND wall {op} ?"
@@ -308,7 +314,7 @@ class _Guard:
 def serve(db_path: str, addr: str = "127.0.0.1", port: int = 8765, token: str | None = None,
           quiet: bool = False) -> None:
     check_bind(addr, token)
-    if not os.path.exists(db_path):
+    if not db_path.startswith(("postgresql://", "postgres://")) and not os.path.exists(db_path):
         raise UiError(f"no store at {db_path} (run or watch with --db writes one)")
     import uvicorn
     host = addr.strip("[]")
@@ -318,6 +324,6 @@ def serve(db_path: str, addr: str = "127.0.0.1", port: int = 8765, token: str | 
         hosts |= {f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}"}
     app = make_app(db_path, token, tuple(hosts))
     if not quiet:
-        print(f"mcpwitness ui: http://{shown}:{port}/" + ("?token=..." if token else "") + f"  (store {db_path}, "
-              "read-only)", flush=True)
+        print(f"mcpwitness ui: http://{shown}:{port}/" + ("?token=..." if token else "") +
+              f"  (store {db_path.split('@')[-1]}, read-only)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, server_header=False)
