@@ -381,7 +381,10 @@ def test_a_private_libssl_the_server_maps_is_probed_too(tmp_path, cert, monkeypa
     or there would be no plaintext and no messages."""
     monkeypatch.setenv("SSL_CERT_FILE", cert[0])
     import _ssl
-    system = [line.split()[-1] for line in open(f"/proc/{os.getpid()}/maps") if "libssl" in line][0]
+    # the libssl Python's _ssl links (libssl.so.N), not another library's bundled copy (psycopg's wheel
+    # brings a libssl-HASH.so.3 that this process maps too once a test has imported it)
+    system = [line.split()[-1] for line in open(f"/proc/{os.getpid()}/maps")
+              if os.path.basename(line.split()[-1]).startswith("libssl.so")][0]
     private = tmp_path / "lib"
     private.mkdir()
     shutil.copy(system, private / os.path.basename(system))

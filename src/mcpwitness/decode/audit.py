@@ -130,7 +130,12 @@ class Auditor:
             self.now = max(self.now, rec.ktime_ns)
             self._message(rec, out)
         elif t is SessionRecord:
+            # the latest record of each session, for the call records; bounded: the least recently
+            # heard-of sessions go first (a watch runs for months, a stateless HTTP client makes one per connection)
+            self.sessions.pop(rec.session, None)
             self.sessions[rec.session] = rec
+            if len(self.sessions) > 65536:
+                del self.sessions[next(iter(self.sessions))]
             p = rec.principal
             if isinstance(p, dict) and p.get("id"):
                 self.principals[p["id"]] = p
