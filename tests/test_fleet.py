@@ -266,3 +266,36 @@ def test_postgresql_restarts_mid_stream(env):
         assert wait_until(lambda: all(a.done >= b + 30 for a, b in zip(agents, before)), TIMEOUT)
         pg.start()
     run_scenario(env, "pgrestart", fault)
+
+
+# --- one stage: the spool (no services) ---------------------------------------------------
+
+def test_spool_unit(tmp_path, monkeypatch):
+    """In order across segments; ack moves the cursor and removes whole segments; a full
+    spool refuses and counts; a torn last entry is cut off at the next start; one agent
+    per spool."""
+    from mcpwitness.fleet import spool as spool_mod
+    monkeypatch.setattr(spool_mod, "SEGMENT", 1000)
+    d = str(tmp_path / "sp")
+    s = spool_mod.Spool(d, max_bytes=10_000)
+    with pytest.raises(BlockingIOError):
+        spool_mod.Spool(d)
+    assert s.append([("mcpwitness.h.call", b"%03d" % i + b"x" * 97) for i in range(20)]) == 0
+    got, pos = s.read(7)
+    assert [b[:3] for _, b in got] == [b"%03d" % i for i in range(7)] and s.oldest_age() is not None
+    s.ack(pos, 7)
+    got, pos = s.read(100)
+    assert [b[:3] for _, b in got] == [b"%03d" % i for i in range(7, 20)] and got[0][0] == "mcpwitness.h.call"
+    assert len(s.segments) > 1
+    s.ack(pos, 13)
+    assert s.bytes == 0 and s.oldest_age() is None and len(s.segments) == 1
+    refused = s.append([("a.b", b"y" * 1000) for _ in range(20)])
+    assert refused > 0 and s.stats["dropped"] == refused and s.bytes <= 10_000
+    kept = 20 - refused
+    s.close()
+    with open(os.path.join(d, max(f for f in os.listdir(d) if f.endswith(".seg"))), "ab") as f:
+        f.write(b"\x05\x00\x00")        # the agent died in the middle of an entry
+    s2 = spool_mod.Spool(d, max_bytes=10_000)
+    got, _ = s2.read(100)
+    assert s2.stats["torn"] == 1 and len(got) == kept and all(b == b"y" * 1000 for _, b in got)
+    s2.close()
