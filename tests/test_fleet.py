@@ -268,6 +268,30 @@ def test_postgresql_restarts_mid_stream(env):
     run_scenario(env, "pgrestart", fault)
 
 
+def test_a_spool_left_behind_is_sent_by_the_next_agent(env, tmp_path):
+    """An agent that had a spool of its own (a second agent of the host held the shared
+    one), could not reach the broker and is gone: the next agent with the same state
+    directory sends that spool, then removes it."""
+    from mcpwitness.fleet.publish import Publisher, host_identity, spool_dir
+    base = spool_dir(str(tmp_path / "state"), env["nats"].url)
+    gone = Publisher("nats://127.0.0.1:1", base + ".99999", host_identity("left-behind"), drain_timeout=0)
+    gone.write([{"type": "call", "call_id": f"lb{i}", "time": "2026-12-04T00:00:00Z", "session": "s",
+                 "method": "tools/call", "tool": "t", "status": "ok", "attribution": {"quality": "exact"},
+                 "violations": [], "server": {"info": {"name": "srv"}, "exe": "/x", "cmdline": ["x"], "pid": 1}}
+                for i in range(30)])
+    gone.close()
+    assert os.path.exists(base + ".99999")
+    nxt = Publisher(env["nats"].url, base, host_identity("next-agent"), replicas=3)
+    try:
+        assert nxt.metrics()["spool_adopted"] == 1
+        pg = env["pg"]
+        assert wait_until(lambda: pg.query("SELECT count(*) FROM calls WHERE machine_id = 'left-behind'")[0][0] == 30,
+                          TIMEOUT)
+        assert wait_until(lambda: not os.path.exists(base + ".99999"), TIMEOUT)
+    finally:
+        nxt.close()
+
+
 # --- one stage: the spool (no services) ---------------------------------------------------
 
 def test_spool_unit(tmp_path, monkeypatch):

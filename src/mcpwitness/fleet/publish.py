@@ -70,6 +70,9 @@ class Publisher:
             self.spool = Spool(spool_dir, spool_max)
         except BlockingIOError:   # another agent of this host sends that spool: this one gets its own
             self.spool = Spool(f"{spool_dir}.{os.getpid()}", spool_max)
+        # the spools of agents that had one of their own and are gone (a `run` its client killed):
+        # sent first, then removed
+        self.adopted = self._adopt(spool_dir)
         self.creds, self.tls = creds, (tls_ca, tls_cert, tls_key)
         self.replicas = replicas
         self.drain_timeout = drain_timeout
@@ -109,15 +112,46 @@ class Publisher:
         electing a leader, or reconnecting); what is left stays spooled for the
         next start."""
         deadline = time.monotonic() + self.drain_timeout
-        while self.spool.read(1)[0] and time.monotonic() < deadline:
+        while (self.spool.read(1)[0] or self.adopted) and time.monotonic() < deadline:
             time.sleep(0.05)
         self._stop.set()
         self.spool.new_data.set()
         self._thread.join(timeout=self.drain_timeout + 5)
+        for s in self.adopted:
+            s.close()
         self.spool.close()
 
+    def _adopt(self, base: str) -> list:
+        parent, name = os.path.split(base)
+        out = []
+        try:
+            names = sorted(os.listdir(parent))
+        except OSError:
+            return out
+        for n in names:
+            path = os.path.join(parent, n)
+            if not (n.startswith(name + ".") and n[len(name) + 1:].isdigit()) or path == self.spool.path:
+                continue
+            try:
+                s = Spool(path, 1 << 62)
+            except (BlockingIOError, OSError):   # its agent still runs (it sends it), or unreadable
+                continue
+            if s.read(1)[0]:
+                out.append(s)
+            else:
+                self._drop(s)
+        return out
+
+    @staticmethod
+    def _drop(s: Spool) -> None:
+        s.close()
+        import shutil
+        shutil.rmtree(s.path, ignore_errors=True)
+
     def metrics(self) -> dict:
-        return {"spool_bytes": self.spool.bytes, "spool_oldest_age_seconds": self.spool.oldest_age(),
+        return {"spool_bytes": self.spool.bytes + sum(s.bytes for s in self.adopted),
+                "spool_adopted": len(self.adopted),
+                "spool_oldest_age_seconds": (self.adopted[0] if self.adopted else self.spool).oldest_age(),
                 "spool_dropped": self.spool.stats["dropped"], "spooled": self.spool.stats["spooled"],
                 **{k: v for k, v in self.stats.items() if k != "last_error"}}
 
@@ -164,7 +198,11 @@ class Publisher:
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
-            entries, pos = self.spool.read(256)
+            spool = self.adopted[0] if self.adopted else self.spool
+            entries, pos = spool.read(256)
+            if not entries and spool is not self.spool:   # an adopted spool, all sent
+                self._drop(self.adopted.pop(0))
+                continue
             if not entries:
                 self.spool.new_data.clear()
                 await asyncio.get_running_loop().run_in_executor(None, self.spool.new_data.wait, 0.2)
@@ -181,7 +219,7 @@ class Publisher:
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.2
-            self.spool.ack(pos, len(entries))
+            spool.ack(pos, len(entries))
             self.stats["published"] += len(entries)
         if nc is not None and not nc.is_closed:
             try:
