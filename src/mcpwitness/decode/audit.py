@@ -75,10 +75,9 @@ CALL_EVENTS_MAX = 50_000
 
 
 class Auditor:
-    def __init__(self, wall=None, redact=None, grace_ns: int = 50_000_000,
+    def __init__(self, wall=None, grace_ns: int = 50_000_000,
                  linger_ns: int = 10_000_000_000, timeout_ns: int = 300_000_000_000):
         self.wall = wall or (lambda ns: "")
-        self.redact_text = redact or (lambda s: s)
         self.grace_ns, self.linger_ns, self.timeout_ns = grace_ns, linger_ns, timeout_ns
         self.attr = Attributor(hint=lambda ev, cands: named_by_arguments(ev, cands, self._anchors))
         self.calls: dict[tuple, _Call] = {}     # (session, direction, id) -> call not written yet
@@ -297,7 +296,7 @@ class Auditor:
         want = c.req.http.principal if c.req.http is not None else None
         if want and (not isinstance(principal, dict) or principal.get("id") != want):
             principal = self.principals.get(want, principal)   # the request's own credentials
-        rec = build_record(c, sess, self.roots.get(c.session), live, self.wall, self.redact_text)
+        rec = build_record(c, sess, self.roots.get(c.session), live, self.wall)
         rec.principal = principal if isinstance(principal, dict) else None
         c.events = []
         return rec
@@ -372,7 +371,7 @@ def _result_summary(m: McpMessage | None) -> ResultSummary | None:
     return d
 
 
-def _entry(ev, v: Verdict, t0: int, roots, redact) -> TimelineEntry:
+def _entry(ev, v: Verdict, t0: int, roots) -> TimelineEntry:
     tag = type(ev).__struct_config__.tag
     e = TimelineEntry(round((ev.ktime_ns - t0) / 1e6, 3), ev.time, tag, ev.pid, ev.tid, ev.comm, v.quality)
     if tag == "open":
@@ -389,7 +388,7 @@ def _entry(ev, v: Verdict, t0: int, roots, redact) -> TimelineEntry:
         if ev.syscall in ("io_uring", "open_by_handle_at"):
             e.via = ev.syscall
     elif tag == "exec":
-        e.file, e.argv = ev.exe or ev.filename, [redact(a) for a in ev.argv]
+        e.file, e.argv = ev.exe or ev.filename, ev.argv   # (redacted by the pipeline, as written)
         if ev.category:
             e.category = ev.category
         if ev.error:
@@ -464,12 +463,12 @@ def _lineage(timeline: list, server_pid: int | None, parents: dict, names: dict)
     return chains
 
 
-def build_record(c: _Call, sess: SessionRecord | None, roots, live: list[int], wall, redact) -> CallRecord:
+def build_record(c: _Call, sess: SessionRecord | None, roots, live: list[int], wall) -> CallRecord:
     req, resp = c.req, c.resp
     tool, args = _tool(req.method, req.params)
     t0 = c.areq.read_ts if c.areq is not None else req.ktime_ns
     evs = sorted(c.events, key=lambda p: p[0].ktime_ns)
-    timeline = [_entry(ev, v, t0, roots, redact) for ev, v in evs]
+    timeline = [_entry(ev, v, t0, roots) for ev, v in evs]
     # processes: who did what, with the lineage from the server down
     parents: dict[int, int] = {}
     names: dict[int, str] = {}
@@ -482,7 +481,7 @@ def build_record(c: _Call, sess: SessionRecord | None, roots, live: list[int], w
         if ev.ancestry:
             parents.setdefault(ev.pid, ev.ancestry[0])
         if tag == "exec" and not ev.error:
-            p["exe"], p["argv"] = ev.exe or ev.filename, [redact(a) for a in ev.argv]
+            p["exe"], p["argv"] = ev.exe or ev.filename, ev.argv
             names[ev.pid] = os.path.basename(ev.exe or ev.filename) or ev.comm
         elif tag == "fork":
             parents[ev.child_pid] = ev.pid

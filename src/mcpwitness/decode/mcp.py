@@ -20,8 +20,6 @@ other way for server-to-client requests (sampling, elicitation, roots).
 """
 from __future__ import annotations
 
-import hashlib
-import os
 
 import msgspec
 from msgspec.structs import replace
@@ -121,7 +119,6 @@ class McpDecoder:
         self.stats = {"messages": 0, "nonjson": 0, "invalid_utf8": 0, "sessions": 0, "duplicates": 0,
                       "unpaired_responses": 0, "sessions_resumed": 0}
         self._dec = msgspec.json.Decoder()
-        self._salt = os.urandom(16)              # this run's key for fingerprints of secrets
         self._fps: dict[str, str] = {}
 
     # --- across an agent restart (kernel/pin.py) ----------------------------
@@ -715,15 +712,14 @@ class McpDecoder:
                           fd=f.fd, transport=s.transport, http=self._http(f.http), **kw)
 
     def _fingerprint(self, secret: str) -> str:
-        """A secret replaced by a keyed hash: equal values stay equal within
-        this run (a session id that spans connections still shows it), and
+        """A secret replaced by a keyed hash (principal.py's, under its key): equal
+        values stay equal (a session id that spans connections still shows it), and
         the value cannot be read back or guessed from the output."""
         fp = self._fps.get(secret)
         if fp is None:
             if len(self._fps) > 65536:
                 self._fps.clear()
-            digest = hashlib.blake2b(secret.encode("utf-8", "replace"), key=self._salt, digest_size=6).hexdigest()
-            fp = self._fps[secret] = f"[REDACTED:fp:{digest}]"
+            fp = self._fps[secret] = f"[REDACTED:{self.ident.fingerprint(secret)}]"
             self.redactor.count += 1
         return fp
 

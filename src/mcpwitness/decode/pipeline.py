@@ -50,7 +50,7 @@ class Pipeline:
         self.http = HttpReassembler(wall=wall, stop_stream=stop_stream, redact=redactor.text, max_body=max_message)
         kw = {"identity": identity} if identity is not None else {}
         self.mcp = McpDecoder(redactor, wall=wall, identifier=identifier, **kw)
-        self.audit = Auditor(wall=wall, redact=redactor.text, linger_ns=linger_ns,
+        self.audit = Auditor(wall=wall, linger_ns=linger_ns,
                              timeout_ns=call_timeout_ns)
         self.admit = admit
         self.watched = watched      # watch mode: the roots kept so far (shared with whoever admits)

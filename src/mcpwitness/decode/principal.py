@@ -24,7 +24,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import hmac
 import json
 import os
 import pwd
@@ -153,11 +152,12 @@ class Identifier:
         self._creds: dict[str, dict] = {}        # header value -> its principal (memory only)
         self._hashes: dict[tuple, str | None] = {}
         self._users: dict[int, str | None] = {}
-        self.stats = {"credentials": 0, "jwt": 0, "jwt_verified": 0, "jwt_failed": 0, "processes": 0}
 
     # --- credentials -------------------------------------------------------
     def fingerprint(self, secret: str) -> str:
-        d = hmac.new(self.key, secret.encode("utf-8", "surrogateescape"), hashlib.blake2b).hexdigest()[:16]
+        """fp:HEX, a keyed hash: equal secrets give equal fingerprints under this key,
+        and none can be read back or guessed without the key."""
+        d = hashlib.blake2b(secret.encode("utf-8", "surrogateescape"), key=self.key[:64], digest_size=8).hexdigest()
         return f"fp:{d}"
 
     def credentials(self, headers: dict | None) -> dict | None:
@@ -176,7 +176,6 @@ class Identifier:
             if len(self._creds) > 4096:
                 self._creds.clear()
             p = self._creds[ck] = self._credential(name, v.strip())
-            self.stats["credentials"] += 1
         return p
 
     def _credential(self, name: str, value: str) -> dict:
@@ -218,7 +217,6 @@ class Identifier:
             return None
         if not isinstance(header, dict) or not isinstance(claims, dict) or "alg" not in header:
             return None
-        self.stats["jwt"] += 1
         kept = {}
         for k in CLAIMS:
             v = claims.get(k)
@@ -248,7 +246,6 @@ class Identifier:
             ok, why = self.jwks.verify(token, header)
             p["verified"] = ok
             p["verification"] = "signature verified against the JWKS" if ok else f"failed: {why}"
-            self.stats["jwt_verified" if ok else "jwt_failed"] += 1
             # claims that failed verification are not the identity they name
             p["id"] = f"jwt:{kept.get('iss', '')}|{who}" if ok else f"jwt-unverified:{kept.get('iss', '')}|{who}|{fp}"
         return p
@@ -262,7 +259,6 @@ class Identifier:
             d["uid"], d["gid"] = uid, gid
         if not self.procfs:
             return d
-        self.stats["processes"] += 1
         try:
             with open(f"/proc/{pid}/status") as f:
                 for line in f:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import socket
 import threading
 import time
@@ -145,7 +146,6 @@ class Publisher:
     @staticmethod
     def _drop(s: Spool) -> None:
         s.close()
-        import shutil
         shutil.rmtree(s.path, ignore_errors=True)
 
     def metrics(self) -> dict:

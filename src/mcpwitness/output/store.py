@@ -359,6 +359,10 @@ def parse_since(text: str, now: float | None = None) -> float:
     raise ValueError(f"not a time: {text!r} (e.g. 10m, 2h, 1d, 2026-11-22T10:00:00)")
 
 
+# a central store (fleet/pg.py): the publishing host, by its name or machine id (args: host twice)
+HOST_FILTER = " AND (host = ? OR machine_id = ?)"
+
+
 def principal_filter(text: str) -> tuple[str, list]:
     """principal: a substring of the principal's id, or a glob (* ?) of all of it."""
     if any(c in text for c in "*?"):
@@ -369,9 +373,8 @@ def principal_filter(text: str) -> tuple[str, list]:
 def list_calls(db: sqlite3.Connection, server=None, tool=None, status=None, since=None, until=None,
                has_violations=False, limit=50, principal=None, host=None) -> list[sqlite3.Row]:
     q, args = "SELECT * FROM calls WHERE 1=1", []
-    if host:   # a central store (fleet/pg.py): the publishing host's name or machine id
-        q += " AND (host = ? OR machine_id = ?)"
-        args += [host, host]
+    if host:
+        q, args = q + HOST_FILTER, args + [host, host]
     if principal:
         q2, a2 = principal_filter(principal)
         q, args = q + q2, args + a2
@@ -402,7 +405,7 @@ def get_call(db: sqlite3.Connection, prefix: str, host=None) -> tuple[dict, list
     events attributed to it after its record was written."""
     where, args = ("call_id LIKE ?", [prefix + "%"])
     if host:
-        where, args = where + " AND (host = ? OR machine_id = ?)", args + [host, host]
+        where, args = where + HOST_FILTER, args + [host, host]
     rows = db.execute(f"SELECT record FROM calls WHERE {where} LIMIT 2", args).fetchall()
     if not rows:
         raise KeyError(f"no call {prefix!r}")
@@ -421,7 +424,7 @@ def list_sessions(db: sqlite3.Connection, since=None, limit=50, principal=None, 
     whose records names it."""
     where, args = ("WHERE wall >= ?", [since]) if since is not None else ("", [])
     if host:
-        where = (where or "WHERE 1=1") + " AND (host = ? OR machine_id = ?)"
+        where = (where or "WHERE 1=1") + HOST_FILTER
         args = args + [host, host]
     if principal:
         q2, a2 = principal_filter(principal)
@@ -437,8 +440,7 @@ def list_alerts(db: sqlite3.Connection, since=None, rule=None, priority=None, ca
     """The newest alerts first; rule is a substring, call an id prefix."""
     q, args = "SELECT record FROM alerts WHERE 1=1", []
     if host:
-        q += " AND (host = ? OR machine_id = ?)"
-        args += [host, host]
+        q, args = q + HOST_FILTER, args + [host, host]
     if principal:
         q2, a2 = principal_filter(principal)
         q, args = q + q2, args + a2

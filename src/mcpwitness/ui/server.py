@@ -27,7 +27,7 @@ from collections import Counter
 
 import msgspec
 
-from ..output.store import principal_filter, connect, get_call, list_alerts, list_sessions, parse_since
+from ..output.store import HOST_FILTER, principal_filter, connect, get_call, list_alerts, list_sessions, parse_since
 
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 COOKIE = "mcpwitness_ui"
@@ -96,7 +96,7 @@ def call_rows(path: str, q: dict) -> dict:
             s2, a2 = principal_filter(q["principal"])
             sql, args = sql + s2, args + a2
         if q.get("host"):   # a central store
-            sql += " AND (host = ? OR machine_id = ?)"
+            sql += HOST_FILTER
             args += [q["host"], q["host"]]
         for key, op in (("since", ">="), ("until", "<=")):
             if q.get(key):
