@@ -302,6 +302,7 @@ def test_reload_under_a_stream_of_connects_never_lets_a_refused_one_through(tmp_
     assert bad.accepted == []
 
 
+@pytest.mark.matrix("enforce: BPF LSM programs built, and run where the kernel has BPF LSM")
 def test_lsm_programs_are_built_and_run_where_the_kernel_has_bpf_lsm(tmp_path):
     """The LSM programs are in the object (built, with their sections). They
     run only where the kernel has BPF LSM enabled (lsm=...,bpf); elsewhere

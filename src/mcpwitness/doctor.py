@@ -12,8 +12,9 @@ import platform
 
 from . import __version__
 from .kernel import caps, libbpf
-from .kernel.loader import (EXEC_SYSCALLS, HOOK_SETS, HOOKS_DISPATCH, HOOKS_FEXIT, HOOKS_SYSCALLS, MECH_EXEC_KILL,
-                            MECH_FILE_KILL, OPEN_SYSCALLS, PAYLOAD_SYSCALLS, Kernel, LoadOptions, choose_mechanisms,
+from .kernel.loader import (EXEC_SYSCALLS, HOOK_SETS, HOOKS_DISPATCH, HOOKS_FEXIT, HOOKS_SYSCALLS, MECH_CREATE_LSM,
+                            MECH_EXEC_KILL, MECH_EXEC_LSM, MECH_FILE_KILL, MECH_FILE_LSM, MECH_NET_CGROUP, MECH_NET_LSM,
+                            MECH_UNIX_CGROUP, MECH_UNIX_USER, OPEN_SYSCALLS, PAYLOAD_SYSCALLS, Kernel, LoadOptions, choose_mechanisms,
                             hook_mechanism)
 from .kernel.probes import PROBES, Probe, run_probe
 from .kernel.system import BPFFS, TRACEFS, cgroup2_root, ensure_mount, raise_memlock
@@ -110,6 +111,19 @@ def features(mech: dict[str, bool], hooks: str = HOOKS_SYSCALLS) -> list[dict]:
     return out
 
 
+def chosen(mech: dict[str, bool], hooks: str) -> dict[str, str | None]:
+    """What this kernel will use, one short name per kind (the kernel matrix pins these per kernel,
+    tests/kernels/*.yaml): a kernel that quietly falls back shows here."""
+    m = choose_mechanisms(lambda label: bool(mech.get(label)))
+    short = {MECH_FILE_LSM: "lsm/file_open", MECH_FILE_KILL: "sigkill", MECH_EXEC_LSM: "lsm/bprm_check_security",
+             MECH_EXEC_KILL: "sigkill", MECH_CREATE_LSM: "lsm/path_mknod", MECH_NET_CGROUP: "cgroup sock_addr",
+             MECH_NET_LSM: "lsm/socket_connect", MECH_UNIX_CGROUP: "cgroup/connect_unix",
+             MECH_UNIX_USER: "after the connect", None: None}
+    tls = ("uprobe_multi" if mech.get("uprobe.multi") else "uprobe") if mech.get("uprobe") else None
+    return {"hooks": hooks, "files": short[m["files"]], "create": short[m["create"]], "exec": short[m["exec"]],
+            "network": short[m["network"]], "unix": short[m["unix"]], "tls": tls}
+
+
 def diagnose() -> dict:
     raise_memlock()
     mounts = {"tracefs": ensure_mount(TRACEFS, "tracefs"), "bpffs": ensure_mount(BPFFS, "bpf")}
@@ -155,6 +169,8 @@ def diagnose() -> dict:
         report["main_object"] = {"ok": False, "detail": str(e).splitlines()[0]}
     report["features"] = features(mech, hooks)
     report["ok"] = report["main_object"]["ok"]
+    if report["ok"]:
+        report["chosen"] = chosen(mech, hooks)
     return report
 
 

@@ -5,6 +5,7 @@ when it chooses mechanisms; `mcpwitness doctor` reports them."""
 from __future__ import annotations
 
 import ctypes
+import fnmatch
 import os
 from dataclasses import dataclass
 
@@ -60,7 +61,15 @@ def _err(what: str, log: list[str]) -> str:
     return msg + (f" ({useful[0].strip()[:160]})" if useful else "")
 
 
+# a test-only switch: probes named by these globs (comma-separated) report the mechanism missing, as a
+# kernel without it would; the kernel matrix uses it to show that a quiet fallback fails its judge
+TEST_DISABLE = "MCPWITNESS_TEST_DISABLE_PROBES"
+
+
 def run_probe(prog_name: str, how: str) -> Probe:
+    off = [g for g in os.environ.get(TEST_DISABLE, "").split(",") if g]
+    if any(fnmatch.fnmatchcase(prog_name, g) for g in off):
+        return Probe(prog_name, False, f"turned off by {TEST_DISABLE} (a test-only switch)")
     path = object_path("probe")
     with libbpf.capture_log() as log:
         obj = libbpf.bpf_object__open_file(path.encode(), None)
