@@ -89,21 +89,25 @@ def record(argv: list[str], mw_args: list[str] = (), stdin=None, stdout=None) ->
     return {"proc": p, "out": out}
 
 
-def finish(r: dict, keep=("call",)) -> dict:
+def finish(r: dict, keep=("call",), path: str | None = None) -> dict:
     """Wait for the agent; its peak memory is the one it reports (VmHWM since its exec: the
-    rusage of a child also counts what this process held when it forked it)."""
+    rusage of a child also counts what this process held when it forked it). What was kept is
+    counted from the lines it wrote, by type (and the opens of `path`), not from its counters."""
     r["proc"].wait()
-    recs, stats = [], None
+    recs, stats, lines, opened = [], None, {}, 0
     with open(r["out"]) as f:
         for line in f:
             x = json.loads(line)
+            lines[x["type"]] = lines.get(x["type"], 0) + 1
             if x["type"] == "stats":
                 stats = x
             elif x["type"] in keep:
                 recs.append(x)
+            if path is not None and x["type"] == "open" and x.get("path") == path:
+                opened += 1
     os.unlink(r["out"])
     return {"status": r["proc"].returncode, "maxrss_mib": stats["agent_peak_rss_bytes"] / (1 << 20),
-            "stats": stats, "records": recs}
+            "stats": stats, "records": recs, "lines": lines, "opened": opened}
 
 
 def losses(stats: dict) -> dict:
@@ -128,17 +132,16 @@ def losses(stats: dict) -> dict:
 
 def forks(n: int) -> dict:
     r = finish(record([build("pressure"), "forks", str(n)]))
-    ev = r["stats"]["events"]
-    r["produced"], r["kept"] = n, ev.get("fork", 0)
-    r["kept_exits"] = ev.get("exit", 0)
+    r["produced"], r["kept"] = n, r["lines"].get("fork", 0)
+    r["kept_exits"] = r["lines"].get("exit", 0)
     return r
 
 
 def opens(n: int, ring: str | None = None) -> dict:
     with tempfile.NamedTemporaryFile() as f:
         args = ["--ring-size", ring] if ring else []
-        r = finish(record([build("pressure"), "opens", str(n), f.name], args))
-    r["produced"], r["kept"] = n, r["stats"]["events"].get("open", 0)
+        r = finish(record([build("pressure"), "opens", str(n), f.name], args), path=f.name)
+    r["produced"], r["kept"] = n, r["opened"]
     return r
 
 

@@ -401,6 +401,34 @@ def report(results: list[dict], print_table: bool = True) -> int:
     return 0
 
 
+def boots(guests: list[tuple[str, str]], kvm: bool, n: int, say) -> int:
+    """Boot each kernel n times in a row (two side by side), each running `mcpwitness doctor` (its probes
+    switch static keys: the code patching that raced under multi-threaded TCG), and count the boots
+    whose console shows trouble or whose command never ran. Prints one line per kernel."""
+    def one(name, image):
+        bad, took = [], []
+        for i in range(n):
+            rw = os.path.join(OUT, "boots", name, str(i))
+            shutil.rmtree(rw, ignore_errors=True)
+            os.makedirs(rw)
+            cmd = (f"uname -r > {rw}/kernel; {VENV_BIN}/mcpwitness doctor --json > {rw}/doctor.json 2>&1; "
+                   f"echo ok > {rw}/ok")
+            t0 = time.monotonic()
+            st = vng(image, rw, cmd, kvm, os.path.join(rw, "console.log"), 600)
+            took.append(time.monotonic() - t0)
+            trouble = console_trouble(_read(os.path.join(rw, "console.log")) or "")
+            if trouble or not os.path.exists(os.path.join(rw, "ok")) or st is None:
+                bad.append(f"boot {i}: " + (trouble[0] if trouble else "timed out" if st is None else
+                                            f"no result (vng {st})"))
+        took.sort()
+        say(f"kernel-matrix: boots: {name}: {n - len(bad)} of {n} clean, median {took[len(took) // 2]:.0f} s, "
+            f"max {took[-1]:.0f} s" + "".join(f"\n  {b}" for b in bad))
+        return len(bad)
+    slots = max(1, (os.cpu_count() or 1) // (GUEST_CPUS if kvm else 1))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=slots) as pool:
+        return 1 if sum(pool.map(lambda g: one(*g), guests)) else 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kernels", help="comma-separated names (host, " + ", ".join(debian_kernels.FAMILIES) + ")")
@@ -414,6 +442,8 @@ def main() -> int:
     ap.add_argument("--guest-env", action="append", default=[], metavar="KEY=VALUE",
                     help="an environment variable for the tests in each guest (e.g. MCPWITNESS_TEST_NO_LSM=1)")
     ap.add_argument("--table", action="store_true", help="print the last run's table and exit")
+    ap.add_argument("--boots", type=int, metavar="N",
+                    help="boot each guest kernel N times in a row running doctor, count the boots with trouble")
     a = ap.parse_args()
     if a.judge:
         r = load(os.path.abspath(a.judge))
@@ -445,6 +475,9 @@ def main() -> int:
 
     def say(msg):
         print(msg, flush=True)
+
+    if a.boots:
+        return boots(guests, kvm, a.boots, say)
 
     results = []
     if a.host_ran:

@@ -367,3 +367,19 @@ def test_a_fork_from_a_thread_acting_for_a_request_belongs_to_it():
     out = verdicts(a.response_written(r2, 100, 31))
     assert out[id(f)].quality == out[id(child)].quality == "wakeup"
     assert names(out[id(child)]) == ["r2"] and out[id(child)].branch == 900
+
+
+def test_a_candidate_that_names_nothing_of_the_kind_keeps_the_event_ambiguous():
+    """The one call that names the file is not taken when another in flight names no file at all:
+    that one may have opened it without naming it (bench/attribution.py's cross-named scenarios)."""
+    named, derived = cand({"path": "/srv/d/call-3.txt"}), cand({"n": 3})
+    assert picked(open_(SERVER, 1, 5, "/srv/d/call-3.txt"), [named, derived]) == []
+    lister = cand({"path": "/srv/d"})                       # a directory above the opened file
+    assert picked(open_(SERVER, 1, 5, "/srv/d/call-3.txt"), [lister, derived]) == []
+    # near misses: every other candidate names another file, so the naming one is taken
+    assert picked(open_(SERVER, 1, 5, "/srv/d/call-3.txt"), [lister, cand({"path": "/srv/e/x"})]) == [lister]
+    assert picked(open_(SERVER, 1, 5, "/srv/d/call-3.txt"), [named, cand({"name": "other.txt"})]) == [named]
+    url = cand({"url": "http://127.0.0.1:8080/"})
+    assert picked(connect_("127.0.0.1", 8080), [url, cand({"n": 1})]) == []
+    assert picked(connect_("127.0.0.1", 8080), [url, cand({"target": "127.0.0.3:9000"})]) == [url]
+    assert picked(exec_("/usr/bin/ls", ["ls", "-l"]), [cand({"cmd": ["ls", "-l"]}), cand({"n": 2})]) == []

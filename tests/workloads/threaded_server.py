@@ -12,6 +12,9 @@ import time
 
 OUT = sys.stdout.fileno()
 lock = threading.Lock()
+# the ground truth for bench/attribution.py (as audit_server.py): the file each call opened, by its tag
+TRUTH = os.open(os.environ["MW_AUDIT_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600) \
+    if os.environ.get("MW_AUDIT_LOG") else None
 
 
 def send(obj):
@@ -24,13 +27,16 @@ def touch(mid, args):
     time.sleep(float(args.get("delay", 0)))
     with open(args["path"], "w") as f:
         f.write("x")
+    if TRUTH is not None and "tag" in args:
+        os.write(TRUTH, (json.dumps({"tag": args["tag"], "path": args["path"]}) + "\n").encode())
     time.sleep(float(args.get("delay", 0)))
     send({"jsonrpc": "2.0", "id": mid, "result": {"content": [{"type": "text", "text": args["path"]}],
                                                   "isError": False}})
 
 
 TOOLS = [{"name": "touch", "description": "open a file", "inputSchema": {
-    "type": "object", "properties": {"path": {"type": "string"}, "delay": {"type": "number"}},
+    "type": "object", "properties": {"path": {"type": "string"}, "delay": {"type": "number"},
+                                     "tag": {"type": "integer"}},
     "required": ["path"]}}]
 
 for line in sys.stdin.buffer:

@@ -22,7 +22,7 @@ from ..records import (
 )
 from ..util import call_id, id_key, tool_of, under
 from .attribute import Attributor, Request, Verdict
-from .evidence import Named, name_of
+from .evidence import Named, kind_of, name_of
 from .mcp import Seen
 from .streams import C2S, S2C
 
@@ -313,6 +313,12 @@ def named_by_arguments(ev, cands: list, anchors=lambda r: []) -> list:
         what = name_of(ev, r.named, anchors(r) if r.named.rel_names else [])
         if what is not None:
             out.append((r, what))
+    if len(out) == 1:
+        # the one that names it is taken only if every other candidate names another thing of the
+        # kind: one that names nothing of it (a tool that derives its file) may be the one
+        kind = kind_of(ev)
+        if any(not r.named.names_any(kind) for r in cands if r is not out[0][0]):
+            return []
     return out
 
 

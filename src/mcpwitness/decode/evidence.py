@@ -4,7 +4,10 @@ kernel event touched.
 The attribution stage asks only after timing and threads left several
 candidates, and takes the answer only when exactly one candidate is named
 (quality "argument", the others listed). It is a strong hint, not a proof: a
-call could touch what another call asked about. What names what:
+call could touch what another call asked about. So it is taken only when every
+other candidate names something of the same kind (another file, another
+address, another program): a call that names no file at all may be the one that
+opened it (bench/attribution.py's cross-named scenarios). What names what:
 
 - **an open** (or a policy event about one): an absolute path in the arguments
   that is the opened path or a directory above it (`file://` URIs too); or a
@@ -48,6 +51,8 @@ class Named:
         self.programs: set[str] = set()    # basenames of programs a command or argv names
         self.whole: set[str] = set()       # argument strings, for an argv that holds one whole
         if isinstance(params, dict):
+            if isinstance(params.get("name"), str) and "arguments" in params:
+                params = {"arguments": params["arguments"]}   # tools/call, prompts/get: the tool's name names nothing
             self._walk({k: v for k, v in params.items() if k != "_meta"}, 0, "")
 
     def _walk(self, v, depth: int, key: str) -> None:
@@ -95,6 +100,15 @@ class Named:
                 words = s.split()
             if words and not words[0].startswith("-"):
                 self.programs.add(os.path.basename(words[0]))
+
+    def names_any(self, kind: str) -> bool:
+        """Do these arguments name anything of the kind an event touched (a file, an endpoint, a
+        program)? A call that names nothing of that kind may have touched it unnamed."""
+        if kind == "open":
+            return bool(self.abs_paths or self.rel_names)
+        if kind == "connect":
+            return bool(self.endpoints or self.abs_paths)
+        return bool(self.programs or self.abs_paths or any(" " in w for w in self.whole))
 
     # --- matching ---------------------------------------------------------
     def open(self, path: str, anchors: list[str]) -> str | None:
@@ -199,6 +213,14 @@ def _endpoint(s: str) -> tuple | None:
         return None
     ip, name = _host(host)
     return (ip, name, port) if ip or name else None
+
+
+def kind_of(ev) -> str:
+    """open, connect or exec: what an event (or a policy event about one) touched."""
+    tag = type(ev).__struct_config__.tag
+    if tag == "policy":
+        return {"open": "open", "exec": "exec"}.get(ev.check, "connect")
+    return tag
 
 
 def name_of(ev, named: Named, anchors: list[str]) -> str | None:
