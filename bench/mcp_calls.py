@@ -57,7 +57,17 @@ def bpf_run_ns(pid: int) -> int | None:
         progs = json.loads(p.stdout)
     except (OSError, ValueError, subprocess.TimeoutExpired):
         return None
-    mine = [x for x in progs if any(o.get("pid") == pid for o in x.get("pids", []))]
+    ids = set()
+    try:   # the programs the process holds: prog_id in its fds' fdinfo (bpftool may not list pids)
+        for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+            try:
+                with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                    ids.update(int(ln.split()[1]) for ln in f if ln.startswith("prog_id:"))
+            except OSError:
+                continue
+    except OSError:
+        return None
+    mine = [x for x in progs if x.get("id") in ids]
     return sum(x.get("run_time_ns", 0) for x in mine) if mine else None
 
 

@@ -40,6 +40,9 @@ VENV_BIN = os.path.join(ROOT, ".venv", "bin")
 KVM_PROBE_SECONDS = 60
 SLOW = {"kvm": 3, "tcg": 20}
 GUEST_CPUS = 2
+# under TCG: "1cpu" (one vCPU: no other vCPU to race the kernel's live patching of its own text)
+# or "single" (two vCPUs on one emulator thread)
+TCG_MODE = os.environ.get("MW_MATRIX_TCG", "1cpu")
 # kernels below the minimum (6.1) run only the test that they are refused with what they lack
 ONLY = {"debian11-5.10": ["tests/test_kernel_support.py"]}
 # per-test ceiling in a guest (pytest-timeout), beyond the tests' own scaled waits: a hung test
@@ -49,12 +52,15 @@ GUEST_TEST_TIMEOUT = 900
 
 def vng(image: str, rwdir: str, command: str, kvm: bool, log: str, timeout: float) -> int | None:
     """Boot image, run command in it; returns vng's status, None on timeout (the guest is killed)."""
+    cpus = GUEST_CPUS if kvm or TCG_MODE == "single" else 1
     argv = [os.path.join(VENV_BIN, "vng"), "-r", image, "--force-9p", "--rwdir", rwdir,
-            "--memory", "4G", "--cpus", str(GUEST_CPUS), "--verbose", "--exec", command]
+            "--memory", "4G", "--cpus", str(cpus), "--verbose", "--exec", command]
     if not kvm:
-        # one emulator thread for all the guest's vCPUs: its code-patching (static keys,
-        # alternatives, text_poke) is then seen by every vCPU at once
-        argv[3:3] = ["--disable-kvm", "--qemu-opts", "-accel tcg,thread=single"]
+        argv[3:3] = ["--disable-kvm"]
+        if TCG_MODE == "single":
+            # one emulator thread for all the guest's vCPUs (it then holds QEMU's big lock while
+            # the guest runs, so 9p is served only between its time slices: slow)
+            argv[4:4] = ["--qemu-opts=-accel tcg,thread=single"]
     env = dict(os.environ, PATH=VENV_BIN + ":" + os.environ.get("PATH", "/usr/bin:/bin"))
     with open(log, "wb") as out:
         p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
@@ -358,13 +364,13 @@ def died_at_boot(r: dict) -> str | None:
 def run_kernel(name: str, image: str | None, kvm: bool, tests: list[str], timeout: float, env: dict[str, str],
                full: bool, say) -> dict:
     say(f"kernel-matrix: {name} ...")
+    first = os.path.join(OUT, name + ".attempt1")
+    shutil.rmtree(first, ignore_errors=True)   # an earlier run's
     r = attempt(name, image, kvm, tests, timeout, env, full)
     why = died_at_boot(r)
     if why:
         # a boot that never reached the tests (the emulator, or the kernel at boot): once more, said out
         # loud, its logs kept. A guest that dies once its tests have started is a failure, never retried.
-        first = os.path.join(OUT, name + ".attempt1")
-        shutil.rmtree(first, ignore_errors=True)
         shutil.copytree(os.path.join(OUT, name), first)
         say(f"kernel-matrix: {name}: RETRY: the first boot {why}; booting once more (its logs: {first})")
         r = attempt(name, image, kvm, tests, timeout, env, full)
@@ -429,11 +435,31 @@ def boots(guests: list[tuple[str, str]], kvm: bool, n: int, say) -> int:
         return 1 if sum(pool.map(lambda g: one(*g), guests)) else 0
 
 
+MARK_BEGIN, MARK_END = "<!-- matrix-table: begin", "<!-- matrix-table: end -->"
+
+
+def update_readme(path: str, table: str, results: list[dict]) -> int:
+    """The README's table is this output, between its markers, with the run it came from."""
+    with open(path) as f:
+        text = f.read()
+    if MARK_BEGIN not in text or MARK_END not in text:
+        print(f"kernel-matrix: {path} has no {MARK_BEGIN} ... {MARK_END} markers", file=sys.stderr)
+        return 2
+    head, rest = text.split(MARK_BEGIN, 1)
+    _, tail = rest.split(MARK_END, 1)
+    kernels = ", ".join(f"{r['name']} {r.get('kernel') or '?'}" for r in results)
+    block = (f"{MARK_BEGIN} (scripts/kernel_matrix.py --table --readme README.md; {kernels}) -->\n"
+             f"{table}\n{MARK_END}")
+    with open(path, "w") as f:
+        f.write(head + block + tail)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kernels", help="comma-separated names (host, " + ", ".join(debian_kernels.FAMILIES) + ")")
     ap.add_argument("--tests", nargs="*", default=[], help="pytest paths or node ids (default: all marked matrix)")
-    ap.add_argument("--timeout", type=float, default=25, help="minutes per kernel (default 25)")
+    ap.add_argument("--timeout", type=float, default=50, help="minutes per kernel (default 50)")
     ap.add_argument("--judge", metavar="DIR", help="judge one finished guest's directory and exit (0: it passes)")
     ap.add_argument("--expect", metavar="FILE", help="with --judge: these expectations (default: tests/kernels/NAME.yaml)")
     ap.add_argument("--host-ran", action="store_true",
@@ -442,6 +468,9 @@ def main() -> int:
     ap.add_argument("--guest-env", action="append", default=[], metavar="KEY=VALUE",
                     help="an environment variable for the tests in each guest (e.g. MCPWITNESS_TEST_NO_LSM=1)")
     ap.add_argument("--table", action="store_true", help="print the last run's table and exit")
+    ap.add_argument("--results", metavar="FILE", help="with --table: this run's results.json")
+    ap.add_argument("--readme", metavar="FILE",
+                    help="with --table: write the table into FILE between its matrix-table markers")
     ap.add_argument("--boots", type=int, metavar="N",
                     help="boot each guest kernel N times in a row running doctor, count the boots with trouble")
     a = ap.parse_args()
@@ -454,8 +483,12 @@ def main() -> int:
         print(f"judge: {r['name']}: " + ("pass" if not reasons else f"FAIL ({len(reasons)} reasons)"))
         return 1 if reasons else 0
     if a.table:
-        with open(os.path.join(OUT, "results.json")) as f:
-            print(render(json.load(f)))
+        with open(a.results or os.path.join(OUT, "results.json")) as f:
+            results = json.load(f)
+        table = render(results)
+        if a.readme:
+            return update_readme(a.readme, table, results)
+        print(table)
         return 0
     env = dict(kv.split("=", 1) for kv in a.guest_env)
     os.makedirs(OUT, exist_ok=True)
@@ -490,9 +523,11 @@ def main() -> int:
         r["verdict"] = judge(r, expectations("host"))
         say(summary(r))
         results.append(r)
-    # guests side by side: under single-threaded TCG each takes one host core
+    # guests side by side: under single-threaded TCG each takes one host core; the short
+    # below-the-minimum run last, in whichever slot frees first
+    guests.sort(key=lambda g: g[0] in ONLY)
     slots = max(1, (os.cpu_count() or 1) // (GUEST_CPUS if kvm else 1))
-    order = {n: i for i, (n, _) in enumerate(guests)}
+    order = {n: i for i, (n, _) in enumerate(found)}
     with concurrent.futures.ThreadPoolExecutor(max_workers=slots) as pool:
         futs = [pool.submit(run_kernel, n, img, kvm, a.tests or ONLY.get(n, []), a.timeout * 60, env,
                             not a.tests, say)

@@ -18,17 +18,23 @@ def test_mcp_calls_benchmark_quick(transport):
     assert out.returncode == 0, out.stderr[-2000:]
     lost = re.search(r"MCP messages lost:\s+(\d+) \(of (\d+) per run\)", out.stdout)
     assert lost and lost.group(1) == "0" and int(lost.group(2)) == 404, out.stdout
-    assert re.search(r"with mcpwitness:\s+\d+ calls/s", out.stdout)
+    assert re.search(r"with mcpwitness\s+\d+ calls/s", out.stdout), out.stdout
+    # the cost counts the agent until its last record is written, and the BPF programs' run time
+    cost = re.search(r"mcpwitness cost per call: agent CPU\s+(\d+) us .* \+ BPF programs\s+([\d.]+) us", out.stdout)
+    assert cost and int(cost.group(1)) > 0 and float(cost.group(2)) > 0, out.stdout
 
 
 def test_mcp_calls_benchmark_against_mcp_snoop_quick():
-    """The side-by-side run: without, under mcpwitness and under mcp-snoop in the same round."""
+    """The side-by-side run: without, under mcpwitness and under mcp-snoop in both its modes (its default
+    and --verbose), each labelled, in the same round."""
     out = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "mcp_calls.py"), "--quick", "--snoop",
                           "--size", "1024"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert re.search(r"with mcp-snoop:\s+\d+ calls/s", out.stdout), out.stdout
-    assert re.search(r"mcpwitness ahead of mcp-snoop in [01] of 1 rounds", out.stdout), out.stdout
-    assert re.search(r"agent CPU per call:\s+\d+ us", out.stdout) and "mcp-snoop CPU per call" in out.stdout
+    for mode in (r"mcp-snoop \(its default: one line per message\)", r"mcp-snoop --verbose \(every message's JSON\)"):
+        assert re.search(r"with " + mode + r"\s+\d+ calls/s", out.stdout), out.stdout
+        assert re.search(r"mcpwitness ahead of " + mode + r" in [01] of 1 rounds", out.stdout), out.stdout
+        assert re.search(mode + r" CPU per call:\s+\d+ us", out.stdout), out.stdout
+    assert re.search(r"agent CPU\s+\d+ us", out.stdout)
     lost = re.search(r"MCP messages lost:\s+(\d+)", out.stdout)
     assert lost and lost.group(1) == "0", out.stdout
 

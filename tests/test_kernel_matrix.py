@@ -225,3 +225,13 @@ def test_each_kernel_of_the_matrix_is_pinned_and_its_count_is_what_the_suite_col
         assert km.expectations(name)["min_tests"] == len(base) + len(fexit), name
     with open(os.path.join(ROOT, "tests", "kernels", "debian11-5.10.yaml")) as f:
         assert yaml.safe_load(f)["min_tests"] == len([t for t in base if t.startswith("tests/test_kernel_support.py")])
+
+
+def test_the_test_command_refuses_to_run_without_root(tmp_path):
+    """As another user every kernel test would skip and pytest would exit 0: scripts/test says so
+    and stops before it installs or runs anything."""
+    p = subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "bash",
+                        os.path.join(ROOT, "scripts", "test")], capture_output=True, text=True, timeout=60,
+                       cwd=str(tmp_path))
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "run it as root" in p.stderr and "prove nothing" in p.stderr and p.stdout == ""
