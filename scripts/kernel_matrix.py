@@ -12,10 +12,10 @@ for its kernel (tests/kernels/NAME.yaml), then one table: kernel x feature -> pa
 Results land in .cache/kernel-matrix/<kernel>/ (results.jsonl, pytest.log, doctor.json, console.log,
 rc, started) and the table in .cache/kernel-matrix/table.md. KVM is used where a KVM guest really
 boots (probed once per host boot); otherwise TCG, where everything runs 10-20x slower: the tests'
-waits scale by MW_TEST_SLOW. Under TCG each guest runs single-threaded (`-accel tcg,thread=single`):
-with one host thread per guest the emulator cannot race the guest kernel's live patching of its own
-text across vCPUs (the `Oops: int3` panics seen at boot with multi-threaded TCG), and two guests run
-side by side on two cores. Exit status 0 only if every guest's judge finds nothing.
+waits scale by MW_TEST_SLOW. Under TCG each guest has one vCPU (MW_MATRIX_TCG=single: two vCPUs on
+one emulator thread): with no second vCPU, the emulator cannot race the guest kernel's live patching
+of its own text (the `Oops: int3` panics seen with two vCPUs under multi-threaded TCG), and two
+guests run side by side on two cores. Exit status 0 only if every guest's judge finds nothing.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ import concurrent.futures
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -106,7 +107,7 @@ def _read(path: str) -> str | None:
 
 def guest_command(out: str, slow: int, tests: list[str], env: dict[str, str]) -> str:
     script = os.path.join(ROOT, "scripts", "guest-tests")
-    extra = " ".join(f"{k}={v}" for k, v in env.items())
+    extra = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
     # a session of its own, no terminal: the guest's console is a tty, and `run` leaves a SIGINT
     # to the terminal when it is the foreground of one (the tests send theirs by pid)
     return (f"MW_TEST_SLOW={slow} MW_TEST_TIMEOUT={GUEST_TEST_TIMEOUT} {extra} "
@@ -322,6 +323,14 @@ def cell(tests: list[dict]) -> str:
 MECH_ROWS = ["hooks", "files", "create", "exec", "network", "unix", "tls"]
 
 
+def _used(r: dict, key: str) -> str:
+    if not r["doctor"]:
+        return "?"
+    if not r["doctor"].get("ok"):
+        return "none (refused)"
+    return (r["doctor"].get("chosen") or {}).get(key) or "none"
+
+
 def header(r: dict) -> str:
     h = f"{r['name']} ({r.get('kernel') or '?'}, {r['accel']})"
     return h + (" RETRIED" if r.get("retry") else "")
@@ -339,9 +348,7 @@ def render(results: list[dict]) -> str:
     for f in features:
         rows.append([f] + [cell([t for t in r["tests"] if (t["feature"] or t["test"]) == f]) for r in results])
     for key in MECH_ROWS:
-        rows.append([f"uses: {key}"] + [str(((r["doctor"] or {}).get("chosen") or {}).get(key, "none (refused)"
-                                             if r["doctor"] and not r["doctor"].get("ok") else "?"))
-                                        for r in results])
+        rows.append([f"uses: {key}"] + [_used(r, key) for r in results])
     rows.append(["time"] + [f"{r['seconds']} s" + (" (timed out)" if r["timed_out"] else "") for r in results])
     rows.append(["judge"] + ["ok" if not r["verdict"] else f"**{len(r['verdict'])} reasons**" for r in results])
     table = "\n".join("| " + " | ".join(row) + " |" for row in rows)
@@ -407,18 +414,19 @@ def report(results: list[dict], print_table: bool = True) -> int:
     return 0
 
 
-def boots(guests: list[tuple[str, str]], kvm: bool, n: int, say) -> int:
-    """Boot each kernel n times in a row (two side by side), each running `mcpwitness doctor` (its probes
-    switch static keys: the code patching that raced under multi-threaded TCG), and count the boots
-    whose console shows trouble or whose command never ran. Prints one line per kernel."""
+def boots(guests: list[tuple[str, str]], kvm: bool, n: int, say, doctor: bool = False) -> int:
+    """Boot each kernel n times in a row (two side by side), each running a trivial command (with
+    doctor: `mcpwitness doctor`, whose probes switch static keys: the code patching that raced with
+    two vCPUs under multi-threaded TCG), and count the boots whose console shows trouble or whose
+    command never ran. Prints one line per kernel."""
     def one(name, image):
         bad, took = [], []
         for i in range(n):
             rw = os.path.join(OUT, "boots", name, str(i))
             shutil.rmtree(rw, ignore_errors=True)
             os.makedirs(rw)
-            cmd = (f"uname -r > {rw}/kernel; {VENV_BIN}/mcpwitness doctor --json > {rw}/doctor.json 2>&1; "
-                   f"echo ok > {rw}/ok")
+            cmd = (f"uname -r > {rw}/kernel; " + (f"{VENV_BIN}/mcpwitness doctor --json > {rw}/doctor.json 2>&1; "
+                                                  if doctor else "") + f"echo ok > {rw}/ok")
             t0 = time.monotonic()
             st = vng(image, rw, cmd, kvm, os.path.join(rw, "console.log"), 600)
             took.append(time.monotonic() - t0)
@@ -468,6 +476,7 @@ def main() -> int:
     ap.add_argument("--guest-env", action="append", default=[], metavar="KEY=VALUE",
                     help="an environment variable for the tests in each guest (e.g. MCPWITNESS_TEST_NO_LSM=1)")
     ap.add_argument("--table", action="store_true", help="print the last run's table and exit")
+    ap.add_argument("--boots-doctor", action="store_true", help="with --boots: run doctor in each boot")
     ap.add_argument("--results", metavar="FILE", help="with --table: this run's results.json")
     ap.add_argument("--readme", metavar="FILE",
                     help="with --table: write the table into FILE between its matrix-table markers")
@@ -503,14 +512,15 @@ def main() -> int:
         return 2
     kvm = kvm_works(guests[0][1]) if guests else False
     if guests:
-        print(f"kernel-matrix: guests under {'KVM' if kvm else 'TCG, single-threaded (no working KVM here)'}",
-              flush=True)
+        how = ("TCG, one vCPU per guest, two side by side" if TCG_MODE == "1cpu" else
+               "TCG, single-threaded") + " (no working KVM here)"
+        print(f"kernel-matrix: guests under {'KVM' if kvm else how}", flush=True)
 
     def say(msg):
         print(msg, flush=True)
 
     if a.boots:
-        return boots(guests, kvm, a.boots, say)
+        return boots(guests, kvm, a.boots, say, a.boots_doctor)
 
     results = []
     if a.host_ran:
@@ -523,7 +533,7 @@ def main() -> int:
         r["verdict"] = judge(r, expectations("host"))
         say(summary(r))
         results.append(r)
-    # guests side by side: under single-threaded TCG each takes one host core; the short
+    # guests side by side: under TCG each takes one host core; the short
     # below-the-minimum run last, in whichever slot frees first
     guests.sort(key=lambda g: g[0] in ONLY)
     slots = max(1, (os.cpu_count() or 1) // (GUEST_CPUS if kvm else 1))
