@@ -71,7 +71,7 @@ def _same_relative_name(work, n, delay):
 def _directory_above(work, n, delay):
     """One call lists a directory while others open files in it that they do not name."""
     half = max(1, n // 2)
-    return [[("list_dir", {"path": work, "delay": delay})] * 1
+    return [[("list_dir", {"path": work, "delay": delay})]
             + [("touch_indexed", {"n": i, "delay": delay}) for i in range(half)]
             + [("touch_sync", {"path": os.path.join(work, f"named-{i}.txt"), "delay": delay})
                for i in range(n - half - 1)]]

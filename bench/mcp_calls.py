@@ -85,8 +85,8 @@ def drained(out: str, want: int, timeout: float = 60.0) -> bool:
     return False
 
 
-def child_usage(parent: int, name: str):
-    """(pid, CPU seconds, peak RSS MiB) of parent's child whose command holds name."""
+def child_pid(parent: int, name: str) -> int | None:
+    """The pid of parent's child whose command holds name."""
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -95,15 +95,11 @@ def child_usage(parent: int, name: str):
                 st = f.read()
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 cmd = f.read()
-            rest = st[st.rindex(")") + 2:].split()
-            if int(rest[1]) != parent or name.encode() not in cmd:
-                continue
-            with open(f"/proc/{pid}/status") as f:
-                hwm = next(int(x.split()[1]) for x in f if x.startswith("VmHWM"))
-            return int(pid), (int(rest[11]) + int(rest[12])) / TICK, hwm / 1024
-        except (OSError, ValueError, StopIteration):
+            if int(st[st.rindex(")") + 2:].split()[1]) == parent and name.encode() in cmd:
+                return int(pid)
+        except (OSError, ValueError, IndexError):
             continue
-    return None, None, None
+    return None
 
 
 def one_run(a, mode: str, out: str):
@@ -131,17 +127,15 @@ def one_run(a, mode: str, out: str):
         target = StdioServerParameters(command=cmd[0], args=cmd[1:])
     tool, args = ("big", lambda i: {"n": a.size}) if a.size else ("echo", lambda i: {"text": f"call {i}"})
     who = {WITNESS: "mcpwitness", SNOOP: "mcp-snoop", SNOOP_V: "mcp-snoop"}.get(mode)
-    me = os.getpid() if server is None else server.pid
 
     async def main():
         async with Client(target) as c:
             await c.list_tools()
             if mode == WITNESS:   # its start-up records first, so that its backlog is only the calls'
                 drained(out, 2)
-            pid, before, _ = child_usage(me, who) if who else (None, None, None)
-            if server is not None and mode == WITNESS:
-                pid = server.pid
-                before = proc_cpu(pid)
+            # the witness: the HTTP server's process is it; over stdio, the client's child
+            pid = (server.pid if server is not None else child_pid(os.getpid(), who)) if who else None
+            before = proc_cpu(pid) if pid else None
             bpf0 = bpf_run_ns(pid) if mode == WITNESS and pid else None
             t = time.perf_counter()
             for i in range(a.calls):
@@ -151,7 +145,7 @@ def one_run(a, mode: str, out: str):
                 drained(out, 2 * a.calls + 4)
             after = proc_cpu(pid) if pid else None
             bpf1 = bpf_run_ns(pid) if bpf0 is not None else None
-            rss = child_usage(me, who)[2] if who and server is None else proc_rss(pid) if pid else None
+            rss = proc_rss(pid) if pid else None
             return (el, (after - before if after is not None and before is not None else None),
                     (bpf1 - bpf0) / 1e9 if bpf1 is not None else None, rss)
 

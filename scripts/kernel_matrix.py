@@ -51,9 +51,18 @@ ONLY = {"debian11-5.10": ["tests/test_kernel_support.py"]}
 GUEST_TEST_TIMEOUT = 900
 
 
+def guest_cpus(kvm: bool) -> int:
+    return GUEST_CPUS if kvm or TCG_MODE == "single" else 1
+
+
+def slots(kvm: bool) -> int:
+    """How many guests run side by side: one host core per emulator thread (TCG), per vCPU (KVM)."""
+    return max(1, (os.cpu_count() or 1) // (guest_cpus(kvm) if kvm else 1))
+
+
 def vng(image: str, rwdir: str, command: str, kvm: bool, log: str, timeout: float) -> int | None:
     """Boot image, run command in it; returns vng's status, None on timeout (the guest is killed)."""
-    cpus = GUEST_CPUS if kvm or TCG_MODE == "single" else 1
+    cpus = guest_cpus(kvm)
     argv = [os.path.join(VENV_BIN, "vng"), "-r", image, "--force-9p", "--rwdir", rwdir,
             "--memory", "4G", "--cpus", str(cpus), "--verbose", "--exec", command]
     if not kvm:
@@ -233,6 +242,11 @@ def _selected(test_glob: str, selection: list[str]) -> bool:
     return False
 
 
+def _holds(entry: dict, chosen: dict) -> bool:
+    """An expectation entry's `when`: the mechanisms doctor must have chosen for it to apply."""
+    return all(chosen.get(k) == v for k, v in (entry.get("when") or {}).items())
+
+
 def judge(r: dict, expect: dict | None) -> list[str]:
     """Why this finished guest must not be called a pass (empty: it passes). Every reason is one line."""
     bad: list[str] = []
@@ -247,19 +261,19 @@ def judge(r: dict, expect: dict | None) -> list[str]:
                    ("during the tests" if r["started"] else "before the tests started (at boot)"))
     elif r["rc"] != "0":
         meaning = {"1": "tests failed", "2": "interrupted", "3": "pytest internal error", "4": "usage error",
-                   "5": "no tests collected"}.get(r["rc"], "killed by a signal" if int(r["rc"]) > 128 else "?")
+                   "5": "no tests collected"}.get(r["rc"], "killed by a signal" if r["rc"].isdigit()
+                                                  and int(r["rc"]) > 128 else "?")
         bad.append(f"pytest exited with {r['rc']} ({meaning})")
     release = expect.get("release")
     if release and r["kernel"] and not _match(r["kernel"], release):
         bad.append(f"kernel {r['kernel']} is not the pinned {release} ({where})")
     tests = _tests_by_id(r["tests"])
-    full = r["full"]
-    if full and len(tests) < expect.get("min_tests", 1):
+    if r["full"] and len(tests) < expect.get("min_tests", 1):
         bad.append(f"{len(tests)} tests ran, {where} expects at least {expect.get('min_tests')}")
     for t in tests.values():
         if t["outcome"] == "failed":
             bad.append(f"FAILED {t['test']} ({t['when']}): {t['reason'][:300]}")
-    chosen = ((r["doctor"] or {}).get("chosen") or {}) if r["doctor"] else {}
+    chosen = (r["doctor"] or {}).get("chosen") or {}
     if r["doctor"] is None and r["started"]:
         bad.append("no doctor.json: what the kernel chose is unknown")
     if "object_loads" in expect and r["doctor"] is not None and bool(r["doctor"].get("ok")) != expect["object_loads"]:
@@ -270,13 +284,13 @@ def judge(r: dict, expect: dict | None) -> list[str]:
             bad.append(f"mechanism {key} is {chosen.get(key)!r}, pinned {want!r} ({where}): a quiet fallback")
     skips = expect.get("may_skip") or []
     musts = [w if isinstance(w, dict) else {"test": w} for w in expect.get("must_pass") or []]
-    musts = [w["test"] for w in musts if all(chosen.get(k) == v for k, v in (w.get("when") or {}).items())]
+    musts = [w["test"] for w in musts if _holds(w, chosen)]
     for t in tests.values():
         if t["outcome"] != "skipped" or any(_match(t["test"], w) for w in musts):
             continue  # a must-pass that skipped is said below
         ok = [s for s in skips if _match(t["test"], s["test"])
               and _match(t["reason"], s.get("reason", "*"))
-              and all(chosen.get(k) == v for k, v in (s.get("when") or {}).items())]
+              and _holds(s, chosen)]
         if not ok:
             bad.append(f"SKIPPED {t['test']} ({t['reason'][:160]}): {where} does not allow this skip here")
     for want in musts:
@@ -394,14 +408,13 @@ def summary(r: dict) -> str:
             + (" (RETRIED)" if r.get("retry") else ""))
 
 
-def report(results: list[dict], print_table: bool = True) -> int:
+def report(results: list[dict]) -> int:
     table = render(results)
     with open(os.path.join(OUT, "table.md"), "w") as f:
         f.write(table + "\n")
     with open(os.path.join(OUT, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
-    if print_table:
-        print(table)
+    print(table)
     bad = [r for r in results if r["verdict"]]
     for r in bad:
         print(f"kernel-matrix: {r['name']} FAILS its judge ({len(r['verdict'])}):", file=sys.stderr)
@@ -438,8 +451,7 @@ def boots(guests: list[tuple[str, str]], kvm: bool, n: int, say, doctor: bool = 
         say(f"kernel-matrix: boots: {name}: {n - len(bad)} of {n} clean, median {took[len(took) // 2]:.0f} s, "
             f"max {took[-1]:.0f} s" + "".join(f"\n  {b}" for b in bad))
         return len(bad)
-    slots = max(1, (os.cpu_count() or 1) // (GUEST_CPUS if kvm else 1))
-    with concurrent.futures.ThreadPoolExecutor(max_workers=slots) as pool:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=slots(kvm)) as pool:
         return 1 if sum(pool.map(lambda g: one(*g), guests)) else 0
 
 
@@ -536,9 +548,8 @@ def main() -> int:
     # guests side by side: under TCG each takes one host core; the short
     # below-the-minimum run last, in whichever slot frees first
     guests.sort(key=lambda g: g[0] in ONLY)
-    slots = max(1, (os.cpu_count() or 1) // (GUEST_CPUS if kvm else 1))
     order = {n: i for i, (n, _) in enumerate(found)}
-    with concurrent.futures.ThreadPoolExecutor(max_workers=slots) as pool:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=slots(kvm)) as pool:
         futs = [pool.submit(run_kernel, n, img, kvm, a.tests or ONLY.get(n, []), a.timeout * 60, env,
                             not a.tests, say)
                 for n, img in guests]
