@@ -154,10 +154,14 @@ static __always_inline int ssl_exit(long rc)
 		return 0;
 	struct mw_ssl_call c = *cp;
 	bpf_map_delete_elem(&ssl_calls, &pt);
-	long n = rc;
+	/* All four return a C int in eax: the upper half of rax is whatever the
+	 * last 32-bit move left there (zero for libssl's `mov $0xffffffff,%eax`),
+	 * so -1 must be read as the int it is, not as 4294967295. */
+	int ret = (int)rc;
+	long n = ret;
 	if (c.sys == MW_IOSYS_SSL_READ_EX || c.sys == MW_IOSYS_SSL_WRITE_EX) {
 		__u64 moved = 0;
-		if (rc != 1 || bpf_probe_read_user(&moved, sizeof(moved), (void *)c.outlen))
+		if (ret != 1 || bpf_probe_read_user(&moved, sizeof(moved), (void *)c.outlen))
 			return 0;
 		n = moved;
 	}

@@ -4,8 +4,18 @@ import json
 import os
 from contextlib import asynccontextmanager
 
+import mcp.client.stdio as _sdk_stdio
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
+
+# The SDK gives a server 2 s to exit after its stdin closes, then SIGTERMs its
+# process group and SIGKILLs it 2 s later. When the server is `mcpwitness run`,
+# that group holds the witness too, and under an emulated guest (1 vCPU, TCG)
+# its last drain and stats record can take longer than 4 s: the kill then cuts
+# the record short, a failure of the harness's patience, not of the witness.
+# The truth-keeping client waits for the exit instead (a hung witness still
+# ends, after this long).
+_sdk_stdio.PROCESS_TERMINATION_TIMEOUT = float(os.environ.get("MW_CLIENT_EXIT_GRACE", "120"))
 
 
 def as_dict(session_message):

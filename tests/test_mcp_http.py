@@ -455,3 +455,52 @@ def test_the_client_end_tracked_alone(tmp_path, cert):
     call = [r for r in recs if r["type"] == "call" and r["method"] == "tools/call"][0]
     assert call["status"] == "ok" and not call["server"]["tracked"]
     assert call["server"]["address"] == f"127.0.0.1:{port}" and call["transport"] == "http"
+
+
+FAILURES = os.path.join(HERE, "workloads", "ssl_failures.py")
+
+
+@pytest.mark.matrix("MCP over HTTP and HTTPS (TLS uprobes)")
+@pytest.mark.parametrize("api", ["plain", "ex"])
+def test_openssl_failure_returns_are_never_taken_for_bytes(api, tmp_path, cert):
+    """SSL_read/SSL_write return an int, -1 on failure (in eax; the upper half
+    of rax is zero). Every failure a real client meets (WANT_READ on a
+    non-blocking socket, WANT_WRITE on a full one and the retry, EOF after
+    close_notify, a dropped connection) moves no bytes and is recorded as
+    nothing: one request whole, one answer, and the probes counted exactly the
+    calls that moved bytes, though each failing read had a stale, well-formed
+    HTTP answer in its buffer."""
+    port, calls, out = free_port(), tmp_path / "calls.json", tmp_path / "run.jsonl"
+    srv = start_server([sys.executable, FAILURES, "server", *cert, str(port)])
+    try:
+        p = subprocess.run([MW, "run", "-q", "--no-store", "--jsonl", str(out), "--",
+                            sys.executable, FAILURES, "client", str(port), str(srv.pid), str(calls), api],
+                           timeout=120 * SLOW, capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+    finally:
+        stop(srv, signal.SIGTERM)
+    seen = json.loads(calls.read_text())
+    errors = {c["error"] for c in seen["calls"] if c["rc"] <= 0}
+    assert {2, 3, 6} <= errors and errors & {1, 5}, seen["calls"]  # WANT_READ, WANT_WRITE, EOF, the drop
+    if api == "plain":
+        assert {c["rc"] for c in seen["calls"] if c["rc"] <= 0} >= {-1}
+    moved = [c for c in seen["calls"] if c["moved"]]
+    recs = records(out)
+    stats = recs[-1]
+    assert stats["type"] == "stats"
+    assert stats["kernel"]["tls_calls"] == len(moved), (stats["kernel"], seen["calls"])
+    mcp = mcp_of(recs)
+    assert [(r["direction"], r["kind"], r["id"]) for r in mcp] == [
+        ("client->server", "request", 7), ("server->client", "response", 7)], mcp
+    req, answer = mcp
+    body = json.loads(seen["answer"].split("\r\n\r\n", 1)[1])
+    assert req["size"] == len(req_body()) and not req["truncated"]
+    assert answer["paired"] and answer["result"] == body["result"] and answer["transport"] == "https"
+    assert stats["http"]["not_http"] == 0 and stats["http"]["resyncs"] == 0 and stats["mcp"]["nonjson"] == 0
+    assert stats["lost"]["events"] == 0
+
+
+def req_body() -> bytes:
+    sys.path.insert(0, os.path.join(HERE, "workloads"))
+    from ssl_failures import REQUEST_BODY
+    return REQUEST_BODY
