@@ -159,7 +159,7 @@ def client(port, server_pid, out, ex):
     moved, err = c.stale_read()  # dropped without close_notify
     assert moved == 0 and err in (1, 5), err  # SSL_ERROR_SSL or SSL_ERROR_SYSCALL
     with open(out, "w") as f:
-        json.dump({"calls": c.log, "request": len(request), "answer": answer.decode()}, f)
+        json.dump({"calls": c.log, "request_body": len(REQUEST_BODY), "answer": answer.decode()}, f)
 
 
 if __name__ == "__main__":
