@@ -458,7 +458,7 @@ static __always_inline int io_exit(struct mw_proc *p, long ret, long fd, __u64 u
 	if (!t.kind && !fd_kind(task, fd, dir, &t))
 		return 0;
 	if (t.kind == MW_KIND_TCP)
-		tls_saw_socket(p, task, &t, fd, dir);
+		tls_saw_socket(p, task, &t, fd, dir, first_buffer(ubuf, iov));
 	return capture(p, task, ret, fd, &t, ubuf, iov, iovcnt, dir, sys, t.k.ino, t.k.dev);
 }
 

@@ -69,6 +69,7 @@ enum mw_event_type {
 #define MW_SB_TLS_NEAR 2 /* TLS: the socket's TLS records and the SSL_* call met on one thread, back to back
 			  * (memory BIOs, as Python's asyncio and most event loops use) */
 #define MW_SB_CLOSED 3   /* a captured connection reached TCP_CLOSE: args[1] = its socket inode */
+#define MW_SB_TLS_FREED 4 /* TLS: the SSL object (sock.ssl) was freed: its stream ended */
 
 struct mw_sockinfo {
 	__u8 laddr[16]; /* IPv4: the first 4 bytes */

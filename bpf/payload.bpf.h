@@ -239,7 +239,8 @@ static __always_inline void emit_sock(struct mw_proc *p, struct task_struct *tas
 		return;
 	struct mw_sockinfo *si = &s->sock;
 	__builtin_memset(si, 0, sizeof(*si));
-	sock_addrs(sk, si);
+	if (sk)
+		sock_addrs(sk, si);
 	si->ssl = ssl;
 	si->peer_ino = peer_ino;
 	if (peer_ino) {

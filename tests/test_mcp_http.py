@@ -196,6 +196,29 @@ def test_streamable_http_port_filter_sees_both_ends_once(kind, host, tmp_path, c
     assert sess["ktime_ns"] < STOPPED[0]
 
 
+@pytest.mark.matrix("MCP over HTTP and HTTPS (TLS uprobes)")
+def test_https_over_several_connections_both_ends_once(tmp_path, cert, monkeypatch):
+    """The handshake era over HTTPS, under the port filter: the client opens a
+    second connection (and frees one SSL object per connection, whose address
+    the next one gets), both event loops drive OpenSSL through memory BIOs, so
+    which socket an SSL object speaks over is learnt next to the call. Every
+    message is recorded once, from both ends merged: an SSL object bound to
+    another connection's socket, or one inheriting a freed object's socket and
+    parser, shows as a message twice, or a body that does not parse."""
+    monkeypatch.setenv("SSL_CERT_FILE", cert[0])
+    port = free_port()
+    log, recs, srv_pid = watch_mode(tmp_path, server_argv("https", "127.0.0.1", port, cert),
+                                    url_of("https", "127.0.0.1", port), port, CALLS, mode="legacy")
+    mcp = mcp_of(recs)
+    check_against_client(log, mcp)
+    assert {r["pid"] for r in mcp} <= {srv_pid, os.getpid()}
+    stats = recs[-1]
+    assert stats["mcp"]["duplicates"] == len(mcp)  # each seen at both ends, recorded once
+    assert stats["http"]["bad_encoding"] == 0 and stats["http"]["not_http"] == 0 and stats["http"]["resyncs"] == 0
+    assert stats["kernel"].get("tls_unbound", 0) == 0 and stats["lost"]["events"] == 0
+    assert all(c["status"] == "ok" for c in recs if c["type"] == "call"), [c for c in recs if c["type"] == "call"]
+
+
 def test_handshake_era_session_id_spans_connections(tmp_path, cert):
     """mode=legacy: initialize, Mcp-Session-Id, SSE-streamed responses and
     the standalone GET stream: one session."""

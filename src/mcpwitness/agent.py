@@ -359,7 +359,7 @@ class Agent:
                         "watch": self.watch, "ports": list(k.options.ports) or None},
             programs_skipped=k.skipped, mounts=k.mounts,
             tls={"mechanism": ("uprobe_multi links" if k.uprobe_multi else "uprobes")
-                 + " on SSL_read/SSL_write(_ex), SSL_do_handshake, "
+                 + " on SSL_read/SSL_write(_ex), SSL_do_handshake, SSL_free, "
                  + ("per tracked process that maps a libssl" if tls.per_process else "host-wide"),
                  "libraries": tls.report()} if tls is not None else None,
             policy=self.policy.record() if self.policy is not None else None,

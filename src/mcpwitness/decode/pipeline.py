@@ -108,7 +108,9 @@ class Pipeline:
                     self._mcp(frame, batch)
             return
         if t is SockEvent:
-            if ev.binding == "closed":
+            if ev.binding == "freed":
+                self._from_http(self.http.freed(ev.pid, ev.ssl), batch)
+            elif ev.binding == "closed":
                 frames, convs = self.http.closed(ev.inode)
                 self._from_http(frames, batch)
                 for conv in convs:

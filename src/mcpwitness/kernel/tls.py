@@ -19,10 +19,13 @@ import subprocess
 
 # the functions and the kernel programs that go on them
 ENTRY = {"SSL_read": "mw_ssl_read", "SSL_write": "mw_ssl_write", "SSL_read_ex": "mw_ssl_read_ex",
-         "SSL_write_ex": "mw_ssl_write_ex", "SSL_do_handshake": "mw_ssl_handshake"}
-RETURN = {"SSL_read", "SSL_write", "SSL_read_ex", "SSL_write_ex"}  # mw_ssl_ret on each
+         "SSL_write_ex": "mw_ssl_write_ex", "SSL_do_handshake": "mw_ssl_handshake", "SSL_free": "mw_ssl_free"}
+# mw_ssl_ret on each (the handshake's return ends the window in which its socket I/O binds)
+RETURN = {"SSL_read", "SSL_write", "SSL_read_ex", "SSL_write_ex", "SSL_do_handshake"}
+RETURN_PROG = {"SSL_do_handshake": "mw_ssl_handshake_ret"}  # (the uprobe_multi one tells it by the cookie)
 # uprobe_multi: one entry program, told which function by the cookie (MW_IOSYS_SSL_*, tls.bpf.h)
-COOKIE = {"SSL_read": 8, "SSL_write": 9, "SSL_read_ex": 10, "SSL_write_ex": 11, "SSL_do_handshake": 100}
+COOKIE = {"SSL_read": 8, "SSL_write": 9, "SSL_read_ex": 10, "SSL_write_ex": 11, "SSL_do_handshake": 100,
+          "SSL_free": 101}
 MARKER = "SSL_write"  # a file that defines this is an OpenSSL (or compatible) libssl
 
 
@@ -189,8 +192,8 @@ class TlsProbes:
                     links.append(self.kernel.attach_uprobe(ENTRY[fn], path, off, retprobe=False,
                                                            pid=pid if pid else -1))
                     if fn in RETURN:
-                        links.append(self.kernel.attach_uprobe("mw_ssl_ret", path, off, retprobe=True,
-                                                               pid=pid if pid else -1))
+                        links.append(self.kernel.attach_uprobe(RETURN_PROG.get(fn, "mw_ssl_ret"), path, off,
+                                                               retprobe=True, pid=pid if pid else -1))
                     done.append(fn)
                 except OSError as e:
                     if pid and e.errno == errno.ESRCH:  # the process is gone already: nothing to say
