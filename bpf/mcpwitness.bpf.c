@@ -129,8 +129,11 @@ int BPF_PROG(mw_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 {
 	__u32 tgid = BPF_CORE_READ(task, tgid);
 	struct mw_proc *p = lookup_tracked(task, tgid);
-	if (!p)
+	if (!p) {
+		if (cfg.ports)
+			tls_look_exec(task, bprm);
 		return 0;
+	}
 	struct mw_scratch *s = begin(MW_EV_EXEC, p, task, 0);
 	if (!s)
 		return 0;

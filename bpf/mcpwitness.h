@@ -70,6 +70,8 @@ enum mw_event_type {
 			  * (memory BIOs, as Python's asyncio and most event loops use) */
 #define MW_SB_CLOSED 3   /* a captured connection reached TCP_CLOSE: args[1] = its socket inode */
 #define MW_SB_TLS_FREED 4 /* TLS: the SSL object (sock.ssl) was freed: its stream ended */
+#define MW_SB_TLS_LOOK 5  /* port filter: an untracked process ran a binary not seen before, or first used
+			   * a watched port: look at its executable and mappings for a TLS library */
 
 struct mw_sockinfo {
 	__u8 laddr[16]; /* IPv4: the first 4 bytes */

@@ -227,16 +227,30 @@ static __always_inline int ssl_exit(long rc)
 			return 0;
 		n = moved;
 	}
-	if (n <= 0)
+	if (n <= 0) {
+		/* nothing moved, but the call may have advanced the handshake (Node and most
+		 * event loops never call SSL_do_handshake: the first SSL_read or SSL_write does
+		 * it): a handshake record the thread writes next is this object's */
+		if (th) {
+			th->h_ssl = c.ssl;
+			th->h_ts = bpf_ktime_get_ns();
+		}
 		return 0;
+	}
 	struct mw_ssl_key sk = ssl_key(c.ssl);
 	struct mw_ssl_sock *b = bpf_map_lookup_elem(&ssl_socks, &sk);
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct mw_proc *p = current_tracked();
-	if (th && c.dir == MW_IO_WRITE && !b) { /* the loop writes the records out next: bound there */
-		th->w_ssl = c.ssl;
-		th->w_ts = bpf_ktime_get_ns();
-		th->w_len = n < MW_TLS_RECORD_MAX ? n : MW_TLS_RECORD_MAX;
+	if (th && c.dir == MW_IO_WRITE && !b) {
+		/* the loop writes the records out next: bound there. The first write not yet
+		 * flushed is the one whose record leads (Node writes headers and body with two
+		 * SSL_write calls and both records with one writev) */
+		__u64 now = bpf_ktime_get_ns();
+		if (!th->w_ssl || now - th->w_ts >= MW_TLS_NEAR_NS) {
+			th->w_ssl = c.ssl;
+			th->w_ts = now;
+			th->w_len = n < MW_TLS_RECORD_MAX ? n : MW_TLS_RECORD_MAX;
+		}
 	} else if (th && c.dir == MW_IO_READ && th->ino && th->dir == MW_IO_READ) {
 		if (!b && bpf_ktime_get_ns() - th->sock_ts < MW_TLS_NEAR_NS && tls_record_fits(th->rec_len, n)) {
 			/* a socket read straight before brought the record this read decrypted */

@@ -392,3 +392,49 @@ def test_answers_written_by_the_servers_children(mode, tmp_path):
     check(recs, log, {"ops": [ops[-1]], "opens": str(target)}, "ts-sdk")
     answers = [r for r in recs if r["type"] == "mcp" and r["direction"] == "server->client"]
     assert answers and all(r["comm"] == "printf" for r in answers)
+
+
+@pytest.mark.matrix("MCP over HTTP and HTTPS (TLS uprobes)")
+def test_ts_sdk_https_client_on_node_read_from_its_own_openssl_under_watch_port(tmp_path):
+    """Node carries its own OpenSSL (statically linked, `SSL_*` exported) and
+    drives it through memory BIOs. Under `watch --port`, the client is not
+    tracked: its executable is probed when it is seen (its exec, or its
+    first bytes to the watched port), host-wide. Both ends are read (the
+    Python server through the system's libssl), so every message is seen
+    twice: once from each end's own TLS library, one record for each."""
+    from conftest import free_port
+    port, out = free_port(), tmp_path / "ev.jsonl"
+    crt, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(crt),
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    w = watch_port(port, out)
+    srv = None
+    try:
+        srv = subprocess.Popen([sys.executable, os.path.join(HERE, "workloads", "sdk_http_server.py"), "https",
+                                "127.0.0.1", str(port), str(crt), str(key)], stdout=subprocess.PIPE, text=True)
+        assert srv.stdout.readline().strip() == "listening"
+        cfg, log = tmp_path / "ts.json", tmp_path / "ts-log.json"
+        cfg.write_text(json.dumps({"npm": NPM_DIR, "log": str(log), "url": f"https://127.0.0.1:{port}/mcp",
+                                   "calls": [["tools/list"], ["tool", "echo", {"text": "over https"}],
+                                             ["tool", "big", {"n": 300000}]]}))
+        p = subprocess.run(["node", TS_CLIENT, str(cfg)], capture_output=True, text=True, timeout=TIMEOUT,
+                           env={**os.environ, "NODE_EXTRA_CA_CERTS": str(crt)})
+        assert p.returncode == 0, p.stderr
+        assert "over https" in p.stdout
+    finally:
+        if srv is not None:
+            stop(srv)
+        assert stop(w) == 0
+    recs = records(out)
+    mcp = [r for r in recs if r["type"] == "mcp"]
+    sent = [tuple(x) for x in json.loads(log.read_text())]
+    check_against_client(sent, mcp)
+    assert {r["transport"] for r in mcp} == {"https"}
+    calls = [r for r in recs if r["type"] == "call" and r["method"] == "tools/call"]
+    assert len(calls) == 2 and all(c["status"] == "ok" and c["complete"] for c in calls)
+    stats = recs[-1]
+    node = os.path.realpath(shutil.which("node"))
+    assert node in stats["tls_libraries"], stats["tls_libraries"]
+    assert stats["mcp"]["duplicates"] == len(mcp), "the node client's own end was not read whole"
+    assert stats["http"]["bad_encoding"] == 0 and stats["http"]["not_http"] == 0 and stats["http"]["resyncs"] == 0

@@ -75,6 +75,7 @@ class Agent:
             self.tls = TlsProbes(self.kernel, per_process=not (options and options.ports))
             if not self.tls.per_process:
                 self.tls.add_system()
+                self.tls.add_running()  # the executables that carry their own TLS (Node), and private libssl copies
         self.watch = bool(options and options.watch)
         self.table = ProcTable()
         self.exits: dict = {}          # pid -> its exit event (run: the command's status)
@@ -93,6 +94,8 @@ class Agent:
                                  on_event=on_event, max_message=max(self.kernel.options.io_max, 16 << 20),
                                  identifier=identifier)
         self.tracker.wall = self.pipeline.decoder.wall_time
+        if self.tls is not None and not self.tls.per_process:  # --port: the kernel says whom to look at
+            self.pipeline.on_look = self.tls.add_process
         self.sink = sink
         self.detect = detect           # detect.engine.DetectSink, when detection runs (its stats, reloads)
         self.store = store             # output.store.Store, when there is one (its stats)

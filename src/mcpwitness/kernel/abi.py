@@ -96,6 +96,6 @@ IO_KINDS = {1: "pipe", 2: "unix", 3: "tcp", 4: "tls", 5: "tty"}
 STDIO_KINDS = {0: None, 1: "pipe", 2: "unix", 3: "tcp", 5: "tty", 15: "other"}  # None: the fd is closed
 STDIO_WHY = {0: "exec", 1: "found"}
 SOCK_BINDINGS = {0: "capture", 1: "inside the SSL call", 2: "next to the SSL call on its thread", 3: "closed",
-                 4: "freed"}
+                 4: "freed", 5: "look"}
 
 

@@ -213,14 +213,24 @@ class TlsProbes:
 
     def add_process(self, pid: int) -> None:
         """The libssl files pid maps, and its executable when that exports
-        OpenSSL itself (Node.js does)."""
+        OpenSSL itself (Node.js does). Host-wide (--port), every process
+        that runs the same file is probed with it."""
         scope = pid if self.per_process else None
         for p in mapped_libraries(pid):
             self.add(p, scope)
         try:
-            self.add(os.readlink(f"/proc/{pid}/exe"), scope)
+            exe = os.readlink(f"/proc/{pid}/exe")
         except OSError:
-            pass
+            return
+        # a process in another mount namespace names a file this one may not see: its /proc link
+        self.add(exe if os.path.exists(exe) else f"/proc/{pid}/exe", scope)
+
+    def add_running(self) -> None:
+        """Host-wide (--port): the processes already running, since no event
+        will say what they run. Each file is read once (by device and inode)."""
+        for name in os.listdir("/proc"):
+            if name.isdigit() and int(name) != os.getpid():
+                self.add_process(int(name))
 
     def opened(self, pid: int, path: str) -> None:
         """A tracked process opened this file: probe it there if it is a
