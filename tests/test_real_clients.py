@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from contextlib import contextmanager
 
@@ -394,6 +395,27 @@ def test_answers_written_by_the_servers_children(mode, tmp_path):
     assert answers and all(r["comm"] == "printf" for r in answers)
 
 
+def uprobe_in(pid: int, path: str, fn: str) -> bool:
+    """A uprobe is in fn of path in process pid: its first byte there is int3
+    (the kernel writes the breakpoint into each process that maps the file)."""
+    from mcpwitness.kernel.tls import elf_symbols
+    off = elf_symbols(path, {fn})[fn]
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 6 and os.path.realpath(parts[5]) == path:
+                    lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                    moff = int(parts[2], 16)
+                    if moff <= off < moff + (hi - lo):
+                        with open(f"/proc/{pid}/mem", "rb") as m:
+                            m.seek(lo + off - moff)
+                            return m.read(1) == b"\xcc"
+    except OSError:
+        pass
+    return False
+
+
 @pytest.mark.matrix("MCP over HTTP and HTTPS (TLS uprobes)")
 def test_ts_sdk_https_client_on_node_read_from_its_own_openssl_under_watch_port(tmp_path):
     """Node carries its own OpenSSL (statically linked, `SSL_*` exported) and
@@ -404,6 +426,7 @@ def test_ts_sdk_https_client_on_node_read_from_its_own_openssl_under_watch_port(
     twice: once from each end's own TLS library, one record for each."""
     from conftest import free_port
     port, out = free_port(), tmp_path / "ev.jsonl"
+    node = os.path.realpath(shutil.which("node"))
     crt, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(crt),
                     "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
@@ -414,13 +437,21 @@ def test_ts_sdk_https_client_on_node_read_from_its_own_openssl_under_watch_port(
         srv = subprocess.Popen([sys.executable, os.path.join(HERE, "workloads", "sdk_http_server.py"), "https",
                                 "127.0.0.1", str(port), str(crt), str(key)], stdout=subprocess.PIPE, text=True)
         assert srv.stdout.readline().strip() == "listening"
-        cfg, log = tmp_path / "ts.json", tmp_path / "ts-log.json"
+        cfg, log, start = tmp_path / "ts.json", tmp_path / "ts-log.json", tmp_path / "start"
         cfg.write_text(json.dumps({"npm": NPM_DIR, "log": str(log), "url": f"https://127.0.0.1:{port}/mcp",
-                                   "calls": [["tools/list"], ["tool", "echo", {"text": "over https"}],
-                                             ["tool", "big", {"n": 300000}]]}))
-        p = subprocess.run(["node", TS_CLIENT, str(cfg)], capture_output=True, text=True, timeout=TIMEOUT,
-                           env={**os.environ, "NODE_EXTRA_CA_CERTS": str(crt)})
-        assert p.returncode == 0, p.stderr
+                                   "start": str(start), "calls": [["tools/list"], ["tool", "echo", {"text": "over https"}],
+                                                                  ["tool", "big", {"n": 300000}]]}))
+        began = time.monotonic()
+        ts = subprocess.Popen(["node", TS_CLIENT, str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env={**os.environ, "NODE_EXTRA_CA_CERTS": str(crt)})
+        # the client connects once its own OpenSSL is probed (its exec told the agent): natively that
+        # is long before node could connect by itself; under emulation the wait keeps the test exact
+        assert wait_for(lambda: uprobe_in(ts.pid, node, "SSL_write"), TIMEOUT), "node's SSL_write never probed"
+        print(f"node's OpenSSL probed {time.monotonic() - began:.3f} s after its exec")
+        start.write_text("go")
+        out_, err_ = ts.communicate(timeout=TIMEOUT)
+        assert ts.returncode == 0, err_
+        p = subprocess.CompletedProcess(ts.args, ts.returncode, out_, err_)
         assert "over https" in p.stdout
     finally:
         if srv is not None:
@@ -434,7 +465,6 @@ def test_ts_sdk_https_client_on_node_read_from_its_own_openssl_under_watch_port(
     calls = [r for r in recs if r["type"] == "call" and r["method"] == "tools/call"]
     assert len(calls) == 2 and all(c["status"] == "ok" and c["complete"] for c in calls)
     stats = recs[-1]
-    node = os.path.realpath(shutil.which("node"))
     assert node in stats["tls_libraries"], stats["tls_libraries"]
     assert stats["mcp"]["duplicates"] == len(mcp), "the node client's own end was not read whole"
     assert stats["http"]["bad_encoding"] == 0 and stats["http"]["not_http"] == 0 and stats["http"]["resyncs"] == 0

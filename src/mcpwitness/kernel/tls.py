@@ -71,15 +71,23 @@ def elf_symbols(path: str, wanted) -> dict[str, int]:
                 strtab = sections[sec[6]]
                 strs = read(strtab[4], strtab[5], "a string table")
                 syms = read(sec[4], sec[5], "a symbol table")
-                for j in range(len(syms) // 24):
-                    st_name, st_info, _, st_shndx, st_value, _ = struct.unpack_from("<IBBHQQ", syms, j * 24)
-                    if st_shndx == 0 or st_info & 0xF != 2:  # undefined, or not STT_FUNC
+                # where the wanted names sit in the string table (a large executable has ~100k
+                # symbols: only those whose name starts at one of these offsets are decoded)
+                at: dict[int, str] = {}
+                for w in wanted:
+                    for tail in (b"\0", b"@"):
+                        i = strs.find(w.encode() + tail)
+                        while i >= 0:  # (a name may be another's tail: any offset can be one)
+                            at[i] = w
+                            i = strs.find(w.encode() + tail, i + 1)
+                if not at:
+                    continue
+                for st_name, st_info, _, st_shndx, st_value, _ in struct.iter_unpack(
+                        "<IBBHQQ", syms[:len(syms) - len(syms) % 24]):
+                    if st_name not in at or st_shndx == 0 or st_info & 0xF != 2:  # undefined, or not STT_FUNC
                         continue
-                    end = strs.find(b"\0", st_name)
-                    if end < 0:  # a name outside its string table: not one of ours
-                        continue
-                    name = strs[st_name:end].decode("latin-1").split("@", 1)[0]
-                    if name in wanted and name not in out:
+                    name = at[st_name]
+                    if name not in out:
                         for vaddr, off, size_ in loads:
                             if vaddr <= st_value < vaddr + size_:
                                 out[name] = st_value - vaddr + off
