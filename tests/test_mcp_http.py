@@ -174,6 +174,9 @@ def test_streamable_http_tracked_server(kind, tmp_path, cert, monkeypatch):
         # probed for the server alone, once it opened libssl: other processes do not trap
         assert "per tracked process" in start_of(recs)["tls"]["mechanism"] and not start_of(recs)["tls"]["libraries"]
         assert any("libssl" in p for p in stats["tls_libraries"]) and stats["tls_processes"] >= 1
+        assert {r["tls"]["library"] for r in mcp} == {"openssl"} and all("libssl" in r["tls"]["file"] for r in mcp)
+    else:
+        assert all(r["tls"] is None for r in mcp)
 
 
 @pytest.mark.parametrize("kind,host", [("http", "127.0.0.1"), ("https", "127.0.0.1"), ("http", "::1")])

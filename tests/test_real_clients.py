@@ -462,6 +462,10 @@ def test_ts_sdk_https_client_on_node_read_from_its_own_openssl_under_watch_port(
     sent = [tuple(x) for x in json.loads(log.read_text())]
     check_against_client(sent, mcp)
     assert {r["transport"] for r in mcp} == {"https"}
+    for r in mcp:  # each record names the library of the end whose copy was kept
+        assert r["tls"] == ({"library": "openssl(node)", "file": node} if r["pid"] == ts.pid
+                            else {"library": "openssl", "file": r["tls"]["file"]}), r["tls"]
+        assert r["pid"] == ts.pid or "libssl" in r["tls"]["file"]
     calls = [r for r in recs if r["type"] == "call" and r["method"] == "tools/call"]
     assert len(calls) == 2 and all(c["status"] == "ok" and c["complete"] for c in calls)
     stats = recs[-1]

@@ -94,8 +94,10 @@ class Agent:
                                  on_event=on_event, max_message=max(self.kernel.options.io_max, 16 << 20),
                                  identifier=identifier)
         self.tracker.wall = self.pipeline.decoder.wall_time
-        if self.tls is not None and not self.tls.per_process:  # --port: the kernel says whom to look at
-            self.pipeline.on_look = self.tls.add_process
+        if self.tls is not None:
+            self.pipeline.mcp.tls_of = self.tls.library_of
+            if not self.tls.per_process:  # --port: the kernel says whom to look at
+                self.pipeline.on_look = self.tls.add_process
         self.sink = sink
         self.detect = detect           # detect.engine.DetectSink, when detection runs (its stats, reloads)
         self.store = store             # output.store.Store, when there is one (its stats)

@@ -150,6 +150,7 @@ class TlsProbes:
         self.attached_total = 0              # per-process attachments made so far
         self.errors: list[str] = []
         self.scans: dict[int, int] = {}      # pid -> times its maps were looked at for a libssl
+        self.libs: dict[int, object] = {}    # pid -> records.TlsInfo (or None), once its plaintext is seen
         self.last_look = 0
 
     def _symbols(self, path: str):
@@ -233,6 +234,35 @@ class TlsProbes:
         # a process in another mount namespace names a file this one may not see: its /proc link
         self.add(exe if os.path.exists(exe) else f"/proc/{pid}/exe", scope)
 
+    def library_of(self, pid: int):
+        """The TLS library pid's plaintext is read from (records.TlsInfo), or
+        None: its executable when that is probed (Node's own OpenSSL:
+        openssl(node)), else the first probed libssl it maps."""
+        if pid in self.libs:
+            return self.libs[pid]
+        from ..records import TlsInfo
+        found = None
+        try:
+            exe = os.readlink(f"/proc/{pid}/exe")
+            st = os.stat(f"/proc/{pid}/exe")
+            if self.files.get((st.st_dev, st.st_ino), {}).get("functions"):
+                found = TlsInfo(f"openssl({os.path.basename(exe)})", exe)
+        except OSError:
+            pass
+        if found is None:
+            for path in mapped_libraries(pid):
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                if self.files.get((st.st_dev, st.st_ino), {}).get("functions"):
+                    found = TlsInfo("openssl", path)
+                    break
+        if len(self.libs) > 4096:
+            self.libs.clear()
+        self.libs[pid] = found
+        return found
+
     def add_running(self) -> None:
         """Host-wide (--port): the processes already running, since no event
         will say what they run. Each file is read once (by device and inode)."""
@@ -261,6 +291,7 @@ class TlsProbes:
     def exited(self, pid: int) -> None:
         """pid is gone: its probes are detached by a helper thread (each
         detach waits for the kernel)."""
+        self.libs.pop(pid, None)
         mine = self.procs.pop(pid, None)
         if not mine:
             return
