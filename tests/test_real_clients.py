@@ -228,7 +228,7 @@ def stop(p, sig=signal.SIGINT):
     return p.wait(timeout=TIMEOUT)
 
 
-def check_http(recs, log):
+def check_http(recs, log, transport="http"):
     mcp = [r for r in recs if r["type"] == "mcp"]
     # a server that refuses server/discover answers with HTTP 400 and id null; the client took it
     # as the answer to its request
@@ -238,7 +238,7 @@ def check_http(recs, log):
     check_against_client(log, mcp)
     calls = [r for r in recs if r["type"] == "call" and r["method"] == "tools/call"]
     assert calls and all(c["status"] == "ok" and c["complete"] and c["latency_ms"] > 0 for c in calls)
-    assert {r["transport"] for r in mcp} == {"http"}
+    assert {r["transport"] for r in mcp} == {transport}
     return calls
 
 
@@ -480,3 +480,58 @@ def test_ts_sdk_https_client_on_node_read_from_its_own_openssl_under_watch_port(
     assert node in stats["tls_libraries"], stats["tls_libraries"]
     assert stats["mcp"]["duplicates"] == len(mcp), "the node client's own end was not read whole"
     assert stats["http"]["bad_encoding"] == 0 and stats["http"]["not_http"] == 0 and stats["http"]["resyncs"] == 0
+
+
+def _self_signed(tmp_path):
+    crt, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(crt),
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return crt, key
+
+
+def test_python_sdk_https_client_and_ts_sdk_server_on_node_under_watch_port(tmp_path, monkeypatch):
+    """The other way round: the TypeScript SDK serving Streamable HTTP over
+    Node's own TLS (Node's official build), the Python SDK calling it. The
+    server is untracked until its stream proves HTTP, and its plaintext
+    comes from its executable's OpenSSL: every message seen at both ends,
+    recorded once, each record naming the library of the end it was kept
+    from."""
+    from conftest import free_port
+    from mcp_client import RecordingHttp
+    port, out = free_port(), tmp_path / "ev.jsonl"
+    node = _node("official")
+    crt, key = _self_signed(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(crt))
+    w = watch_port(port, out)
+    srv = None
+    try:
+        srv = subprocess.Popen([node, os.path.join(HERE, "workloads", "ts_https_server.js"), NPM_DIR, str(port),
+                                str(crt), str(key)], stdout=subprocess.PIPE, text=True)
+        assert srv.stdout.readline().strip() == "listening"
+        assert wait_for(lambda: uprobe_in(srv.pid, node, "SSL_write"), TIMEOUT), "node's SSL_write never probed"
+        t = RecordingHttp(f"https://127.0.0.1:{port}/mcp")
+
+        async def main():
+            async with client(t) as c:
+                await c.list_tools()
+                await c.call_tool("echo", {"text": "to node"})
+                await c.call_tool("big", {"n": 300000})
+
+        anyio.run(main)
+    finally:
+        if srv is not None:
+            stop(srv, signal.SIGTERM)
+        assert stop(w) == 0
+    recs = records(out)
+    mcp = [r for r in recs if r["type"] == "mcp"]
+    check_http(recs, t.log, transport="https")  # (the SDK 1.x server refuses server/discover: HTTP 400)
+    for r in mcp:
+        assert r["tls"]["library"] == ("openssl(node)" if r["pid"] == srv.pid else "openssl"), r["tls"]
+    stats = recs[-1]
+    assert stats["mcp"]["duplicates"] == len(mcp), "the node server's own end was not read whole"
+    assert stats["http"]["bad_encoding"] == 0 and stats["http"]["not_http"] == 0 and stats["http"]["resyncs"] == 0
+    calls = [r for r in recs if r["type"] == "call" and r["method"] == "tools/call"]
+    assert len(calls) == 2 and all(c["status"] == "ok" and c["complete"] for c in calls)
+    big = [r for r in mcp if r["kind"] == "response" and r["method"] == "tools/call"][1]
+    assert len(big["result"]["content"][0]["text"]) == 300000 and not big["truncated"]
