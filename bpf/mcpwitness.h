@@ -209,6 +209,8 @@ struct mw_name_rule {
 #define MW_IOSYS_SSL_WRITE 9
 #define MW_IOSYS_SSL_READ_EX 10
 #define MW_IOSYS_SSL_WRITE_EX 11
+#define MW_IOSYS_GO_READ 12  /* Go crypto/tls: (*Conn).Read */
+#define MW_IOSYS_GO_WRITE 13 /* (*Conn).Write */
 
 /* In-kernel classification of a byte stream (one direction of one pipe or
  * socket): JSON once its first bytes look like a JSON value, from then on

@@ -20,7 +20,8 @@
 
 #include "payload.bpf.h"
 
-#define MW_TLS_NEAR_NS 2000000ULL /* "straight after": within 2 ms on one thread */
+#define MW_TLS_NEAR_NS 50000000ULL /* "straight after": within 50 ms on one thread (the record type
+					 * and length must agree too; an emulated or loaded host is slow) */
 
 struct mw_ssl_call {
 	__u64 ssl;
@@ -366,12 +367,140 @@ int BPF_KRETPROBE(mw_ssl_handshake_ret, long rc)
 	return handshake_exit();
 }
 
+/* ---- Go's crypto/tls ------------------------------------------------
+ *
+ * A Go program carries its own TLS: (*crypto/tls.Conn).Read and .Write.
+ * Go's register ABI (1.17+) passes the receiver and the slice in AX (the
+ * *Conn), BX (the buffer), CX (its length), and returns n in AX; R14 holds
+ * the current goroutine. A goroutine can park inside Read and resume on
+ * another thread, and Go's stack moves, so there is no uretprobe: a uprobe
+ * on each of the function's return instructions (found by userspace) ends
+ * the call, matched to its entry by goroutine. The socket is the Conn's
+ * own: Conn.conn is a net.Conn interface whose data word points to a
+ * *net.TCPConn, whose first word is its *netFD, whose poll.FD has Sysfd at
+ * byte 16 (the same layout from Go 1.9 to 1.24); the fd found there must be
+ * a TCP socket of this process, or the stream is left unbound. */
+struct mw_go_key {
+	__u64 g;
+	__u32 tgid;
+	__u32 dir;
+};
+
+struct mw_go_call {
+	__u64 conn;
+	__u64 buf;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct mw_go_key);
+	__type(value, struct mw_go_call);
+} go_calls SEC(".maps");
+
+static __always_inline struct mw_go_key go_key(struct pt_regs *regs, __u32 dir)
+{
+	struct mw_go_key k = {.g = regs->r14, .tgid = bpf_get_current_pid_tgid() >> 32, .dir = dir};
+	return k;
+}
+
+static __always_inline int go_enter(struct pt_regs *regs, __u32 dir)
+{
+	if (!current_tracked() && !cfg.ports)
+		return 0;
+	struct mw_go_key k = go_key(regs, dir);
+	struct mw_go_call c = {.conn = regs->ax, .buf = regs->bx};
+	bpf_map_update_elem(&go_calls, &k, &c, BPF_ANY);
+	return 0;
+}
+
+/* the fd inside a *tls.Conn (see above); -1 if the chain does not read */
+static __always_inline long go_conn_fd(__u64 conn)
+{
+	__u64 data = 0, nfd = 0;
+	long fd = -1;
+	if (bpf_probe_read_user(&data, sizeof(data), (void *)(conn + 8)) || !data ||
+	    bpf_probe_read_user(&nfd, sizeof(nfd), (void *)data) || !nfd ||
+	    bpf_probe_read_user(&fd, sizeof(fd), (void *)(nfd + 16)))
+		return -1;
+	return fd >= 0 && fd < (1 << 24) ? fd : -1;
+}
+
+static __always_inline int go_exit(struct pt_regs *regs, __u32 dir)
+{
+	struct mw_go_key k = go_key(regs, dir);
+	struct mw_go_call *cp = bpf_map_lookup_elem(&go_calls, &k);
+	if (!cp)
+		return 0;
+	struct mw_go_call c = *cp;
+	bpf_map_delete_elem(&go_calls, &k);
+	long n = (long)regs->ax;
+	if (n <= 0)
+		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct mw_proc *p = current_tracked();
+	struct mw_ssl_key sk = ssl_key(c.conn);
+	struct mw_ssl_sock *b = bpf_map_lookup_elem(&ssl_socks, &sk);
+	if (!b) { /* first bytes: the Conn's own socket */
+		long fd = go_conn_fd(c.conn);
+		struct io_target s = {};
+		if (fd >= 0 && fd_kind(task, fd, dir, &s) == MW_KIND_TCP) {
+			struct mw_proc *q = p ? p : port_candidate(task, &s);
+			if (q) {
+				tls_bind(q, task, c.conn, s.sk, s.k.ino, fd, dir, q->flags & (MW_P_UNTRACKED | MW_P_PORT_SERVER),
+					 MW_SB_TLS_IN);
+				b = bpf_map_lookup_elem(&ssl_socks, &sk);
+			}
+		}
+	}
+	if (!p) {
+		if (!b || !(b->pflags & MW_P_UNTRACKED) || !(p = stand_in(task, b->pflags)))
+			return 0;
+	}
+	if (!b)
+		count(MW_C_TLS_UNBOUND);
+	struct io_target t = {.kind = MW_KIND_TLS};
+	t.k.ino = c.conn;
+	t.k.dev = bpf_get_current_pid_tgid() >> 32;
+	t.k.dir = dir;
+	return capture(p, task, n, b ? b->fd : -1, &t, c.buf, NULL, 0, dir,
+		       dir == MW_IO_READ ? MW_IOSYS_GO_READ : MW_IOSYS_GO_WRITE, c.conn, b ? b->ino : 0);
+}
+
+SEC("uprobe")
+int mw_go_read(struct pt_regs *ctx)
+{
+	return go_enter(ctx, MW_IO_READ);
+}
+
+SEC("uprobe")
+int mw_go_read_ret(struct pt_regs *ctx)
+{
+	return go_exit(ctx, MW_IO_READ);
+}
+
+SEC("uprobe")
+int mw_go_write(struct pt_regs *ctx)
+{
+	return go_enter(ctx, MW_IO_WRITE);
+}
+
+SEC("uprobe")
+int mw_go_write_ret(struct pt_regs *ctx)
+{
+	return go_exit(ctx, MW_IO_WRITE);
+}
+
 /* The same probes as one uprobe_multi link per library (kernel 6.6+): one
  * entry program for the five functions, told apart by the attach cookie,
  * and one return program. A multi link attaches and detaches in one go
  * (each single uprobe costs the kernel a synchronisation to remove). */
 #define MW_TLS_HANDSHAKE_COOKIE 100
 #define MW_TLS_FREE_COOKIE 101
+#define MW_GO_READ_COOKIE 200  /* (*tls.Conn).Read's entry */
+#define MW_GO_READ_RET_COOKIE 201 /* one of its return instructions */
+#define MW_GO_WRITE_COOKIE 202
+#define MW_GO_WRITE_RET_COOKIE 203
 
 SEC("uprobe.multi")
 int BPF_KPROBE(mw_ssl_entry_multi, void *ssl, void *buf, __u64 num, void *outlen)
@@ -400,6 +529,18 @@ int BPF_KRETPROBE(mw_ssl_ret_multi, long rc)
 	if (bpf_get_attach_cookie(ctx) == MW_TLS_HANDSHAKE_COOKIE)
 		return handshake_exit();
 	return ssl_exit(rc);
+}
+
+/* Go's four probe kinds as one uprobe_multi link per binary: the cookie says
+ * which (entries are even, return instructions odd) */
+SEC("uprobe.multi")
+int mw_go_multi(struct pt_regs *ctx)
+{
+	__u64 cookie = bpf_get_attach_cookie(ctx);
+	__u32 dir = cookie >= MW_GO_WRITE_COOKIE ? MW_IO_WRITE : MW_IO_READ;
+	if (cookie < MW_GO_READ_COOKIE || cookie > MW_GO_WRITE_RET_COOKIE)
+		return 0;
+	return cookie & 1 ? go_exit(ctx, dir) : go_enter(ctx, dir);
 }
 
 #endif /* MW_TLS_BPF_H */

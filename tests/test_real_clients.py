@@ -535,3 +535,94 @@ def test_python_sdk_https_client_and_ts_sdk_server_on_node_under_watch_port(tmp_
     assert len(calls) == 2 and all(c["status"] == "ok" and c["complete"] for c in calls)
     big = [r for r in mcp if r["kind"] == "response" and r["method"] == "tools/call"][1]
     assert len(big["result"]["content"][0]["text"]) == 300000 and not big["truncated"]
+
+
+GO_DIR = os.path.join(os.path.dirname(HERE), ".cache", "go-workloads")  # built by scripts/setup
+
+
+def _go(prog: str) -> str:
+    path = os.path.join(GO_DIR, prog)
+    assert os.access(path, os.X_OK), f"{path} missing: run scripts/setup (it builds tests/workloads/go_mcp)"
+    return path
+
+
+@pytest.mark.matrix("MCP over HTTP and HTTPS (TLS uprobes)", ids=["go-client", "go-server"])
+@pytest.mark.parametrize("pairing", ["go-client", "go-server", "go-both"])
+def test_go_crypto_tls_read_at_its_own_end_under_watch_port(pairing, tmp_path, monkeypatch):
+    """Go carries its own TLS (crypto/tls), in a statically linked binary:
+    under `watch --port` the Go end is probed at its exec (its entries and
+    each return instruction of (*tls.Conn).Read and .Write), untracked, and
+    its plaintext is read there. The other end is the Python SDK (the
+    system's libssl) or Go too: every message is seen at both ends, so the
+    duplicates say each end was read whole on its own, and each record names
+    the library of the end it was kept from."""
+    from conftest import free_port
+    from mcp_client import RecordingHttp
+    port, out = free_port(), tmp_path / "ev.jsonl"
+    crt, key = _self_signed(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(crt))
+    go_client, go_server = pairing in ("go-client", "go-both"), pairing in ("go-server", "go-both")
+    url = f"https://127.0.0.1:{port}/mcp"
+    w = watch_port(port, out)
+    srv = None
+    try:
+        if go_server:
+            srv = subprocess.Popen([_go("server"), f"127.0.0.1:{port}", str(crt), str(key)], stdout=subprocess.PIPE,
+                                   text=True)
+        else:
+            srv = subprocess.Popen([sys.executable, os.path.join(HERE, "workloads", "sdk_http_server.py"), "https",
+                                    "127.0.0.1", str(port), str(crt), str(key)], stdout=subprocess.PIPE, text=True)
+        assert srv.stdout.readline().strip() == "listening"
+        if go_server:
+            assert wait_for(lambda: uprobe_in(srv.pid, _go("server"), "crypto/tls.(*Conn).Write"), TIMEOUT), \
+                "the Go server's crypto/tls never probed"
+        if go_client:
+            log, start = tmp_path / "go-log.json", tmp_path / "start"
+            calls = [["echo", {"text": "over go tls"}], ["big", {"n": 300000}]]
+            began = time.monotonic()
+            cl = subprocess.Popen([_go("client"), url, str(crt), str(log), json.dumps(calls), str(start)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            # the client connects once its crypto/tls is probed (its exec told the agent)
+            assert wait_for(lambda: uprobe_in(cl.pid, _go("client"), "crypto/tls.(*Conn).Write"), TIMEOUT), \
+                "the Go client's crypto/tls never probed"
+            print(f"the Go client's crypto/tls probed {time.monotonic() - began:.3f} s after its exec")
+            start.write_text("go")
+            out_, err_ = cl.communicate(timeout=TIMEOUT)
+            assert cl.returncode == 0, err_
+            assert "over go tls" in out_
+            sent = [tuple(x) for x in json.loads(log.read_text())]
+        else:
+            t = RecordingHttp(url)
+
+            async def main():
+                async with client(t, mode="legacy") as c:
+                    await c.list_tools()
+                    await c.call_tool("echo", {"text": "over go tls"})
+                    await c.call_tool("big", {"n": 300000})
+            anyio.run(main)
+            sent = t.log
+    finally:
+        if srv is not None:
+            stop(srv, signal.SIGTERM)
+        assert stop(w) == 0
+    recs = records(out)
+    mcp = [r for r in recs if r["type"] == "mcp"]
+    check_http(recs, sent, transport="https")
+    go_pids = ({cl.pid} if go_client else set()) | ({srv.pid} if go_server else set())
+    for r in mcp:  # each record names the library of the end whose copy was kept
+        if r["pid"] in go_pids:
+            assert r["tls"] == {"library": "go", "file": _go("client" if r["pid"] != srv.pid else "server")}, r
+        else:
+            assert r["tls"]["library"] == "openssl" and "libssl" in r["tls"]["file"], r["tls"]
+    stats = recs[-1]
+    # (the Go server refuses the SDK's GET stream: HTTP 405, seen at both ends, one record kept)
+    refused = [r for r in recs if r["type"] == "nonjson" and r["reason"] == "HTTP 405"]
+    assert 2 * len(refused) == stats["http"]["http_errors"] and (refused or not go_server or go_client)
+    assert stats["mcp"]["duplicates"] == len(mcp) + len(refused), "an end was not read whole"
+    assert stats["http"]["bad_encoding"] == 0 and stats["http"]["not_http"] == 0 and stats["http"]["resyncs"] == 0
+    assert stats["kernel"]["tls_unbound"] == 0
+    assert any(_go("client" if go_client else "server") == p for p in stats["tls_libraries"]), stats["tls_libraries"]
+    big = [r for r in mcp if r["kind"] == "response" and r["method"] == "tools/call"][1]
+    assert len(big["result"]["content"][0]["text"]) == 300000 and not big["truncated"]
+    sess = [r for r in recs if r["type"] == "session" and r["event"] == "end"][-1]
+    assert {e["role"] for e in sess["ends"]} == {"client", "server"}

@@ -333,6 +333,7 @@ class Agent:
             tls_errors=tls.errors[-10:] if tls is not None else None,
             tls_libraries=[lib["path"] for lib in tls.report()] if tls is not None else None,
             tls_processes=tls.attached_total if tls is not None else None,
+            tls_refused=dict(list(tls.refused.items())[-10:]) if tls is not None and tls.refused else None,
             policy=self.policy.stats() if self.policy is not None else None,
             ring_discarded=self.reader.discarded, backlog_peak_bytes=self.backlog_peak,
             agent_peak_rss_bytes=peak_rss(),
@@ -364,7 +365,8 @@ class Agent:
                         "watch": self.watch, "ports": list(k.options.ports) or None},
             programs_skipped=k.skipped, mounts=k.mounts,
             tls={"mechanism": ("uprobe_multi links" if k.uprobe_multi else "uprobes")
-                 + " on SSL_read/SSL_write(_ex), SSL_do_handshake, SSL_free, "
+                 + " on SSL_read/SSL_write(_ex), SSL_do_handshake, SSL_free, and on Go's crypto/tls"
+                 " (*Conn).Read/Write (their entries and each return instruction), "
                  + ("per tracked process that maps a libssl" if tls.per_process else "host-wide"),
                  "libraries": tls.report()} if tls is not None else None,
             policy=self.policy.record() if self.policy is not None else None,

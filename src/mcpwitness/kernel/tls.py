@@ -17,6 +17,8 @@ import os
 import struct
 import subprocess
 
+from . import gotls
+
 # the functions and the kernel programs that go on them
 ENTRY = {"SSL_read": "mw_ssl_read", "SSL_write": "mw_ssl_write", "SSL_read_ex": "mw_ssl_read_ex",
          "SSL_write_ex": "mw_ssl_write_ex", "SSL_do_handshake": "mw_ssl_handshake", "SSL_free": "mw_ssl_free"}
@@ -26,12 +28,23 @@ RETURN_PROG = {"SSL_do_handshake": "mw_ssl_handshake_ret"}  # (the uprobe_multi 
 # uprobe_multi: one entry program, told which function by the cookie (MW_IOSYS_SSL_*, tls.bpf.h)
 COOKIE = {"SSL_read": 8, "SSL_write": 9, "SSL_read_ex": 10, "SSL_write_ex": 11, "SSL_do_handshake": 100,
           "SSL_free": 101}
-MARKER = "SSL_write"  # a file that defines this is an OpenSSL (or compatible) libssl
+MARKER = "SSL_write"
+# Go's crypto/tls (kernel/gotls.py): the programs at the entries (their return
+# instructions get NAME_ret), and the uprobe_multi cookies (an entry's; its returns' is one more)
+GO_PROGRAMS = {"crypto/tls.(*Conn).Read": "mw_go_read", "crypto/tls.(*Conn).Write": "mw_go_write"}
+GO_COOKIE_READ, GO_COOKIE_WRITE = 200, 202  # a file that defines this is an OpenSSL (or compatible) libssl
 
 
 def elf_symbols(path: str, wanted) -> dict[str, int]:
-    """File offsets of the defined functions in `wanted` (from .dynsym, else
-    .symtab), for uprobes. {} for a file that is not a 64-bit little-endian ELF.
+    """File offsets of the defined functions in `wanted` (elf_functions)."""
+    return {name: off for name, (off, _) in elf_functions(path, wanted)[0].items()}
+
+
+def elf_functions(path: str, wanted) -> tuple[dict[str, tuple[int, int]], list]:
+    """File offsets and sizes of the defined functions in `wanted` (from
+    .dynsym, else .symtab), for uprobes, and the file's loaded segments
+    [(vaddr, offset, size)]. ({}, []) for a file that is not a 64-bit
+    little-endian ELF.
     Reads only the headers and the symbol tables, so that a large executable
     (checked at every exec of a tracked process) costs little. The file is the
     untrusted party here (any tracked process may exec a crafted one): every
@@ -48,7 +61,7 @@ def elf_symbols(path: str, wanted) -> dict[str, int]:
 
         ident = f.read(64)
         if len(ident) < 64 or ident[:4] != b"\x7fELF" or ident[4] != 2 or ident[5] != 1:
-            return {}
+            return {}, []
         (phoff, shoff) = struct.unpack_from("<QQ", ident, 0x20)
         (phentsize, phnum, shentsize, shnum) = struct.unpack_from("<HHHH", ident, 0x36)
         if (phnum and phentsize < 56) or (shnum and shentsize < 64):
@@ -61,7 +74,7 @@ def elf_symbols(path: str, wanted) -> dict[str, int]:
                 loads.append((p_vaddr, p_offset, p_filesz))
         sh = read(shoff, shentsize * shnum, "the section headers")
         sections = [struct.unpack_from("<IIQQQQIIQQ", sh, i * shentsize) for i in range(shnum)]
-        out: dict[str, int] = {}
+        out: dict[str, tuple[int, int]] = {}
         for sh_type in (11, 2):  # SHT_DYNSYM, then SHT_SYMTAB
             for sec in sections:
                 if sec[1] != sh_type:
@@ -82,7 +95,7 @@ def elf_symbols(path: str, wanted) -> dict[str, int]:
                             i = strs.find(w.encode() + tail, i + 1)
                 if not at:
                     continue
-                for st_name, st_info, _, st_shndx, st_value, _ in struct.iter_unpack(
+                for st_name, st_info, _, st_shndx, st_value, st_size in struct.iter_unpack(
                         "<IBBHQQ", syms[:len(syms) - len(syms) % 24]):
                     if st_name not in at or st_shndx == 0 or st_info & 0xF != 2:  # undefined, or not STT_FUNC
                         continue
@@ -90,11 +103,11 @@ def elf_symbols(path: str, wanted) -> dict[str, int]:
                     if name not in out:
                         for vaddr, off, size_ in loads:
                             if vaddr <= st_value < vaddr + size_:
-                                out[name] = st_value - vaddr + off
+                                out[name] = (st_value - vaddr + off, st_size)
                                 break
             if out:
                 break
-    return out
+    return out, loads
 
 
 def system_libraries() -> list[str]:
@@ -152,37 +165,64 @@ class TlsProbes:
         self.scans: dict[int, int] = {}      # pid -> times its maps were looked at for a libssl
         self.libs: dict[int, object] = {}    # pid -> records.TlsInfo (or None), once its plaintext is seen
         self.last_look = 0
+        self.refused: dict[str, str] = {}    # path -> why a Go binary there is not probed
 
     def _symbols(self, path: str):
+        """(dev, ino), and what the file carries: {"library": "openssl", "syms":
+        {function: offset}} or {"library": "go", "version", "points": {function:
+        (entry, [returns])}}, or None (neither, or a Go binary that must not be
+        probed: said once in self.refused)."""
         try:
             st = os.stat(path)
         except OSError:
             return None, None
         key = (st.st_dev, st.st_ino)
         if key not in self.syms:
+            found = None
             try:
-                self.syms[key] = elf_symbols(path, set(ENTRY))
+                funcs, loads = elf_functions(path, set(ENTRY) | set(gotls.FUNCTIONS))
+                if MARKER in funcs:
+                    found = {"library": "openssl", "syms": {f: o for f, (o, _) in funcs.items() if f in ENTRY}}
+                elif all(f in funcs for f in gotls.FUNCTIONS):
+                    points = gotls.probe_points(path, funcs, loads)
+                    if "error" in points:
+                        self.refused[path] = f"Go crypto/tls ({points['version'] or 'version unknown'}) not probed: " \
+                                             + points["error"]
+                    else:
+                        found = {"library": "go", "version": points["version"],
+                                 "points": {f: points[f] for f in gotls.FUNCTIONS}}
             except Exception as e:  # unreadable or malformed (any ELF field can lie): counted, not ours
                 self.errors.append(f"{path}: {type(e).__name__}: {e}")
-                self.syms[key] = {}
-        syms = self.syms[key]
-        return key, (syms if MARKER in syms else None)
+            self.syms[key] = found
+        return key, self.syms[key]
 
-    def add(self, path: str, pid: int | None = None) -> bool:
-        """Attach to one library file, host-wide (pid None) or for pid only.
-        False if it is not a libssl, or is attached there already."""
-        key, syms = self._symbols(path)
-        if key is None:
-            return False
-        if pid is None:
-            if key in self.files:
-                return False
-            self.files[key] = {"path": path, "functions": []}
-        elif key in self.procs.get(pid, {}):
-            return False
-        if syms is None:
-            return False
+    def _attach(self, path: str, found: dict, pid: int | None) -> tuple[list, list]:
+        """The probes on one file: (functions attached, links)."""
         done, links = [], []
+        where = f"{path}{f' (pid {pid})' if pid else ''}"
+        if found["library"] == "go":
+            try:
+                if self.kernel.uprobe_multi:  # one link for the binary: entries and return instructions
+                    offsets, cookies = [], []
+                    for fn, cookie in zip(gotls.FUNCTIONS, (GO_COOKIE_READ, GO_COOKIE_WRITE)):
+                        entry, rets = found["points"][fn]
+                        offsets += [entry, *rets]
+                        cookies += [cookie] + [cookie + 1] * len(rets)
+                    links.append(self.kernel.attach_uprobe_multi("mw_go_multi", path, offsets, cookies,
+                                                                 retprobe=False, pid=pid or 0))
+                else:
+                    for fn, (entry, rets) in found["points"].items():
+                        prog = GO_PROGRAMS[fn]
+                        links.append(self.kernel.attach_uprobe(prog, path, entry, retprobe=False, pid=pid or -1))
+                        for r in rets:
+                            links.append(self.kernel.attach_uprobe(prog + "_ret", path, r, retprobe=False,
+                                                                   pid=pid or -1))
+                done = list(gotls.FUNCTIONS)
+            except OSError as e:
+                if not (pid and e.errno == errno.ESRCH):  # the process is gone already: nothing to say
+                    self.errors.append(f"{where}: {e}")
+            return done, links
+        syms = found["syms"]
         if self.kernel.uprobe_multi:  # two links for the whole file
             fns = sorted(syms)
             try:
@@ -193,8 +233,8 @@ class TlsProbes:
                                                              [COOKIE[f] for f in rets], retprobe=True, pid=pid or 0))
                 done = fns
             except OSError as e:
-                if not (pid and e.errno == errno.ESRCH):  # the process is gone already: nothing to say
-                    self.errors.append(f"{path}{f' (pid {pid})' if pid else ''}: {e}")
+                if not (pid and e.errno == errno.ESRCH):
+                    self.errors.append(f"{where}: {e}")
         else:
             for fn, off in syms.items():
                 try:
@@ -205,14 +245,35 @@ class TlsProbes:
                                                                retprobe=True, pid=pid if pid else -1))
                     done.append(fn)
                 except OSError as e:
-                    if pid and e.errno == errno.ESRCH:  # the process is gone already: nothing to say
+                    if pid and e.errno == errno.ESRCH:
                         break
                     self.errors.append(f"{path} {fn}{f' (pid {pid})' if pid else ''}: {e}")
+        return done, links
+
+    def add(self, path: str, pid: int | None = None) -> bool:
+        """Attach to one library file (a libssl, an executable that exports
+        OpenSSL, a Go executable), host-wide (pid None) or for pid only.
+        False if it is none of those, or is attached there already."""
+        key, found = self._symbols(path)
+        if key is None:
+            return False
         if pid is None:
-            self.files[key]["functions"] = sorted(done)
+            if key in self.files:
+                return False
+            self.files[key] = {"path": path, "functions": []}
+        elif key in self.procs.get(pid, {}):
+            return False
+        if found is None:
+            return False
+        done, links = self._attach(path, found, pid)
+        info = {"path": path, "functions": sorted(done), "library": found["library"]}
+        if found["library"] == "go":
+            info["version"] = found["version"]
+        if pid is None:
+            self.files[key] = info
         else:
             self.procs.setdefault(pid, {})[key] = (path, self.kernel.take_links(links))
-            self.files.setdefault(key, {"path": path, "functions": sorted(done)})
+            self.files.setdefault(key, info)
             self.attached_total += bool(done)
         return bool(done)
 
@@ -245,8 +306,9 @@ class TlsProbes:
         try:
             exe = os.readlink(f"/proc/{pid}/exe")
             st = os.stat(f"/proc/{pid}/exe")
-            if self.files.get((st.st_dev, st.st_ino), {}).get("functions"):
-                found = TlsInfo(f"openssl({os.path.basename(exe)})", exe)
+            entry = self.files.get((st.st_dev, st.st_ino), {})
+            if entry.get("functions"):
+                found = TlsInfo("go" if entry.get("library") == "go" else f"openssl({os.path.basename(exe)})", exe)
         except OSError:
             pass
         if found is None:
