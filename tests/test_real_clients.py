@@ -626,3 +626,54 @@ def test_go_crypto_tls_read_at_its_own_end_under_watch_port(pairing, tmp_path, m
     assert len(big["result"]["content"][0]["text"]) == 300000 and not big["truncated"]
     sess = [r for r in recs if r["type"] == "session" and r["event"] == "end"][-1]
     assert {e["role"] for e in sess["ends"]} == {"client", "server"}
+
+
+def test_go_server_over_https_under_run_probed_for_itself(tmp_path, monkeypatch):
+    """`mcpwitness run -- GO_SERVER`: the server is tracked from its exec, and
+    its crypto/tls is probed for it alone (the kernel's pid filter), so its
+    end of every message is read: the client here (the Python SDK) is not
+    tracked, and nothing of its end is recorded."""
+    from conftest import free_port
+    from mcp_client import RecordingHttp
+    port, out = free_port(), tmp_path / "run.jsonl"
+    crt, key = _self_signed(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(crt))
+    server = _go("server")
+
+    def server_pid():
+        for pid in os.listdir("/proc"):
+            try:
+                if pid.isdigit() and os.readlink(f"/proc/{pid}/exe") == server:
+                    return int(pid)
+            except OSError:
+                pass
+        return None
+
+    mw = subprocess.Popen([MW, "run", "-q", "--no-store", "--jsonl", str(out), "--", server, f"127.0.0.1:{port}",
+                           str(crt), str(key)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert mw.stdout.readline().strip() == "listening"
+        assert wait_for(lambda: server_pid() and uprobe_in(server_pid(), server, "crypto/tls.(*Conn).Read"), TIMEOUT)
+        srv_pid = server_pid()
+        t = RecordingHttp(f"https://127.0.0.1:{port}/mcp")
+
+        async def main():
+            async with client(t, mode="legacy") as c:
+                await c.list_tools()
+                await c.call_tool("echo", {"text": "run over go tls"})
+                await c.call_tool("big", {"n": 300000})
+        anyio.run(main)
+    finally:
+        stop(mw)
+    recs = records(out)
+    mcp = [r for r in recs if r["type"] == "mcp"]
+    check_http(recs, t.log, transport="https")
+    assert {r["pid"] for r in mcp} == {srv_pid}
+    assert all(r["tls"] == {"library": "go", "file": server} for r in mcp)
+    start = next(r for r in recs if r["type"] == "start")
+    assert "per tracked process" in start["tls"]["mechanism"]
+    stats = recs[-1]
+    assert stats["kernel"]["tls_unbound"] == 0 and stats["mcp"]["duplicates"] == 0
+    assert stats["tls_processes"] >= 1 and server in stats["tls_libraries"]
+    sess = [r for r in recs if r["type"] == "session" and r["event"] == "end"][-1]
+    assert sess["connection"]["server"] == f"127.0.0.1:{port}"

@@ -124,4 +124,29 @@ def test_a_go_binary_before_the_register_abi_is_not_probed(tmp_path):
     old.write_bytes(bytes(data))
     probes = TlsProbes(kernel=None)
     assert probes.add(str(old)) is False
-    assert "go1.16.9" in probes.refused[str(old)] and "register ABI" in probes.refused[str(old)]
+    assert "go1.16.9" in probes.unread[str(old)] and "register ABI" in probes.unread[str(old)]
+
+
+def test_tls_stacks_that_cannot_be_read_are_recognised_and_said(tmp_path):
+    """An executable that carries its TLS without the symbols a probe needs
+    (BoringSSL in Bun and Claude Code, rustls in Deno, a stripped Go binary)
+    is not probed, and says so: by the source paths its error reports and
+    panics leave in the file, its build info for Go. Anything else is quiet."""
+    from mcpwitness.kernel import gotls
+    from mcpwitness.kernel.tls import TlsProbes
+
+    elf = b"\x7fELF\x02\x01\x01" + b"\0" * 57  # an ELF header with no program or section headers
+    cases = {
+        "bun": (b"../../vendor/boringssl/ssl/ssl_lib.cc\0", "BoringSSL"),
+        "deno": (b"/home/runner/.cargo/registry/src/index/rustls-0.23.40/src/conn.rs\0"
+                 b"/aws-lc/crypto/fipsmodule/aes.c\0", "rustls 0.23.40"),
+        "go-stripped": (b"\0" * 12 + gotls.BUILDINFO + b"\x08\x02" + b"\0" * 16 + b"\x08go1.22.1", "stripped"),
+        "plain": (b"nothing of the kind here\0", None),
+    }
+    probes = TlsProbes(kernel=None)
+    for name, (body, want) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(elf + body)
+        assert probes.add(str(path)) is False
+        said = probes.unread.get(str(path))
+        assert (want in said and "not read" in said) if want else said is None, (name, said)

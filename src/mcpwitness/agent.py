@@ -333,7 +333,7 @@ class Agent:
             tls_errors=tls.errors[-10:] if tls is not None else None,
             tls_libraries=[lib["path"] for lib in tls.report()] if tls is not None else None,
             tls_processes=tls.attached_total if tls is not None else None,
-            tls_refused=dict(list(tls.refused.items())[-10:]) if tls is not None and tls.refused else None,
+            tls_unread=dict(list(tls.unread.items())[-10:]) if tls is not None and tls.unread else None,
             policy=self.policy.stats() if self.policy is not None else None,
             ring_discarded=self.reader.discarded, backlog_peak_bytes=self.backlog_peak,
             agent_peak_rss_bytes=peak_rss(),

@@ -504,7 +504,7 @@ class Stats(msgspec.Struct, tag="stats", tag_field="type", gc=False):
     store: dict | None
     pinned: dict | None = None     # watch --pin: the pinned programs, adopted or loaded, events during the restart
     publish: dict | None = None    # --publish: the spool (bytes, oldest age, refused when full) and what was sent
-    tls_refused: dict | None = None  # TLS: binaries recognised but not probed ({path: why}: a Go before 1.17)
+    tls_unread: dict | None = None   # TLS: executables recognised but not read ({path: why}: stripped BoringSSL, rustls, a Go before 1.17)
 
 
 class PolicyLoad(msgspec.Struct, tag="policy_load", tag_field="type", gc=False, omit_defaults=True):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import struct
 import subprocess
 
@@ -110,6 +111,34 @@ def elf_functions(path: str, wanted) -> tuple[dict[str, tuple[int, int]], list]:
     return out, loads
 
 
+# TLS stacks linked into executables without the symbols a probe needs: recognised by what
+# their code leaves in the file (source paths of error reports and panics), said, not probed
+UNREAD = (
+    (re.compile(rb"/boringssl/(?:ssl|crypto)/"), "BoringSSL statically linked without its symbols (Bun, Claude Code)"),
+    (re.compile(rb"/rustls-(\d+\.\d+\.\d+)/src/"), "rustls {} statically linked (Deno and other Rust programs)"),
+    (re.compile(rb"/aws-lc/(?:ssl|crypto)/"), "AWS-LC statically linked without its symbols"),
+    (re.compile(re.escape(gotls.BUILDINFO)), "Go crypto/tls in a stripped binary (no symbol table)"),
+)
+
+
+def unread_stack(path: str) -> str | None:
+    """What TLS an executable without probe-able functions carries, in a
+    sentence, or None: the first marker of UNREAD found in it (rustls is
+    named before the AWS-LC it uses; a Go binary's build info only when Go's
+    TLS functions were not found, i.e. it is stripped)."""
+    import mmap
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            for rx, what in UNREAD:
+                hit = rx.search(m)
+                if hit:
+                    return (what.format(hit.group(1).decode()) if rx.groups else what) + \
+                        ": its TLS plaintext is not read (docs/network.md#tls)"
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def system_libraries() -> list[str]:
     """The libssl files the dynamic linker would give a process here."""
     paths = []
@@ -165,13 +194,14 @@ class TlsProbes:
         self.scans: dict[int, int] = {}      # pid -> times its maps were looked at for a libssl
         self.libs: dict[int, object] = {}    # pid -> records.TlsInfo (or None), once its plaintext is seen
         self.last_look = 0
-        self.refused: dict[str, str] = {}    # path -> why a Go binary there is not probed
+        self.unread: dict[str, str] = {}     # path -> the TLS recognised there and why it is not read
 
     def _symbols(self, path: str):
         """(dev, ino), and what the file carries: {"library": "openssl", "syms":
         {function: offset}} or {"library": "go", "version", "points": {function:
         (entry, [returns])}}, or None (neither, or a Go binary that must not be
-        probed: said once in self.refused)."""
+        probed: said once in self.unread, as is a TLS stack recognised but not
+        readable: unread_stack)."""
         try:
             st = os.stat(path)
         except OSError:
@@ -186,13 +216,19 @@ class TlsProbes:
                 elif all(f in funcs for f in gotls.FUNCTIONS):
                     points = gotls.probe_points(path, funcs, loads)
                     if "error" in points:
-                        self.refused[path] = f"Go crypto/tls ({points['version'] or 'version unknown'}) not probed: " \
+                        self.unread[path] = f"Go crypto/tls ({points['version'] or 'version unknown'}) not probed: " \
                                              + points["error"]
                     else:
                         found = {"library": "go", "version": points["version"],
                                  "points": {f: points[f] for f in gotls.FUNCTIONS}}
+                elif not funcs and "libssl" not in os.path.basename(path):
+                    why = unread_stack(path)
+                    if why:
+                        self.unread[path] = why
             except Exception as e:  # unreadable or malformed (any ELF field can lie): counted, not ours
                 self.errors.append(f"{path}: {type(e).__name__}: {e}")
+            if len(self.unread) > 1024:
+                self.unread.pop(next(iter(self.unread)))
             self.syms[key] = found
         return key, self.syms[key]
 
