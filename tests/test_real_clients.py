@@ -611,7 +611,8 @@ def test_go_crypto_tls_read_at_its_own_end_under_watch_port(pairing, tmp_path, m
     go_pids = ({cl.pid} if go_client else set()) | ({srv.pid} if go_server else set())
     for r in mcp:  # each record names the library of the end whose copy was kept
         if r["pid"] in go_pids:
-            assert r["tls"] == {"library": "go", "file": _go("client" if r["pid"] != srv.pid else "server")}, r
+            assert r["tls"] == {"library": "go", "file": _go("client" if r["pid"] != srv.pid else "server")}, \
+                (r["tls"], recs[-1]["tls_libraries"], recs[-1]["tls_errors"], recs[-1]["tls_unread"])
         else:
             assert r["tls"]["library"] == "openssl" and "libssl" in r["tls"]["file"], r["tls"]
     stats = recs[-1]

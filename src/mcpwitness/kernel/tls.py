@@ -192,7 +192,7 @@ class TlsProbes:
         self.attached_total = 0              # per-process attachments made so far
         self.errors: list[str] = []
         self.scans: dict[int, int] = {}      # pid -> times its maps were looked at for a libssl
-        self.libs: dict[int, object] = {}    # pid -> records.TlsInfo (or None), once its plaintext is seen
+        self.libs: dict[int, object] = {}    # pid -> records.TlsInfo, once known (library_of)
         self.last_look = 0
         self.unread: dict[str, str] = {}     # path -> the TLS recognised there and why it is not read
 
@@ -330,12 +330,16 @@ class TlsProbes:
             return
         # a process in another mount namespace names a file this one may not see: its /proc link
         self.add(exe if os.path.exists(exe) else f"/proc/{pid}/exe", scope)
+        self.libs.pop(pid, None)
+        self.library_of(pid)  # said now, while its /proc is there (its records may be read after it exits)
 
     def library_of(self, pid: int):
         """The TLS library pid's plaintext is read from (records.TlsInfo), or
         None: its executable when that is probed (Node's own OpenSSL:
-        openssl(node)), else the first probed libssl it maps."""
-        if pid in self.libs:
+        openssl(node), Go's crypto/tls: go), else the first probed libssl it
+        maps (or was seen opening). Kept once known; None is not kept (the
+        process may not have mapped its library yet)."""
+        if self.libs.get(pid) is not None:
             return self.libs[pid]
         from ..records import TlsInfo
         found = None
@@ -356,9 +360,10 @@ class TlsProbes:
                 if self.files.get((st.st_dev, st.st_ino), {}).get("functions"):
                     found = TlsInfo("openssl", path)
                     break
-        if len(self.libs) > 4096:
-            self.libs.clear()
-        self.libs[pid] = found
+        if found is not None:
+            if len(self.libs) > 4096:
+                self.libs.clear()
+            self.libs[pid] = found
         return found
 
     def add_running(self) -> None:
@@ -373,12 +378,18 @@ class TlsProbes:
         libssl (the open comes before the mapping and the first SSL call)."""
         if self.per_process and "libssl" in os.path.basename(path):
             self.add(path, pid)
+            key = self._symbols(path)[0]
+            if self.libs.get(pid) is None and self.files.get(key, {}).get("functions"):
+                from ..records import TlsInfo
+                self.libs[pid] = TlsInfo("openssl", path)
 
     def execed(self, pid: int, exe: str) -> None:
         """A tracked process now runs exe: probe it there if exe exports
         OpenSSL itself (Node.js does); a libssl it loads is seen opening."""
         if self.per_process:
             self.add(exe, pid)
+            self.libs.pop(pid, None)  # another program now
+            self.library_of(pid)
 
     def forked(self, parent: int, child: int) -> None:
         """A child shares its parent's mappings: its probes too."""
