@@ -66,8 +66,14 @@ class Floor:
                     with libbpf.capture_log() as log:
                         self.links.append(libbpf.check_ptr(libbpf.bpf_program__attach(p), "attach floor", log))
         if ssl:
-            from mcpwitness.kernel.tls import ENTRY, RETURN, elf_symbols
+            from mcpwitness.kernel.tls import ENTRY, RETURN, TlsProbes, elf_symbols
             for path in ssl:
+                found = TlsProbes(kernel=None)._symbols(path)[1]
+                if found and found["library"] == "go":  # entries and return instructions: plain uprobes
+                    points = [o for entry, rets in found["points"].values() for o in (entry, *rets)]
+                    self.fds.append(libbpf.uprobe_multi_link(libbpf.bpf_program__fd(progs["floor_ssl_entry"]), path,
+                                                             points, [0] * len(points), False))
+                    continue
                 syms = elf_symbols(path, set(ENTRY))
                 fns = sorted(syms)
                 rets = [f for f in fns if f in RETURN]

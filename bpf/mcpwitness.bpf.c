@@ -129,8 +129,11 @@ int BPF_PROG(mw_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 {
 	__u32 tgid = BPF_CORE_READ(task, tgid);
 	struct mw_proc *p = lookup_tracked(task, tgid);
-	if (!p)
+	if (!p) {
+		if (cfg.ports)
+			tls_look_exec(task, bprm);
 		return 0;
+	}
 	struct mw_scratch *s = begin(MW_EV_EXEC, p, task, 0);
 	if (!s)
 		return 0;
@@ -458,7 +461,7 @@ static __always_inline int io_exit(struct mw_proc *p, long ret, long fd, __u64 u
 	if (!t.kind && !fd_kind(task, fd, dir, &t))
 		return 0;
 	if (t.kind == MW_KIND_TCP)
-		tls_saw_socket(p, task, &t, fd, dir);
+		tls_saw_socket(p, task, &t, fd, dir, first_buffer(ubuf, iov));
 	return capture(p, task, ret, fd, &t, ubuf, iov, iovcnt, dir, sys, t.k.ino, t.k.dev);
 }
 

@@ -69,6 +69,9 @@ enum mw_event_type {
 #define MW_SB_TLS_NEAR 2 /* TLS: the socket's TLS records and the SSL_* call met on one thread, back to back
 			  * (memory BIOs, as Python's asyncio and most event loops use) */
 #define MW_SB_CLOSED 3   /* a captured connection reached TCP_CLOSE: args[1] = its socket inode */
+#define MW_SB_TLS_FREED 4 /* TLS: the SSL object (sock.ssl) was freed: its stream ended */
+#define MW_SB_TLS_LOOK 5  /* port filter: an untracked process ran a binary not seen before, or first used
+			   * a watched port: look at its executable and mappings for a TLS library */
 
 struct mw_sockinfo {
 	__u8 laddr[16]; /* IPv4: the first 4 bytes */
@@ -206,6 +209,8 @@ struct mw_name_rule {
 #define MW_IOSYS_SSL_WRITE 9
 #define MW_IOSYS_SSL_READ_EX 10
 #define MW_IOSYS_SSL_WRITE_EX 11
+#define MW_IOSYS_GO_READ 12  /* Go crypto/tls: (*Conn).Read */
+#define MW_IOSYS_GO_WRITE 13 /* (*Conn).Write */
 
 /* In-kernel classification of a byte stream (one direction of one pipe or
  * socket): JSON once its first bytes look like a JSON value, from then on

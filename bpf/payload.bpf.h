@@ -239,7 +239,8 @@ static __always_inline void emit_sock(struct mw_proc *p, struct task_struct *tas
 		return;
 	struct mw_sockinfo *si = &s->sock;
 	__builtin_memset(si, 0, sizeof(*si));
-	sock_addrs(sk, si);
+	if (sk)
+		sock_addrs(sk, si);
 	si->ssl = ssl;
 	si->peer_ino = peer_ino;
 	if (peer_ino) {
@@ -404,6 +405,58 @@ static __always_inline struct mw_proc *stand_in(struct task_struct *task, __u32 
 	return c;
 }
 
+/* Under --port, which untracked processes userspace has been told to look
+ * at for a TLS library: binaries (by inode) at their first exec, and
+ * processes at their first bytes on a watched port. Once each. */
+struct mw_exe_key {
+	__u64 ino;
+	__u32 dev;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct mw_exe_key);
+	__type(value, __u8);
+} exe_seen SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);   /* tgid */
+	__type(value, __u64); /* its start time (a reused pid is another process) */
+} port_seen SEC(".maps");
+
+static __always_inline void tls_look(struct task_struct *task)
+{
+	struct mw_proc *c = stand_in(task, MW_P_UNTRACKED);
+	if (c)
+		emit_sock(c, task, NULL, -1, 0, 0, MW_SB_TLS_LOOK, 0, 0);
+}
+
+/* an untracked process execs (port filter on): a binary seen for the first time is looked at */
+static __always_inline void tls_look_exec(struct task_struct *task, struct linux_binprm *bprm)
+{
+	struct inode *in = BPF_CORE_READ(bprm, file, f_inode);
+	struct mw_exe_key k = {.ino = BPF_CORE_READ(in, i_ino), .dev = BPF_CORE_READ(in, i_sb, s_dev)};
+	__u8 one = 1;
+	if (bpf_map_update_elem(&exe_seen, &k, &one, BPF_NOEXIST) == 0)
+		tls_look(task);
+}
+
+/* an untracked process moved bytes on a watched port: looked at once (what it mapped since its exec) */
+static __always_inline void tls_look_port(struct task_struct *task)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u64 start = BPF_CORE_READ(task, group_leader, start_boottime);
+	__u64 *seen = bpf_map_lookup_elem(&port_seen, &tgid);
+	if (seen && *seen == start)
+		return;
+	bpf_map_update_elem(&port_seen, &tgid, &start, BPF_ANY);
+	tls_look(task);
+}
+
 /* An untracked process moved bytes on a TCP socket: a stand-in entry when
  * one end is a watched port. On the local end (a server) the process is
  * tracked once its stream proves HTTP or JSON; on the remote end (a client)
@@ -421,6 +474,7 @@ static __always_inline struct mw_proc *port_candidate(struct task_struct *task, 
 	else
 		return NULL;
 	count(MW_C_PORT_MATCHED);
+	tls_look_port(task);
 	return stand_in(task, flags);
 }
 

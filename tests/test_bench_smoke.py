@@ -49,9 +49,10 @@ def test_untracked_overhead_benchmark_quick():
     assert len(states) == 3 * 8, out.stdout  # 3 workloads x 8 states (4 modes x 2 hook sets)
 
 
-def test_tls_untracked_benchmark_quick():
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "tls_untracked.py"), "--quick"],
-                         capture_output=True, text=True, timeout=300)
+@pytest.mark.parametrize("library", ["openssl", "node", "go"])
+def test_tls_untracked_benchmark_quick(library):
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "tls_untracked.py"), "--quick",
+                          "--library", library], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert len(re.findall(r"us per round trip", out.stdout)) == 5, out.stdout  # the floor row too
 

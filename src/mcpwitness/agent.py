@@ -75,6 +75,7 @@ class Agent:
             self.tls = TlsProbes(self.kernel, per_process=not (options and options.ports))
             if not self.tls.per_process:
                 self.tls.add_system()
+                self.tls.add_running()  # the executables that carry their own TLS (Node), and private libssl copies
         self.watch = bool(options and options.watch)
         self.table = ProcTable()
         self.exits: dict = {}          # pid -> its exit event (run: the command's status)
@@ -93,6 +94,10 @@ class Agent:
                                  on_event=on_event, max_message=max(self.kernel.options.io_max, 16 << 20),
                                  identifier=identifier)
         self.tracker.wall = self.pipeline.decoder.wall_time
+        if self.tls is not None:
+            self.pipeline.mcp.tls_of = self.tls.library_of
+            if not self.tls.per_process:  # --port: the kernel says whom to look at
+                self.pipeline.on_look = self.tls.add_process
         self.sink = sink
         self.detect = detect           # detect.engine.DetectSink, when detection runs (its stats, reloads)
         self.store = store             # output.store.Store, when there is one (its stats)
@@ -328,6 +333,7 @@ class Agent:
             tls_errors=tls.errors[-10:] if tls is not None else None,
             tls_libraries=[lib["path"] for lib in tls.report()] if tls is not None else None,
             tls_processes=tls.attached_total if tls is not None else None,
+            tls_unread=dict(list(tls.unread.items())[-10:]) if tls is not None and tls.unread else None,
             policy=self.policy.stats() if self.policy is not None else None,
             ring_discarded=self.reader.discarded, backlog_peak_bytes=self.backlog_peak,
             agent_peak_rss_bytes=peak_rss(),
@@ -359,7 +365,8 @@ class Agent:
                         "watch": self.watch, "ports": list(k.options.ports) or None},
             programs_skipped=k.skipped, mounts=k.mounts,
             tls={"mechanism": ("uprobe_multi links" if k.uprobe_multi else "uprobes")
-                 + " on SSL_read/SSL_write(_ex), SSL_do_handshake, "
+                 + " on SSL_read/SSL_write(_ex), SSL_do_handshake, SSL_free, and on Go's crypto/tls"
+                 " (*Conn).Read/Write (their entries and each return instruction), "
                  + ("per tracked process that maps a libssl" if tls.per_process else "host-wide"),
                  "libraries": tls.report()} if tls is not None else None,
             policy=self.policy.record() if self.policy is not None else None,

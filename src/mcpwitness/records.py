@@ -206,6 +206,12 @@ AnyEvent = (ForkEvent | ExecEvent | ExitEvent | OpenEvent | ConnectEvent | IoEve
             | PolicyEvent
             | SockEvent | StdioEvent)
 
+class TlsInfo(msgspec.Struct, gc=False):
+    """Where a TLS message's plaintext was read (written on MCP records as `tls`)."""
+    library: str                       # openssl (a libssl), openssl(node) (an executable's own OpenSSL)
+    file: str                          # the file the probes are on
+
+
 class HttpInfo(msgspec.Struct, gc=False, omit_defaults=True):
     """The HTTP side of a frame (written on MCP records as `http`)."""
     method: str | None = None          # the request's method
@@ -249,6 +255,7 @@ class McpMessage(msgspec.Struct, tag="mcp", tag_field="type", gc=False, kw_only=
     truncated: bool = False
     notes: list[str] = []
     http: HttpInfo | None = None          # HTTP transports: method, target, status, MCP headers
+    tls: TlsInfo | None = None            # HTTPS: the TLS library it was read from (at the end that saw it)
 
 
 class SessionRecord(msgspec.Struct, tag="session", tag_field="type", gc=False):
@@ -497,6 +504,7 @@ class Stats(msgspec.Struct, tag="stats", tag_field="type", gc=False):
     store: dict | None
     pinned: dict | None = None     # watch --pin: the pinned programs, adopted or loaded, events during the restart
     publish: dict | None = None    # --publish: the spool (bytes, oldest age, refused when full) and what was sent
+    tls_unread: dict | None = None   # TLS: executables recognised but not read ({path: why}: stripped BoringSSL, rustls, a Go before 1.17)
 
 
 class PolicyLoad(msgspec.Struct, tag="policy_load", tag_field="type", gc=False, omit_defaults=True):

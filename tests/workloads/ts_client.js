@@ -7,7 +7,8 @@
 //
 //   node ts_client.js CONFIG.json
 //   CONFIG: {"npm": dir with node_modules, "log": path, "command": ..., "args": [...], "env": {...},
-//            "pidfile": where to write the server's pid, "go": a file to wait for before the calls
+//            "pidfile": where to write the server's pid, "go": a file to wait for before the calls,
+//            "start": a file to wait for before connecting
 //            | "url": "http://127.0.0.1:PORT/mcp",
 //            "calls": [["tool", name, {arguments}] | ["resource", uri] | ["tools/list"]]}
 "use strict";
@@ -49,6 +50,11 @@ async function main() {
     });
   }
   const client = new Client({ name: cfg.name || "ts-client", version: "1.0.0" }, { capabilities: {} });
+  if (cfg.start) {
+    while (!fs.existsSync(cfg.start)) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
   await client.connect(recorded(transport));
   if (cfg.pidfile) {  // the server's pid, for a test that attaches to it (run --pid)
     fs.writeFileSync(cfg.pidfile, String(transport.pid));

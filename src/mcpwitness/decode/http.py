@@ -263,6 +263,14 @@ class HttpReassembler:
         self.socks.pop(inode, None)
         return out, list(dict.fromkeys(convs))
 
+    def freed(self, pid: int, ssl: int) -> list:
+        """The process freed this SSL object: its TLS stream is over (the
+        kernel forgot it too, and the address may serve the next connection).
+        A body read to the end is complete; anything else pending is kept,
+        marked incomplete."""
+        key = (pid, "tls", ssl)
+        return self._finish(self._drop(key)) if key in self.conns else []
+
     def _drop(self, key) -> _Conn:
         c = self.conns.pop(key)
         for ino in (c.ident if c.kind == "tcp" else None, c.under):
@@ -697,7 +705,7 @@ class HttpReassembler:
     def _stop(self, ev: IoEvent) -> None:
         if self.stop_stream is not None:
             try:
-                self.stop_stream(ev.inode, 0 if ev.kind == "tls" else ev.dev)
+                self.stop_stream(ev.inode, ev.pid if ev.kind == "tls" else ev.dev)
             except Exception:
                 pass
 

@@ -100,6 +100,7 @@ class McpDecoder:
     def __init__(self, redactor: Redactor | None = None, wall=None, identity=proc_identity,
                  namespaces=proc_namespaces, identifier: Identifier | None = None):
         self.redactor = redactor or Redactor()
+        self.tls_of = None          # pid -> TlsInfo | None: the TLS library a process is read from (kernel/tls.py)
         self.wall = wall or (lambda ns: "")
         # command lines are written (sessions, call records): with their secrets redacted
         self.identity = lambda pid: _redacted(identity(pid), self.redactor)
@@ -709,7 +710,8 @@ class McpDecoder:
         """A message record: what the frame and the session say, plus kw."""
         return McpMessage(time=self.wall(f.ktime_ns), ktime_ns=f.ktime_ns, session=s.id, direction=direction,
                           kind=kind, id=mid, method=method, size=len(f.data), pid=f.pid, tid=f.tid, comm=f.comm,
-                          fd=f.fd, transport=s.transport, http=self._http(f.http), **kw)
+                          fd=f.fd, transport=s.transport, http=self._http(f.http),
+                          tls=self.tls_of(f.pid) if f.kind == "tls" and self.tls_of is not None else None, **kw)
 
     def _fingerprint(self, secret: str) -> str:
         """A secret replaced by a keyed hash (principal.py's, under its key): equal

@@ -56,6 +56,7 @@ class Pipeline:
         self.watched = watched      # watch mode: the roots kept so far (shared with whoever admits)
         self.hooks = list(hooks)
         self.on_event = on_event
+        self.on_look = None         # pid -> None: a process to look at for a TLS library (set by the agent)
         self.counts: Counter = Counter()   # events by type, and what the watch filter dropped
         self.stage_errors: Counter = Counter()  # a stage that raised on its input, by stage
         self.errors: list[str] = []             # the last of them, said
@@ -108,7 +109,12 @@ class Pipeline:
                     self._mcp(frame, batch)
             return
         if t is SockEvent:
-            if ev.binding == "closed":
+            if ev.binding == "look":   # a process to look at for a TLS library (kernel/tls.py)
+                if self.on_look is not None:
+                    self.on_look(ev.pid)
+            elif ev.binding == "freed":
+                self._from_http(self.http.freed(ev.pid, ev.ssl), batch)
+            elif ev.binding == "closed":
                 frames, convs = self.http.closed(ev.inode)
                 self._from_http(frames, batch)
                 for conv in convs:

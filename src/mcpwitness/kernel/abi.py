@@ -91,10 +91,12 @@ OPEN_SYSCALLS = {0: "openat", 1: "open", 2: "openat2", 3: "creat", 6: "open_by_h
 CONNECT_SYSCALLS = {0: "connect", 1: "sendto", 2: "sendmsg", 3: "sendmmsg", 4: "io_uring"}
 EXEC_SYSCALLS = {4: "execve", 5: "execveat"}
 IO_SYSCALLS = {0: "read", 1: "write", 2: "readv", 3: "writev", 4: "recvfrom", 5: "sendto", 6: "recvmsg",
-               7: "sendmsg", 8: "SSL_read", 9: "SSL_write", 10: "SSL_read_ex", 11: "SSL_write_ex"}
+               7: "sendmsg", 8: "SSL_read", 9: "SSL_write", 10: "SSL_read_ex", 11: "SSL_write_ex",
+               12: "tls.(*Conn).Read", 13: "tls.(*Conn).Write"}
 IO_KINDS = {1: "pipe", 2: "unix", 3: "tcp", 4: "tls", 5: "tty"}
 STDIO_KINDS = {0: None, 1: "pipe", 2: "unix", 3: "tcp", 5: "tty", 15: "other"}  # None: the fd is closed
 STDIO_WHY = {0: "exec", 1: "found"}
-SOCK_BINDINGS = {0: "capture", 1: "inside the SSL call", 2: "next to the SSL call on its thread", 3: "closed"}
+SOCK_BINDINGS = {0: "capture", 1: "inside the SSL call", 2: "next to the SSL call on its thread", 3: "closed",
+                 4: "freed", 5: "look"}
 
 

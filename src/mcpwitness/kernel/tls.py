@@ -14,21 +14,38 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import struct
 import subprocess
 
+from . import gotls
+
 # the functions and the kernel programs that go on them
 ENTRY = {"SSL_read": "mw_ssl_read", "SSL_write": "mw_ssl_write", "SSL_read_ex": "mw_ssl_read_ex",
-         "SSL_write_ex": "mw_ssl_write_ex", "SSL_do_handshake": "mw_ssl_handshake"}
-RETURN = {"SSL_read", "SSL_write", "SSL_read_ex", "SSL_write_ex"}  # mw_ssl_ret on each
+         "SSL_write_ex": "mw_ssl_write_ex", "SSL_do_handshake": "mw_ssl_handshake", "SSL_free": "mw_ssl_free"}
+# mw_ssl_ret on each (the handshake's return ends the window in which its socket I/O binds)
+RETURN = {"SSL_read", "SSL_write", "SSL_read_ex", "SSL_write_ex", "SSL_do_handshake"}
+RETURN_PROG = {"SSL_do_handshake": "mw_ssl_handshake_ret"}  # (the uprobe_multi one tells it by the cookie)
 # uprobe_multi: one entry program, told which function by the cookie (MW_IOSYS_SSL_*, tls.bpf.h)
-COOKIE = {"SSL_read": 8, "SSL_write": 9, "SSL_read_ex": 10, "SSL_write_ex": 11, "SSL_do_handshake": 100}
-MARKER = "SSL_write"  # a file that defines this is an OpenSSL (or compatible) libssl
+COOKIE = {"SSL_read": 8, "SSL_write": 9, "SSL_read_ex": 10, "SSL_write_ex": 11, "SSL_do_handshake": 100,
+          "SSL_free": 101}
+MARKER = "SSL_write"
+# Go's crypto/tls (kernel/gotls.py): the programs at the entries (their return
+# instructions get NAME_ret), and the uprobe_multi cookies (an entry's; its returns' is one more)
+GO_PROGRAMS = {"crypto/tls.(*Conn).Read": "mw_go_read", "crypto/tls.(*Conn).Write": "mw_go_write"}
+GO_COOKIE_READ, GO_COOKIE_WRITE = 200, 202  # a file that defines this is an OpenSSL (or compatible) libssl
 
 
 def elf_symbols(path: str, wanted) -> dict[str, int]:
-    """File offsets of the defined functions in `wanted` (from .dynsym, else
-    .symtab), for uprobes. {} for a file that is not a 64-bit little-endian ELF.
+    """File offsets of the defined functions in `wanted` (elf_functions)."""
+    return {name: off for name, (off, _) in elf_functions(path, wanted)[0].items()}
+
+
+def elf_functions(path: str, wanted) -> tuple[dict[str, tuple[int, int]], list]:
+    """File offsets and sizes of the defined functions in `wanted` (from
+    .dynsym, else .symtab), for uprobes, and the file's loaded segments
+    [(vaddr, offset, size)]. ({}, []) for a file that is not a 64-bit
+    little-endian ELF.
     Reads only the headers and the symbol tables, so that a large executable
     (checked at every exec of a tracked process) costs little. The file is the
     untrusted party here (any tracked process may exec a crafted one): every
@@ -45,7 +62,7 @@ def elf_symbols(path: str, wanted) -> dict[str, int]:
 
         ident = f.read(64)
         if len(ident) < 64 or ident[:4] != b"\x7fELF" or ident[4] != 2 or ident[5] != 1:
-            return {}
+            return {}, []
         (phoff, shoff) = struct.unpack_from("<QQ", ident, 0x20)
         (phentsize, phnum, shentsize, shnum) = struct.unpack_from("<HHHH", ident, 0x36)
         if (phnum and phentsize < 56) or (shnum and shentsize < 64):
@@ -58,7 +75,7 @@ def elf_symbols(path: str, wanted) -> dict[str, int]:
                 loads.append((p_vaddr, p_offset, p_filesz))
         sh = read(shoff, shentsize * shnum, "the section headers")
         sections = [struct.unpack_from("<IIQQQQIIQQ", sh, i * shentsize) for i in range(shnum)]
-        out: dict[str, int] = {}
+        out: dict[str, tuple[int, int]] = {}
         for sh_type in (11, 2):  # SHT_DYNSYM, then SHT_SYMTAB
             for sec in sections:
                 if sec[1] != sh_type:
@@ -68,22 +85,58 @@ def elf_symbols(path: str, wanted) -> dict[str, int]:
                 strtab = sections[sec[6]]
                 strs = read(strtab[4], strtab[5], "a string table")
                 syms = read(sec[4], sec[5], "a symbol table")
-                for j in range(len(syms) // 24):
-                    st_name, st_info, _, st_shndx, st_value, _ = struct.unpack_from("<IBBHQQ", syms, j * 24)
-                    if st_shndx == 0 or st_info & 0xF != 2:  # undefined, or not STT_FUNC
+                # where the wanted names sit in the string table (a large executable has ~100k
+                # symbols: only those whose name starts at one of these offsets are decoded)
+                at: dict[int, str] = {}
+                for w in wanted:
+                    for tail in (b"\0", b"@"):
+                        i = strs.find(w.encode() + tail)
+                        while i >= 0:  # (a name may be another's tail: any offset can be one)
+                            at[i] = w
+                            i = strs.find(w.encode() + tail, i + 1)
+                if not at:
+                    continue
+                for st_name, st_info, _, st_shndx, st_value, st_size in struct.iter_unpack(
+                        "<IBBHQQ", syms[:len(syms) - len(syms) % 24]):
+                    if st_name not in at or st_shndx == 0 or st_info & 0xF != 2:  # undefined, or not STT_FUNC
                         continue
-                    end = strs.find(b"\0", st_name)
-                    if end < 0:  # a name outside its string table: not one of ours
-                        continue
-                    name = strs[st_name:end].decode("latin-1").split("@", 1)[0]
-                    if name in wanted and name not in out:
+                    name = at[st_name]
+                    if name not in out:
                         for vaddr, off, size_ in loads:
                             if vaddr <= st_value < vaddr + size_:
-                                out[name] = st_value - vaddr + off
+                                out[name] = (st_value - vaddr + off, st_size)
                                 break
             if out:
                 break
-    return out
+    return out, loads
+
+
+# TLS stacks linked into executables without the symbols a probe needs: recognised by what
+# their code leaves in the file (source paths of error reports and panics), said, not probed
+UNREAD = (
+    (re.compile(rb"/boringssl/(?:ssl|crypto)/"), "BoringSSL statically linked without its symbols (Bun, Claude Code)"),
+    (re.compile(rb"/rustls-(\d+\.\d+\.\d+)/src/"), "rustls {} statically linked (Deno and other Rust programs)"),
+    (re.compile(rb"/aws-lc/(?:ssl|crypto)/"), "AWS-LC statically linked without its symbols"),
+    (re.compile(re.escape(gotls.BUILDINFO)), "Go crypto/tls in a stripped binary (no symbol table)"),
+)
+
+
+def unread_stack(path: str) -> str | None:
+    """What TLS an executable without probe-able functions carries, in a
+    sentence, or None: the first marker of UNREAD found in it (rustls is
+    named before the AWS-LC it uses; a Go binary's build info only when Go's
+    TLS functions were not found, i.e. it is stripped)."""
+    import mmap
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            for rx, what in UNREAD:
+                hit = rx.search(m)
+                if hit:
+                    return (what.format(hit.group(1).decode()) if rx.groups else what) + \
+                        ": its TLS plaintext is not read (docs/network.md#tls)"
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def system_libraries() -> list[str]:
@@ -139,38 +192,73 @@ class TlsProbes:
         self.attached_total = 0              # per-process attachments made so far
         self.errors: list[str] = []
         self.scans: dict[int, int] = {}      # pid -> times its maps were looked at for a libssl
+        self.libs: dict[int, object] = {}    # pid -> records.TlsInfo, once known (library_of)
         self.last_look = 0
+        self.unread: dict[str, str] = {}     # path -> the TLS recognised there and why it is not read
 
     def _symbols(self, path: str):
+        """(dev, ino), and what the file carries: {"library": "openssl", "syms":
+        {function: offset}} or {"library": "go", "version", "points": {function:
+        (entry, [returns])}}, or None (neither, or a Go binary that must not be
+        probed: said once in self.unread, as is a TLS stack recognised but not
+        readable: unread_stack)."""
         try:
             st = os.stat(path)
         except OSError:
             return None, None
         key = (st.st_dev, st.st_ino)
         if key not in self.syms:
+            found = None
             try:
-                self.syms[key] = elf_symbols(path, set(ENTRY))
+                funcs, loads = elf_functions(path, set(ENTRY) | set(gotls.FUNCTIONS))
+                if MARKER in funcs:
+                    found = {"library": "openssl", "syms": {f: o for f, (o, _) in funcs.items() if f in ENTRY}}
+                elif all(f in funcs for f in gotls.FUNCTIONS):
+                    points = gotls.probe_points(path, funcs, loads)
+                    if "error" in points:
+                        self.unread[path] = f"Go crypto/tls ({points['version'] or 'version unknown'}) not probed: " \
+                                             + points["error"]
+                    else:
+                        found = {"library": "go", "version": points["version"],
+                                 "points": {f: points[f] for f in gotls.FUNCTIONS}}
+                elif not funcs and "libssl" not in os.path.basename(path):
+                    why = unread_stack(path)
+                    if why:
+                        self.unread[path] = why
             except Exception as e:  # unreadable or malformed (any ELF field can lie): counted, not ours
                 self.errors.append(f"{path}: {type(e).__name__}: {e}")
-                self.syms[key] = {}
-        syms = self.syms[key]
-        return key, (syms if MARKER in syms else None)
+            if len(self.unread) > 1024:
+                self.unread.pop(next(iter(self.unread)))
+            self.syms[key] = found
+        return key, self.syms[key]
 
-    def add(self, path: str, pid: int | None = None) -> bool:
-        """Attach to one library file, host-wide (pid None) or for pid only.
-        False if it is not a libssl, or is attached there already."""
-        key, syms = self._symbols(path)
-        if key is None:
-            return False
-        if pid is None:
-            if key in self.files:
-                return False
-            self.files[key] = {"path": path, "functions": []}
-        elif key in self.procs.get(pid, {}):
-            return False
-        if syms is None:
-            return False
+    def _attach(self, path: str, found: dict, pid: int | None) -> tuple[list, list]:
+        """The probes on one file: (functions attached, links)."""
         done, links = [], []
+        where = f"{path}{f' (pid {pid})' if pid else ''}"
+        if found["library"] == "go":
+            try:
+                if self.kernel.uprobe_multi:  # one link for the binary: entries and return instructions
+                    offsets, cookies = [], []
+                    for fn, cookie in zip(gotls.FUNCTIONS, (GO_COOKIE_READ, GO_COOKIE_WRITE)):
+                        entry, rets = found["points"][fn]
+                        offsets += [entry, *rets]
+                        cookies += [cookie] + [cookie + 1] * len(rets)
+                    links.append(self.kernel.attach_uprobe_multi("mw_go_multi", path, offsets, cookies,
+                                                                 retprobe=False, pid=pid or 0))
+                else:
+                    for fn, (entry, rets) in found["points"].items():
+                        prog = GO_PROGRAMS[fn]
+                        links.append(self.kernel.attach_uprobe(prog, path, entry, retprobe=False, pid=pid or -1))
+                        for r in rets:
+                            links.append(self.kernel.attach_uprobe(prog + "_ret", path, r, retprobe=False,
+                                                                   pid=pid or -1))
+                done = list(gotls.FUNCTIONS)
+            except OSError as e:
+                if not (pid and e.errno == errno.ESRCH):  # the process is gone already: nothing to say
+                    self.errors.append(f"{where}: {e}")
+            return done, links
+        syms = found["syms"]
         if self.kernel.uprobe_multi:  # two links for the whole file
             fns = sorted(syms)
             try:
@@ -181,26 +269,47 @@ class TlsProbes:
                                                              [COOKIE[f] for f in rets], retprobe=True, pid=pid or 0))
                 done = fns
             except OSError as e:
-                if not (pid and e.errno == errno.ESRCH):  # the process is gone already: nothing to say
-                    self.errors.append(f"{path}{f' (pid {pid})' if pid else ''}: {e}")
+                if not (pid and e.errno == errno.ESRCH):
+                    self.errors.append(f"{where}: {e}")
         else:
             for fn, off in syms.items():
                 try:
                     links.append(self.kernel.attach_uprobe(ENTRY[fn], path, off, retprobe=False,
                                                            pid=pid if pid else -1))
                     if fn in RETURN:
-                        links.append(self.kernel.attach_uprobe("mw_ssl_ret", path, off, retprobe=True,
-                                                               pid=pid if pid else -1))
+                        links.append(self.kernel.attach_uprobe(RETURN_PROG.get(fn, "mw_ssl_ret"), path, off,
+                                                               retprobe=True, pid=pid if pid else -1))
                     done.append(fn)
                 except OSError as e:
-                    if pid and e.errno == errno.ESRCH:  # the process is gone already: nothing to say
+                    if pid and e.errno == errno.ESRCH:
                         break
                     self.errors.append(f"{path} {fn}{f' (pid {pid})' if pid else ''}: {e}")
+        return done, links
+
+    def add(self, path: str, pid: int | None = None) -> bool:
+        """Attach to one library file (a libssl, an executable that exports
+        OpenSSL, a Go executable), host-wide (pid None) or for pid only.
+        False if it is none of those, or is attached there already."""
+        key, found = self._symbols(path)
+        if key is None:
+            return False
         if pid is None:
-            self.files[key]["functions"] = sorted(done)
+            if key in self.files:
+                return False
+            self.files[key] = {"path": path, "functions": []}
+        elif key in self.procs.get(pid, {}):
+            return False
+        if found is None:
+            return False
+        done, links = self._attach(path, found, pid)
+        info = {"path": path, "functions": sorted(done), "library": found["library"]}
+        if found["library"] == "go":
+            info["version"] = found["version"]
+        if pid is None:
+            self.files[key] = info
         else:
             self.procs.setdefault(pid, {})[key] = (path, self.kernel.take_links(links))
-            self.files.setdefault(key, {"path": path, "functions": sorted(done)})
+            self.files.setdefault(key, info)
             self.attached_total += bool(done)
         return bool(done)
 
@@ -210,26 +319,77 @@ class TlsProbes:
 
     def add_process(self, pid: int) -> None:
         """The libssl files pid maps, and its executable when that exports
-        OpenSSL itself (Node.js does)."""
+        OpenSSL itself (Node.js does). Host-wide (--port), every process
+        that runs the same file is probed with it."""
         scope = pid if self.per_process else None
         for p in mapped_libraries(pid):
             self.add(p, scope)
         try:
-            self.add(os.readlink(f"/proc/{pid}/exe"), scope)
+            exe = os.readlink(f"/proc/{pid}/exe")
+        except OSError:
+            return
+        # a process in another mount namespace names a file this one may not see: its /proc link
+        self.add(exe if os.path.exists(exe) else f"/proc/{pid}/exe", scope)
+        self.libs.pop(pid, None)
+        self.library_of(pid)  # said now, while its /proc is there (its records may be read after it exits)
+
+    def library_of(self, pid: int):
+        """The TLS library pid's plaintext is read from (records.TlsInfo), or
+        None: its executable when that is probed (Node's own OpenSSL:
+        openssl(node), Go's crypto/tls: go), else the first probed libssl it
+        maps (or was seen opening). Kept once known; None is not kept (the
+        process may not have mapped its library yet)."""
+        if self.libs.get(pid) is not None:
+            return self.libs[pid]
+        from ..records import TlsInfo
+        found = None
+        try:
+            exe = os.readlink(f"/proc/{pid}/exe")
+            st = os.stat(f"/proc/{pid}/exe")
+            entry = self.files.get((st.st_dev, st.st_ino), {})
+            if entry.get("functions"):
+                found = TlsInfo("go" if entry.get("library") == "go" else f"openssl({os.path.basename(exe)})", exe)
         except OSError:
             pass
+        if found is None:
+            for path in mapped_libraries(pid):
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                if self.files.get((st.st_dev, st.st_ino), {}).get("functions"):
+                    found = TlsInfo("openssl", path)
+                    break
+        if found is not None:
+            if len(self.libs) > 4096:
+                self.libs.clear()
+            self.libs[pid] = found
+        return found
+
+    def add_running(self) -> None:
+        """Host-wide (--port): the processes already running, since no event
+        will say what they run. Each file is read once (by device and inode)."""
+        for name in os.listdir("/proc"):
+            if name.isdigit() and int(name) != os.getpid():
+                self.add_process(int(name))
 
     def opened(self, pid: int, path: str) -> None:
         """A tracked process opened this file: probe it there if it is a
         libssl (the open comes before the mapping and the first SSL call)."""
         if self.per_process and "libssl" in os.path.basename(path):
             self.add(path, pid)
+            key = self._symbols(path)[0]
+            if self.libs.get(pid) is None and self.files.get(key, {}).get("functions"):
+                from ..records import TlsInfo
+                self.libs[pid] = TlsInfo("openssl", path)
 
     def execed(self, pid: int, exe: str) -> None:
         """A tracked process now runs exe: probe it there if exe exports
         OpenSSL itself (Node.js does); a libssl it loads is seen opening."""
         if self.per_process:
             self.add(exe, pid)
+            self.libs.pop(pid, None)  # another program now
+            self.library_of(pid)
 
     def forked(self, parent: int, child: int) -> None:
         """A child shares its parent's mappings: its probes too."""
@@ -240,6 +400,7 @@ class TlsProbes:
     def exited(self, pid: int) -> None:
         """pid is gone: its probes are detached by a helper thread (each
         detach waits for the kernel)."""
+        self.libs.pop(pid, None)
         mine = self.procs.pop(pid, None)
         if not mine:
             return
