@@ -441,10 +441,17 @@ static __always_inline int go_exit(struct pt_regs *regs, __u32 dir)
 	struct mw_proc *p = current_tracked();
 	struct mw_ssl_key sk = ssl_key(c.conn);
 	struct mw_ssl_sock *b = bpf_map_lookup_elem(&ssl_socks, &sk);
+	long fd = go_conn_fd(c.conn);
+	struct io_target s = {};
+	int tcp = fd >= 0 && fd_kind(task, fd, dir, &s) == MW_KIND_TCP;
+	if (b && tcp && b->ino != s.k.ino) {
+		/* Go has no SSL_free: the garbage collector gave a closed Conn's address to a
+		 * new one, whose binding, stream state and HTTP parser would be the old one's */
+		ssl_gone((void *)c.conn);
+		b = NULL;
+	}
 	if (!b) { /* first bytes: the Conn's own socket */
-		long fd = go_conn_fd(c.conn);
-		struct io_target s = {};
-		if (fd >= 0 && fd_kind(task, fd, dir, &s) == MW_KIND_TCP) {
+		if (tcp) {
 			struct mw_proc *q = p ? p : port_candidate(task, &s);
 			if (q) {
 				tls_bind(q, task, c.conn, s.sk, s.k.ino, fd, dir, q->flags & (MW_P_UNTRACKED | MW_P_PORT_SERVER),

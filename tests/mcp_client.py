@@ -114,12 +114,18 @@ def client(transport, **kw):
     return Client(transport, **kw)
 
 
+def _summary(mcp):
+    """What a failed comparison prints: each record's end, way, kind and the library it was read from."""
+    return [(r["pid"], r["direction"], r["kind"], r.get("method"), r.get("id"), r["session"],
+             (r.get("tls") or {}).get("library"), r.get("fd")) for r in mcp]
+
+
 def check_against_client(log, mcp):
     """Every message the client sent or received appears exactly once, in
     order within each direction, with its id, method, kind and pairing;
     nothing extra. (Across directions the client and the server can see the
     interleaving differently: the server's syscalls are what the kernel saw.)"""
-    assert len(mcp) == len(log), (len(mcp), len(log))
+    assert len(mcp) == len(log), (len(mcp), len(log), _summary(mcp), [(w, m.get("method"), m.get("id")) for w, m in log])
     assert len({r["session"] for r in mcp}) == 1
     methods = {}
     for way, direction in (("sent", "client->server"), ("received", "server->client")):

@@ -241,11 +241,12 @@ policies:
 
 
 RELOAD_CHILD = r"""
-import errno, json, socket, sys, time
-ok_port, bad_port, secs, out = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+import errno, json, os, socket, sys
+ok_port, bad_port, stop, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 n = {"ok": 0, "ok_failed": 0, "bad_refused": 0, "bad_through": 0, "bad_other": 0}
-end = time.time() + secs
-while time.time() < end:
+rounds = 0
+while rounds <= 100 or not os.path.exists(stop):
+    rounds += 1
     for port, good in ((ok_port, True), (bad_port, False)):
         s = socket.socket()
         try:
@@ -259,9 +260,12 @@ open(out, "w").write(json.dumps(n))
 """
 
 
-def reload_while(tmp_path, texts, child, ok, bad, mechanism=None):
-    """Run `child` (OK BAD SECONDS OUT) tracked under policy p, replacing the policy with
-    the next of `texts` again and again until it exits. Returns (reloads, its counts)."""
+def reload_while(tmp_path, texts, child, ok, bad, mechanism=None, at_least=101):
+    """Run `child` (OK BAD STOP OUT) tracked under policy p, replacing the policy with
+    the next of `texts` again and again until it exits. The child tries both at least
+    101 times and goes on until STOP exists, made after the `at_least`th reload: every reload
+    lands while it is trying, however slow the machine (no clock). Returns (reloads,
+    its counts)."""
     k = Kernel.load(LoadOptions(ring_size=1 << 16, enforce=True))
     try:
         if mechanism:
@@ -269,12 +273,15 @@ def reload_while(tmp_path, texts, child, ok, bad, mechanism=None):
         enf = Enforcer(k)
         enf.apply(policy.parse(texts[0]))
         result = tmp_path / "n.json"
-        pid = spawn_tracked(k, [sys.executable, "-c", child, str(ok), str(bad), "3", str(result)],
+        stop = tmp_path / "stop"
+        pid = spawn_tracked(k, [sys.executable, "-c", child, str(ok), str(bad), str(stop), str(result)],
                             policy=enf.slots["p"])
         reloads = 0
         while os.waitpid(pid, os.WNOHANG) == (0, 0):
             enf.apply(policy.parse(texts[reloads % len(texts)], first_rule=enf.next_rule_id()))
             reloads += 1
+            if reloads == at_least:
+                stop.touch()
     finally:
         k.close()
     return reloads, json.loads(result.read_text())
@@ -673,11 +680,12 @@ def test_lsm_socket_connect_where_it_is_the_network_mechanism(tmp_path, listen, 
 
 
 OPEN_RELOAD_CHILD = r"""
-import errno, json, sys, time
-ok_path, bad_path, secs, out = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+import errno, json, os, sys
+ok_path, bad_path, stop, out = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 n = {"ok": 0, "ok_failed": 0, "bad_refused": 0, "bad_through": 0, "bad_other": 0}
-end = time.time() + secs
-while time.time() < end:
+rounds = 0
+while rounds <= 100 or not os.path.exists(stop):
+    rounds += 1
     for path, good in ((ok_path, True), (bad_path, False)):
         try:
             open(path).close()
@@ -713,7 +721,8 @@ def test_lsm_reload_under_a_stream_of_opens_never_lets_a_refused_one_through(tmp
     for t in texts:  # each variant alone is right, in Python
         p = policy.parse(t).policies[0]
         assert policy.path_decide(p, str(bad), 1)[0] and not policy.path_decide(p, str(ok), 1)[0]
-    reloads, n = reload_while(tmp_path, texts, OPEN_RELOAD_CHILD, ok, bad, mechanism=("files", MECH_FILE_LSM))
+    reloads, n = reload_while(tmp_path, texts, OPEN_RELOAD_CHILD, ok, bad, mechanism=("files", MECH_FILE_LSM),
+                                at_least=31)
     assert reloads > 10, reloads
     assert n["bad_refused"] > 10 and n["ok"] > 10, n
     assert n["bad_through"] == 0 and n["bad_other"] == 0 and n["ok_failed"] == 0, n

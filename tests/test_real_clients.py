@@ -678,3 +678,87 @@ def test_go_server_over_https_under_run_probed_for_itself(tmp_path, monkeypatch)
     assert stats["tls_processes"] >= 1 and server in stats["tls_libraries"]
     sess = [r for r in recs if r["type"] == "session" and r["event"] == "end"][-1]
     assert sess["connection"]["server"] == f"127.0.0.1:{port}"
+
+
+
+CLAUDE = os.path.join(NPM_DIR, "node_modules", "@anthropic-ai", "claude-code-linux-x64", "claude")
+BUN = os.path.join(NPM_DIR, "node_modules", "@oven", "bun-linux-x64", "bin", "bun")
+
+
+def _unreadable_client_to_go_server(tmp_path, client_run):
+    """A client whose own TLS is not read (BoringSSL in a Bun-built binary)
+    against the Go server over HTTPS under `watch --port`: client_run(url,
+    crt, env) runs it. Checked: every message the server received and sent
+    (its own log) recorded once, whole, paired, from the server's end alone,
+    and the client's executable said in tls_unread. Returns the records."""
+    from conftest import free_port
+    port, out, slog = free_port(), tmp_path / "ev.jsonl", tmp_path / "server-log.json"
+    crt, key = _self_signed(tmp_path)
+    env = {**os.environ, "NODE_EXTRA_CA_CERTS": str(crt)}
+    w = watch_port(port, out)
+    srv = None
+    try:
+        srv = subprocess.Popen([_go("server"), "-log", str(slog), f"127.0.0.1:{port}", str(crt), str(key)],
+                               stdout=subprocess.PIPE, text=True)
+        assert srv.stdout.readline().strip() == "listening"
+        assert wait_for(lambda: uprobe_in(srv.pid, _go("server"), "crypto/tls.(*Conn).Write"), TIMEOUT)
+        exe = client_run(f"https://127.0.0.1:{port}/mcp", crt, env)
+    finally:
+        if srv is not None:
+            stop(srv, signal.SIGTERM)
+        assert stop(w) == 0
+    recs = records(out)
+    mcp = [r for r in recs if r["type"] == "mcp"]
+    log = [tuple(x) for x in json.loads(slog.read_text())]
+    assert any(m.get("method") == "initialize" for w_, m in log if w_ == "sent"), log
+    check_against_client(log, mcp)
+    assert {r["pid"] for r in mcp} == {srv.pid}  # the server's end alone: the client's TLS is not read
+    assert all(r["tls"] == {"library": "go", "file": _go("server")} for r in mcp)
+    stats = recs[-1]
+    assert stats["mcp"]["duplicates"] == 0 and stats["kernel"]["tls_unbound"] == 0
+    unread = stats["tls_unread"] or {}
+    assert "BoringSSL" in unread.get(os.path.realpath(exe), ""), unread
+    return recs
+
+
+def test_claude_code_over_https_read_at_a_go_server_under_watch_port(tmp_path):
+    """Claude Code's native binary (Bun-built, BoringSSL inside, stripped:
+    its own TLS is not read) connecting to a remote MCP server over HTTPS, as
+    users add them (`claude mcp add --transport http`, then `claude mcp
+    list`, which connects to each configured server): recorded whole from
+    the Go server's end."""
+    assert os.access(CLAUDE, os.X_OK), f"{CLAUDE} missing: run scripts/setup"
+    home = tmp_path / "home"
+    home.mkdir()
+
+    def run(url, crt, env):
+        env = {**env, "HOME": str(home), "DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
+        subprocess.run([CLAUDE, "mcp", "add", "--transport", "http", "witness", url], cwd=home, env=env,
+                       check=True, capture_output=True, timeout=TIMEOUT)
+        p = subprocess.run([CLAUDE, "mcp", "list"], cwd=home, env=env, capture_output=True, text=True,
+                           timeout=TIMEOUT)
+        assert "witness" in p.stdout and "Connected" in p.stdout, (p.stdout, p.stderr)
+        return CLAUDE
+
+    recs = _unreadable_client_to_go_server(tmp_path, run)
+    sess = [r for r in recs if r["type"] == "session" and r["event"] == "end"][-1]
+    assert sess["client_info"]["name"].startswith("claude"), sess["client_info"]
+
+
+def test_ts_sdk_https_client_on_bun_read_at_a_go_server_under_watch_port(tmp_path):
+    """The TypeScript SDK's client on Bun (BoringSSL inside, not read): the
+    Go server's end gives every message, checked against the client's own
+    log too (what it sent, byte for byte)."""
+    assert os.access(BUN, os.X_OK), f"{BUN} missing: run scripts/setup"
+    cfg, log = tmp_path / "ts.json", tmp_path / "ts-log.json"
+
+    def run(url, crt, env):
+        cfg.write_text(json.dumps({"npm": NPM_DIR, "log": str(log), "url": url,
+                                   "calls": [["tools/list"], ["tool", "echo", {"text": "from bun"}],
+                                             ["tool", "big", {"n": 300000}]]}))
+        p = subprocess.run([BUN, TS_CLIENT, str(cfg)], env=env, capture_output=True, text=True, timeout=TIMEOUT)
+        assert p.returncode == 0 and "from bun" in p.stdout, (p.stdout, p.stderr)
+        return BUN
+
+    recs = _unreadable_client_to_go_server(tmp_path, run)
+    check_http(recs, [tuple(x) for x in json.loads(log.read_text())], transport="https")

@@ -4,19 +4,43 @@
 // back to initialize). Two tools: echo (its text back) and big (n bytes of
 // "x"). JSON answers, no SSE.
 //
-//	server ADDR CERT KEY     prints "listening" once the port accepts
-//	server -plain ADDR       the same over plain HTTP (the control)
+//	server [-log FILE] ADDR CERT KEY   prints "listening" once the port accepts
+//	server -plain [-log FILE] ADDR     the same over plain HTTP (the control)
+//
+// -log: every message it received and sent, as the bytes that crossed, written
+// after each one as [["sent", m], ["received", m], ...] from its client's side
+// ("sent": what the client sent), for a client that keeps no log of its own.
 package main
 
 import (
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 )
+
+var (
+	logPath string
+	logMu   sync.Mutex
+	logged  []any
+)
+
+// note logs one message as it crossed (way: from the client's side)
+func note(way string, data []byte) {
+	if logPath == "" {
+		return
+	}
+	logMu.Lock()
+	defer logMu.Unlock()
+	logged = append(logged, []any{way, json.RawMessage(append([]byte(nil), data...))})
+	out, _ := json.Marshal(logged)
+	os.WriteFile(logPath, out, 0o644)
+}
 
 type request struct {
 	JSONRPC string          `json:"jsonrpc"`
@@ -86,6 +110,7 @@ func serve(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, "bad request", http.StatusBadRequest)
 		return
 	}
+	note("sent", body)
 	if len(r.ID) == 0 { // a notification
 		w.WriteHeader(http.StatusAccepted)
 		return
@@ -97,17 +122,17 @@ func serve(w http.ResponseWriter, req *http.Request) {
 		out["result"] = res
 	}
 	data, _ := json.Marshal(out)
+	note("received", data)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Mcp-Session-Id", "go-session-1")
 	w.Write(data)
 }
 
 func main() {
-	args := os.Args[1:]
-	plain := len(args) > 0 && args[0] == "-plain"
-	if plain {
-		args = args[1:]
-	}
+	plain := flag.Bool("plain", false, "plain HTTP")
+	flag.StringVar(&logPath, "log", "", "log the messages here")
+	flag.Parse()
+	args := flag.Args()
 	ln, err := net.Listen("tcp", args[0])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -115,7 +140,7 @@ func main() {
 	}
 	fmt.Println("listening")
 	srv := &http.Server{Handler: http.HandlerFunc(serve)}
-	if plain {
+	if *plain {
 		err = srv.Serve(ln)
 	} else {
 		err = srv.ServeTLS(ln, args[1], args[2])
