@@ -129,6 +129,30 @@ static __always_inline void tls_bind(struct mw_proc *p, struct task_struct *task
 		emit_sock(p, task, sk, fd, dir, ino, how, ssl, 0);
 }
 
+/* The SSL object's life ends: its binding and its streams' state go with it,
+ * since the allocator gives its address to the next connection (asyncio and
+ * httpx open and free one per connection), which would inherit the old
+ * socket and the old HTTP parser. Userspace is told, to finish the stream. */
+static __always_inline int ssl_gone(void *ssl)
+{
+	__u64 pt = bpf_get_current_pid_tgid();
+	struct mw_ssl_key k = ssl_key((__u64)ssl);
+	struct mw_ssl_sock *b = bpf_map_lookup_elem(&ssl_socks, &k);
+	struct mw_proc *p = current_tracked();
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (!p && b && (b->pflags & MW_P_UNTRACKED))
+		p = stand_in(task, b->pflags);
+	struct mw_stream_key sk = {.ino = (__u64)ssl, .dev = pt >> 32, .dir = MW_IO_READ};
+	int known = bpf_map_delete_elem(&streams, &sk) == 0;
+	sk.dir = MW_IO_WRITE;
+	known |= bpf_map_delete_elem(&streams, &sk) == 0;
+	if (b)
+		bpf_map_delete_elem(&ssl_socks, &k);
+	if (p && (known || b))
+		emit_sock(p, task, NULL, -1, 0, 0, MW_SB_TLS_FREED, (__u64)ssl, 0);
+	return 0;
+}
+
 /* A tracked (or port-matched) thread moved bytes on a TCP socket: bind the
  * SSL object it is inside, or has just left, to the socket; remember the
  * socket for an SSL_* call that comes straight after. */
@@ -144,6 +168,13 @@ static __always_inline void tls_saw_socket(struct mw_proc *p, struct task_struct
 	__u32 type;
 	__u32 rec = tls_record(first, &type);
 	if (th->ssl && th->in_call) {
+		/* the library's own I/O: this object speaks over this socket. Bound to another one,
+		 * it is a freed object's address given to a new connection (BoringSSL in Bun is
+		 * probed without SSL_free): the old binding and streams go first */
+		struct mw_ssl_key k = ssl_key(th->ssl);
+		struct mw_ssl_sock *old = bpf_map_lookup_elem(&ssl_socks, &k);
+		if (old && old->ino != t->k.ino)
+			ssl_gone((void *)th->ssl);
 		tls_bind(p, task, th->ssl, t->sk, t->k.ino, fd, dir, pflags, MW_SB_TLS_IN);
 	} else if (dir == MW_IO_WRITE) {
 		/* memory BIOs: the first socket write after an SSL call, soon, that carries what the
@@ -308,30 +339,6 @@ SEC("uprobe")
 int BPF_KPROBE(mw_ssl_handshake, void *ssl)
 {
 	return ssl_enter(ssl, NULL, NULL, 0, 0);
-}
-
-/* The SSL object's life ends: its binding and its streams' state go with it,
- * since the allocator gives its address to the next connection (asyncio and
- * httpx open and free one per connection), which would inherit the old
- * socket and the old HTTP parser. Userspace is told, to finish the stream. */
-static __always_inline int ssl_gone(void *ssl)
-{
-	__u64 pt = bpf_get_current_pid_tgid();
-	struct mw_ssl_key k = ssl_key((__u64)ssl);
-	struct mw_ssl_sock *b = bpf_map_lookup_elem(&ssl_socks, &k);
-	struct mw_proc *p = current_tracked();
-	struct task_struct *task = bpf_get_current_task_btf();
-	if (!p && b && (b->pflags & MW_P_UNTRACKED))
-		p = stand_in(task, b->pflags);
-	struct mw_stream_key sk = {.ino = (__u64)ssl, .dev = pt >> 32, .dir = MW_IO_READ};
-	int known = bpf_map_delete_elem(&streams, &sk) == 0;
-	sk.dir = MW_IO_WRITE;
-	known |= bpf_map_delete_elem(&streams, &sk) == 0;
-	if (b)
-		bpf_map_delete_elem(&ssl_socks, &k);
-	if (p && (known || b))
-		emit_sock(p, task, NULL, -1, 0, 0, MW_SB_TLS_FREED, (__u64)ssl, 0);
-	return 0;
 }
 
 SEC("uprobe")

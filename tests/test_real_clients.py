@@ -395,11 +395,13 @@ def test_answers_written_by_the_servers_children(mode, tmp_path):
     assert answers and all(r["comm"] == "printf" for r in answers)
 
 
-def uprobe_in(pid: int, path: str, fn: str) -> bool:
-    """A uprobe is in fn of path in process pid: its first byte there is int3
-    (the kernel writes the breakpoint into each process that maps the file)."""
+def uprobe_in(pid: int, path: str, fn: str, off: int | None = None) -> bool:
+    """A uprobe is in fn of path (at file offset off, when its symbols do not
+    say) in process pid: its first byte there is int3 (the kernel writes the
+    breakpoint into each process that maps the file)."""
     from mcpwitness.kernel.tls import elf_symbols
-    off = elf_symbols(path, {fn})[fn]
+    if off is None:
+        off = elf_symbols(path, {fn})[fn]
     try:
         with open(f"/proc/{pid}/maps") as f:
             for line in f:
@@ -685,80 +687,170 @@ CLAUDE = os.path.join(NPM_DIR, "node_modules", "@anthropic-ai", "claude-code-lin
 BUN = os.path.join(NPM_DIR, "node_modules", "@oven", "bun-linux-x64", "bin", "bun")
 
 
-def _unreadable_client_to_go_server(tmp_path, client_run):
-    """A client whose own TLS is not read (BoringSSL in a Bun-built binary)
-    against the Go server over HTTPS under `watch --port`: client_run(url,
-    crt, env) runs it. Checked: every message the server received and sent
-    (its own log) recorded once, whole, paired, from the server's end alone,
-    and the client's executable said in tls_unread. Returns the records."""
+def _bun_client_to_go_server(tmp_path, client_run, ends):
+    """A client built on Bun (BoringSSL inside, stripped: its SSL_read and
+    SSL_write found by their code) against the Go server over HTTPS under
+    `watch --port`: client_run(url, env) runs it and returns (its executable,
+    its pid). ends "client": the server is stripped Go (its TLS recognised,
+    not read), so everything recorded was read at the client's end alone;
+    "both": the Go server is read too, and each end gives every message.
+    Checked against the server's own log: every message once, whole, paired,
+    each record naming the library of the end it was kept from. Returns
+    (records, the client's pid)."""
     from conftest import free_port
     port, out, slog = free_port(), tmp_path / "ev.jsonl", tmp_path / "server-log.json"
     crt, key = _self_signed(tmp_path)
     env = {**os.environ, "NODE_EXTRA_CA_CERTS": str(crt)}
+    server = _go("server" if ends == "both" else "server-stripped")
     w = watch_port(port, out)
     srv = None
     try:
-        srv = subprocess.Popen([_go("server"), "-log", str(slog), f"127.0.0.1:{port}", str(crt), str(key)],
+        srv = subprocess.Popen([server, "-log", str(slog), f"127.0.0.1:{port}", str(crt), str(key)],
                                stdout=subprocess.PIPE, text=True)
         assert srv.stdout.readline().strip() == "listening"
-        assert wait_for(lambda: uprobe_in(srv.pid, _go("server"), "crypto/tls.(*Conn).Write"), TIMEOUT)
-        exe = client_run(f"https://127.0.0.1:{port}/mcp", crt, env)
+        if ends == "both":
+            assert wait_for(lambda: uprobe_in(srv.pid, server, "crypto/tls.(*Conn).Write"), TIMEOUT)
+        exe, pid = client_run(f"https://127.0.0.1:{port}/mcp", env)
     finally:
         if srv is not None:
             stop(srv, signal.SIGTERM)
         assert stop(w) == 0
     recs = records(out)
     mcp = [r for r in recs if r["type"] == "mcp"]
+    stats = recs[-1]
     log = [tuple(x) for x in json.loads(slog.read_text())]
     assert any(m.get("method") == "initialize" for w_, m in log if w_ == "sent"), log
     check_against_client(log, mcp)
-    assert {r["pid"] for r in mcp} == {srv.pid}  # the server's end alone: the client's TLS is not read
-    assert all(r["tls"] == {"library": "go", "file": _go("server")} for r in mcp)
-    stats = recs[-1]
-    assert stats["mcp"]["duplicates"] == 0 and stats["kernel"]["tls_unbound"] == 0
-    unread = stats["tls_unread"] or {}
-    assert "BoringSSL" in unread.get(os.path.realpath(exe), ""), unread
-    return recs
+    exe = os.path.realpath(exe)
+    mine = {"library": f"boringssl({os.path.basename(exe)})", "file": exe}
+    for r in mcp:
+        assert r["tls"] == (mine if r["pid"] == pid else {"library": "go", "file": server}), \
+            (r["pid"], pid, r["tls"], stats["tls_libraries"], stats["tls_unread"], stats["tls_errors"])
+    assert exe in stats["tls_libraries"], (stats["tls_libraries"], stats["tls_unread"], stats["tls_errors"])
+    assert stats["kernel"]["tls_unbound"] == 0
+    assert stats["http"]["bad_encoding"] == 0 and stats["http"]["not_http"] == 0 and stats["http"]["resyncs"] == 0
+    refused = [r for r in recs if r["type"] == "nonjson" and r["reason"] == "HTTP 405"]
+    if ends == "client":
+        assert {r["pid"] for r in mcp} == {pid}, "the client's end alone: the stripped server is not read"
+        assert stats["mcp"]["duplicates"] == 0
+        assert "stripped" in (stats["tls_unread"] or {}).get(server, ""), stats["tls_unread"]
+    else:
+        assert stats["mcp"]["duplicates"] == len(mcp) + len(refused), "an end was not read whole"
+    return recs, pid
 
 
-def test_claude_code_over_https_read_at_a_go_server_under_watch_port(tmp_path):
-    """Claude Code's native binary (Bun-built, BoringSSL inside, stripped:
-    its own TLS is not read) connecting to a remote MCP server over HTTPS, as
-    users add them (`claude mcp add --transport http`, then `claude mcp
-    list`, which connects to each configured server): recorded whole from
-    the Go server's end."""
+def _probed_first(cmd, exe, **kw):
+    """Run cmd (a program on exe that waits on its stdin) until the agent has
+    probed exe's SSL_write, then end it: the first run of a Bun binary under
+    --port is probed once its code has been searched (~1 s for Claude Code's
+    430 MB), and what it does before that is not read."""
+    from mcpwitness.kernel import boringssl
+    off = boringssl.locate(exe)["SSL_write"]
+    began = time.monotonic()
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+    try:
+        assert wait_for(lambda: uprobe_in(p.pid, exe, "SSL_write", off), TIMEOUT), f"{exe}: SSL_write never probed"
+        print(f"{os.path.basename(exe)}: SSL_write probed {time.monotonic() - began:.3f} s after its exec")
+    finally:
+        p.stdin.close()
+        p.kill()
+        p.wait(timeout=TIMEOUT)
+
+
+def _run_pid(cmd, **kw):
+    """Run cmd to its end: (its pid, its stdout, its stderr, its return code)."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    out, err = p.communicate(timeout=TIMEOUT)
+    return p.pid, out, err, p.returncode
+
+
+@pytest.mark.parametrize("ends", ["client", "both"])
+def test_claude_code_over_https_read_at_its_own_end_under_watch_port(ends, tmp_path):
+    """Claude Code's native binary (Bun-built, BoringSSL inside, stripped)
+    connecting to a remote MCP server over HTTPS, as users add them (`claude
+    mcp add --transport http`, then `claude mcp list`, which connects to each
+    configured server): its own end read, at the SSL_read and SSL_write
+    found in its code."""
     assert os.access(CLAUDE, os.X_OK), f"{CLAUDE} missing: run scripts/setup"
     home = tmp_path / "home"
     home.mkdir()
 
-    def run(url, crt, env):
+    def run(url, env):
         env = {**env, "HOME": str(home), "DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
+        _probed_first([CLAUDE, "mcp", "serve"], CLAUDE, cwd=home, env=env)
         subprocess.run([CLAUDE, "mcp", "add", "--transport", "http", "witness", url], cwd=home, env=env,
                        check=True, capture_output=True, timeout=TIMEOUT)
-        p = subprocess.run([CLAUDE, "mcp", "list"], cwd=home, env=env, capture_output=True, text=True,
-                           timeout=TIMEOUT)
-        assert "witness" in p.stdout and "Connected" in p.stdout, (p.stdout, p.stderr)
-        return CLAUDE
+        pid, out, err, rc = _run_pid([CLAUDE, "mcp", "list"], cwd=home, env=env)
+        assert rc == 0 and "witness" in out and "Connected" in out, (out, err)
+        return CLAUDE, pid
 
-    recs = _unreadable_client_to_go_server(tmp_path, run)
+    recs, pid = _bun_client_to_go_server(tmp_path, run, ends)
     sess = [r for r in recs if r["type"] == "session" and r["event"] == "end"][-1]
     assert sess["client_info"]["name"].startswith("claude"), sess["client_info"]
 
 
-def test_ts_sdk_https_client_on_bun_read_at_a_go_server_under_watch_port(tmp_path):
-    """The TypeScript SDK's client on Bun (BoringSSL inside, not read): the
-    Go server's end gives every message, checked against the client's own
-    log too (what it sent, byte for byte)."""
+@pytest.mark.parametrize("ends", ["client", "both"])
+def test_ts_sdk_https_client_on_bun_read_at_its_own_end_under_watch_port(ends, tmp_path):
+    """The TypeScript SDK's client on Bun: its end read at BoringSSL's
+    SSL_read and SSL_write, checked against the client's own log too (what
+    it sent, byte for byte)."""
     assert os.access(BUN, os.X_OK), f"{BUN} missing: run scripts/setup"
     cfg, log = tmp_path / "ts.json", tmp_path / "ts-log.json"
 
-    def run(url, crt, env):
+    def run(url, env):
         cfg.write_text(json.dumps({"npm": NPM_DIR, "log": str(log), "url": url,
                                    "calls": [["tools/list"], ["tool", "echo", {"text": "from bun"}],
                                              ["tool", "big", {"n": 300000}]]}))
-        p = subprocess.run([BUN, TS_CLIENT, str(cfg)], env=env, capture_output=True, text=True, timeout=TIMEOUT)
-        assert p.returncode == 0 and "from bun" in p.stdout, (p.stdout, p.stderr)
-        return BUN
+        _probed_first([BUN, "-e", "process.stdin.resume()"], BUN, env=env)
+        pid, out, err, rc = _run_pid([BUN, TS_CLIENT, str(cfg)], env=env)
+        assert rc == 0 and "from bun" in out, (out, err)
+        return BUN, pid
 
-    recs = _unreadable_client_to_go_server(tmp_path, run)
+    recs, _ = _bun_client_to_go_server(tmp_path, run, ends)
     check_http(recs, [tuple(x) for x in json.loads(log.read_text())], transport="https")
+
+
+@pytest.mark.parametrize("ends", ["server", "both"])
+def test_ts_sdk_https_server_on_bun_read_at_its_own_end_under_watch_port(ends, tmp_path):
+    """The TypeScript SDK's server on Bun (node:https, served by Bun's own
+    BoringSSL): its end read at SSL_read and SSL_write found in Bun's code.
+    The client is the Go one, stripped (ends "server": its TLS not read, so
+    all that is recorded was read at the server's end) or not ("both")."""
+    from conftest import free_port
+    from mcpwitness.kernel import boringssl
+    assert os.access(BUN, os.X_OK), f"{BUN} missing: run scripts/setup"
+    port, out, log = free_port(), tmp_path / "ev.jsonl", tmp_path / "go-log.json"
+    crt, key = _self_signed(tmp_path)
+    client_exe = _go("client-stripped" if ends == "server" else "client")
+    off = boringssl.locate(BUN)["SSL_write"]
+    w = watch_port(port, out)
+    srv = None
+    try:
+        srv = subprocess.Popen([BUN, os.path.join(HERE, "workloads", "ts_https_server.js"), NPM_DIR, str(port),
+                                str(crt), str(key)], stdout=subprocess.PIPE, text=True)
+        assert srv.stdout.readline().strip() == "listening"
+        assert wait_for(lambda: uprobe_in(srv.pid, BUN, "SSL_write", off), TIMEOUT), "Bun's SSL_write never probed"
+        calls = [["echo", {"text": "to bun"}], ["big", {"n": 300000}]]
+        p = subprocess.run([client_exe, f"https://127.0.0.1:{port}/mcp", str(crt), str(log), json.dumps(calls)],
+                           capture_output=True, text=True, timeout=TIMEOUT)
+        assert p.returncode == 0 and "to bun" in p.stdout, (p.stdout, p.stderr)
+    finally:
+        if srv is not None:
+            stop(srv, signal.SIGTERM)
+        assert stop(w) == 0
+    recs = records(out)
+    mcp = [r for r in recs if r["type"] == "mcp"]
+    stats = recs[-1]
+    check_http(recs, [tuple(x) for x in json.loads(log.read_text())], transport="https")
+    bun = os.path.realpath(BUN)
+    for r in mcp:
+        assert r["tls"] == ({"library": "boringssl(bun)", "file": bun} if r["pid"] == srv.pid else
+                            {"library": "go", "file": client_exe}), (r["pid"], srv.pid, r["tls"])
+    assert stats["kernel"]["tls_unbound"] == 0
+    assert stats["http"]["bad_encoding"] == 0 and stats["http"]["not_http"] == 0 and stats["http"]["resyncs"] == 0
+    if ends == "server":
+        assert {r["pid"] for r in mcp} == {srv.pid} and stats["mcp"]["duplicates"] == 0
+    else:
+        assert stats["mcp"]["duplicates"] == len(mcp), "an end was not read whole"
+    big = [r for r in mcp if r["kind"] == "response" and r["method"] == "tools/call"][1]
+    assert len(big["result"]["content"][0]["text"]) == 300000 and not big["truncated"]

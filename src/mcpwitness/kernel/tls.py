@@ -18,7 +18,7 @@ import re
 import struct
 import subprocess
 
-from . import gotls
+from . import boringssl, gotls
 
 # the functions and the kernel programs that go on them
 ENTRY = {"SSL_read": "mw_ssl_read", "SSL_write": "mw_ssl_write", "SSL_read_ex": "mw_ssl_read_ex",
@@ -223,7 +223,9 @@ class TlsProbes:
                                  "points": {f: points[f] for f in gotls.FUNCTIONS}}
                 elif not funcs and "libssl" not in os.path.basename(path):
                     why = unread_stack(path)
-                    if why:
+                    if why and why.startswith("BoringSSL"):
+                        found = self._boringssl(path)
+                    elif why:
                         self.unread[path] = why
             except Exception as e:  # unreadable or malformed (any ELF field can lie): counted, not ours
                 self.errors.append(f"{path}: {type(e).__name__}: {e}")
@@ -231,6 +233,23 @@ class TlsProbes:
                 self.unread.pop(next(iter(self.unread)))
             self.syms[key] = found
         return key, self.syms[key]
+
+    def _boringssl(self, path: str) -> dict | None:
+        """BoringSSL linked without its symbols: its SSL_read and SSL_write
+        found by their code (kernel/boringssl.py), or why not, in self.unread."""
+        why = None
+        try:
+            got = boringssl.locate(path)
+        except ImportError:
+            why = "the x86-64 decoder (Python package capstone) is not installed"
+        except ValueError as e:
+            why = str(e)
+        if why:
+            self.unread[path] = ("BoringSSL statically linked without its symbols (Bun, Claude Code), its functions "
+                                 f"not found ({why}): its TLS plaintext is not read (docs/network.md#tls)")
+            return None
+        return {"library": "boringssl", "evidence": got["evidence"],
+                "syms": {f: got[f] for f in ("SSL_read", "SSL_write", "SSL_do_handshake")}}
 
     def _attach(self, path: str, found: dict, pid: int | None) -> tuple[list, list]:
         """The probes on one file: (functions attached, links)."""
@@ -305,6 +324,8 @@ class TlsProbes:
         info = {"path": path, "functions": sorted(done), "library": found["library"]}
         if found["library"] == "go":
             info["version"] = found["version"]
+        if found["library"] == "boringssl":
+            info["found"] = found["evidence"]
         if pid is None:
             self.files[key] = info
         else:
@@ -348,7 +369,8 @@ class TlsProbes:
             st = os.stat(f"/proc/{pid}/exe")
             entry = self.files.get((st.st_dev, st.st_ino), {})
             if entry.get("functions"):
-                found = TlsInfo("go" if entry.get("library") == "go" else f"openssl({os.path.basename(exe)})", exe)
+                lib = entry.get("library")
+                found = TlsInfo("go" if lib == "go" else f"{lib or 'openssl'}({os.path.basename(exe)})", exe)
         except OSError:
             pass
         if found is None:
