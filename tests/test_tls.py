@@ -1,5 +1,8 @@
 """tls.py without the kernel: finding libssl and the offsets the uprobes go on."""
 import os
+import subprocess
+
+import pytest
 
 
 def test_elf_symbols_of_libssl_and_of_files_that_are_not_elf(tmp_path):
@@ -150,3 +153,42 @@ def test_tls_stacks_that_cannot_be_read_are_recognised_and_said(tmp_path):
         assert probes.add(str(path)) is False
         said = probes.unread.get(str(path))
         assert (want in said and "not read" in said) if want else said is None, (name, said)
+
+
+def test_boringssl_functions_found_by_their_code_are_those_the_symbols_name(tmp_path):
+    """A stand-in for BoringSSL's ssl_lib.cc (tests/workloads/boringssl_like.c:
+    the same error reports in the same order), built with symbols, then
+    stripped: SSL_read, SSL_write and SSL_do_handshake found in the stripped
+    file (fixed-address and position-independent) are where the symbol table
+    says; a build where two functions report what SSL_write does, or where
+    SSL_peek stands apart from SSL_read, is refused with the reason (a uprobe
+    at a wrong offset corrupts the program)."""
+    import shutil
+    from mcpwitness.kernel import boringssl
+    from mcpwitness.kernel.tls import elf_functions
+    cc = shutil.which("clang") or shutil.which("gcc")
+    assert cc, "no C compiler: scripts/setup installs clang"
+    src = os.path.join(os.path.dirname(__file__), "workloads", "boringssl_like.c")
+    wanted = ("SSL_read", "SSL_write", "SSL_do_handshake")
+
+    def build(name, *flags):
+        out = tmp_path / name
+        subprocess.run([cc, "-O2", "-fno-omit-frame-pointer", *flags, "-o", str(out), src], check=True)
+        subprocess.run(["strip", "-o", str(out) + ".stripped", str(out)], check=True)
+        return str(out), str(out) + ".stripped"
+
+    for name, flags in (("fixed", ["-fno-pie", "-no-pie"]), ("pie", ["-fpie", "-pie"])):
+        full, stripped = build(name, *flags)
+        syms = {f: off for f, (off, _) in elf_functions(full, set(wanted))[0].items()}
+        assert set(syms) == set(wanted) and elf_functions(stripped, set(wanted))[0] == {}
+        got = boringssl.locate(stripped)
+        assert {f: got[f] for f in wanted} == syms, (name, got, syms)
+    for name, flag, why in (("twice", "-DTWICE", "2 functions report what SSL_write does"),
+                            ("peek", "-DPEEK", "0 functions do what SSL_read does")):
+        _, stripped = build(name, "-fno-pie", "-no-pie", flag)
+        with pytest.raises(ValueError, match=why):
+            boringssl.locate(stripped)
+    plain = tmp_path / "plain"
+    subprocess.run([cc, "-O2", "-o", str(plain), "-x", "c", "-"], input=b"int main(void) { return 0; }\n", check=True)
+    with pytest.raises(ValueError, match="no ssl/ssl_lib.cc error reports"):
+        boringssl.locate(str(plain))

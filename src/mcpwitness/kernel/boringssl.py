@@ -22,7 +22,7 @@ the line numbers change with each release, but their order does not:
   to its socket before the first plaintext.
 
 A function's first byte is taken only when it is at once the target of a
-direct call, 16-byte aligned, preceded by padding or a return, a usual
+direct call, 16-byte aligned, preceded by padding (int3 or NOPs) or a return, a usual
 prologue, and the start of a linear decoding that reaches the report's
 instruction exactly, without crossing padding. A uprobe inside an
 instruction corrupts the program: anything less than one checked match for
@@ -50,6 +50,12 @@ BACK = 8192     # how far before a report its function's first byte may be
 PROLOGUES = (b"\x55", b"\xf3\x0f\x1e\xfa", b"\x41\x57", b"\x41\x56", b"\x41\x55", b"\x41\x54", b"\x53",
              b"\x48\x83\xec", b"\x48\x81\xec")
 ARGS = {"edi": "library", "esi": "unused", "edx": "reason", "r8d": "line"}
+# what can end the bytes before a function: lld's int3 fill, a return, or the assembler's
+# alignment NOPs (the canonical 1- to 11-byte forms)
+_NOPS = [bytes.fromhex(h) for h in (
+    "90", "6690", "0f1f00", "0f1f4000", "0f1f440000", "660f1f440000", "0f1f8000000000",
+    "0f1f840000000000", "660f1f840000000000", "662e0f1f840000000000", "66662e0f1f840000000000")]
+ENDS = [b"\xcc", b"\xc3"] + _NOPS
 
 
 class Segments:
@@ -196,21 +202,23 @@ def _function_of(m, seg, addr: int, targets: dict[int, int], md) -> int | None:
         at = seg.offset(p, code=True)
         if p % 16 or at is None or at == 0:
             continue
-        if m[at - 1] not in (0xCC, 0xC3, 0x90) or not any(m[at:at + len(x)] == x for x in PROLOGUES):
+        if not any(m[at - len(x):at] == x for x in ENDS) or not any(m[at:at + len(x)] == x for x in PROLOGUES):
             continue
         if _decodes_to(m, seg, p, addr, md):
             return p
     return None
 
 
-def _calls_in(m, seg, start: int, md, limit: int = 4096) -> list:
+def _calls_in(m, seg, start: int, md, targets: dict[int, int], limit: int = 4096) -> list:
     """The calls a function makes, in order ([target or None for an indirect
-    one]), decoding from its start to the padding after it."""
+    one]), decoding from its start to int3 padding or the next function
+    called directly, whichever comes first."""
     at = seg.offset(start, code=True)
     out = []
     if at is None:
         return out
-    for a, size, mnemonic, ops in md.disasm_lite(bytes(m[at:at + limit]), start):
+    stop = min((t for t in targets if t > start), default=start + limit)
+    for a, size, mnemonic, ops in md.disasm_lite(bytes(m[at:at + min(limit, stop - start)]), start):
         if mnemonic == "int3":
             break
         if mnemonic == "call":
@@ -251,7 +259,7 @@ def locate(path: str) -> dict:
         put_error = max(callees, key=callees.get)
         reports = [r for r in reports if r[3] == put_error]
         mine = [r for r in reports if r[1] in OURS]
-        targets = _call_targets(m, seg, [(r[0] - BACK, r[0]) for r in mine])
+        targets = _call_targets(m, seg, [(r[0] - BACK, r[0] + BACK) for r in mine])
         funcs: dict[int, list] = {}
         lost = 0
         for r in mine:
@@ -276,7 +284,7 @@ def locate(path: str) -> dict:
         reads = []
         for p in funcs:
             rs = funcs[p]
-            calls = _calls_in(m, seg, p, md)
+            calls = _calls_in(m, seg, p, md, targets)
             if reasons(p) == [R_SHOULD_NOT_HAVE_BEEN_CALLED] and len(impls) == 1 and \
                     funcs[impls[0]][-1][2] < rs[0][2] < w_line and impls[0] in calls:
                 after = calls[calls.index(impls[0]) + 1:]
@@ -290,7 +298,7 @@ def locate(path: str) -> dict:
         if len(reads) != 1:
             raise ValueError(f"{len(reads)} functions do what SSL_read does (1 expected)")
         r = reads[0]
-        w_calls = _calls_in(m, seg, w, md)
+        w_calls = _calls_in(m, seg, w, md, targets)
         shakes = [p for p in funcs if reasons(p) == [R_CONNECTION_TYPE_NOT_SET] and p in w_calls]
         if len(shakes) != 1:
             raise ValueError(f"{len(shakes)} functions called by SSL_write do what SSL_do_handshake does "
