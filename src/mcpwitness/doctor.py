@@ -79,15 +79,16 @@ def features(mech: dict[str, bool], hooks: str = HOOKS_SYSCALLS) -> list[dict]:
             "every read/write on the host pays an fd lookup while a port is watched"),
         row("connection endpoints", "active" if tpbtf else "unavailable",
             "from the socket at capture; cookies set at tp_btf/inet_sock_set_state", "", "5-tuple, netns, cookie"),
-        row("TLS plaintext (OpenSSL: a libssl, or an executable that exports it, as Node; Go crypto/tls)",
+        row("TLS plaintext (OpenSSL: a libssl, or an executable that exports it, as Node; BoringSSL in Bun builds;"
+            " Go crypto/tls)",
             "active" if mech.get("uprobe") else "unavailable",
             ("uprobe_multi links" if mech.get("uprobe.multi") else "uprobes")
-            + " on SSL_read/SSL_write(_ex), SSL_do_handshake, SSL_free; on Go's (*tls.Conn).Read/Write,"
+            + " on SSL_read/SSL_write(_ex), SSL_do_handshake, SSL_free; in stripped Bun builds (Claude Code) on"
+              " SSL_read/SSL_write/SSL_do_handshake found by their error reports; on Go's (*tls.Conn).Read/Write,"
               " entry and each return instruction (Go 1.17+ with its symbol table)" if mech.get("uprobe")
             else "none (uprobes unavailable)",
             "single uprobes (slower to detach)" if mech.get("uprobe.multi") else "uprobe_multi (6.6+, unavailable)",
-            "not read: BoringSSL in stripped executables (Bun, Claude Code), stripped Go binaries, rustls (Deno),"
-            " Java"),
+            "not read: stripped Go binaries, rustls (Deno), Java"),
     ]
     chosen = choose_mechanisms(lambda label: bool(mech.get(label)))
     notes = {

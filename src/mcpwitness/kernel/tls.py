@@ -6,9 +6,10 @@ process that maps that file runs them, and the kernel programs keep only
 tracked processes (and, with --port, sockets on a watched port). So one
 attach per library file serves the whole host: the system's libssl at
 start-up, and any other copy (a virtualenv's, a bundled one, or an executable
-that exports OpenSSL's functions itself, as Node.js does) when a tracked
-process is seen to map or run it: at `run`'s spawn, at discovery, and on a
-tracked process's first three 2-second ticks.
+that exports OpenSSL's functions itself, as Node.js does, or that links
+BoringSSL without symbols, as Bun does) when a tracked process is seen to map
+or run it: at `run`'s spawn, at discovery, and on a tracked process's first
+three 2-second ticks.
 """
 from __future__ import annotations
 
@@ -198,10 +199,12 @@ class TlsProbes:
 
     def _symbols(self, path: str):
         """(dev, ino), and what the file carries: {"library": "openssl", "syms":
-        {function: offset}} or {"library": "go", "version", "points": {function:
-        (entry, [returns])}}, or None (neither, or a Go binary that must not be
-        probed: said once in self.unread, as is a TLS stack recognised but not
-        readable: unread_stack)."""
+        {function: offset}}, {"library": "boringssl", "syms": ..., "evidence"}
+        (BoringSSL without its symbols, its functions found by their code:
+        kernel/boringssl.py) or {"library": "go", "version", "points":
+        {function: (entry, [returns])}}, or None (none of those, or one that
+        must not be probed: said once in self.unread, as is a TLS stack
+        recognised but not readable: unread_stack)."""
         try:
             st = os.stat(path)
         except OSError:
