@@ -74,7 +74,8 @@ class Floor:
                     self.fds.append(libbpf.uprobe_multi_link(libbpf.bpf_program__fd(progs["floor_ssl_entry"]), path,
                                                              points, [0] * len(points), False))
                     continue
-                syms = elf_symbols(path, set(ENTRY))
+                # (BoringSSL in Bun: the functions found by their code)
+                syms = found["syms"] if found and found["library"] == "boringssl" else elf_symbols(path, set(ENTRY))
                 fns = sorted(syms)
                 rets = [f for f in fns if f in RETURN]
                 for prog, names, ret in (("floor_ssl_entry", fns, False), ("floor_ssl_ret", rets, True)):

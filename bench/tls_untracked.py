@@ -24,7 +24,12 @@ built by scripts/setup into .cache/go-workloads): the probes are on its
 executable, at the entries and each return instruction of (*tls.Conn).Read
 and .Write; the floor puts empty programs on the same points.
 
-    .venv/bin/python bench/tls_untracked.py [--rounds 5] [--trips 20000] [--quick] [--library openssl|node|go]
+With `--library bun` it is Bun (npm `@oven/bun-linux-x64`, installed by
+scripts/setup; BoringSSL inside, stripped) running the Node loop: the probes
+are on its executable, at the SSL_read, SSL_write and SSL_do_handshake found
+in its code (kernel/boringssl.py).
+
+    .venv/bin/python bench/tls_untracked.py [--rounds 5] [--trips 20000] [--quick] [--library openssl|node|go|bun]
 """
 import argparse
 import os
@@ -89,7 +94,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--trips", type=int, default=20000)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--library", choices=("openssl", "node", "go"), default="openssl")
+    ap.add_argument("--library", choices=("openssl", "node", "go", "bun"), default="openssl")
     ap.add_argument("--node", help="the node executable (--library node; default: the official build from PyPI)")
     a = ap.parse_args()
     rounds, trips = (1, 2000) if a.quick else (a.rounds, a.trips)
@@ -105,10 +110,14 @@ def main():
     go = os.path.join(ROOT, ".cache", "go-workloads", "go_tls_loop") if a.library == "go" else None
     if go and not os.access(go, os.X_OK):
         sys.exit(f"tls_untracked: {go} missing: run scripts/setup (it builds bench/workloads/go_tls_loop.go)")
-    own = node or go
-    if node:
-        ssl = (node,)  # the probes, and the floor's, on the executable
-        argv = [node, "-e", NODE_LOOP]
+    bun = os.path.join(ROOT, ".cache", "npm-servers", "node_modules", "@oven", "bun-linux-x64", "bin", "bun") \
+        if a.library == "bun" else None
+    if bun and not os.access(bun, os.X_OK):
+        sys.exit(f"tls_untracked: {bun} missing: run scripts/setup (npm @oven/bun-linux-x64)")
+    own = node or go or bun
+    if node or bun:
+        ssl = (own,)  # the probes, and the floor's, on the executable
+        argv = [own, "-e", NODE_LOOP]
     elif go:
         ssl = (go,)
         argv = [go]
@@ -143,7 +152,7 @@ def main():
                     if floor is not None:
                         floor.close()
     base = statistics.median(res["not loaded"])
-    who = f"Node ({node})" if node else f"Go ({go})" if go else "Python (libssl)"
+    who = f"Node ({node})" if node else f"Go ({go})" if go else f"Bun ({bun})" if bun else "Python (libssl)"
     print(f"untracked process: {who}, {trips} TLS round trips of 32 bytes over loopback, "
           f"median of {rounds} rounds (alternating), watch mode")
     for state, v in res.items():

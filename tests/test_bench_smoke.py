@@ -49,7 +49,7 @@ def test_untracked_overhead_benchmark_quick():
     assert len(states) == 3 * 8, out.stdout  # 3 workloads x 8 states (4 modes x 2 hook sets)
 
 
-@pytest.mark.parametrize("library", ["openssl", "node", "go"])
+@pytest.mark.parametrize("library", ["openssl", "node", "go", "bun"])
 def test_tls_untracked_benchmark_quick(library):
     out = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "tls_untracked.py"), "--quick",
                           "--library", library], capture_output=True, text=True, timeout=300)
