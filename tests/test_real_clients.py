@@ -399,9 +399,11 @@ def uprobe_in(pid: int, path: str, fn: str, off: int | None = None) -> bool:
     """A uprobe is in fn of path (at file offset off, when its symbols do not
     say) in process pid: its first byte there is int3 (the kernel writes the
     breakpoint into each process that maps the file)."""
-    from mcpwitness.kernel.tls import elf_symbols
+    from mcpwitness.kernel import gotls
+    from mcpwitness.kernel.tls import elf_functions
     if off is None:
-        off = elf_symbols(path, {fn})[fn]
+        funcs, loads = elf_functions(path, {fn})
+        off = (funcs or gotls.pclntab_functions(path, {fn}, loads))[fn][0]  # (a stripped Go binary: its own table)
     try:
         with open(f"/proc/{pid}/maps") as f:
             for line in f:
@@ -548,8 +550,8 @@ def _go(prog: str) -> str:
     return path
 
 
-@pytest.mark.matrix("MCP over HTTP and HTTPS (TLS uprobes)", ids=["go-client", "go-server"])
-@pytest.mark.parametrize("pairing", ["go-client", "go-server", "go-both"])
+@pytest.mark.matrix("MCP over HTTP and HTTPS (TLS uprobes)", ids=["go-client", "go-server", "go-stripped"])
+@pytest.mark.parametrize("pairing", ["go-client", "go-server", "go-both", "go-stripped"])
 def test_go_crypto_tls_read_at_its_own_end_under_watch_port(pairing, tmp_path, monkeypatch):
     """Go carries its own TLS (crypto/tls), in a statically linked binary:
     under `watch --port` the Go end is probed at its exec (its entries and
@@ -557,35 +559,39 @@ def test_go_crypto_tls_read_at_its_own_end_under_watch_port(pairing, tmp_path, m
     its plaintext is read there. The other end is the Python SDK (the
     system's libssl) or Go too: every message is seen at both ends, so the
     duplicates say each end was read whole on its own, and each record names
-    the library of the end it was kept from."""
+    the library of the end it was kept from. go-stripped: both Go ends built
+    with -ldflags="-s -w" (no symbol table: the functions found in the
+    runtime's own function table)."""
     from conftest import free_port
     from mcp_client import RecordingHttp
     port, out = free_port(), tmp_path / "ev.jsonl"
     crt, key = _self_signed(tmp_path)
     monkeypatch.setenv("SSL_CERT_FILE", str(crt))
-    go_client, go_server = pairing in ("go-client", "go-both"), pairing in ("go-server", "go-both")
+    go_client, go_server = pairing != "go-server", pairing != "go-client"
+    tail = "-stripped" if pairing == "go-stripped" else ""
+    client_exe, server_exe = _go("client" + tail), _go("server" + tail)
     url = f"https://127.0.0.1:{port}/mcp"
     w = watch_port(port, out)
     srv = None
     try:
         if go_server:
-            srv = subprocess.Popen([_go("server"), f"127.0.0.1:{port}", str(crt), str(key)], stdout=subprocess.PIPE,
+            srv = subprocess.Popen([server_exe, f"127.0.0.1:{port}", str(crt), str(key)], stdout=subprocess.PIPE,
                                    text=True)
         else:
             srv = subprocess.Popen([sys.executable, os.path.join(HERE, "workloads", "sdk_http_server.py"), "https",
                                     "127.0.0.1", str(port), str(crt), str(key)], stdout=subprocess.PIPE, text=True)
         assert srv.stdout.readline().strip() == "listening"
         if go_server:
-            assert wait_for(lambda: uprobe_in(srv.pid, _go("server"), "crypto/tls.(*Conn).Write"), TIMEOUT), \
+            assert wait_for(lambda: uprobe_in(srv.pid, server_exe, "crypto/tls.(*Conn).Write"), TIMEOUT), \
                 "the Go server's crypto/tls never probed"
         if go_client:
             log, start = tmp_path / "go-log.json", tmp_path / "start"
             calls = [["echo", {"text": "over go tls"}], ["big", {"n": 300000}]]
             began = time.monotonic()
-            cl = subprocess.Popen([_go("client"), url, str(crt), str(log), json.dumps(calls), str(start)],
+            cl = subprocess.Popen([client_exe, url, str(crt), str(log), json.dumps(calls), str(start)],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             # the client connects once its crypto/tls is probed (its exec told the agent)
-            assert wait_for(lambda: uprobe_in(cl.pid, _go("client"), "crypto/tls.(*Conn).Write"), TIMEOUT), \
+            assert wait_for(lambda: uprobe_in(cl.pid, client_exe, "crypto/tls.(*Conn).Write"), TIMEOUT), \
                 "the Go client's crypto/tls never probed"
             print(f"the Go client's crypto/tls probed {time.monotonic() - began:.3f} s after its exec")
             start.write_text("go")
@@ -613,7 +619,7 @@ def test_go_crypto_tls_read_at_its_own_end_under_watch_port(pairing, tmp_path, m
     go_pids = ({cl.pid} if go_client else set()) | ({srv.pid} if go_server else set())
     for r in mcp:  # each record names the library of the end whose copy was kept
         if r["pid"] in go_pids:
-            assert r["tls"] == {"library": "go", "file": _go("client" if r["pid"] != srv.pid else "server")}, \
+            assert r["tls"] == {"library": "go", "file": client_exe if r["pid"] != srv.pid else server_exe}, \
                 (r["tls"], recs[-1]["tls_libraries"], recs[-1]["tls_errors"], recs[-1]["tls_unread"])
         else:
             assert r["tls"]["library"] == "openssl" and "libssl" in r["tls"]["file"], r["tls"]
@@ -624,7 +630,7 @@ def test_go_crypto_tls_read_at_its_own_end_under_watch_port(pairing, tmp_path, m
     assert stats["mcp"]["duplicates"] == len(mcp) + len(refused), "an end was not read whole"
     assert stats["http"]["bad_encoding"] == 0 and stats["http"]["not_http"] == 0 and stats["http"]["resyncs"] == 0
     assert stats["kernel"]["tls_unbound"] == 0
-    assert any(_go("client" if go_client else "server") == p for p in stats["tls_libraries"]), stats["tls_libraries"]
+    assert any((client_exe if go_client else server_exe) == p for p in stats["tls_libraries"]), stats["tls_libraries"]
     big = [r for r in mcp if r["kind"] == "response" and r["method"] == "tools/call"][1]
     assert len(big["result"]["content"][0]["text"]) == 300000 and not big["truncated"]
     sess = [r for r in recs if r["type"] == "session" and r["event"] == "end"][-1]
@@ -687,12 +693,30 @@ CLAUDE = os.path.join(NPM_DIR, "node_modules", "@anthropic-ai", "claude-code-lin
 BUN = os.path.join(NPM_DIR, "node_modules", "@oven", "bun-linux-x64", "bin", "bun")
 
 
+def _go_refused(tmp_path, prog: str) -> str:
+    """A copy of a Go workload that mcpwitness must leave unread: its build
+    info says go1.16 (before the register ABI: refused), while its code is
+    this Go's and runs as before (the runtime does not read the build info).
+    The peer of a test that checks what the other end alone gives."""
+    from mcpwitness.kernel import gotls
+    data = bytearray(open(_go(prog), "rb").read())
+    i = data.find(gotls.BUILDINFO)
+    j = data.find(b"go1.", i, i + 64)
+    assert i >= 0 and j > 0 and data[j + 4:j + 5].isdigit() and data[j + 5:j + 6].isdigit(), "no Go 1.1x build info"
+    data[j + 4:j + 6] = b"16"
+    path = tmp_path / f"{prog}-go1.16"
+    path.write_bytes(bytes(data))
+    path.chmod(0o755)
+    return str(path)
+
+
 def _bun_client_to_go_server(tmp_path, client_run, ends):
     """A client built on Bun (BoringSSL inside, stripped: its SSL_read and
     SSL_write found by their code) against the Go server over HTTPS under
     `watch --port`: client_run(url, env) runs it and returns (its executable,
-    its pid). ends "client": the server is stripped Go (its TLS recognised,
-    not read), so everything recorded was read at the client's end alone;
+    its pid). ends "client": the server is Go refused (a build info before
+    1.17: its TLS not read), so everything recorded was read at the client's
+    end alone;
     "both": the Go server is read too, and each end gives every message.
     Checked against the server's own log: every message once, whole, paired,
     each record naming the library of the end it was kept from. Returns
@@ -701,7 +725,7 @@ def _bun_client_to_go_server(tmp_path, client_run, ends):
     port, out, slog = free_port(), tmp_path / "ev.jsonl", tmp_path / "server-log.json"
     crt, key = _self_signed(tmp_path)
     env = {**os.environ, "NODE_EXTRA_CA_CERTS": str(crt)}
-    server = _go("server" if ends == "both" else "server-stripped")
+    server = _go("server") if ends == "both" else _go_refused(tmp_path, "server")
     w = watch_port(port, out)
     srv = None
     try:
@@ -731,9 +755,9 @@ def _bun_client_to_go_server(tmp_path, client_run, ends):
     assert stats["http"]["bad_encoding"] == 0 and stats["http"]["not_http"] == 0 and stats["http"]["resyncs"] == 0
     refused = [r for r in recs if r["type"] == "nonjson" and r["reason"] == "HTTP 405"]
     if ends == "client":
-        assert {r["pid"] for r in mcp} == {pid}, "the client's end alone: the stripped server is not read"
+        assert {r["pid"] for r in mcp} == {pid}, "the client's end alone: the refused server is not read"
         assert stats["mcp"]["duplicates"] == 0
-        assert "stripped" in (stats["tls_unread"] or {}).get(server, ""), stats["tls_unread"]
+        assert "before Go 1.17" in (stats["tls_unread"] or {}).get(server, ""), stats["tls_unread"]
     else:
         assert stats["mcp"]["duplicates"] == len(mcp) + len(refused), "an end was not read whole"
     return recs, pid
@@ -814,14 +838,15 @@ def test_ts_sdk_https_client_on_bun_read_at_its_own_end_under_watch_port(ends, t
 def test_ts_sdk_https_server_on_bun_read_at_its_own_end_under_watch_port(ends, tmp_path):
     """The TypeScript SDK's server on Bun (node:https, served by Bun's own
     BoringSSL): its end read at SSL_read and SSL_write found in Bun's code.
-    The client is the Go one, stripped (ends "server": its TLS not read, so
-    all that is recorded was read at the server's end) or not ("both")."""
+    The client is the Go one, refused (ends "server": a build info before
+    1.17, its TLS not read, so all that is recorded was read at the server's
+    end) or not ("both")."""
     from conftest import free_port
     from mcpwitness.kernel import boringssl
     assert os.access(BUN, os.X_OK), f"{BUN} missing: run scripts/setup"
     port, out, log = free_port(), tmp_path / "ev.jsonl", tmp_path / "go-log.json"
     crt, key = _self_signed(tmp_path)
-    client_exe = _go("client-stripped" if ends == "server" else "client")
+    client_exe = _go_refused(tmp_path, "client") if ends == "server" else _go("client")
     off = boringssl.locate(BUN)["SSL_write"]
     w = watch_port(port, out)
     srv = None
@@ -830,10 +855,14 @@ def test_ts_sdk_https_server_on_bun_read_at_its_own_end_under_watch_port(ends, t
                                 str(crt), str(key)], stdout=subprocess.PIPE, text=True)
         assert srv.stdout.readline().strip() == "listening"
         assert wait_for(lambda: uprobe_in(srv.pid, BUN, "SSL_write", off), TIMEOUT), "Bun's SSL_write never probed"
-        calls = [["echo", {"text": "to bun"}], ["big", {"n": 300000}]]
-        p = subprocess.run([client_exe, f"https://127.0.0.1:{port}/mcp", str(crt), str(log), json.dumps(calls)],
-                           capture_output=True, text=True, timeout=TIMEOUT)
-        assert p.returncode == 0 and "to bun" in p.stdout, (p.stdout, p.stderr)
+        calls, start = [["echo", {"text": "to bun"}], ["big", {"n": 300000}]], tmp_path / "start"
+        cl = subprocess.Popen([client_exe, f"https://127.0.0.1:{port}/mcp", str(crt), str(log), json.dumps(calls),
+                               str(start)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if ends == "both":  # the Go client connects once its crypto/tls is probed (its exec told the agent)
+            assert wait_for(lambda: uprobe_in(cl.pid, client_exe, "crypto/tls.(*Conn).Write"), TIMEOUT)
+        start.write_text("go")
+        out_, err_ = cl.communicate(timeout=TIMEOUT)
+        assert cl.returncode == 0 and "to bun" in out_, (out_, err_)
     finally:
         if srv is not None:
             stop(srv, signal.SIGTERM)

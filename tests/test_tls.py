@@ -1,6 +1,7 @@
 """tls.py without the kernel: finding libssl and the offsets the uprobes go on."""
 import os
 import subprocess
+import tempfile
 
 import pytest
 
@@ -192,3 +193,36 @@ def test_boringssl_functions_found_by_their_code_are_those_the_symbols_name(tmp_
     subprocess.run([cc, "-O2", "-o", str(plain), "-x", "c", "-"], input=b"int main(void) { return 0; }\n", check=True)
     with pytest.raises(ValueError, match="no ssl/ssl_lib.cc error reports"):
         boringssl.locate(str(plain))
+
+
+def test_go_functions_from_the_runtime_table_are_those_the_symbols_name():
+    """A Go binary built with -ldflags="-s -w" has no symbol table, but the
+    runtime's own function table (.gopclntab) is still there: read from it,
+    (*tls.Conn).Read and .Write start where the unstripped build's symbols
+    say (the same code), and their sizes reach to the next function (the
+    symbol's size plus int3 padding). A table that lies is not believed."""
+    from mcpwitness.kernel import gotls
+    from mcpwitness.kernel.tls import TlsProbes, elf_functions
+    d = os.path.join(os.path.dirname(os.path.dirname(__file__)), ".cache", "go-workloads")
+    full, stripped = os.path.join(d, "server"), os.path.join(d, "server-stripped")
+    assert os.access(stripped, os.X_OK), f"{stripped} missing: run scripts/setup"
+    syms, loads = elf_functions(full, set(gotls.FUNCTIONS))
+    table = gotls.pclntab_functions(full, gotls.FUNCTIONS, loads)
+    assert set(syms) == set(table) == set(gotls.FUNCTIONS)
+    for fn in gotls.FUNCTIONS:
+        assert table[fn][0] == syms[fn][0] and 0 <= table[fn][1] - syms[fn][1] < 64, (fn, table[fn], syms[fn])
+    s_syms, s_loads = elf_functions(stripped, set(gotls.FUNCTIONS))
+    assert s_syms == {} and gotls.pclntab_functions(stripped, gotls.FUNCTIONS, s_loads) == table
+    found = TlsProbes(kernel=None)._symbols(stripped)[1]
+    want = gotls.probe_points(full, syms, loads)  # the entries and return instructions the symbols give
+    assert found["library"] == "go" and found["points"] == {fn: want[fn] for fn in gotls.FUNCTIONS}, found
+    # the same table with its function count made huge, or its entries pointing outside the file
+    data = bytearray(open(stripped, "rb").read())
+    at = data.find(b"\xf0\xff\xff\xff\x00\x00\x01\x08")
+    assert at > 0
+    bad = bytearray(data)
+    bad[at + 8:at + 16] = (1 << 40).to_bytes(8, "little")
+    with tempfile.NamedTemporaryFile() as f:
+        f.write(bad)
+        f.flush()
+        assert gotls.pclntab_functions(f.name, gotls.FUNCTIONS, s_loads) == {}

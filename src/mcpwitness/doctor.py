@@ -85,10 +85,10 @@ def features(mech: dict[str, bool], hooks: str = HOOKS_SYSCALLS) -> list[dict]:
             ("uprobe_multi links" if mech.get("uprobe.multi") else "uprobes")
             + " on SSL_read/SSL_write(_ex), SSL_do_handshake, SSL_free; in stripped Bun builds (Claude Code) on"
               " SSL_read/SSL_write/SSL_do_handshake found by their error reports; on Go's (*tls.Conn).Read/Write,"
-              " entry and each return instruction (Go 1.17+ with its symbol table)" if mech.get("uprobe")
+              " entry and each return instruction (Go 1.17+, stripped or not)" if mech.get("uprobe")
             else "none (uprobes unavailable)",
             "single uprobes (slower to detach)" if mech.get("uprobe.multi") else "uprobe_multi (6.6+, unavailable)",
-            "not read: stripped Go binaries, rustls (Deno), Java"),
+            "not read: rustls (Deno), Java"),
     ]
     chosen = choose_mechanisms(lambda label: bool(mech.get(label)))
     notes = {

@@ -132,3 +132,85 @@ def probe_points(path: str, functions: dict[str, tuple[int, int]], loads=()) -> 
     except (OSError, ValueError) as e:
         out = {"version": v, "error": str(e)}
     return out
+
+
+# The runtime's function table (.gopclntab), kept in stripped binaries since the runtime
+# needs it (stack traces, the garbage collector): its header's magic by format
+PCLNTAB_MAGIC = {0xFFFFFFFA: "1.16", 0xFFFFFFF0: "1.18", 0xFFFFFFF1: "1.20"}
+
+
+def pclntab_functions(path: str, wanted, loads) -> dict[str, tuple[int, int]]:
+    """{name: (file offset, size)} of the functions in `wanted`, from the Go
+    runtime's own function table: what a stripped binary (-ldflags=-s) still
+    carries. The table is found by its header (magic, pc quantum 1, pointer
+    size 8) and believed only when it is consistent: every offset inside the
+    file, entries in order, the text start an address of a loaded segment.
+    A function's size is up to the next function's entry (the padding after
+    it included: the decoding allows an int3 tail). {} when not found."""
+    wanted = {w.encode(): w for w in wanted}
+    out: dict[str, tuple[int, int]] = {}
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        for magic, fmt in PCLNTAB_MAGIC.items():
+            head = struct.pack("<I", magic) + b"\0\0\x01\x08"
+            i = m.find(head)
+            while i >= 0 and not out:
+                try:
+                    out = _read_pclntab(m, i, fmt, wanted, loads)
+                except (ValueError, struct.error):
+                    out = {}
+                i = m.find(head, i + 1)
+            if out:
+                break
+    return out
+
+
+def _read_pclntab(m, at: int, fmt: str, wanted: dict, loads) -> dict[str, tuple[int, int]]:
+    size = len(m)
+
+    def word(k: int) -> int:
+        return struct.unpack_from("<Q", m, at + 8 + 8 * k)[0]
+
+    nfunc = word(0)
+    if not 0 < nfunc < 1 << 22:
+        raise ValueError("nfunc")
+    if fmt == "1.16":  # no text start: entries are addresses
+        text, (nameoff, pcln) = 0, (word(2), word(6))
+        ent = 16  # {entry uintptr, funcoff uintptr}
+    else:
+        text, nameoff, pcln = word(2), word(3), word(7)
+        ent = 8   # {entryoff uint32, funcoff uint32}
+        if _vaddr_offset([(v, o, s) for v, o, s in loads], text) is None:
+            raise ValueError("text start outside the loaded segments")
+    tab = at + pcln
+    if tab + ent * (nfunc + 1) > size or at + nameoff >= size:
+        raise ValueError("outside the file")
+    out: dict[str, tuple[int, int]] = {}
+    last = -1
+    for k in range(nfunc):
+        if ent == 16:
+            entry, funcoff, nxt = *struct.unpack_from("<QQ", m, tab + 16 * k), struct.unpack_from("<Q", m, tab + 16 * k + 16)[0]
+        else:
+            e, funcoff = struct.unpack_from("<II", m, tab + 8 * k)
+            entry, nxt = text + e, text + struct.unpack_from("<I", m, tab + 8 * k + 8)[0]
+        if entry < last or nxt < entry:
+            raise ValueError("entries out of order")
+        last = entry
+        fn = tab + funcoff
+        if fn + 8 + (4 if ent == 16 else 0) > size:
+            raise ValueError("a function outside the file")
+        name_at = struct.unpack_from("<i", m, fn + (8 if ent == 16 else 4))[0]
+        p = at + nameoff + name_at
+        if not 0 <= p < size:
+            raise ValueError("a name outside the file")
+        end = m.find(b"\0", p, p + 512)
+        if end < 0:
+            raise ValueError("a name without its end")
+        name = m[p:end]
+        if name in wanted:
+            off = _vaddr_offset(loads, entry)
+            if off is None:
+                raise ValueError(f"{name!r}: an entry outside the loaded segments")
+            out[wanted[name]] = (off, nxt - entry)
+    if not out:
+        raise ValueError("none of the functions")
+    return out

@@ -118,7 +118,8 @@ UNREAD = (
     (re.compile(rb"/boringssl/(?:ssl|crypto)/"), "BoringSSL statically linked without its symbols (Bun, Claude Code)"),
     (re.compile(rb"/rustls-(\d+\.\d+\.\d+)/src/"), "rustls {} statically linked (Deno and other Rust programs)"),
     (re.compile(rb"/aws-lc/(?:ssl|crypto)/"), "AWS-LC statically linked without its symbols"),
-    (re.compile(re.escape(gotls.BUILDINFO)), "Go crypto/tls in a stripped binary (no symbol table)"),
+    (re.compile(re.escape(gotls.BUILDINFO)), "Go crypto/tls in a stripped binary whose function table was not "
+                                             "found either"),
 )
 
 
@@ -214,6 +215,9 @@ class TlsProbes:
             found = None
             try:
                 funcs, loads = elf_functions(path, set(ENTRY) | set(gotls.FUNCTIONS))
+                if not funcs and loads and gotls.go_version(path, loads):
+                    # a stripped Go binary: the runtime's own function table still names them
+                    funcs = gotls.pclntab_functions(path, gotls.FUNCTIONS, loads)
                 if MARKER in funcs:
                     found = {"library": "openssl", "syms": {f: o for f, (o, _) in funcs.items() if f in ENTRY}}
                 elif all(f in funcs for f in gotls.FUNCTIONS):
