@@ -4,8 +4,11 @@
 // back to initialize). Two tools: echo (its text back) and big (n bytes of
 // "x"). JSON answers, no SSE.
 //
-//	server [-log FILE] ADDR CERT KEY   prints "listening" once the port accepts
-//	server -plain [-log FILE] ADDR     the same over plain HTTP (the control)
+//	server [-log FILE] [-http1] ADDR CERT KEY   prints "listening" once the port accepts
+//	server -plain [-log FILE] ADDR              the same over plain HTTP (the control)
+//
+// -http1: HTTP/1.1 only (no "h2" offered in the handshake: a client that
+// would choose HTTP/2, as Deno's fetch does, speaks HTTP/1.1 instead).
 //
 // -log: every message it received and sent, as the bytes that crossed, written
 // after each one as [["sent", m], ["received", m], ...] from its client's side
@@ -13,6 +16,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -130,6 +134,7 @@ func serve(w http.ResponseWriter, req *http.Request) {
 
 func main() {
 	plain := flag.Bool("plain", false, "plain HTTP")
+	http1 := flag.Bool("http1", false, "HTTP/1.1 only")
 	flag.StringVar(&logPath, "log", "", "log the messages here")
 	flag.Parse()
 	args := flag.Args()
@@ -140,6 +145,9 @@ func main() {
 	}
 	fmt.Println("listening")
 	srv := &http.Server{Handler: http.HandlerFunc(serve)}
+	if *http1 {
+		srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
+	}
 	if *plain {
 		err = srv.Serve(ln)
 	} else {
