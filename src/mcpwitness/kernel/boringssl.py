@@ -104,14 +104,14 @@ def _reports(m, seg: Segments, names: set[int], md) -> list[tuple[int, int, int,
         for a in names:
             if a < 1 << 32:  # a fixed-address executable: mov ecx, imm32
                 pat = re.compile(re.escape(b"\xb9" + a.to_bytes(4, "little")))
-                refs += [(i.start(), 5) for i in pat.finditer(m, off, off + size)]
+                refs += [i.start() for i in pat.finditer(m, off, off + size)]
         if seg.type == 3:  # position-independent: lea rcx, [rip + rel32]
             lea = re.compile(rb"\x48\x8d\x0d(?=(.{4}))", re.DOTALL)
             for i in lea.finditer(m, off, off + size):
                 rel = int.from_bytes(i.group(1), "little", signed=True)
                 if v + (i.start() - off) + 7 + rel in names:
-                    refs.append((i.start(), 7))
-        for at, _ in refs:
+                    refs.append(i.start())
+        for at in refs:
             regs: dict[str, int] = {}
             callee = _call_after(m, seg, at, v + at - off, md, regs)
             if callee is None or "reason" not in regs or "line" not in regs:
