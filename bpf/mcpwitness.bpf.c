@@ -354,7 +354,8 @@ static __always_inline int emit_connect(struct mw_proc *p, struct task_struct *t
 	struct mw_scratch *s = begin(MW_EV_CONNECT, p, task, ret);
 	if (!s)
 		return 0;
-	__u32 n = alen > 128 ? 128 : alen;
+	__u64 n = alen > 128 ? 128 : alen;
+	asm volatile("%[n] &= 255" : [n] "+r"(n)); /* (a bound the verifier keeps whatever the caller) */
 	if (n && bpf_probe_read_user(s->buf, n, uaddr)) {
 		n = 0;
 		s->ev.flags |= MW_F_PATHERR;
@@ -401,28 +402,40 @@ struct {
 	__type(value, __u8);
 } dgram_dests SEC(".maps");
 
-static __always_inline void sent_to(struct mw_proc *p, long ret, long fd, const void *uaddr, __u32 alen, __u32 how)
+/* (global functions, as mw_io_exit: checked once, and their stack is not
+ * the caller's) */
+__noinline int mw_sent_to(long ret, long fd, __u64 uaddr, __u64 alen, __u64 how)
 {
 	if (!uaddr || !alen || ret == -EBADF || ret == -ENOTSOCK)
-		return;
+		return 0;
+	struct mw_proc *p = current_tracked();
+	if (!p)
+		return 0;
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct file *f = fd_file(task, fd);
 	struct socket *sock = f ? BPF_CORE_READ(f, private_data) : NULL;
 	if (!sock || BPF_CORE_READ(sock, type) == 1 /* SOCK_STREAM: the address is ignored */)
-		return;
+		return 0;
 	struct dgram_key k = {.ino = BPF_CORE_READ(f, f_inode, i_ino), .tgid = bpf_get_current_pid_tgid() >> 32};
-	bpf_probe_read_user(k.addr, alen < sizeof(k.addr) ? alen & 31 : sizeof(k.addr), uaddr);
+	__u64 n = alen < sizeof(k.addr) ? alen : sizeof(k.addr);
+	asm volatile("%[n] &= 31" : [n] "+r"(n)); /* (a bound the verifier keeps: alen is any value here) */
+	bpf_probe_read_user(k.addr, n, (void *)uaddr);
 	__u8 one = 1;
 	if (bpf_map_update_elem(&dgram_dests, &k, &one, BPF_NOEXIST))
-		return; /* this socket already sent there: reported once */
-	emit_connect(p, task, ret, fd, f, uaddr, alen, how);
+		return 0; /* this socket already sent there: reported once */
+	emit_connect(p, task, ret, fd, f, (void *)uaddr, (__u32)alen, how);
+	return 0;
 }
 
-static __always_inline void sent_msg(struct mw_proc *p, long ret, long fd, const void *umsg, __u32 how)
+__noinline int mw_sent_msg(long ret, long fd, __u64 umsg, __u64 how)
 {
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!bpf_map_lookup_elem(&procs, &tgid))
+		return 0; /* untracked: one lookup */
 	struct user_msghdr m = {};
-	if (!bpf_probe_read_user(&m, sizeof(m), umsg))
-		sent_to(p, ret, fd, m.msg_name, m.msg_namelen, how);
+	if (!bpf_probe_read_user(&m, sizeof(m), (void *)umsg))
+		mw_sent_to(ret, fd, (__u64)m.msg_name, m.msg_namelen, how);
+	return 0;
 }
 
 /* sendmmsg(fd, vec, vlen, flags): the addresses of its first few messages */
@@ -437,32 +450,62 @@ static __always_inline int on_sendmmsg(struct pt_regs *r, long ret)
 	for (int i = 0; i < MW_MMSG_MAX; i++) {
 		if (i >= vlen)
 			break;
-		sent_msg(p, ret, (int)MW_ARG1(r), &vec[i].msg_hdr, MW_CONN_SENDMMSG);
+		mw_sent_msg(ret, (int)MW_ARG1(r), (__u64)&vec[i].msg_hdr, MW_CONN_SENDMMSG);
 	}
 	return 0;
 }
 
 /* Every payload syscall: untracked processes leave after one lookup (in
  * watch mode a read may first make its reader tracked; with a port filter
- * a TCP socket on a watched port is captured), then capture. */
-static __always_inline int io_exit(struct mw_proc *p, long ret, long fd, __u64 ubuf, const struct iovec *iov,
-				   __u64 iovcnt, __u32 dir, __u32 sys)
+ * a TCP socket on a watched port is captured), then capture. buf is the
+ * buffer, or the iovec array when how has MW_IO_VEC; how also carries the
+ * direction (low byte) and the syscall (MW_IO_SYS). A global function, so
+ * that the verifier checks it once per program rather than once for every
+ * path that leads into it (scalar arguments only, for 5.x): the handlers
+ * before it stay small. Returns MW_IO_TCP | the process's flags << 8 for a
+ * TCP socket, else 0. */
+#define MW_IO_VEC (1ULL << 32)
+#define MW_IO_TCP 1
+#define MW_IO_SYS(sys) ((__u64)(sys) << 8)
+__noinline int mw_io_exit(long ret, long fd, __u64 buf, __u64 iovcnt, __u64 how)
 {
+	__u32 dir = how & 0xff, sys = (how >> 8) & 0xffff;
+	__u64 ubuf = how & MW_IO_VEC ? 0 : buf;
+	const struct iovec *iov = how & MW_IO_VEC ? (const struct iovec *)buf : NULL;
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct io_target t = {};
+	if (ret <= 0)
+		return 0;
+	struct mw_proc *p = current_tracked(); /* (io_exit's watch-mode discovery may have made it so) */
 	if (!p) {
-		if (cfg.watch && dir == MW_IO_READ)
-			p = watch_discover(ret, fd, first_buffer(ubuf, iov));
-		if (!p && cfg.ports && fd_kind(task, fd, dir, &t) == MW_KIND_TCP)
+		if (cfg.ports && fd_kind(task, fd, dir, &t) == MW_KIND_TCP)
 			p = port_candidate(task, &t);
 		if (!p)
 			return 0;
 	}
 	if (!t.kind && !fd_kind(task, fd, dir, &t))
 		return 0;
-	if (t.kind == MW_KIND_TCP)
-		tls_saw_socket(p, task, &t, fd, dir, first_buffer(ubuf, iov));
-	return capture(p, task, ret, fd, &t, ubuf, iov, iovcnt, dir, sys, t.k.ino, t.k.dev);
+	/* a TCP socket: the caller looks at it for TLS next (MW_IO_TCP and the
+	 * process's flags as they were before capture() could promote it) */
+	__u32 tcp = t.kind == MW_KIND_TCP ? MW_IO_TCP | p->flags << 8 : 0;
+	capture(p, task, ret, fd, &t, ubuf, iov, iovcnt, dir, sys, t.k.ino, t.k.dev);
+	return tcp;
+}
+
+/* In watch mode an untracked process's read may make it tracked (its first
+ * JSON-RPC request), then the payload's way is mw_io_exit's, then a TCP
+ * socket's TLS binding (mw_tls_saw_socket). (Discovery
+ * and the TLS binding are called from here, not from mw_io_exit: their
+ * frames would not fit in BPF's 512-byte stack on top of its own.) */
+static __always_inline int io_exit(void *tracked, long ret, long fd, __u64 buf, __u64 iovcnt, __u64 how)
+{
+	__u64 first = how & MW_IO_VEC ? first_buffer(0, (const struct iovec *)buf) : buf;
+	if (!tracked && cfg.watch && (how & 0xff) == MW_IO_READ)
+		mw_watch_discover(ret, fd, first);
+	int tcp = mw_io_exit(ret, fd, buf, iovcnt, how);
+	if (tcp & MW_IO_TCP)
+		mw_tls_saw_socket(fd, how & 0xff, (__u32)tcp >> 8, first);
+	return 0;
 }
 
 /* Untracked, and not a read that watch mode must look at, nor a port to check: leave. */
@@ -473,27 +516,31 @@ static __always_inline int io_exit(struct mw_proc *p, long ret, long fd, __u64 u
 #define PAYLOAD_HANDLER(name, dir, BODY)                                              \
 	static __always_inline int on_##name(struct pt_regs *r, long ret)             \
 	{                                                                             \
-		struct mw_proc *p = ret > 0 ? current_tracked() : NULL;               \
-		if (ret <= 0 || IO_SKIP(p, dir))                                      \
+		__u32 tgid = bpf_get_current_pid_tgid() >> 32;                        \
+		void *p = ret > 0 ? bpf_map_lookup_elem(&procs, &tgid) : NULL;        \
+		if (ret <= 0 || IO_SKIP(p, dir)) /* (mw_io_exit checks again) */       \
 			return 0;                                                     \
 		BODY                                                                  \
 	}
 
 /* read/write(fd, buf, n), recvfrom/sendto(fd, buf, n, ...) */
 #define IO_HANDLER(name, sys, dir) PAYLOAD_HANDLER(name, dir,                        \
-	return io_exit(p, ret, (int)MW_ARG1(r), MW_ARG2(r), NULL, 0, dir, sys);)
+	return io_exit(p, ret, (int)MW_ARG1(r), MW_ARG2(r), 0, dir | MW_IO_SYS(sys));)
 
 /* readv/writev(fd, iov, iovcnt) */
 #define IOV_HANDLER(name, sys, dir) PAYLOAD_HANDLER(name, dir,                       \
-	return io_exit(p, ret, (int)MW_ARG1(r), 0, (const struct iovec *)MW_ARG2(r),  \
-		       MW_ARG3(r), dir, sys);)
+	return io_exit(p, ret, (int)MW_ARG1(r), MW_ARG2(r), MW_ARG3(r),               \
+			  dir | MW_IO_SYS(sys) | MW_IO_VEC);)
 
 /* recvmsg/sendmsg(fd, msghdr, flags) */
 #define MSG_HANDLER(name, sys, dir) PAYLOAD_HANDLER(name, dir,                       \
-	struct user_msghdr m = {};                                                    \
-	if (bpf_probe_read_user(&m, sizeof(m), (void *)MW_ARG2(r)))                   \
+	/* msg_iov and msg_iovlen only: the stack is shared with mw_io_exit's */   \
+	struct { struct iovec *iov; __u64 len; } m = {};                              \
+	if (bpf_probe_read_user(&m, sizeof(m), (void *)MW_ARG2(r) +                   \
+				offsetof(struct user_msghdr, msg_iov)))               \
 		return 0;                                                             \
-	return io_exit(p, ret, (int)MW_ARG1(r), 0, m.msg_iov, m.msg_iovlen, dir, sys);)
+	return io_exit(p, ret, (int)MW_ARG1(r), (__u64)m.iov, m.len,                  \
+			  dir | MW_IO_SYS(sys) | MW_IO_VEC);)
 
 IO_HANDLER(read, MW_IOSYS_READ, MW_IO_READ)
 IO_HANDLER(write, MW_IOSYS_WRITE, MW_IO_WRITE)
@@ -508,19 +555,14 @@ MSG_HANDLER(sendmsg_io, MW_IOSYS_SENDMSG, MW_IO_WRITE)
  * datagram went (when an address was given), then the payload */
 static __always_inline int on_sendto(struct pt_regs *r, long ret)
 {
-	if (MW_ARG5(r)) {
-		struct mw_proc *p = current_tracked();
-		if (p)
-			sent_to(p, ret, (int)MW_ARG1(r), (void *)MW_ARG5(r), (__u32)MW_ARG6(r), MW_CONN_SENDTO);
-	}
+	if (MW_ARG5(r)) /* (it leaves at once for an untracked process) */
+		mw_sent_to(ret, (int)MW_ARG1(r), MW_ARG5(r), (__u32)MW_ARG6(r), MW_CONN_SENDTO);
 	return on_sendto_io(r, ret);
 }
 
 static __always_inline int on_sendmsg(struct pt_regs *r, long ret)
 {
-	struct mw_proc *p = current_tracked();
-	if (p)
-		sent_msg(p, ret, (int)MW_ARG1(r), (void *)MW_ARG2(r), MW_CONN_SENDMSG);
+	mw_sent_msg(ret, (int)MW_ARG1(r), MW_ARG2(r), MW_CONN_SENDMSG);
 	return on_sendmsg_io(r, ret);
 }
 

@@ -55,14 +55,23 @@ static long chunk_step(__u32 i, struct chunk_ctx *c)
 
 #define MW_IOV_MAX 8
 
-/* Send cap bytes from a buffer or an iovec array as one event. */
-static __always_inline void emit_user(struct mw_scratch *s, __u64 ubuf, const struct iovec *iov,
-				      __u64 iovcnt, __u64 cap)
+/* Send cap bytes from a buffer or an iovec array as one event (its header is
+ * the scratch template begin() filled). A global function: the verifier
+ * checks it once, on its own, not once for each path of every program that
+ * captures, which multiplied the programs' verification by each path into it
+ * (hundreds of thousands of instructions). Scalars only, as 5.x requires of a
+ * global function's arguments. */
+__noinline int mw_emit_user(__u64 ubuf, __u64 uiov, __u64 iovcnt, __u64 cap)
 {
+	const struct iovec *iov = (const struct iovec *)uiov;
+	__u32 zero = 0;
+	struct mw_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return 0;
 	if (!iov) {
 		struct chunk_ctx c = {.base = ubuf, .len = cap, .last = 1};
 		bpf_loop(cap / MW_DATA_LEN + 1, chunk_step, &c, 0);
-		return;
+		return 0;
 	}
 	__u64 left = cap;
 	__u32 seq = 0;
@@ -78,7 +87,7 @@ static __always_inline void emit_user(struct mw_scratch *s, __u64 ubuf, const st
 		struct chunk_ctx c = {.base = (__u64)v.iov_base, .len = take, .seq0 = seq, .last = take == left};
 		bpf_loop(take / MW_DATA_LEN + 1, chunk_step, &c, 0);
 		if (c.failed)
-			return;
+			return 0;
 		seq += (take + MW_DATA_LEN - 1) / MW_DATA_LEN;
 		left -= take;
 	}
@@ -90,6 +99,7 @@ static __always_inline void emit_user(struct mw_scratch *s, __u64 ubuf, const st
 		if (e)
 			submit_record(e, seq, 0, 1);
 	}
+	return 0;
 }
 
 /* The user address of a chunk's first byte: the buffer, or iov[0]'s. */
@@ -229,21 +239,23 @@ static __always_inline void note_captured(struct sock *sk, __u64 ino)
 	bpf_map_update_elem(&cap_socks, &key, &ino, BPF_ANY);
 }
 
-/* One MW_EV_SOCK: the endpoints of sk (how: MW_SB_*), before bytes of it
- * are sent; for a Unix socket, peer_ino names its connected peer. */
-static __always_inline void emit_sock(struct mw_proc *p, struct task_struct *task, struct sock *sk, long fd,
-				      __u32 dir, __u64 ino, __u64 how, __u64 ssl, __u64 peer_ino)
+/* The socket half of an MW_EV_SOCK whose header begin() filled: sk's
+ * endpoints and, for a Unix socket (peer_ino: its connected peer), the
+ * peer's credentials; then the event goes out. Global, as mw_emit_user. */
+__noinline int mw_emit_sock_info(__u64 usk, __u64 ssl, __u64 peer_ino)
 {
-	struct mw_scratch *s = begin(MW_EV_SOCK, p, task, 0);
+	struct sock *sk = (struct sock *)usk;
+	__u32 zero = 0;
+	struct mw_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
 	if (!s)
-		return;
+		return 0;
 	struct mw_sockinfo *si = &s->sock;
 	__builtin_memset(si, 0, sizeof(*si));
 	if (sk)
 		sock_addrs(sk, si);
 	si->ssl = ssl;
 	si->peer_ino = peer_ino;
-	if (peer_ino) {
+	if (sk && peer_ino) {
 		struct unix_sock *us = (struct unix_sock *)sk;
 		struct unix_sock *ps = (struct unix_sock *)BPF_CORE_READ(us, peer);
 		si->unix_named = (BPF_CORE_READ(us, addr) ? 1 : 0) | (ps && BPF_CORE_READ(ps, addr) ? 2 : 0);
@@ -257,11 +269,23 @@ static __always_inline void emit_sock(struct mw_proc *p, struct task_struct *tas
 			si->peer_gid = BPF_CORE_READ(pc, egid.val);
 		}
 	}
+	emit(s, sizeof(*si));
+	return 0;
+}
+
+/* One MW_EV_SOCK: the endpoints of sk (how: MW_SB_*), before bytes of it
+ * are sent; for a Unix socket, peer_ino names its connected peer. */
+static __always_inline void emit_sock(struct mw_proc *p, struct task_struct *task, struct sock *sk, long fd,
+				      __u32 dir, __u64 ino, __u64 how, __u64 ssl, __u64 peer_ino)
+{
+	struct mw_scratch *s = begin(MW_EV_SOCK, p, task, 0);
+	if (!s)
+		return;
 	s->ev.args.sock.fd = fd;
 	s->ev.args.sock.dir = dir;
 	s->ev.args.sock.binding = how;
 	s->ev.args.sock.inode = ino;
-	emit(s, sizeof(*si));
+	mw_emit_sock_info((__u64)sk, ssl, peer_ino);
 }
 
 /* The inode of a Unix socket's connected peer (0: none), so that userspace
@@ -309,18 +333,26 @@ static __noinline void emit_stdio(struct mw_proc *p, struct task_struct *task, _
 }
 
 /* Track the current process from now on: it read a JSON-RPC request (watch
- * mode) or served HTTP or JSON on a watched port. */
-static __always_inline struct mw_proc *promote(struct task_struct *task)
+ * mode) or served HTTP or JSON on a watched port. 1: done (global, so that
+ * the new entry's stack is not its callers'). */
+__noinline int mw_promote(void)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct task_struct *task = bpf_get_current_task_btf();
 	struct mw_proc np = {};
 	np.start_ns = BPF_CORE_READ(task, group_leader, start_boottime);
 	np.root = tgid;
 	np.flags = MW_P_WATCHED;
 	if (bpf_map_update_elem(&procs, &tgid, &np, BPF_NOEXIST))
-		return NULL;
+		return 0;
 	count(MW_C_WATCH_FOUND);
-	return bpf_map_lookup_elem(&procs, &tgid);
+	return 1;
+}
+
+static __always_inline struct mw_proc *promote(void)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	return mw_promote() ? bpf_map_lookup_elem(&procs, &tgid) : NULL;
 }
 
 /* Classify one payload syscall's stream and send its bytes (a1, a2: the
@@ -350,7 +382,7 @@ static __always_inline int capture(struct mw_proc *p, struct task_struct *task, 
 		bpf_map_update_elem(&streams, &t->k, &nst, BPF_ANY);
 	}
 	if (p->flags & MW_P_PORT_SERVER) {
-		p = promote(task);
+		p = promote();
 		if (!p)
 			return 0;
 	}
@@ -385,7 +417,7 @@ static __always_inline int capture(struct mw_proc *p, struct task_struct *task, 
 	if (cap == 0) /* io_max 0: the event alone, no bytes */
 		emit(s, 0);
 	else
-		emit_user(s, ubuf, iov, iovcnt, cap);
+		mw_emit_user(ubuf, (__u64)iov, iovcnt, cap);
 	return 0;
 }
 
@@ -507,41 +539,42 @@ static long scan_step(__u32 i, struct scan_ctx *c)
  * Unix socket and reads like a request ("method" near the start), the
  * process is an MCP server: track it from this chunk on. A first JSON chunk
  * without "method" (a client reading a response) marks the stream JSON
- * without tracking, so the client is never taken for a server later. */
-static __always_inline struct mw_proc *watch_discover(long ret, long fd, __u64 first)
+ * without tracking, so the client is never taken for a server later.
+ * 1: tracked now. Global, as mw_emit_user. */
+__noinline int mw_watch_discover(long ret, long fd, __u64 first)
 {
 	/* every read on the host comes here in watch mode: one byte decides
 	 * for nearly all of them */
 	__u8 c0 = 0;
 	if (bpf_probe_read_user(&c0, 1, (void *)first) ||
 	    (c0 != '{' && c0 != ' ' && c0 != '\n' && c0 != '\r' && c0 != '\t'))
-		return NULL;
+		return 0;
 	if (json_head(first, ret) != 1)
-		return NULL;
+		return 0;
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct io_target t = {};
 	__u64 kind = fd_kind(task, fd, MW_IO_READ, &t);
 	if (!kind || kind == MW_KIND_TCP || bpf_map_lookup_elem(&streams, &t.k))
-		return NULL;
+		return 0;
 	__u32 zero = 0;
 	struct mw_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
 	if (!s)
-		return NULL;
+		return 0;
 	struct scan_ctx c = {.limit = ret < 64 ? ret : 64};
 	if (bpf_probe_read_user(s->buf, 64, (void *)first))
-		return NULL;
+		return 0;
 	bpf_loop(56, scan_step, &c, 0);
 	if (!c.found) {
 		struct mw_stream st = {.state = MW_S_JSON};
 		bpf_map_update_elem(&streams, &t.k, &st, BPF_ANY);
-		return NULL;
+		return 0;
 	}
 	/* the stream stays unclassified: capture() classifies it as it does
 	 * every first chunk, and sends what it needs first (a socket's peer) */
-	struct mw_proc *p = promote(task);
+	struct mw_proc *p = promote();
 	if (p)
 		emit_stdio(p, task, MW_STDIO_FOUND);
-	return p;
+	return p ? 1 : 0;
 }
 
 #endif /* MW_PAYLOAD_BPF_H */

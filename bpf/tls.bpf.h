@@ -153,18 +153,30 @@ static __always_inline int ssl_gone(void *ssl)
 	return 0;
 }
 
-/* A tracked (or port-matched) thread moved bytes on a TCP socket: bind the
+/* A tracked (or port-matched) thread moved bytes on TCP socket fd: bind the
  * SSL object it is inside, or has just left, to the socket; remember the
- * socket for an SSL_* call that comes straight after. */
-static __always_inline void tls_saw_socket(struct mw_proc *p, struct task_struct *task, struct io_target *t,
-					   long fd, __u32 dir, __u64 first)
+ * socket for an SSL_* call that comes straight after. pflags: the process's
+ * MW_P_UNTRACKED/MW_P_PORT_SERVER flags, as mw_io_exit found them (a
+ * port-matched process's stand-in is made again from them). Global, as
+ * mw_io_exit: scalars only, and called after it, not from it, so that their
+ * frames are never on the stack together. */
+__noinline int mw_tls_saw_socket(long fd, __u64 dir, __u64 pflags, __u64 first)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct mw_tls_thread *th = bpf_map_lookup_elem(&tls_threads, &tid);
 	if (!th)
-		return; /* this thread never called into libssl */
+		return 0; /* this thread never called into libssl */
+	pflags &= MW_P_UNTRACKED | MW_P_PORT_SERVER;
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct io_target t = {};
+	if (fd_kind(task, fd, dir, &t) != MW_KIND_TCP)
+		return 0;
+	__u64 ino = t.k.ino;
+	struct sock *sk = t.sk;
+	struct mw_proc *p = current_tracked();
+	if (!p && (pflags & MW_P_UNTRACKED))
+		p = stand_in(task, pflags);
 	__u64 now = bpf_ktime_get_ns();
-	__u32 pflags = p->flags & (MW_P_UNTRACKED | MW_P_PORT_SERVER);
 	__u32 type;
 	__u32 rec = tls_record(first, &type);
 	if (th->ssl && th->in_call) {
@@ -173,29 +185,30 @@ static __always_inline void tls_saw_socket(struct mw_proc *p, struct task_struct
 		 * probed without SSL_free): the old binding and streams go first */
 		struct mw_ssl_key k = ssl_key(th->ssl);
 		struct mw_ssl_sock *old = bpf_map_lookup_elem(&ssl_socks, &k);
-		if (old && old->ino != t->k.ino)
+		if (old && old->ino != ino)
 			ssl_gone((void *)th->ssl);
-		tls_bind(p, task, th->ssl, t->sk, t->k.ino, fd, dir, pflags, MW_SB_TLS_IN);
+		tls_bind(p, task, th->ssl, sk, ino, fd, dir, pflags, MW_SB_TLS_IN);
 	} else if (dir == MW_IO_WRITE) {
 		/* memory BIOs: the first socket write after an SSL call, soon, that carries what the
 		 * call produced: a handshake record after SSL_do_handshake, the first record of an
 		 * SSL_write's plaintext (its length says so) after SSL_write. Bound once, so that
 		 * the first bytes of an untracked client are known to go to a watched port. */
 		if (th->h_ssl && now - th->h_ts < MW_TLS_NEAR_NS && type == MW_TLS_HANDSHAKE)
-			tls_bind(p, task, th->h_ssl, t->sk, t->k.ino, fd, dir, pflags, MW_SB_TLS_NEAR);
+			tls_bind(p, task, th->h_ssl, sk, ino, fd, dir, pflags, MW_SB_TLS_NEAR);
 		else if (th->w_ssl && now - th->w_ts < MW_TLS_NEAR_NS && type == MW_TLS_APPDATA &&
 			 tls_record_fits(rec, th->w_len))
-			tls_bind(p, task, th->w_ssl, t->sk, t->k.ino, fd, dir, pflags, MW_SB_TLS_NEAR);
+			tls_bind(p, task, th->w_ssl, sk, ino, fd, dir, pflags, MW_SB_TLS_NEAR);
 		th->h_ssl = th->w_ssl = 0;
 	}
 	th->rec_len = dir == MW_IO_READ ? rec : 0;
 	th->rec_type = dir == MW_IO_READ ? type : 0;
-	th->ino = t->k.ino;
-	th->sk = (__u64)t->sk;
+	th->ino = ino;
+	th->sk = (__u64)sk;
 	th->fd = fd;
 	th->dir = dir;
 	th->sock_ts = now;
 	th->pflags = pflags;
+	return 0;
 }
 
 static __always_inline int ssl_enter(void *ssl, void *buf, void *outlen, __u32 sys, __u32 dir)
