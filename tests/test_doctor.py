@@ -68,3 +68,15 @@ def test_feature_table_without_lsm_or_cgroup():
 def test_text_output(report):
     p = subprocess.run([MW, "doctor"], capture_output=True, text=True, timeout=120)
     assert "feature -> mechanism used here" in p.stdout and "main BPF object: OK" in p.stdout
+    assert "verified in " in p.stdout and "instructions processed" in p.stdout
+
+
+def test_verification_is_reported_and_a_program_near_the_limit_is_warned_of(report):
+    from mcpwitness.doctor import render, verification
+    v = report["main_object"]["verification"]
+    assert v["programs"] and v["insns"] == sum(x["insns"] for x in v["programs"].values()) and v["near_limit"] == []
+    near = verification({"mw_big": {"insns": 600000, "limit": 1000000, "usec": 5000},
+                         "mw_small": {"insns": 100, "limit": 1000000, "usec": 10}})
+    assert near["near_limit"] == ["mw_big"] and near["ms"] == 5.0
+    text = render({**report, "main_object": {**report["main_object"], "verification": near}})
+    assert "WARNING: mw_big is near the verifier's instruction limit (600000 of 1000000)" in text

@@ -97,6 +97,37 @@ def test_doctor_names_each_program_and_the_object_loads():
     assert all(v == "attached" or v.startswith(("not attached: ", "loaded: ")) for v in mo["programs"].values())
 
 
+# a quarter of the verifier's instruction limit: a program past it is one compiler or kernel
+# change from being refused (the sys_exit dispatcher once took 887,511 of the 1,000,000, and
+# 3.2 s of every agent's start)
+VERIFIER_BUDGET = 0.25
+
+
+@pytest.mark.kernel
+@pytest.mark.matrix("object loads (run)")
+@pytest.mark.parametrize("hooks", ["fexit", "dispatch", "syscalls"])
+def test_every_program_verifies_far_below_the_verifier_limit(hooks):
+    """Each syscall hook set this kernel has, with every enforcement program:
+    what the verifier processed for each program is under a quarter of its
+    limit (doctor warns past half)."""
+    below_minimum_skips()
+    import platform
+    if hooks == "fexit" and not fentry_works():
+        pytest.skip("no fentry/fexit on this kernel")
+    if hooks == "dispatch" and platform.machine() != "x86_64":
+        pytest.skip("the sys_exit dispatcher is x86-64 only")
+    with Kernel.load(LoadOptions(ring_size=1 << 16, enforce=True, hooks=hooks, verifier_stats=True)) as k:
+        check_programs(k)
+        stats = k.verification
+        loaded = {n for n in k.programs if n not in k.skipped and n in k.progptr}
+        assert loaded and loaded <= set(stats), f"no verifier statistics for {sorted(loaded - set(stats))}"
+        over = {n: v["insns"] for n, v in stats.items() if v["insns"] > VERIFIER_BUDGET * v["limit"]}
+        assert not over, f"near the verifier's limit: {over}"
+        print(f"{hooks}: {sum(v['insns'] for v in stats.values())} instructions processed, "
+              f"{sum(v['usec'] or 0 for v in stats.values()) / 1000:.0f} ms; the most: "
+              f"{max(stats.items(), key=lambda kv: kv[1]['insns'])}")
+
+
 def test_a_verifier_refusal_is_named_with_its_program_and_reason():
     log = ["libbpf: prog 'mw_connect_unix': BPF program load failed: Permission denied",
            "libbpf: prog 'mw_connect_unix': -- BEGIN PROG LOAD LOG --",

@@ -161,10 +161,10 @@ def diagnose() -> dict:
     # the real thing: does the main object load and attach here?
     hooks = HOOKS_SYSCALLS
     try:
-        with Kernel.load(LoadOptions(ring_size=1 << 16, max_procs=64, enforce=True)) as k:
+        with Kernel.load(LoadOptions(ring_size=1 << 16, max_procs=64, enforce=True, verifier_stats=True)) as k:
             hooks = k.hooks
             report["main_object"] = {"ok": True, "detail": "loads and attaches, policy programs included",
-                                     "skipped": k.skipped,
+                                     "skipped": k.skipped, "verification": verification(k.verification),
                                      "programs": {n: f"not attached: {k.skipped[n]}" if n in k.skipped
                                                   else "loaded: attached in each process that loads libssl"
                                                   if sec.startswith(("uprobe", "uretprobe"))
@@ -176,6 +176,20 @@ def diagnose() -> dict:
     if report["ok"]:
         report["chosen"] = chosen(mech, hooks)
     return report
+
+
+# a program the verifier checks with more than this share of its instruction limit is one
+# compiler or kernel change away from being refused: doctor says so
+NEAR_LIMIT = 0.5
+
+
+def verification(stats: dict) -> dict:
+    """What the verifier said of the programs it checked: per program, the
+    instructions it processed (of its limit) and its time; the totals; and
+    the programs near the limit."""
+    near = sorted(n for n, v in stats.items() if v["insns"] > NEAR_LIMIT * v["limit"])
+    return {"programs": stats, "insns": sum(v["insns"] for v in stats.values()),
+            "ms": round(sum(v["usec"] or 0 for v in stats.values()) / 1000, 1), "near_limit": near}
 
 
 def render(report: dict) -> str:
@@ -208,6 +222,15 @@ def render(report: dict) -> str:
     lines.append("")
     mo = report["main_object"]
     lines.append(f"main BPF object: {'OK' if mo['ok'] else 'FAILED'}: {mo['detail']}")
+    v = mo.get("verification")
+    if v and v["programs"]:
+        top = max(v["programs"].items(), key=lambda kv: kv[1]["insns"])
+        lines.append(f"  verified in {v['ms']} ms, {v['insns']} instructions processed; the most: {top[0]} "
+                     f"({top[1]['insns']} of the verifier's {top[1]['limit']})")
+        for n in v["near_limit"]:
+            lines.append(f"  WARNING: {n} is near the verifier's instruction limit "
+                         f"({v['programs'][n]['insns']} of {v['programs'][n]['limit']}): a newer compiler "
+                         "or kernel may refuse it")
     for name, what in (mo.get("programs") or {}).items():
         lines.append(f"  {name}: {what}")
     return "\n".join(lines)

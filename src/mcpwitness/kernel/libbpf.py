@@ -14,6 +14,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import re
 import threading
 from ctypes import CFUNCTYPE, POINTER, c_bool, c_char_p, c_int, c_long, c_size_t, c_uint, c_uint32, c_uint64, c_void_p
 
@@ -66,6 +67,8 @@ bpf_program__section_name = _fn("bpf_program__section_name", c_char_p, _P)
 bpf_program__set_autoload = _fn("bpf_program__set_autoload", c_int, _P, c_bool)
 bpf_program__autoload = _fn("bpf_program__autoload", c_bool, _P)
 bpf_program__fd = _fn("bpf_program__fd", c_int, _P)
+bpf_program__set_log_level = _fn("bpf_program__set_log_level", c_int, _P, c_uint32)
+BPF_LOG_STATS = 4  # the verifier's log: its statistics alone (instructions processed, time)
 bpf_program__type = _fn("bpf_program__type", c_int, _P)
 bpf_program__set_type = _fn("bpf_program__set_type", c_int, _P, c_int)
 bpf_program__set_expected_attach_type = _fn("bpf_program__set_expected_attach_type", c_int, _P, c_int)
@@ -123,6 +126,9 @@ def _print(level, fmt, ap):  # pragma: no cover - called from C
         libc.free(out)
     lines.extend(text.rstrip("\n").split("\n"))
     del lines[:-400]
+    stats = getattr(_log, "stats", None)
+    if stats is not None and "-- BEGIN PROG LOAD LOG --" in text:
+        stats.append(text)
     return 0
 
 
@@ -132,15 +138,37 @@ lib.libbpf_set_print(_print)
 
 
 class capture_log:
-    """Collect libbpf's messages on this thread while the block runs."""
+    """Collect libbpf's messages on this thread while the block runs
+    (its last 400 lines; with stats, also every program's whole load log in
+    .stats: verifier_stats reads them)."""
+
+    def __init__(self, stats: bool = False):
+        self.stats: list[str] | None = [] if stats else None
 
     def __enter__(self) -> list[str]:
-        self.prev = getattr(_log, "lines", None)
-        _log.lines = []
+        self.prev = getattr(_log, "lines", None), getattr(_log, "stats", None)
+        _log.lines, _log.stats = [], self.stats
         return _log.lines
 
     def __exit__(self, *exc) -> None:
-        _log.lines = self.prev
+        _log.lines, _log.stats = self.prev
+
+
+_PROG = re.compile(r"prog '([^']+)': -- BEGIN PROG LOAD LOG --")
+_PROCESSED = re.compile(r"processed (\d+) insns \(limit (\d+)\)")
+_VTIME = re.compile(r"verification time (\d+) usec")
+
+
+def verifier_stats(logs: list[str]) -> dict[str, dict]:
+    """Per program, from its load log at BPF_LOG_STATS: the instructions the
+    verifier processed, its limit, and the time it took (microseconds)."""
+    out: dict[str, dict] = {}
+    for text in logs:
+        prog, n, t = _PROG.search(text), _PROCESSED.search(text), _VTIME.search(text)
+        if prog and n:
+            out[prog.group(1)] = {"insns": int(n.group(1)), "limit": int(n.group(2)),
+                                  "usec": int(t.group(1)) if t else None}
+    return out
 
 
 def check_ptr(ptr: int | None, what: str, log: list[str]) -> int:

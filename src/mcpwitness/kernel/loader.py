@@ -51,6 +51,7 @@ class LoadOptions:
     uprobe_multi: bool | None = None  # TLS probes as uprobe_multi links: None = if this kernel has them
     hooks: str | None = None      # syscall hook set: "fexit", "dispatch", "syscalls", None = the first that loads
     wakeups: bool = False         # tp_btf/sched_waking: hand-offs between a tracked process's threads
+    verifier_stats: bool = False  # keep what the verifier says of each program (Kernel.verification; doctor)
 
 
 MECH_NET_CGROUP = "cgroup sock_addr connect4/6 + sendmsg4/6 (refused before any packet)"
@@ -225,6 +226,7 @@ class Kernel:
     raw_links: list = field(default_factory=list)  # link fds made outside libbpf (uprobe_multi)
     refused: dict = field(default_factory=dict)  # program -> why this kernel refused it (fallback used)
     hooks: str = HOOKS_SYSCALLS  # the syscall hook set attached (HOOKS_*)
+    verification: dict = field(default_factory=dict)  # program -> insns, limit, usec (verifier_stats only)
     _cgroup_fd: int = -1
     # pinned (kernel/pin.py): the programs outlive this agent
     link_of: dict = field(default_factory=dict)     # program -> its libbpf link, as attached at load
@@ -291,8 +293,15 @@ class Kernel:
                 except OSError:
                     k.uprobe_multi = False
             k._configure()
-            with libbpf.capture_log() as log:
+            cap = libbpf.capture_log(stats=options.verifier_stats)
+            with cap as log:
+                if options.verifier_stats:
+                    for p in k.progptr.values():
+                        if libbpf.bpf_program__autoload(p):
+                            libbpf.bpf_program__set_log_level(p, libbpf.BPF_LOG_STATS)
                 libbpf.check_int(libbpf.bpf_object__load(obj), "loading BPF programs", log)
+            if cap.stats is not None:
+                k.verification = libbpf.verifier_stats(cap.stats)
             k._set_iolimit(options.io_max)
             k._set_ports(options.ports)
             k._attach()
