@@ -494,6 +494,20 @@ def _self_signed(tmp_path):
     return crt, key
 
 
+def ca_and_leaf(tmp_path):
+    """A CA (trusted by the clients) and a leaf it signs for 127.0.0.1, the
+    server's (rustls refuses a CA certificate as a server's own): (ca, crt, key)."""
+    ca, ca_key = _self_signed(tmp_path)
+    crt, key, csr, ext = (tmp_path / n for n in ("leaf.pem", "leaf-key.pem", "leaf.csr", "leaf.ext"))
+    ext.write_text("basicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.1\n")
+    subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
+                    "-subj", "/CN=127.0.0.1"], check=True, capture_output=True)
+    subprocess.run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+                    "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(crt)],
+                   check=True, capture_output=True)
+    return ca, crt, key
+
+
 def test_python_sdk_https_client_and_ts_sdk_server_on_node_under_watch_port(tmp_path, monkeypatch):
     """The other way round: the TypeScript SDK serving Streamable HTTP over
     Node's own TLS (Node's official build), the Python SDK calling it. The
@@ -901,16 +915,7 @@ def test_deno_client_over_https_recorded_at_the_go_server_under_watch_port(tmp_p
     from conftest import free_port
     assert os.access(DENO, os.X_OK), f"{DENO} missing: run scripts/setup"
     port, out = free_port(), tmp_path / "ev.jsonl"
-    # (rustls refuses a CA certificate as the server's own: a CA, and a leaf it signs)
-    ca, ca_key = _self_signed(tmp_path)
-    crt, key, csr = tmp_path / "leaf.pem", tmp_path / "leaf-key.pem", tmp_path / "leaf.csr"
-    ext = tmp_path / "leaf.ext"
-    ext.write_text("basicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.1\n")
-    subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
-                    "-subj", "/CN=127.0.0.1"], check=True, capture_output=True)
-    subprocess.run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
-                    "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(crt)],
-                   check=True, capture_output=True)
+    ca, crt, key = ca_and_leaf(tmp_path)
     cfg, log, script = tmp_path / "ts.json", tmp_path / "ts-log.json", tmp_path / "ts_client.cjs"
     script.write_bytes(open(TS_CLIENT, "rb").read())  # (Deno runs CommonJS from a .cjs file)
     cfg.write_text(json.dumps({"npm": NPM_DIR, "log": str(log), "url": f"https://127.0.0.1:{port}/mcp",

@@ -25,28 +25,13 @@ import pytest
 from conftest import free_port, wait_for
 from mcp_client import RecordingHttp, check_against_client, client
 from test_real_clients import (BUN, CLAUDE, DENO, HERE, NPM_DIR, TIMEOUT, TS_CLIENT, _go, _node, _probed_first,
-                               _run_pid, records, stop, uprobe_in, watch_port)
+                               _run_pid, ca_and_leaf, records, stop, uprobe_in, watch_port)
 
 pytestmark = pytest.mark.kernel
 
 CLIENTS = ["python-sdk", "ts-node", "ts-bun", "claude", "go", "deno"]
 SERVERS = ["python-sdk", "ts-node", "ts-bun", "go"]
 CALLS = [["echo", {"text": "paired"}], ["big", {"n": 200000}]]
-
-
-def _certs(tmp_path):
-    """A CA and a leaf it signs for 127.0.0.1 (rustls refuses a CA certificate as a server's own)."""
-    ca, ca_key = tmp_path / "ca.pem", tmp_path / "ca-key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca),
-                    "-days", "2", "-subj", "/CN=mcpwitness test CA"], check=True, capture_output=True)
-    crt, key, csr, ext = (tmp_path / n for n in ("leaf.pem", "leaf-key.pem", "leaf.csr", "leaf.ext"))
-    ext.write_text("basicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.1\n")
-    subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
-                    "-subj", "/CN=127.0.0.1"], check=True, capture_output=True)
-    subprocess.run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
-                    "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(crt)],
-                   check=True, capture_output=True)
-    return ca, crt, key
 
 
 def _libssl_of(pid: int) -> str | None:
@@ -179,7 +164,7 @@ def test_https_pairing_read_at_each_end_under_watch_port(client_name, server_nam
     if (client_name, server_name) in FLAKY:
         request.node.add_marker(pytest.mark.xfail(reason=FLAKY[client_name, server_name], strict=False))
     port, out, slog = free_port(), tmp_path / "ev.jsonl", tmp_path / "server-log.json"
-    ca, crt, key = _certs(tmp_path)
+    ca, crt, key = ca_and_leaf(tmp_path)
     url = f"https://127.0.0.1:{port}/mcp"
     w = watch_port(port, out)
     srv = None
