@@ -226,3 +226,22 @@ def test_go_functions_from_the_runtime_table_are_those_the_symbols_name():
         f.write(bad)
         f.flush()
         assert gotls.pclntab_functions(f.name, gotls.FUNCTIONS, s_loads) == {}
+
+
+def test_a_process_mapping_two_libssl_copies_is_said_to_read_through_the_one_under_its_soname(tmp_path, monkeypatch):
+    """Python wheels bundle their own libssl (psycopg's libssl-<hash>.so.3): a
+    process that maps one beside the system's is read through the one its
+    ssl module links, the one under libssl's own soname, whatever the order
+    in its maps."""
+    from mcpwitness.kernel import tls
+    bundled, system = tmp_path / "libssl-6a9b88ec.so.3", tmp_path / "libssl.so.3"
+    for f in (bundled, system):
+        f.write_bytes(b"\x7fELF")
+    monkeypatch.setattr(tls, "mapped_libraries", lambda pid: [str(bundled), str(system)])
+    t = tls.TlsProbes.__new__(tls.TlsProbes)
+    t.libs = {}
+    t.files = {(os.stat(f).st_dev, os.stat(f).st_ino): {"functions": {"SSL_read": (1, 1)}} for f in (bundled, system)}
+    assert t.library_of(os.getpid()).file == str(system)
+    t.libs = {}
+    monkeypatch.setattr(tls, "mapped_libraries", lambda pid: [str(bundled)])
+    assert t.library_of(os.getpid()).file == str(bundled)  # the only one probed

@@ -16,6 +16,7 @@ pairing), every record naming the library of the end it was kept from.
 The single-end tests, with the other end refused, are in test_real_clients.py."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -35,11 +36,14 @@ CALLS = [["echo", {"text": "paired"}], ["big", {"n": 200000}]]
 
 
 def _libssl_of(pid: int) -> str | None:
+    """The libssl process pid maps under its own soname (libssl.so.3, libssl.so.1.1): the one
+    Python's ssl module links. (Other copies may be mapped beside it: after the fleet tests
+    the test process also maps psycopg's bundled libssl-<hash>.so.3.)"""
     try:
         with open(f"/proc/{pid}/maps") as f:
             for line in f:
                 parts = line.split()
-                if len(parts) >= 6 and "/libssl.so" in parts[5]:
+                if len(parts) >= 6 and re.fullmatch(r"libssl\.so(\.\d+)*", os.path.basename(parts[5])):
                     return os.path.realpath(parts[5])
     except OSError:
         pass

@@ -21,6 +21,8 @@ import subprocess
 
 from . import boringssl, gotls
 
+_SONAME = re.compile(r"libssl\.so(\.\d+)*")  # a libssl under its own soname, not a bundled copy
+
 # the functions and the kernel programs that go on them
 ENTRY = {"SSL_read": "mw_ssl_read", "SSL_write": "mw_ssl_write", "SSL_read_ex": "mw_ssl_read_ex",
          "SSL_write_ex": "mw_ssl_write_ex", "SSL_do_handshake": "mw_ssl_handshake", "SSL_free": "mw_ssl_free"}
@@ -381,14 +383,21 @@ class TlsProbes:
         except OSError:
             pass
         if found is None:
+            probed = []
             for path in mapped_libraries(pid):
                 try:
                     st = os.stat(path)
                 except OSError:
                     continue
                 if self.files.get((st.st_dev, st.st_ino), {}).get("functions"):
-                    found = TlsInfo("openssl", path)
-                    break
+                    probed.append(path)
+            # a process can map several copies (Python wheels bundle theirs as libssl-<hash>.so.3,
+            # psycopg's for one): the one under its own soname is the one the runtime's ssl
+            # module links. (Said per process, not per call: which copy a call went through
+            # is not in the event.)
+            path = next((x for x in probed if _SONAME.fullmatch(os.path.basename(x))), probed[0] if probed else None)
+            if path is not None:
+                found = TlsInfo("openssl", path)
         if found is not None:
             if len(self.libs) > 4096:
                 self.libs.clear()
