@@ -6,6 +6,7 @@ cgroup/connect_unix)."""
 import subprocess
 
 import pytest
+from conftest import HOOK_SETS
 
 from mcpwitness.kernel.loader import SYSCALLS, Kernel, LoadOptions, fentry_works, refused_program
 from mcpwitness.kernel.probes import PROBES, run_probe
@@ -105,17 +106,12 @@ VERIFIER_BUDGET = 0.25
 
 @pytest.mark.kernel
 @pytest.mark.matrix("object loads (run)")
-@pytest.mark.parametrize("hooks", ["fexit", "dispatch", "syscalls"])
+@pytest.mark.parametrize("hooks", HOOK_SETS)
 def test_every_program_verifies_far_below_the_verifier_limit(hooks):
-    """Each syscall hook set this kernel has, with every enforcement program:
+    """Each syscall hook set this kernel has (HOOK_SETS), with every enforcement program:
     what the verifier processed for each program is under a quarter of its
     limit (doctor warns past half)."""
     below_minimum_skips()
-    import platform
-    if hooks == "fexit" and not fentry_works():
-        pytest.skip("no fentry/fexit on this kernel")
-    if hooks == "dispatch" and platform.machine() != "x86_64":
-        pytest.skip("the sys_exit dispatcher is x86-64 only")
     with Kernel.load(LoadOptions(ring_size=1 << 16, enforce=True, hooks=hooks, verifier_stats=True)) as k:
         check_programs(k)
         stats = k.verification
