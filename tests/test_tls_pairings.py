@@ -89,6 +89,17 @@ def _ts_config(tmp_path, url, log, start=None):
     return cfg
 
 
+def _gated(cmd, exe, fn, start, env) -> int:
+    """Run a client that connects once the file start exists: written when the
+    agent has probed fn of exe in it (its exec told the agent). Its pid."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert wait_for(lambda: uprobe_in(p.pid, exe, fn), TIMEOUT), f"{exe}: {fn} never probed"
+    start.write_text("go")
+    out, err = p.communicate(timeout=TIMEOUT)
+    assert p.returncode == 0 and "paired" in out, (out, err)
+    return p.pid
+
+
 def _run_client(name, url, tmp_path, ca, legacy):
     """Run the client to its end: (its pid, its log of messages or None, the tls its end's records name)."""
     env = {**os.environ, "NODE_EXTRA_CA_CERTS": str(ca), "SSL_CERT_FILE": str(ca)}
@@ -110,14 +121,8 @@ def _run_client(name, url, tmp_path, ca, legacy):
         return os.getpid(), t.log, {"library": "openssl", "file": _libssl_of(os.getpid())}
     if name == "ts-node":
         node, start = _node("official"), tmp_path / "start"
-        p = subprocess.Popen([node, TS_CLIENT, str(_ts_config(tmp_path, url, log, start))], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=env)
-        # it connects once its own OpenSSL is probed (its exec told the agent)
-        assert wait_for(lambda: uprobe_in(p.pid, node, "SSL_write"), TIMEOUT), "node's SSL_write never probed"
-        start.write_text("go")
-        out, err = p.communicate(timeout=TIMEOUT)
-        assert p.returncode == 0 and "paired" in out, (out, err)
-        return p.pid, [tuple(x) for x in json.loads(log.read_text())], {"library": "openssl(node)", "file": node}
+        pid = _gated([node, TS_CLIENT, str(_ts_config(tmp_path, url, log, start))], node, "SSL_write", start, env)
+        return pid, [tuple(x) for x in json.loads(log.read_text())], {"library": "openssl(node)", "file": node}
     if name in ("ts-bun", "claude"):
         exe = BUN if name == "ts-bun" else CLAUDE
         assert os.access(exe, os.X_OK), f"{exe} missing: run scripts/setup"
@@ -139,13 +144,9 @@ def _run_client(name, url, tmp_path, ca, legacy):
         return pid, None, tls
     if name == "go":
         exe, start = _go("client"), tmp_path / "start"
-        p = subprocess.Popen([exe, url, str(ca), str(log), json.dumps(CALLS), str(start)], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=env)
-        assert wait_for(lambda: uprobe_in(p.pid, exe, "crypto/tls.(*Conn).Write"), TIMEOUT), "Go client never probed"
-        start.write_text("go")
-        out, err = p.communicate(timeout=TIMEOUT)
-        assert p.returncode == 0 and "paired" in out, (out, err)
-        return p.pid, [tuple(x) for x in json.loads(log.read_text())], {"library": "go", "file": exe}
+        pid = _gated([exe, url, str(ca), str(log), json.dumps(CALLS), str(start)], exe, "crypto/tls.(*Conn).Write",
+                     start, env)
+        return pid, [tuple(x) for x in json.loads(log.read_text())], {"library": "go", "file": exe}
     assert os.access(DENO, os.X_OK), f"{DENO} missing: run scripts/setup"
     script = tmp_path / "ts_client.cjs"  # (Deno runs CommonJS from a .cjs file)
     script.write_bytes(open(TS_CLIENT, "rb").read())
