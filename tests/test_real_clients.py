@@ -829,6 +829,7 @@ def test_claude_code_over_https_read_at_its_own_end_under_watch_port(ends, tmp_p
     assert sess["client_info"]["name"].startswith("claude"), sess["client_info"]
 
 
+@pytest.mark.matrix("MCP over HTTP and HTTPS (TLS uprobes)", ids=["client"])
 @pytest.mark.parametrize("ends", ["client"])  # (both ends read: tests/test_tls_pairings.py)
 def test_ts_sdk_https_client_on_bun_read_at_its_own_end_under_watch_port(ends, tmp_path):
     """The TypeScript SDK's client on Bun: its end read at BoringSSL's
@@ -850,6 +851,7 @@ def test_ts_sdk_https_client_on_bun_read_at_its_own_end_under_watch_port(ends, t
     check_http(recs, [tuple(x) for x in json.loads(log.read_text())], transport="https")
 
 
+@pytest.mark.matrix("MCP over HTTP and HTTPS (TLS uprobes)", ids=["server"])
 @pytest.mark.parametrize("ends", ["server"])  # (both ends read: tests/test_tls_pairings.py)
 def test_ts_sdk_https_server_on_bun_read_at_its_own_end_under_watch_port(ends, tmp_path):
     """The TypeScript SDK's server on Bun (node:https, served by Bun's own
