@@ -208,7 +208,8 @@ def expectations(name: str, path: str | None = None) -> dict | None:
 
 
 def _tests_by_id(tests: list[dict]) -> dict[str, dict]:
-    """One outcome per test id: a failure in any phase wins over a pass, a skip over nothing."""
+    """One outcome per test id: a failure in any phase wins over a pass, a skip over nothing.
+    A test left to another guest (outcome "elsewhere", see leave_to) is kept as such."""
     out: dict[str, dict] = {}
     rank = {"failed": 3, "skipped": 2, "passed": 1}
     for t in tests:
@@ -267,7 +268,7 @@ def judge(r: dict, expect: dict | None) -> list[str]:
     release = expect.get("release")
     if release and r["kernel"] and not _match(r["kernel"], release):
         bad.append(f"kernel {r['kernel']} is not the pinned {release} ({where})")
-    tests = _tests_by_id(r["tests"])
+    tests = {k: t for k, t in _tests_by_id(r["tests"]).items() if t["outcome"] != ELSEWHERE}
     if r["full"] and len(tests) < expect.get("min_tests", 1):
         bad.append(f"{len(tests)} tests ran, {where} expects at least {expect.get('min_tests')}")
     for t in tests.values():
@@ -297,7 +298,8 @@ def judge(r: dict, expect: dict | None) -> list[str]:
         if not _selected(want, r["selection"]):
             continue
         hits = [t for tid, t in tests.items() if _match(tid, want)]
-        if not hits:
+        left = [t for t in r["tests"] if t["outcome"] == ELSEWHERE and _match(t["test"], want)]
+        if not hits and not left:
             bad.append(f"did not run: {want} ({where} says it must pass here)")
         for t in hits:
             if t["outcome"] == "skipped":
@@ -321,9 +323,44 @@ def judge(r: dict, expect: dict | None) -> list[str]:
     return list(dict.fromkeys(bad))
 
 
+ELSEWHERE = "elsewhere"
+
+
+def leave_plan(names: list[str]) -> dict[str, dict[str, str]]:
+    """Which matrix tests each guest of this run leaves to another: {guest: {test glob: the other guest}}.
+    A guest's `leave_to` (tests/kernels/NAME.yaml) names tests whose kernel side is the same programs on
+    the same hooks in the other guest; they run there only, and only when that guest is in this run
+    too (a guest run alone runs everything). The guest's conftest deselects them (MW_MATRIX_ELSEWHERE)
+    and writes each as outcome "elsewhere"; covered() checks that the other guest ran it."""
+    plan: dict[str, dict[str, str]] = {}
+    for name in names:
+        for other, globs in ((expectations(name) or {}).get("leave_to") or {}).items():
+            if other in names and other != name:
+                plan.setdefault(name, {}).update({g: other for g in globs})
+    return plan
+
+
+def covered(results: list[dict]) -> None:
+    """Each test a guest left to another must have run there (not left back, not missing): else a
+    reason in the leaving guest's verdict. Run after every guest has finished."""
+    by_name = {r["name"]: r for r in results}
+    for r in results:
+        for t in r["tests"]:
+            if t["outcome"] != ELSEWHERE:
+                continue
+            other = by_name.get(t["reason"])
+            ran = other and _tests_by_id(other["tests"]).get(t["test"])
+            if not ran or ran["outcome"] == ELSEWHERE:
+                r["verdict"].append(f"left {t['test']} to {t['reason']}, which did not run it")
+
+
 def cell(tests: list[dict]) -> str:
     if not tests:
         return "not run"
+    ran = [t for t in tests if t["outcome"] != ELSEWHERE]
+    if not ran:
+        return "in " + " and ".join(sorted({t["reason"] for t in tests}))
+    tests = ran
     if any(t["outcome"] == "failed" for t in tests):
         return "**FAIL**"
     if all(t["outcome"] == "skipped" for t in tests):
@@ -402,9 +439,11 @@ def run_kernel(name: str, image: str | None, kvm: bool, tests: list[str], timeou
 
 
 def summary(r: dict) -> str:
-    n = {o: sum(t["outcome"] == o for t in _tests_by_id(r["tests"]).values()) for o in ("passed", "failed", "skipped")}
+    n = {o: sum(t["outcome"] == o for t in _tests_by_id(r["tests"]).values())
+         for o in ("passed", "failed", "skipped", ELSEWHERE)}
     return (f"kernel-matrix: {r['name']} ({r.get('kernel')}, {r['accel']}): {n['passed']} passed, {n['failed']} "
-            f"failed, {n['skipped']} skipped in {r['seconds']} s" + (" TIMED OUT" if r["timed_out"] else "")
+            f"failed, {n['skipped']} skipped" + (f", {n[ELSEWHERE]} left to another guest" if n[ELSEWHERE] else "")
+            + f" in {r['seconds']} s" + (" TIMED OUT" if r["timed_out"] else "")
             + (" (RETRIED)" if r.get("retry") else ""))
 
 
@@ -549,8 +588,10 @@ def main() -> int:
     # below-the-minimum run last, in whichever slot frees first
     guests.sort(key=lambda g: g[0] in ONLY)
     order = {n: i for i, (n, _) in enumerate(found)}
+    plan = {} if a.tests else leave_plan([n for n, _ in guests])
     with concurrent.futures.ThreadPoolExecutor(max_workers=slots(kvm)) as pool:
-        futs = [pool.submit(run_kernel, n, img, kvm, a.tests or ONLY.get(n, []), a.timeout * 60, env,
+        futs = [pool.submit(run_kernel, n, img, kvm, a.tests or ONLY.get(n, []), a.timeout * 60,
+                            {**env, "MW_MATRIX_ELSEWHERE": json.dumps(plan[n])} if n in plan else env,
                             not a.tests, say)
                 for n, img in guests]
         for fut in concurrent.futures.as_completed(futs):
@@ -558,6 +599,7 @@ def main() -> int:
             r["verdict"] = judge(r, expectations(r["name"]))
             say(summary(r) + ("" if not r["verdict"] else f": judge FAILS ({len(r['verdict'])} reasons)"))
             results.append(r)
+    covered(results)
     results.sort(key=lambda r: (r["name"] != "host", order.get(r["name"], 0)))
     rc = report(results)
     ran = {r["name"] for r in results}

@@ -1,3 +1,4 @@
+import json
 import os
 import platform
 import socket
@@ -31,11 +32,39 @@ def pytest_collection_modifyitems(config, items):
         m = item.get_closest_marker("matrix")
         if m and m.kwargs.get("ids") and getattr(item, "callspec", None) and item.callspec.id not in m.kwargs["ids"]:
             item.own_markers = [x for x in item.own_markers if x.name != "matrix"]
+    _leave_to_other_guests(config, items)
     if os.geteuid() != 0:
         skip = pytest.mark.skip(reason="needs root to load BPF programs")
         for item in items:
             if "kernel" in item.keywords:
                 item.add_marker(skip)
+
+
+def _leave_to_other_guests(config, items):
+    """In a guest of the kernel matrix: the matrix tests scripts/kernel_matrix.py leaves to another
+    guest of the same run (MW_MATRIX_ELSEWHERE, {test glob: that guest}, from tests/kernels/*.yaml
+    `leave_to`) are deselected here and written to the results as "elsewhere", so the judge knows
+    they were left, not lost, and checks that the other guest ran them."""
+    plan = json.loads(os.environ.get("MW_MATRIX_ELSEWHERE") or "{}")
+    if not plan:
+        return
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    from kernel_matrix import ELSEWHERE, _match
+    keep, left = [], []
+    for item in items:
+        where = next((g for glob, g in plan.items() if _match(item.nodeid, glob)), None)
+        if where and item.get_closest_marker("matrix"):
+            left.append(item)
+            if _MATRIX_OUT:
+                with open(_MATRIX_OUT, "a") as f:
+                    f.write(json.dumps({"test": item.nodeid, "feature": (item.get_closest_marker("matrix").args or [None])[0],
+                                        "when": "collect", "outcome": ELSEWHERE, "reason": where,
+                                        "seconds": 0}) + "\n")
+        else:
+            keep.append(item)
+    if left:
+        config.hook.pytest_deselected(items=left)
+        items[:] = keep
 
 
 def pytest_configure(config):
@@ -55,7 +84,6 @@ def pytest_runtest_logreport(report):
         return
     if report.when == "teardown" and report.skipped:
         return
-    import json
     feature = next((m.args[0] for m in getattr(report, "_mw_markers", []) if m.args), None)
     reason = ""
     if report.skipped and isinstance(report.longrepr, tuple):

@@ -214,17 +214,75 @@ def test_each_kernel_of_the_matrix_is_pinned_and_its_count_is_what_the_suite_col
     for name in list(kernels.FAMILIES) + ["host"]:
         e = km.expectations(name)
         assert e is not None, name
-        assert set(e) <= {"release", "min_tests", "object_loads", "mechanisms", "must_pass", "may_skip", "_path"}, e
+        assert set(e) <= {"release", "min_tests", "object_loads", "mechanisms", "must_pass", "may_skip", "leave_to",
+                          "_path"}, e
         for s in e.get("may_skip") or []:
             assert set(s) <= {"test", "reason", "when"} and s["test"], s
     ids = _collected_matrix_tests()
     base = [t for t in ids if not t.endswith("[fexit]")]
     fexit = [t for t in ids if t.endswith("[dispatch]")]   # every hook-set test has a fexit twin where fentry loads
     assert km.expectations("host")["min_tests"] == len(base), (len(base), len(ids))
+    plan = km.leave_plan(["debian12-6.1", "debian13-6.12"])
     for name in ("debian12-6.1", "debian13-6.12"):
-        assert km.expectations(name)["min_tests"] == len(base) + len(fexit), name
+        left = [t for t in ids if any(km._match(t, g) for g in plan.get(name, {}))]
+        assert km.expectations(name)["min_tests"] == len(base) + len(fexit) - len(left), (name, len(left))
     with open(os.path.join(ROOT, "tests", "kernels", "debian11-5.10.yaml")) as f:
         assert yaml.safe_load(f)["min_tests"] == len([t for t in base if t.startswith("tests/test_kernel_support.py")])
+
+
+def test_what_a_guest_leaves_to_another_is_run_there_and_nothing_is_left_both_ways():
+    """leave_to (tests/kernels/*.yaml): each glob names collected matrix tests, the other guest is a
+    kernel of the matrix, and no test is left by each guest to the other (it would run nowhere)."""
+    import kernels
+    ids = _collected_matrix_tests()
+    plan = km.leave_plan(list(kernels.FAMILIES))
+    assert plan, "no guest leaves anything: the split of the shared tests is gone"
+    left = {}
+    for name, globs in plan.items():
+        for glob, other in globs.items():
+            hits = [t for t in ids if km._match(t, glob)]
+            assert hits, f"{name}: leave_to {other}: {glob} matches no matrix test"
+            assert other in kernels.FAMILIES and km.expectations(other).get("object_loads"), (name, other)
+            for t in hits:
+                left.setdefault(t, set()).add(name)
+    both = {t: g for t, g in left.items() if len(g) > 1}
+    assert not both, f"left by every guest, run by none: {both}"
+
+
+def test_a_test_left_to_another_guest_counts_as_left_and_the_other_must_have_run_it(tmp_path):
+    pin = "tests/test_pin.py::test_a_killed_agent_loses_nothing_and_the_next_one_takes_over"
+    mine = guest(tmp_path / "a", tests=TESTS + [(pin, km.ELSEWHERE, "debian13-6.12")])
+    expect = dict(EXPECT, min_tests=len(TESTS), must_pass=EXPECT["must_pass"] + ["tests/test_pin.py::*"])
+    assert verdict(mine, expect) == []
+    assert verdict(mine, dict(expect, min_tests=len(TESTS) + 1))[0].startswith(f"{len(TESTS)} tests ran")
+    r = km.load(str(mine))
+    assert km.cell([t for t in r["tests"] if t["test"] == pin]) == "in debian13-6.12"
+    for other_tests in ([(pin, "passed", "")], [(pin, km.ELSEWHERE, "debian12-6.1")], []):
+        a = dict(km.load(str(mine)), verdict=[])
+        b = dict(km.load(str(guest(tmp_path / "b", name="debian13-6.12", tests=TESTS + other_tests))), verdict=[])
+        km.covered([a, b])
+        assert a["verdict"] == ([] if other_tests and other_tests[0][1] == "passed" else
+                                [f"left {pin} to debian13-6.12, which did not run it"]), other_tests
+    a = dict(km.load(str(mine)), verdict=[])
+    km.covered([a])   # the other guest not in this run at all: said too
+    assert a["verdict"], "a test left to a guest that never booted ran nowhere"
+
+
+def test_a_guest_deselects_what_it_leaves_and_writes_it_down(tmp_path):
+    """conftest.py: MW_MATRIX_ELSEWHERE deselects the matrix tests it names and writes each to the
+    guest's results as "elsewhere"; the others stay."""
+    out = tmp_path / "results.jsonl"
+    tree = "tests/test_tree.py::test_whole_tree_is_followed_and_nothing_else"
+    env = {**os.environ, "MW_MATRIX_RESULTS": str(out), "MW_MATRIX_ELSEWHERE": json.dumps({tree: "debian13-6.12"})}
+    p = subprocess.run([sys.executable, "-m", "pytest", "-m", "matrix", "--collect-only", "-q", "-p",
+                        "no:cacheprovider", "tests/test_tree.py", "tests/test_kernel_events.py"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    got = [ln for ln in p.stdout.splitlines() if "::" in ln]
+    assert tree not in got and any("test_kernel_events.py" in t for t in got), got
+    rows = [json.loads(ln) for ln in out.read_text().splitlines()]
+    assert rows == [{"test": tree, "feature": rows[0]["feature"], "when": "collect", "outcome": km.ELSEWHERE,
+                     "reason": "debian13-6.12", "seconds": 0}] and rows[0]["feature"], rows
 
 
 def test_the_test_command_refuses_to_run_without_root(tmp_path):
