@@ -222,7 +222,10 @@ def test_every_builtin_pattern_passes_the_hint_gate():
                "aws-access-key-id": "id AKIAABCDEFGHIJKLMNOP", "github-token": "ghp_" + "a" * 36,
                "slack-token": "xoxb-1234567890-abc", "anthropic-key": "sk-ant-" + "a" * 24,
                "openai-key": "sk-" + "a" * 24, "google-api-key": "AIza" + "a" * 35, "stripe-key": "sk_live_" + "a" * 20,
-               "url-password": "https://bob:hunter2@host/x", "assignment": "password=hunter22"}
+               "url-password": "https://bob:hunter2@host/x", "pem-block": "-----BEGIN CERTIFICATE-----\nMIIB\n",
+               "gitlab-token": "glpat-" + "a1" * 10, "npm-token": "npm_" + "a" * 36,
+               "slack-webhook": "https://hooks.slack.com/services/T0000/B0000/XXXXXXXXXXXXXXXX",
+               "azure-sas": "https://a.blob.core.windows.net/c?sv=1&sig=abcdefghijklmnop%3D"}
     r = Redactor()
     for name, _ in PATTERNS:
         assert f"[REDACTED:{name}]" in r.text(samples[name]), name

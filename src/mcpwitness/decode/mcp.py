@@ -444,7 +444,7 @@ class McpDecoder:
                 return None
         info = s.client_info
         if isinstance(info, dict) and (info.get("name") or info.get("version")):
-            declared = {k: str(info[k])[:256] for k in ("name", "version", "title") if info.get(k)}
+            declared = {k: self.redactor.text(str(info[k]))[:256] for k in ("name", "version", "title") if info.get(k)}
             if p.get("declared") != declared:
                 p = dict(p, declared=declared)
                 if s.auth is None:
