@@ -8,6 +8,7 @@ import random
 import string
 
 import msgspec
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -73,7 +74,7 @@ def planted(draw):
     if kind == "aws-secret":
         # with no name beside it, only its randomness tells a secret key from a word: a real one's
         s = base64.b64encode(random.Random(draw(st.integers())).randbytes(30)).decode()
-        return f"the key is {s} (rotate it)", s
+        return draw(st.sampled_from([f"the AWS key is {s} (rotate it)", f"AKIAIOSFODNN7EXAMPLE,{s}\n"])), s
     if kind == "gcp":
         body = draw(st.text(B64, min_size=64, max_size=64))
         sa = {"type": "service_account", "project_id": "p", "private_key_id": "0a1b2c3d" * 5,
@@ -190,3 +191,69 @@ def test_an_environment_dump_keeps_its_names_and_loses_its_values():
                            "AWS_SECRET_ACCESS_KEY=[REDACTED]\nDB_PASSWORD=[REDACTED]\n"
                            "export SESSION_SECRET=[REDACTED]\nnote: password=[REDACTED] and token_count=12\n")
     assert r.count == 5
+
+
+@pytest.mark.kernel
+def test_secrets_a_real_server_leaks_are_in_no_file_the_agent_writes(tmp_path):
+    """A real SDK server under `mcpwitness run`, started with cloud keys in its environment and
+    tokens on its command line, dumps its environment, reads a config file, echoes headers and
+    runs a child with a password in its argv. None of the secrets is in any byte of any file the
+    agent wrote (its JSON Lines, the store and its journal, the whole state directory); the
+    names and the rest of each answer are."""
+    import os
+    import secrets
+    import shutil
+    import sys
+
+    import anyio
+    from mcp_client import RecordingStdio, client
+
+    mw = shutil.which("mcpwitness") or os.path.join(os.path.dirname(sys.executable), "mcpwitness")
+    server = os.path.join(os.path.dirname(__file__), "workloads", "leaky_server.py")
+    state, out = tmp_path / "state", tmp_path / "ev.jsonl"
+    state.mkdir()
+    tok = lambda n: secrets.token_urlsafe(n).replace("-", "x").replace("_", "y")  # noqa: E731
+    leaked = {
+        "AWS_ACCESS_KEY_ID": "AKIA" + secrets.token_hex(8).upper(),
+        "AWS_SECRET_ACCESS_KEY": base64.b64encode(secrets.token_bytes(30)).decode(),
+        "DB_PASSWORD": tok(12), "GITHUB_TOKEN": "ghp_" + tok(30)[:36], "SESSION_SECRET": tok(16),
+        "STRIPE_API_KEY": "sk_live_" + tok(24),
+    }
+    argv_key, argv_token, header_key, jwt = tok(20), tok(20), tok(20), f"eyJ{tok(12)}.eyJ{tok(20)}.{tok(24)}"
+    pem_body, azure_key, yaml_pw = base64.b64encode(secrets.token_bytes(48)).decode(), tok(32), tok(14)
+    cfg = tmp_path / "app.yaml"
+    cfg.write_text(f"db:\n  host: db.internal\n  password: {yaml_pw}\nstorage: DefaultEndpointsProtocol=https;"
+                   f"AccountName=a;AccountKey={azure_key};EndpointSuffix=core.windows.net\ntls_key: |\n"
+                   f"  -----BEGIN EC PRIVATE KEY-----\n  {pem_body}\n  -----END EC PRIVATE KEY-----\n")
+    t = RecordingStdio(mw, ["run", "-q", "--jsonl", str(out), "--", sys.executable, server, "--api-key", argv_key,
+                            f"--token={argv_token}"], env={"MCPWITNESS_STATE_DIR": str(state), **leaked})
+    answers = []
+
+    async def main():
+        async with client(t) as c:
+            for name, args in [("environment", {}), ("read_config", {"path": str(cfg)}),
+                               ("echo", {"text": f"use {leaked['GITHUB_TOKEN']}",
+                                         "headers": {"Authorization": f"Bearer {jwt}", "X-Api-Key": header_key}}),
+                               ("migrate", {})]:
+                answers.append((await c.call_tool(name, args)).content[0].text)
+
+    anyio.run(main)
+    assert leaked["AWS_SECRET_ACCESS_KEY"] in answers[0] and yaml_pw in answers[1], "the server did not leak"
+    assert answers[3] == "exit 0"
+    every = [leaked[k] for k in leaked] + [argv_key, argv_token, header_key, jwt, pem_body, azure_key, yaml_pw]
+    files = [out] + [p for p in state.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".db" for p in files), files
+    for p in files:
+        data = p.read_bytes()
+        found = [s for s in every if s.encode() in data]
+        assert not found, f"{p}: {found}"
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    env = next(r for r in recs if r["type"] == "mcp" and r["kind"] == "response"
+               and "HOME=" in json.dumps(r.get("result")))
+    text = env["result"]["content"][0]["text"]
+    assert "AWS_SECRET_ACCESS_KEY=[REDACTED]" in text and "DB_PASSWORD=[REDACTED]" in text, text
+    sess = next(r for r in recs if r["type"] == "session")
+    assert "--api-key" in sess["cmdline"] and "[REDACTED]" in sess["cmdline"], sess["cmdline"]
+    calls = [r for r in recs if r["type"] == "call" and r["tool"] == "migrate"]
+    assert calls and "DB_PASSWORD=[REDACTED]" in json.dumps(calls[0]["timeline"]), calls
+    assert recs[-1]["redactions"] >= len(every)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import re
+import string
 from dataclasses import dataclass, field
 
 # keys whose values are secrets whatever they hold, compared lowercased with - and _ removed
@@ -115,8 +116,11 @@ PATTERNS = [
 # the name and its separator; the value (VALUE) is read after it only when name_kind() says so
 NAME_SEP = re.compile(r"(?<![A-Za-z0-9_.])(?P<n>[A-Za-z_][A-Za-z0-9_.-]{1,80})\\?[\"']?[ \t]*(?:=>|[=:])[ \t]*")
 VALUE = re.compile(r"(?P<o>\\?[\"'])(?P<vq>(?:(?!(?P=o)).){1,4096}?)(?P=o)|(?P<v>[^\s'\"&;,<>(){}\[\]\\]{1,4096})")
-# an AWS secret access key on its own: 40 characters of base64, standing alone
-AWS_SECRET = re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
+# an AWS secret access key without a name before it: 40 characters of base64 standing alone, random
+# enough, in a string that speaks of AWS or holds an access key id (a credentials CSV, "aws secret
+# is ..."); elsewhere a 40-character token is too common to take for one, and the scan too dear
+AWS_SECRET = re.compile(r"[A-Za-z0-9/+=]{40,}")
+AWS_CONTEXT = ("aws", "akia", "asia")
 
 # Literals (lowercased) one of which every built-in pattern needs: a string containing none of
 # them cannot match, and skips the regexes (most strings). A new pattern needs a hint here.
@@ -126,6 +130,14 @@ HINTS = ("-----begin ", "bearer", "basic", "eyj", "akia", "asia", "aida", "aroa"
 # ...and one of which every secret-looking name needs (name_kind's words, lowercased)
 NAME_HINTS = ("secret", "token", "passw", "passphrase", "credential", "key", "auth", "session", "sid",
               "cookie", "pwd")
+_NAME_CHARS = frozenset(string.ascii_letters + string.digits + "_.-")
+
+
+def _any_in(words, low: str) -> bool:
+    for w in words:
+        if w in low:
+            return True
+    return False
 
 
 @dataclass
@@ -158,15 +170,29 @@ class Redactor:
         self.count += 1
         return f"[REDACTED:{self.names[int(m.lastgroup[1:])]}]"
 
-    def _assignments(self, s: str) -> str:
-        """Every NAME<sep>value whose name is a secret's, its value replaced. Scanned by hand: a
-        name that is not a secret's is passed over, and its value is searched for names in turn
-        (note: password=x)."""
+    def _assignments(self, s: str, low: str) -> str:
+        """Every NAME<sep>value whose name is a secret's, its value replaced. Only names around an
+        occurrence of a NAME_HINTS word are looked at (found with str.find: a regex tried at every
+        position of a long answer costs ten times more), each in turn, so a name inside another's
+        value is judged too (note: password=x)."""
+        starts = set()
+        for h in NAME_HINTS:
+            i = low.find(h)
+            while i >= 0:
+                j = i
+                while j > 0 and s[j - 1] in _NAME_CHARS:
+                    j -= 1
+                while j < i and not (s[j].isalpha() or s[j] == "_"):
+                    j += 1
+                starts.add(j)
+                i = low.find(h, i + len(h))
         out, pos, done = [], 0, 0
-        while True:
-            m = NAME_SEP.search(s, pos)
+        for start in sorted(starts):
+            if start < pos:
+                continue
+            m = NAME_SEP.match(s, start)
             if m is None:
-                break
+                continue
             pos = m.end()
             kind = self.kind(m.group("n"))
             if kind is None:
@@ -207,7 +233,7 @@ class Redactor:
 
     def _aws(self, m: re.Match) -> str:
         v = m.group(0)
-        if not (any(c.isupper() for c in v) and any(c.islower() for c in v) and any(c.isdigit() for c in v)) \
+        if len(v) != 40 or "=" in v or not (any(c.isupper() for c in v) and any(c.islower() for c in v) and any(c.isdigit() for c in v)) \
                 or entropy(v) < 4.0:
             return v
         self.count += 1
@@ -217,11 +243,12 @@ class Redactor:
         if not self.enabled or len(s) < 8:
             return s
         low = s.lower()
-        if self.extra_patterns or any(h in low for h in HINTS):
+        if self.extra_patterns or _any_in(HINTS, low):
             s = self.regex.sub(self._sub, s)
-        if ("=" in s or ":" in s) and any(h in low for h in NAME_HINTS):
-            s = self._assignments(s)
-        if len(s) >= 40:
+            low = s.lower()
+        if ("=" in s or ":" in s) and _any_in(NAME_HINTS, low):
+            s = self._assignments(s, low)
+        if len(s) >= 40 and _any_in(AWS_CONTEXT, low):
             s = AWS_SECRET.sub(self._aws, s)
         return s
 
