@@ -93,12 +93,79 @@ struct {
 	__type(value, struct mw_name_rule);
 } name_rules SEC(".maps");
 
+/* [0]: the key a path is looked up by; [1]: the same as /proc/self/... (mw_proc_self) */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2);
 	__type(key, __u32);
 	__type(value, struct mw_pkey);
 } pkeybuf SEC(".maps");
+
+/* The digits at path[at..]: their value, *end set to the index after them (at: none). */
+static __always_inline __u64 proc_number(const __u8 *path, __u32 at, __u32 *end)
+{
+	__u64 v = 0;
+	*end = at;
+#pragma unroll
+	for (int j = 0; j < 10; j++) {
+		__u8 c = path[(at + j) & 0x7f];
+		if (c < '0' || c > '9')
+			break;
+		v = v * 10 + (c - '0');
+		*end = at + j + 1;
+	}
+	return v;
+}
+
+/* A policy's /proc/self and /proc/thread-self mean the process judged: the
+ * resolved path of pkeybuf[0] (NUL-terminated) under /proc/<its own tgid>
+ * (or /proc/<tgid>/task/<its own tid>) is written to pkeybuf[1] as
+ * /proc/self/... (or /proc/thread-self/...), which is then looked up instead
+ * (the patterns are never resolved against the agent's own process; enclosing
+ * /proc/... subtree rules still match the new key). 1 when it did. A global function:
+ * verified once, whatever calls it. */
+__noinline int mw_proc_self(void)
+{
+	__u32 zero = 0, one = 1;
+	struct mw_pkey *k = bpf_map_lookup_elem(&pkeybuf, &zero);
+	struct mw_pkey *o = bpf_map_lookup_elem(&pkeybuf, &one);
+	if (!k || !o)
+		return 0;
+	__u32 n = (k->prefixlen - 32) / 8; /* bytes, with the NUL */
+	if (n < 8 || n > 96 || k->path[(n - 1) & 0x7f] != 0)
+		return 0;
+	if (k->path[0] != '/' || k->path[1] != 'p' || k->path[2] != 'r' || k->path[3] != 'o' || k->path[4] != 'c' ||
+	    k->path[5] != '/')
+		return 0;
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 end;
+	__u64 pid = proc_number(k->path, 6, &end);
+	if (end == 6 || pid != id >> 32 || (k->path[end & 0x7f] != '/' && k->path[end & 0x7f] != 0))
+		return 0;
+	__u32 rest = end, thread = 0;
+	if (k->path[end & 0x7f] == '/' && k->path[(end + 1) & 0x7f] == 't' && k->path[(end + 2) & 0x7f] == 'a' &&
+	    k->path[(end + 3) & 0x7f] == 's' && k->path[(end + 4) & 0x7f] == 'k' && k->path[(end + 5) & 0x7f] == '/') {
+		__u32 e2;
+		__u64 tid = proc_number(k->path, end + 6, &e2);
+		if (e2 != end + 6 && tid == (__u32)id && (k->path[e2 & 0x7f] == '/' || k->path[e2 & 0x7f] == 0)) {
+			rest = e2;
+			thread = 1;
+		}
+	}
+	__u32 tail = n - rest; /* from the / after the number, to the NUL */
+	if (tail < 1 || tail > 96)
+		return 0;
+	o->scope = k->scope;
+	__builtin_memcpy(o->path, "/proc/thread-self", 17);
+	__u32 head = 10;
+	if (thread)
+		head = 17;
+	else
+		__builtin_memcpy(o->path + 6, "self", 4);
+	bpf_probe_read_kernel(o->path + head, tail, k->path + rest);
+	o->prefixlen = 32 + (head + tail) * 8;
+	return 1;
+}
 
 /* The policy of a tracked process under the active generation, with the
  * scope its rules are keyed by; NULL when it has none (or it is off). */
@@ -162,6 +229,12 @@ static __always_inline __u32 path_verdict(struct mw_policy *pol, __u32 scope, co
 		bpf_probe_read_kernel(k->path, n, path);
 		k->path[n] = 0;
 		k->prefixlen = 32 + (n + 1) * 8;
+	}
+	if (!(access & MW_ACC_CONNECT) && mw_proc_self()) {
+		__u32 one = 1;
+		struct mw_pkey *self = bpf_map_lookup_elem(&pkeybuf, &one);
+		if (self)
+			k = self;
 	}
 	struct mw_path_rule *r = bpf_map_lookup_elem(&path_rules, k);
 	__u32 rule = 0;

@@ -726,3 +726,74 @@ def test_lsm_reload_under_a_stream_of_opens_never_lets_a_refused_one_through(tmp
     assert reloads > 10, reloads
     assert n["bad_refused"] > 10 and n["ok"] > 10, n
     assert n["bad_through"] == 0 and n["bad_other"] == 0 and n["ok_failed"] == 0, n
+
+
+PROC_SELF = """
+policies:
+  - name: audit
+    match: {cmdline: "*audit_server.py*"}
+    mode: enforce
+    files:
+      deny: ["/proc/self/environ", "/proc/thread-self/comm"]
+"""
+
+
+def _proc_self_session(tmp_path, extra):
+    """/proc/self in a policy means the process judged, in the kernel: each process's own
+    /proc/<pid>/environ is refused, another's is not; /proc/thread-self likewise."""
+    async def calls(c, results):
+        for argv in (["cat", "/proc/self/environ"],                   # its own: refused
+                     ["sh", "-c", "cat /proc/$PPID/environ | wc -c"],  # the server's, read by cat: allowed
+                     ["cat", "/proc/thread-self/comm"],               # its own thread's: refused
+                     ["cat", "/proc/self/comm"]):                     # (the rule names thread-self/comm only)
+            r = await c.call_tool("run", {"argv": argv})
+            results.append(r.content[0].text.strip() if r.content else "")
+        try:
+            r = await c.call_tool("read_file", {"path": "/proc/self/environ"})   # the server's own
+            results.append(r.is_error)
+        except Exception:
+            results.append("gone")
+    recs, results = session(tmp_path, PROC_SELF, calls, extra)
+    assert results[0] == "" and results[2] == "", results
+    assert int(results[1]) > 0 and results[3] == "cat", results
+    runs = calls_of(recs, "run")
+    for i, name in ((0, "environ"), (2, "comm")):
+        pe = policy_events(runs[i])
+        assert len(pe) == 1 and pe[0]["check"] == "open", runs[i]["timeline"]
+        own = f"/proc/{pe[0]['pid']}/environ" if name == "environ" else f"/proc/{pe[0]['pid']}/task/"
+        assert pe[0]["path"].startswith(own), (pe[0]["path"], own)
+        assert f"/proc/{'self' if name == 'environ' else 'thread-self'}/{name}" in pe[0]["rule"], pe[0]["rule"]
+    assert policy_events(runs[1]) == [] and policy_events(runs[3]) == []
+    rf = calls_of(recs, "read_file")[0]
+    pe = policy_events(rf)
+    assert len(pe) == 1 and pe[0]["pid"] == rf["server"]["pid"], rf["timeline"]
+    return recs, results, pe[0]
+
+
+@pytest.mark.matrix("enforce: SIGKILL fallback")
+def test_proc_self_rules_mean_the_process_judged_under_the_fallback(tmp_path):
+    _, results, server = _proc_self_session(tmp_path, ["--no-lsm"])
+    assert server["action"] == "killed" and results[4] == "gone"
+
+
+@pytest.mark.matrix("enforce: BPF LSM open, create, exec")
+def test_lsm_proc_self_rules_mean_the_process_judged(tmp_path):
+    lsm_or_skip()
+    _, results, server = _proc_self_session(tmp_path, [])
+    assert server["action"] == "denied" and server["errno"] == "EPERM" and results[4] is True, (server, results)
+
+
+def test_a_policy_naming_a_process_by_number_is_refused_and_proc_self_is_not_resolved():
+    with pytest.raises(ValueError, match="by its number"):
+        policy.path_keys("/proc/1234/environ")
+    with pytest.raises(ValueError, match="by its number"):
+        policy.path_keys("/proc/1/**")
+    assert policy.path_keys("/proc/self/environ") == [b"/proc/self/environ\0"]
+    assert b"/proc/self/" in policy.path_keys("/proc/self/**")
+    assert policy.path_keys("/proc/cpuinfo") == [b"/proc/cpuinfo\0"]
+    p = policy.parse(PROC_SELF).policies[0]
+    me = os.getpid()
+    assert policy.path_decide(p, f"/proc/{me}/environ", policy.ACC_READ, pid=me)[1] == policy.ACC_READ
+    assert policy.path_decide(p, f"/proc/{me}/environ", policy.ACC_READ, pid=me + 1) == (0, 0)
+    assert policy.path_decide(p, f"/proc/{me}/task/77/comm", policy.ACC_READ, pid=me, tid=77)[1] == policy.ACC_READ
+    assert policy.path_decide(p, f"/proc/{me}/comm", policy.ACC_READ, pid=me) == (0, 0)

@@ -414,6 +414,24 @@ def _homes() -> list[str]:
     return sorted(homes)
 
 
+_PROC_PID = re.compile(r"/proc/[0-9]+(?:/|$)")
+_PROC_SELF = re.compile(r"/proc/(?:self|thread-self)(?:/|$)")
+
+
+def proc_self(path: str, pid: int | None, tid: int | None = None) -> str:
+    """The kernel's view of a resolved path for policy: under /proc/<pid> (the judged process's own),
+    /proc/self/...; under /proc/<pid>/task/<tid> (its own thread), /proc/thread-self/..."""
+    if pid is None or not path.startswith("/proc/"):
+        return path
+    own = f"/proc/{pid}"
+    if path != own and not path.startswith(own + "/"):
+        return path
+    thread = f"{own}/task/{tid}"
+    if tid is not None and (path == thread or path.startswith(thread + "/")):
+        return "/proc/thread-self" + path[len(thread):]
+    return "/proc/self" + path[len(own):]
+
+
 def path_keys(pattern: str) -> list[bytes]:
     """The kernel keys for one path pattern: exact 'path\\0', subtree 'dir/'
     (plus 'dir\\0' for the directory itself), for the pattern as written and
@@ -433,8 +451,13 @@ def path_keys(pattern: str) -> list[bytes]:
         raise ValueError("the kernel matches exact paths and subtrees: use /dir/** or a full path "
                          "(other globs cannot be checked in the kernel)")
     norm = os.path.normpath(base) if base != "/" else "/"
+    if _PROC_PID.match(norm):
+        raise ValueError("names one process by its number, which the next run will not have: write "
+                         "/proc/self/... (the process judged) or /proc/thread-self/...")
     variants = [norm]
-    real = os.path.realpath(norm)
+    # /proc/self means the process judged (the kernel matches it so: mw_proc_self), never resolved
+    # here, where it would name the agent's own pid
+    real = norm if _PROC_SELF.match(norm) else os.path.realpath(norm)
     if real != norm:
         variants.append(real)
     keys = []
@@ -547,9 +570,13 @@ def path_entries(pol: Policy) -> list[tuple[bytes, int, int, list[int]]]:
     return out
 
 
-def path_decide(pol: Policy, path: str, access: int) -> tuple[int, int]:
-    """(rule id, denied bits) for access to a resolved path: the kernel's
-    logic in Python (unit tests, and monitor output without a kernel)."""
+def path_decide(pol: Policy, path: str, access: int, pid: int | None = None,
+                tid: int | None = None) -> tuple[int, int]:
+    """(rule id, denied bits) for access to a resolved path by process pid
+    (thread tid): the kernel's logic in Python (unit tests, and monitor output
+    without a kernel)."""
+    if not access & ACC_CONNECT:
+        path = proc_self(path, pid, tid)
     b = path.encode()
     b = b[:PKEY_PATH] if len(b) >= PKEY_PATH else b + b"\0"
     entries = [e for e in path_entries(pol) if b.startswith(e[0])]
