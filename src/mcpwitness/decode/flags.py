@@ -31,6 +31,17 @@ DEFAULT_SENSITIVE: dict[str, list[str]] = {
     "environment files": ["*/.env", "*/.env.*"],
     "process secrets": ["/proc/*/environ", "/proc/*/mem", "/proc/kcore"],
     "shell history": ["~/.bash_history", "~/.zsh_history", "~/.python_history", "~/.psql_history"],
+    # where a program is planted to run again later: cron, shell start-up files, authorized keys,
+    # systemd units, autostart entries, git hooks, the dynamic linker's preload
+    "persistence locations": ["/etc/crontab", "/etc/cron.d/**", "/etc/cron.hourly/**", "/etc/cron.daily/**",
+                              "/etc/cron.weekly/**", "/etc/cron.monthly/**", "/var/spool/cron/**",
+                              "~/.bashrc", "~/.bash_profile", "~/.bash_login", "~/.profile", "~/.zshrc",
+                              "~/.zprofile", "~/.zshenv", "~/.config/fish/config.fish", "/etc/profile",
+                              "/etc/profile.d/**", "/etc/bash.bashrc", "/etc/zsh/**", "/etc/rc.local",
+                              "~/.config/systemd/user/**", "/etc/systemd/system/**", "/etc/systemd/user/**",
+                              "~/.config/autostart/**", "/etc/xdg/autostart/**", "*/.git/hooks/*",
+                              "/etc/ld.so.preload", "~/.ssh/authorized_keys", "~/.ssh/authorized_keys2",
+                              "~/.ssh/rc"],
 }
 
 DEFAULT_EXECUTABLES: dict[str, list[str]] = {

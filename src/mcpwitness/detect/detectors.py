@@ -6,7 +6,10 @@ before it. Rules (rules.py) read them as fields:
   rate.*      per client, server, tool and method: calls in the sliding window
               against a baseline learned from the traffic (`rate.client.burst`...)
   args.*      a request's arguments: traversal, sensitive, outside_roots,
-              shell_meta, long, repeated, max_length, roots
+              shell_meta, sql (destructive statements), long, repeated, max_length, roots
+  content.*   what a tool answered (or a tools/list declared) says to the model:
+              injection (instructions aimed at it), invisible (invisible or
+              bidirectional characters), base64 (long runs), secrets (redacted)
   pair.*      a session's client and server: new (never seen), allowed
   size.*      a response against what that tool usually returns: response,
               request, typical, samples, ratio, anomalous, amplification
@@ -51,6 +54,8 @@ DEFAULTS: dict[str, dict] = {
              # server, tool, method) or prior_per_min, whichever is higher (0: none)
              "jump_window": 1.0, "jump_factor": 10.0, "jump_history": 2.0, "prior_per_min": 0.0},
     "args": {"max_length": 8192, "repeat_min_length": 1024, "repeat_ratio": 20.0, "max_strings": 512},
+    # answers: the strings scanned and how far into each
+    "content": {"max_strings": 512, "max_scan": 262144},
     # allow: [{client: glob, server: glob}]; empty: no allowlist (pair.allowed is null)
     "pair": {"learn": 0.0, "allow": []},
     "size": {"min_samples": 5, "half_life": 50.0, "factor": 10.0, "min_bytes": 65536},
@@ -291,6 +296,18 @@ _SHELL_META = re.compile(
     r"|(?:^|\s)>{1,2}[ \t]{0,16}/[\w.-]")                         # redirect into an absolute path
 
 
+# destructive SQL: DROP, TRUNCATE, GRANT ... ON, ALTER TABLE ... DROP, and DELETE or UPDATE
+# without a WHERE. Bounded repetitions only: arguments are the attacker's input.
+_SQL = re.compile(
+    r"\b(?:drop\s+(?:table|database|schema|view|index|user|role|owned)\b"
+    r"|truncate\s+table\s+[\w.\"`\[]|truncate\s+[\w.\"`\[\]]{1,128}\s*(?:;|,|$|\s(?:cascade|restart|continue)\b)"
+    r"|grant\s+(?:all(?:\s+privileges)?|select|insert|update|delete|usage|execute|create|connect|references|"
+    r"trigger|truncate|superuser)\b[\w ,]{0,200}?\s(?:on|to)\s"
+    r"|alter\s+(?:table|database|user|role)\s+[\w.\"`]{1,128}\s+(?:drop|rename|owner|with\s+superuser)\b"
+    r"|delete\s+from\s+[\w.\"`\[\]]{1,128}\s*(?:;|--|$)"
+    r"|update\s+[\w.\"`]{1,128}\s+set\s(?:(?!\bwhere\b)[^;]){0,2048}(?:;|$))", re.I)
+
+
 class Args:
     """Suspicious argument values in a request."""
 
@@ -301,7 +318,7 @@ class Args:
     def observe(self, arguments, roots: list[str] | None) -> dict:
         s = self.s
         found = strings(arguments, s["max_strings"])
-        trav, sens, outside, meta, long_, rep = [], [], [], [], [], []
+        trav, sens, outside, meta, long_, rep, sql = [], [], [], [], [], [], []
         maxlen = 0
         for name, v in found:
             n = len(v)
@@ -325,12 +342,16 @@ class Args:
                 p = _as_path(v)
                 if p is not None:
                     label = self.flagger.sensitive(p) if self.flagger is not None else None
-                    if label:
+                    # naming a persistence location is not reading a secret: writing one is
+                    # judged where it happens (Tool wrote a persistence location)
+                    if label and label != "persistence locations":
                         sens.append(f"{shown} ({label})")
                     if roots is not None and p.startswith("/") and not under(p, roots):
                         outside.append(shown)
             if _SHELL_META.search(v):
                 meta.append(shown)
+            if n < 65536 and _SQL.search(v):
+                sql.append(shown)
             if n > s["max_length"]:
                 long_.append(f"{name} ({n} chars)")
             if n >= s["repeat_min_length"]:
@@ -338,8 +359,64 @@ class Args:
                 if len(zlib.compress(head, 1)) * s["repeat_ratio"] <= len(head):
                     rep.append(f"{name} ({n} chars, {len(head) // max(1, len(zlib.compress(head, 1)))}x compressible)")
         return {"traversal": trav, "sensitive": sens, "outside_roots": outside if roots is not None else None,
-                "shell_meta": meta, "long": long_, "repeated": rep, "max_length": maxlen, "roots": roots,
-                "strings": len(found)}
+                "shell_meta": meta, "sql": sql, "long": long_, "repeated": rep, "max_length": maxlen,
+                "roots": roots, "strings": len(found)}
+
+
+# what a tool answer says to the model rather than to the user: hidden-instruction tags, the
+# phrasing of an injected instruction, chat-template markers
+_INJECTION = re.compile(
+    r"<\s{0,4}/?\s{0,4}(?:important|system|instructions?|hidden|secret|admin|sys|assistant)\s{0,4}>"
+    r"|\[/?INST\]|<\|im_start\|>|<\|(?:system|assistant)\|>"
+    r"|\b(?:ignore|disregard|forget|override)\s+(?:all\s+|any\s+|the\s+|your\s+|of\s+){0,3}"
+    r"(?:previous|prior|above|earlier|preceding|former|other)\s+(?:instructions|prompts?|rules|directions|"
+    r"guidelines|messages|context)"
+    r"|\bdo\s+not\s+(?:tell|inform|alert|notify|mention\s+(?:this|it)\s+to|reveal\s+(?:this|it)\s+to)\s+"
+    r"(?:the\s+)?user"
+    r"|\byou\s+(?:are|must)\s+now\s+(?:act|be|behave|obey|follow)\b"
+    r"|\bnew\s+(?:system\s+)?instructions\s*:"
+    r"|\b(?:reveal|print|output|send|upload|exfiltrate|include)\s+(?:your\s+|the\s+|all\s+){0,2}"
+    r"(?:system\s+prompt|api\s+keys?|credentials|ssh\s+keys?|private\s+keys?|\.env\b)", re.I)
+# invisible and bidirectional-control characters: zero-width space, the bidi embeddings,
+# overrides and isolates (Trojan Source), invisible operators, Unicode tag characters (text
+# smuggled past a reader). Left alone: joiners (emoji, Persian), LRM/RLM (right-to-left text).
+_INVISIBLE = re.compile("[\u200b\u202a-\u202e\u2060-\u2064\u2066-\u2069\U000e0000-\U000e007f]")
+_B64 = re.compile(r"[A-Za-z0-9+/]{1024,}={0,2}")
+
+
+class Content:
+    """What a tool's answer (or a server's tool definitions) says to the model."""
+
+    def __init__(self, s: dict):
+        self.s = s
+
+    def observe(self, value) -> dict | None:
+        found = strings(value, self.s["max_strings"])
+        inj, inv, b64, sec = [], [], [], []
+        for name, v in found:
+            if len(v) < 8:
+                continue
+            head = v[:self.s["max_scan"]]
+            m = _INJECTION.search(head)
+            if m:
+                a = max(0, m.start() - 40)
+                inj.append(f"{name}: ...{head[a:m.end() + 40]!r}...")
+            hits = _INVISIBLE.findall(head)
+            if hits:
+                kinds = sorted({f"U+{ord(c):04X}" for c in hits})
+                inv.append(f"{name}: {len(hits)} ({', '.join(kinds[:6])})")
+            if len(v) >= 1024 and not name.endswith((".data", ".blob")):   # images, audio, blobs: base64 by design
+                for r in _B64.finditer(head):
+                    run = r.group(0)
+                    if len(set(run[:1024])) >= 24:    # random-looking, not a run of one letter
+                        b64.append(f"{name}: {len(run)} chars")
+                        break
+            n = head.count("[REDACTED")
+            if n:
+                sec.append(f"{name}: {n} redacted")
+        if not (inj or inv or b64 or sec):
+            return None
+        return {"injection": inj or None, "invisible": inv or None, "base64": b64 or None, "secrets": sec or None}
 
 
 def _as_path(v: str) -> str | None:
@@ -615,6 +692,7 @@ class Detectors:
         self.conf = conf
         self.rate = Rate(conf["rate"])
         self.args = Args(conf["args"], flagger)
+        self.content = Content(conf["content"])
         self.pair = Pair(conf["pair"], known_pairs)
         self.size = Size(conf["size"])
         self.behaviour = Behaviour(conf["behaviour"])
@@ -684,6 +762,7 @@ class Detectors:
         if conf["rate"] != self.conf["rate"]:
             self.rate = Rate(conf["rate"])
         self.args = Args(conf["args"], flagger or self.args.flagger)
+        self.content = Content(conf["content"])
         if conf["pair"] != self.conf["pair"]:
             known = list(self.pair.known)
             self.pair = Pair(conf["pair"], known)
@@ -810,6 +889,10 @@ class Detectors:
                 t = self.tooldefs.observe(c.server, _get(m, "result"))
                 if t is not None:
                     facts["tooldefs"] = t
+            if c.method in ("tools/call", "prompts/get", "resources/read", "tools/list", "prompts/list"):
+                said = self.content.observe(_get(m, "result") if kind == "response" else _get(m, "error"))
+                if said is not None:
+                    facts["content"] = said
             return facts
         return {}
 
