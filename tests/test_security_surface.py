@@ -88,7 +88,7 @@ def test_no_planted_secret_reaches_any_output(tmp_path):
     mcp = [r for r in recs if r["type"] == "mcp"]
     assert [(r["kind"], r["id"]) for r in mcp] == [("request", 1), ("response", 1)], "both were recorded"
     assert mcp[0]["http"]["session_id"].startswith("[REDACTED:fp:")
-    assert mcp[0]["http"]["target"] == "/mcp?[REDACTED:assignment]"
+    assert mcp[0]["http"]["target"] == "/mcp?token=[REDACTED]", "the name kept, the value gone (docs/events.md)"
     blobs = {"jsonl": out.read_bytes()}
     for f in tmp_path.glob("store.db*"):
         blobs[f.name] = f.read_bytes()
