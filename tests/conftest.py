@@ -217,13 +217,36 @@ def wait_for(pred, timeout=10.0, step=0.02):
     return pred()
 
 
+def _tree_state(agent, workdir) -> str:
+    """What a wait that failed can say: the files the workload wrote, and where each
+    process still tracked is (state and kernel wait channel), for a failure in a guest."""
+    try:
+        files = sorted(os.listdir(workdir))
+    except OSError as e:
+        files = [f"({e})"]
+    procs = []
+    for pid in agent.kernel.tracked():
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+            with open(f"/proc/{pid}/wchan") as f:
+                wchan = f.read()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")[:120]
+            procs.append(f"{pid} {state} {wchan or '-'} {cmd}")
+        except OSError:
+            procs.append(f"{pid} gone")
+    return f"files: {files}; tracked: {procs or 'none'}"
+
+
 def run_tracked(agent, argv, done_marker=None, timeout=20.0):
     """Run argv tracked, wait for it (and for done_marker, written by a
     descendant that outlives it), stop the agent, return its events."""
     pid = agent.spawn_tracked(argv)
     _, status = os.waitpid(pid, 0)
     if done_marker is not None:
-        assert wait_for(lambda: os.path.exists(done_marker), timeout), f"{done_marker} never appeared"
+        assert wait_for(lambda: os.path.exists(done_marker), timeout), \
+            f"{done_marker} never appeared; {_tree_state(agent, os.path.dirname(done_marker))}"
         # let the descendant that wrote it exit
         wait_for(lambda: not [p for p in agent.kernel.tracked()], 5.0)
     agent.stop()
