@@ -140,7 +140,8 @@ def test_denied_open_and_exec_are_stopped_by_the_fallback(tmp_path):
         with pytest.raises(Exception):
             await c.call_tool("read_file", {"path": str(secret / "key")})
 
-    recs, results = session(tmp_path, DENY_SECRET.format(mode="enforce", secret=secret), calls, ["--no-lsm"])
+    recs, results = session(tmp_path, DENY_SECRET.format(mode="enforce", secret=secret), calls,
+                            ["--no-lsm", "--no-seccomp"])
     assert results == ["fine", "", ""], "the killed cat printed nothing, the killed shell ran nothing"
     start = next(r for r in recs if r["type"] == "start")
     assert start["policy"]["mechanisms"]["files"] == MECH_FILE_KILL
@@ -167,6 +168,76 @@ def test_denied_open_and_exec_are_stopped_by_the_fallback(tmp_path):
     assert len(pe) == 1 and pe[0]["action"] == "killed" and pe[0]["pid"] == rf["server"]["pid"]
     assert rf["status"] == "incomplete"
     assert any(e["type"] == "exit" and e.get("signal") == "SIGKILL" for e in rf["timeline"])
+
+
+def test_denied_open_create_and_exec_refused_by_seccomp_and_the_server_serves_on(tmp_path):
+    """Without BPF LSM, run's seccomp filter refuses the call (EPERM) instead of killing the
+    process: the server's own denied read is an error in that call, the next call is served, a
+    refused O_CREAT leaves no file, and the record names the mechanism."""
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "key").write_text("TOPSECRET")
+    allowed = tmp_path / "allowed.txt"
+    allowed.write_text("fine")
+    planted = secret / "planted"
+
+    async def calls(c, results):
+        # through a /proc magic link: judged by where it leads, refused. In a mount namespace of
+        # its own, a process this layer cannot judge as the kernel would: left to the kernel, whose
+        # fallback kills the reader (the layer never lets through what the kernel stops)
+        magic = (f"import os; fd = os.open({str(secret / 'key')!r}, os.O_PATH)\n"
+                 "try:\n    print(open(f'/proc/self/fd/{fd}').read())\nexcept PermissionError:\n    print('EPERM')")
+        for argv in (["cat", str(allowed)], ["cat", str(secret / "key")], ["sh", "-c", "echo from-shell"],
+                     [sys.executable, "-c", magic], ["unshare", "-m", "cat", str(secret / "key")]):
+            r = await c.call_tool("run", {"argv": argv})
+            results.append((r.is_error, r.content[0].text if r.content else ""))
+        for tool, args in (("read_file", {"path": str(secret / "key")}),     # the server itself
+                           ("touch_sync", {"path": str(planted)}),           # a create in the denied tree
+                           ("read_file", {"path": str(allowed)})):           # and it serves the next call
+            r = await c.call_tool(tool, args)
+            results.append((r.is_error, r.content[0].text if r.content else ""))
+
+    recs, results = session(tmp_path, DENY_SECRET.format(mode="enforce", secret=secret), calls, ["--no-lsm"])
+    assert results[0] == (False, "fine")
+    assert results[1] == (False, ""), "cat got EPERM and printed nothing on stdout"
+    assert results[3] == (False, "EPERM\n"), "the read through the magic link was refused"
+    assert results[4] == (False, ""), "the reader in its own mount namespace was killed before it printed"
+    # the server's own exec of sh and its own read and create failed (PermissionError): tool errors
+    assert [r[0] for r in results[2:3] + results[5:7]] == [True, True, True], results
+    assert results[7] == (False, "fine"), "the server lived on and served the next call"
+    assert not planted.exists(), "the refused create made no file"
+    start = next(r for r in recs if r["type"] == "start")
+    assert start["policy"]["mechanisms"]["files"] == MECH_FILE_KILL, "the kernel's fallback stays behind it"
+    assert start["policy"]["refusal"]["mechanism"].startswith("seccomp user notification")
+    server = calls_of(recs, "read_file")[0]["server"]["pid"]
+    assert not any(r["type"] == "exit" and r["pid"] == server and r.get("signal") for r in recs), "never killed"
+    want = [("run", 1, "open", ["read"], str(secret / "key"), "ok"), ("run", 2, "exec", ["exec"], None, "tool_error"),
+            ("read_file", 0, "open", ["read"], str(secret / "key"), "tool_error"),
+            ("touch_sync", 0, "open", ["write", "create"], str(planted), "tool_error")]
+    for tool, i, check, access, path, status in want:
+        call = calls_of(recs, tool)[i] if tool == "run" else calls_of(recs, tool)[0]
+        pe = policy_events(call)
+        # sh: subprocess tries each sh along PATH that exists (each one refused), then gives up
+        assert len(pe) == 1 or check == "exec" and len(pe) >= 1, (tool, i, call["timeline"])
+        e = pe[0]
+        assert (e["check"], e["action"], e["errno"], e["access"]) == (check, "denied", "EPERM", access), e
+        assert e["mechanism"].startswith("seccomp user notification") and e["attribution"] == "exact", e
+        assert path is None and os.path.basename(e["path"]) in ("sh", "dash", "bash") or e["path"] == path, e
+        assert e["rule"] and ("files deny" in e["rule"] or "exec deny sh" in e["rule"]), e
+        assert call["status"] == status, (tool, call["status"])
+        if check == "open":  # the kernel still saw the syscall end, with the errno the process got
+            opens = [o for o in call["timeline"] if o["type"] == "open" and o.get("path") == path]
+            assert [o.get("error") for o in opens] == ["EPERM"], opens
+    assert policy_events(calls_of(recs, "run")[0]) == [] and policy_events(calls_of(recs, "read_file")[1]) == []
+    pe = policy_events(calls_of(recs, "run")[3])
+    assert [(e["action"], e["path"]) for e in pe] == [("denied", str(secret / "key"))], pe
+    pe = policy_events(calls_of(recs, "run")[4])
+    assert [(e["action"], e["path"]) for e in pe] == [("killed", str(secret / "key"))], pe
+    assert pe[0]["mechanism"].startswith("SIGKILL at sys_exit_open")
+    stats = next(r for r in recs if r["type"] == "stats")
+    sec = stats["policy"]["seccomp"]
+    assert sec["refused"] >= 4 and sec["checks"] > 4 and sec.get("errors", 0) == 0, sec
+    assert sec["left_to_kernel_why"].get("another mount namespace or root", 0) >= 1, sec
 
 
 def test_monitor_mode_reports_and_allows(tmp_path):
@@ -543,38 +614,52 @@ def test_reload_that_changes_which_policy_a_running_server_has(tmp_path, listen)
 
 def test_filesystem_server_under_a_policy(tmp_path):
     """A reference server written by others (@modelcontextprotocol/server-filesystem,
-    Node): an allowed read works, a read in a denied subtree stops the server
-    (the fallback: Node reads in-process), and the record says which rule."""
+    Node, whose reads run on libuv's worker threads): an allowed read works, a read in a
+    denied subtree is refused by run's seccomp layer (EPERM: the tool answers an error) and
+    the server serves the next call; with --no-seccomp the fallback stops the server. The
+    record says which rule, by which mechanism."""
     exe = npm_server("mcp-server-filesystem")
     root = tmp_path / "files"
     (root / "private").mkdir(parents=True)
     (root / "a.txt").write_text("alpha\n")
     (root / "private" / "key").write_text("secret\n")
-    pfile, out = tmp_path / "policy.yaml", tmp_path / "ev.jsonl"
+    pfile = tmp_path / "policy.yaml"
     pfile.write_text(f'policies:\n  - name: fs\n    match: {{cmdline: "*mcp-server-filesystem*"}}\n'
                      f'    files: {{deny: ["{root}/private/**"]}}\n    exec: {{deny: [sh, curl]}}\n')
-    t = RecordingStdio(MW, ["run", "-q", "--jsonl", str(out), "--no-store", "--policy", str(pfile), "--no-lsm",
-                            "--", exe, str(root)])
-    got = []
+    for extra in ([], ["--no-seccomp"]):
+        out = tmp_path / f"ev{len(extra)}.jsonl"
+        t = RecordingStdio(MW, ["run", "-q", "--jsonl", str(out), "--no-store", "--policy", str(pfile), "--no-lsm",
+                                *extra, "--", exe, str(root)])
+        got = []
 
-    async def main():
-        async with client(t) as c:
-            r = await c.call_tool("read_text_file", {"path": str(root / "a.txt")})
-            got.append(r.content[0].text)
-            with pytest.raises(Exception):
-                await c.call_tool("read_text_file", {"path": str(root / "private" / "key")})
+        async def main():
+            async with client(t) as c:
+                for name in ("a.txt", "private/key", "a.txt"):
+                    try:
+                        r = await c.call_tool("read_text_file", {"path": str(root / name)})
+                        got.append((r.is_error, r.content[0].text if r.content else ""))
+                    except Exception:
+                        got.append("gone")
+                        return
 
-    anyio.run(main)
-    assert got == ["alpha\n"]
-    recs = load(out)
-    start = next(r for r in recs if r["type"] == "start")
-    assert list(start["policy"]["servers"].values()) == ["fs"]
-    calls = [r for r in recs if r["type"] == "call" and r["tool"] == "read_text_file"]
-    assert policy_events(calls[0]) == [] and calls[0]["status"] == "ok"
-    pe = policy_events(calls[1])
-    assert len(pe) == 1 and pe[0]["action"] == "killed" and pe[0]["path"] == str(root / "private" / "key")
-    assert pe[0]["pid"] == calls[1]["server"]["pid"] and "files deny" in pe[0]["rule"]
-    assert calls[1]["status"] == "incomplete"
+        anyio.run(main)
+        recs = load(out)
+        start = next(r for r in recs if r["type"] == "start")
+        assert list(start["policy"]["servers"].values()) == ["fs"]
+        calls = [r for r in recs if r["type"] == "call" and r["tool"] == "read_text_file"]
+        assert policy_events(calls[0]) == [] and calls[0]["status"] == "ok"
+        pe = policy_events(calls[1])
+        assert len(pe) == 1 and pe[0]["path"] == str(root / "private" / "key"), calls[1]["timeline"]
+        assert pe[0]["pid"] == calls[1]["server"]["pid"] and "files deny" in pe[0]["rule"]
+        if not extra:
+            assert got[0] == (False, "alpha\n") and got[1][0] and got[2] == (False, "alpha\n"), got
+            assert "secret" not in got[1][1]
+            assert pe[0]["action"] == "denied" and pe[0]["errno"] == "EPERM", pe
+            assert pe[0]["mechanism"].startswith("seccomp user notification") and pe[0]["attribution"] == "exact"
+            assert calls[1]["status"] == "tool_error" and calls[2]["status"] == "ok"
+        else:
+            assert got == [(False, "alpha\n"), "gone"], got
+            assert pe[0]["action"] == "killed" and calls[1]["status"] == "incomplete"
 
 
 def lsm_or_skip():
@@ -772,7 +857,7 @@ def _proc_self_session(tmp_path, extra):
 
 @pytest.mark.matrix("enforce: SIGKILL fallback")
 def test_proc_self_rules_mean_the_process_judged_under_the_fallback(tmp_path):
-    _, results, server = _proc_self_session(tmp_path, ["--no-lsm"])
+    _, results, server = _proc_self_session(tmp_path, ["--no-lsm", "--no-seccomp"])
     assert server["action"] == "killed" and results[4] == "gone"
 
 

@@ -23,12 +23,24 @@ from .decode.flags import Flagger
 from .decode.pipeline import Pipeline
 from .decode.redact import Redactor
 from .kernel.abi import RECORD_SIZE
-from .kernel.loader import EXEC_SYSCALLS, OPEN_SYSCALLS, PAYLOAD_SYSCALLS, Kernel, LoadOptions, hook_mechanism
+from .kernel.loader import (EXEC_SYSCALLS, MECH_EXEC_KILL, MECH_FILE_KILL, OPEN_SYSCALLS, PAYLOAD_SYSCALLS, Kernel,
+                            LoadOptions, hook_mechanism)
 from .kernel.ringbuf import records
 from .kernel.tracking import Tracker, resolve_command
 from .proc import ProcTable, peak_rss, read_cgroup, read_stat
 from .records import SessionRecord, Start, Stats
 from .util import now_iso
+
+
+class Flush:
+    """A backlog entry: the seccomp supervisor's refusals from before `before` (ns) go out here."""
+    __slots__ = ("before",)
+
+    def __init__(self, before: int):
+        self.before = before
+
+    def __len__(self) -> int:  # no ring bytes in the backlog's account
+        return 0
 
 
 class Agent:
@@ -66,6 +78,13 @@ class Agent:
                 self.kernel.close()
                 raise
         self.enforcer = self.policy.enforcer if self.policy is not None else None
+        self.supervisor = None             # kernel.unotify.Supervisor: run's commands refused, not killed
+        k = self.kernel
+        fallback = k.mechanisms.get("files") == MECH_FILE_KILL or k.mechanisms.get("exec") == MECH_EXEC_KILL
+        if self.policy is not None and fallback and k.options.seccomp and not (options and options.watch):
+            from .kernel.unotify import Supervisor, arch
+            if arch() is not None:
+                self.supervisor = Supervisor(k, self.enforcer, lambda t: self.pipeline.decoder.wall_time(t))
         # "libbpf": libbpf's own per-record callback consumer, the reference
         self.reader = self.kernel.libbpf_reader() if reader == "libbpf" else self.kernel.batch_reader()
         self.tls = None
@@ -205,6 +224,7 @@ class Agent:
         while not self._stop.is_set():
             self.beats[0] = time.monotonic()
             try:
+                sup = self.supervisor
                 if self.reader.wait(0.1):
                     # the kernel wakes us at the first record after we caught
                     # up: let records gather (see coalesce), longer while they
@@ -212,15 +232,42 @@ class Agent:
                     if self.coalesce and pending is not None and pending() < self.coalesce_bytes:
                         streaming = time.monotonic() - drained < self.coalesce_min
                         self._stop.wait(self.coalesce if streaming else self.coalesce_min)
+                    before = time.monotonic_ns()
                     while not self._stop.is_set():
                         batch = self._read()
                         if not len(batch):
                             break
                         self._push(batch)
                     drained = time.monotonic()
+                    if sup is not None:
+                        self._refusals(before)
+                elif sup is not None and sup.waiting():
+                    before = time.monotonic_ns()
+                    while len(batch := self._read()):
+                        self._push(batch)
+                    self._refusals(before)
             except Exception as e:  # keep draining; reported in the stats record
                 self.errors.append(f"drain: {type(e).__name__}: {e}")
                 time.sleep(0.01)
+
+    def _supervising(self) -> bool:
+        """The seccomp layer was asked for (some server started under it, or it failed to be)."""
+        return self.supervisor is not None and bool(self.supervisor.counts)
+
+    def _refusals(self, before: int) -> None:
+        """The supervisor's refusals are merged into the ring's events by kernel time (decode thread);
+        the ones from before `before` that no later ring record has let out yet, after every ring
+        record drained until then."""
+        if self.supervisor.waiting():
+            self._push(Flush(before))
+
+    def _feed(self, batch) -> list:
+        if type(batch) is Flush:
+            return self.pipeline.events(self.supervisor.take(batch.before))
+        recs = records(batch) if isinstance(batch, bytes) else batch
+        if self.supervisor is None:
+            return self.pipeline.feed(recs)
+        return self.pipeline.events(self.supervisor.merged(self.pipeline.decoder.feed(recs)))
 
     def _process_loop(self) -> None:
         last_tick = 0
@@ -238,7 +285,7 @@ class Agent:
                     return
             try:
                 if batch is not None:
-                    out = self.pipeline.feed(records(batch) if isinstance(batch, bytes) else batch)
+                    out = self._feed(batch)
                     if self.pinned is not None and any(type(r) is SessionRecord for r in out):
                         # before the records are out: whoever reads them may kill this agent next
                         self._save_pin_state()
@@ -296,6 +343,9 @@ class Agent:
             if not len(batch):
                 break
             self._push(batch)
+        if self.supervisor is not None:
+            self.supervisor.close()
+            self._refusals(time.monotonic_ns())
         self._drained.set()
         with self._cond:
             self._cond.notify_all()
@@ -304,7 +354,7 @@ class Agent:
         else:  # never started: decode here
             while self._backlog:
                 b = self._backlog.popleft()
-                self.sink.write(self.pipeline.feed(records(b) if isinstance(b, bytes) else b))
+                self.sink.write(self._feed(b))
         if self.pinned is not None:  # the sessions go on under the next agent: what it needs, then no end
             self._save_pin_state()
         self.sink.write(self.pipeline.finish(time.monotonic_ns(), end_sessions=self.pinned is None))
@@ -334,14 +384,16 @@ class Agent:
             tls_libraries=[lib["path"] for lib in tls.report()] if tls is not None else None,
             tls_processes=tls.attached_total if tls is not None else None,
             tls_unread=dict(list(tls.unread.items())[-10:]) if tls is not None and tls.unread else None,
-            policy=self.policy.stats() if self.policy is not None else None,
+            policy=({**self.policy.stats(), **({"seccomp": self.supervisor.stats()} if self._supervising() else {})}
+                    if self.policy is not None else None),
             ring_discarded=self.reader.discarded, backlog_peak_bytes=self.backlog_peak,
             agent_peak_rss_bytes=peak_rss(),
             still_running=sorted(self.kernel.tracked()),
             discovered=sorted(self.tracker.roots) if self.watch else None,
             rejected_by_filter=len(self.tracker.rejected),
             errors=(self.errors + self.pipeline.errors + self.pipeline.audit.errors + self.tracker.errors
-                    + (self.policy.errors if self.policy else []))[-20:],
+                    + (self.policy.errors if self.policy else [])
+                    + (self.supervisor.errors if self.supervisor else []))[-20:],
             detect=self.detect.stats() if self.detect is not None else None,
             store=dict(self.store.stats) if self.store is not None else None,
             pinned={**self.pinned, "during_restart": self.during_restart} if self.pinned is not None else None,
@@ -369,7 +421,8 @@ class Agent:
                  " (*Conn).Read/Write (their entries and each return instruction), "
                  + ("per tracked process that maps a libssl" if tls.per_process else "host-wide"),
                  "libraries": tls.report()} if tls is not None else None,
-            policy=self.policy.record() if self.policy is not None else None,
+            policy=({**self.policy.record(), **({"refusal": self.supervisor.describe()} if self._supervising() else {})}
+                    if self.policy is not None else None),
             detect=self.detect.engine.describe() if self.detect is not None else None,
             pinned=self.pinned, **extra))
 
@@ -392,7 +445,11 @@ class Agent:
             exe = resolve_command(argv[0])
             ident = Identity.of(os.path.realpath(exe) if exe else None, argv, read_cgroup("self"))
         slot = self.policy.slot_for(ident) if self.policy is not None else 0
-        pid = self.tracker.spawn(argv, env, policy=slot)
+        sup = self.supervisor
+        if sup is not None:
+            from .kernel.unotify import wanted
+            sup = sup if wanted(self.enforcer.policy(slot)) else None
+        pid = self.tracker.spawn(argv, env, policy=slot, supervisor=sup)
         if tls_exe and self.tls.per_process:
             self.tls.add(os.path.realpath(tls_exe), pid)
         if ident is not None:

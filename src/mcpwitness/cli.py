@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="payload bytes captured per read/write syscall (default 16M); longer ones are cut, marked")
     run.add_argument("--no-redact", action="store_true",
                      help="write MCP payloads without removing secrets (the default redacts them)")
+    run.add_argument("--no-seccomp", action="store_true",
+                     help="where the kernel has no BPF LSM, a denied open or exec kills the process (the kernel's "
+                          "fallback) instead of failing with EPERM through a seccomp filter (docs/policy.md)")
     run.add_argument("--reader", choices=["batch", "libbpf"], default="batch",
                      help="ring buffer consumer: batch mmap reader (default) or libbpf's (the reference)")
     run.add_argument("-q", "--quiet", action="store_true", help="print nothing on stderr unless events were lost")
@@ -456,7 +459,8 @@ def cmd_run(a, ap) -> int:
 
     agent = _start("run", a, LoadOptions(ring_size=a.ring_size, argv_max=a.argv_max, io_max=a.io_max,
                                          lsm=False if a.no_lsm else None, tls=not a.no_tls,
-                                         hooks=a.syscall_hooks, wakeups=a.wakeup_evidence), reader=a.reader)
+                                         hooks=a.syscall_hooks, wakeups=a.wakeup_evidence,
+                                         seccomp=not a.no_seccomp), reader=a.reader)
     if agent is None:
         return 1
     sink = agent.sink
@@ -470,6 +474,9 @@ def cmd_run(a, ap) -> int:
         agent.stop(settle=0)
         sink.close()
         return 127
+    if agent.supervisor is not None:  # even with -q: how a denial ends must be said when it is not the usual
+        for note in agent.supervisor.notes:
+            _say(f"policy: {note}")
     agent.start_record(mode="run", command=command, root_pid=pid)
     agent.start()
 

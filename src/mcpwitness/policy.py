@@ -571,15 +571,15 @@ def path_entries(pol: Policy) -> list[tuple[bytes, int, int, list[int]]]:
 
 
 def path_decide(pol: Policy, path: str, access: int, pid: int | None = None,
-                tid: int | None = None) -> tuple[int, int]:
+                tid: int | None = None, entries: list | None = None) -> tuple[int, int]:
     """(rule id, denied bits) for access to a resolved path by process pid
-    (thread tid): the kernel's logic in Python (unit tests, and monitor output
-    without a kernel)."""
+    (thread tid): the kernel's logic in Python (unit tests, the seccomp
+    supervisor of kernel/unotify.py; entries: path_entries(pol), computed once)."""
     if not access & ACC_CONNECT:
         path = proc_self(path, pid, tid)
     b = path.encode()
     b = b[:PKEY_PATH] if len(b) >= PKEY_PATH else b + b"\0"
-    entries = [e for e in path_entries(pol) if b.startswith(e[0])]
+    entries = [e for e in (path_entries(pol) if entries is None else entries) if b.startswith(e[0])]
     best = max(entries, key=lambda e: len(e[0]), default=None)
     name_rule = 0
     if access & ACC_EXEC:

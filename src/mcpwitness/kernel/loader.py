@@ -46,6 +46,8 @@ class LoadOptions:
     watch: bool = False           # the kernel tracks untracked processes that read a JSON-RPC request
     enforce: bool = False         # attach the policy programs (cgroup sock_addr, LSM where present)
     lsm: bool | None = None       # use BPF LSM for enforcement: None = if this kernel has it
+    seccomp: bool = True          # without BPF LSM: the commands `run` starts refused a denied open or exec
+                                  # through a seccomp user-notification filter (kernel/unotify.py), not killed
     ports: tuple = ()             # TCP ports whose traffic is captured for any process (watch --port)
     tls: bool = True              # uprobes on the OpenSSL libraries: TLS plaintext
     uprobe_multi: bool | None = None  # TLS probes as uprobe_multi links: None = if this kernel has them
@@ -598,6 +600,15 @@ class Kernel:
             prev = ctypes.byref(key)
             if libbpf.bpf_map_lookup_elem(fd, ctypes.byref(key), val) == 0:
                 yield key.value, PROC.unpack(val.raw)
+
+    def tracked_one(self, pid: int) -> tuple | None:
+        """(start_ns, root, depth, ancestors, flags, policy) of one tracked process, None if untracked."""
+        key = ctypes.c_uint32(pid)
+        val = ctypes.create_string_buffer(PROC.size)
+        if libbpf.bpf_map_lookup_elem(self.map_fd("procs"), ctypes.byref(key), val) != 0:
+            return None
+        v = PROC.unpack(val.raw)
+        return v[0], v[1], v[2], list(v[3:3 + ANCESTORS]), v[3 + ANCESTORS], v[4 + ANCESTORS]
 
     def tracked(self) -> dict[int, tuple]:
         """pid -> (start_ns, root, depth, ancestors, flags, policy) for every tracked process."""

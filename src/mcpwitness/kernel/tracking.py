@@ -19,6 +19,7 @@ import ctypes
 import os
 import shutil
 import signal
+import socket
 import time
 from typing import Callable
 
@@ -180,8 +181,8 @@ class Tracker:
         if fds is not None:
             self.on_stdio(pid, *fds)
 
-    def spawn(self, argv: list[str], env: dict | None = None, policy: int = 0) -> int:
-        pid = spawn_tracked(self.kernel, argv, env, policy=policy)
+    def spawn(self, argv: list[str], env: dict | None = None, policy: int = 0, supervisor=None) -> int:
+        pid = spawn_tracked(self.kernel, argv, env, policy=policy, supervisor=supervisor)
         self.roots.add(pid)
         return pid
 
@@ -191,8 +192,10 @@ def resolve_command(argv0: str) -> str | None:
     return argv0 if "/" in argv0 else shutil.which(argv0)
 
 
-def spawn_tracked(kernel: Kernel, argv: list[str], env: dict | None = None, policy: int = 0) -> int:
-    """Start argv tracked before its first instruction. Returns its pid."""
+def spawn_tracked(kernel: Kernel, argv: list[str], env: dict | None = None, policy: int = 0,
+                  supervisor=None) -> int:
+    """Start argv tracked before its first instruction. Returns its pid. With a supervisor
+    (kernel/unotify.py), the command's opens and execs are judged by it before they run."""
     exe = resolve_command(argv[0])
     if not exe or not os.path.isfile(exe):
         raise CommandNotFound(f"{argv[0]}: command not found")
@@ -200,6 +203,7 @@ def spawn_tracked(kernel: Kernel, argv: list[str], env: dict | None = None, poli
         raise CommandNotFound(f"{argv[0]}: permission denied")
     go_r, go_w = os.pipe()
     err_r, err_w = os.pipe()
+    pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) if supervisor is not None else None
     pid = os.fork()
     if pid == 0:  # child: wait to be tracked, then become CMD
         try:
@@ -209,6 +213,10 @@ def spawn_tracked(kernel: Kernel, argv: list[str], env: dict | None = None, poli
                 signal.signal(s, signal.SIG_DFL)
             _pdeathsig(signal.SIGTERM)
             drop_inherited()           # the command gets none of the agent's capabilities
+            if pair is not None:       # from here on its opens and execs wait for the supervisor
+                pair[0].close()
+                from .unotify import install
+                install(pair[1])
             os.read(go_r, 1)
             os.close(go_r)
             if env is None:
@@ -221,6 +229,14 @@ def spawn_tracked(kernel: Kernel, argv: list[str], env: dict | None = None, poli
                 os._exit(127)
     os.close(go_r)
     os.close(err_w)
+    if pair is not None:
+        from .unotify import receive
+        pair[1].close()
+        fd, said = receive(pair[0])
+        if fd is not None:
+            supervisor.add(fd, pid, said)
+        else:
+            supervisor.failed(pid, said)
     try:
         kernel.track(pid, _wait_stat(pid), root=pid, ancestors=[], policy=policy)
     except BaseException:
