@@ -330,6 +330,41 @@ def test_stdio_python_client_over_pipes(tmp_path):
     assert not [a for a in alerts(recs, "Client name does not match its program") if a["session"] == call["session"]]
 
 
+QUICK_SERVER = r"""
+import json, os, sys
+req = json.loads(sys.stdin.readline())
+sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": req["id"], "result": {
+    "protocolVersion": "2025-06-18", "capabilities": {}, "serverInfo": {"name": "quick", "version": "1"}}}) + "\n")
+sys.stdout.flush()
+os._exit(0)   # gone before the agent decodes what it said (it gathers records for a few ms first)
+"""
+
+
+def test_stdio_client_of_a_server_that_died_at_once(tmp_path):
+    """A server that answers and dies within a millisecond (as one killed by a policy, issue 33):
+    its /proc is gone when the decoder asks who its client is, so the client is traced from the
+    server's parent as the kernel saw it at exec, and the session still names this process."""
+    out = tmp_path / "ev.jsonl"
+    p = subprocess.Popen([MW, "run", "-q", "--jsonl", str(out), "--no-store", "--", sys.executable, "-c", QUICK_SERVER],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    p.stdin.write(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "quick-client", "version": "1"}}}
+    ).encode() + b"\n")
+    p.stdin.flush()
+    assert b'"serverInfo"' in p.stdout.readline()
+    # the client holds its end while the agent looks (as a client does for its session)
+    assert wait_for(lambda: out.exists() and '"event":"identified"' in out.read_text(), TIMEOUT)
+    p.stdin.close()
+    assert p.wait(timeout=TIMEOUT) == 0
+    sessions = [r for r in records(out) if r["type"] == "session" and r["transport"] == "stdio"]
+    principals = [r["principal"] for r in sessions if r.get("principal")]
+    assert principals, [(r["event"], r.get("principal")) for r in sessions]
+    pr = principals[0]
+    assert pr["pid"] == os.getpid() and pr["exe"] == os.path.realpath(sys.executable), pr
+    assert pr["source"].startswith("holds the other end of the server's stdin"), pr
+    assert pr["declared"]["name"] == "quick-client"
+
+
 def _ts_client(tmp, name, argv, calls, ready):
     """The TypeScript SDK client: connects, waits until ready() (what the agent
     reads of it in /proc, it reads while the client runs), then calls."""

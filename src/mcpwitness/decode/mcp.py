@@ -114,6 +114,8 @@ class McpDecoder:
         # stdio facts (StdioEvent): pid -> its (stdin, stdout) ends; an end (or its peer) -> the
         # stdio pair it belongs to; a pair -> its session, and what its ends are
         self._stdio: dict[int, tuple] = {}
+        self._parent: dict[int, int] = {}   # pid -> its parent as the kernel saw it at exec (a server gone
+                                            # before its client was looked up is still traced from there)
         self._std_of: dict[tuple, tuple] = {}
         self._std_sess: dict[tuple, _Session] = {}
         self._std_info: dict[tuple, dict] = {}
@@ -172,7 +174,7 @@ class McpDecoder:
         return out
 
     # --- sessions ---------------------------------------------------------
-    def stdio(self, pid: int, stdin, stdout) -> None:
+    def stdio(self, pid: int, stdin, stdout, ppid: int = 0) -> None:
         """What pid's fd 0 and fd 1 are (events.StdioFd each: from the kernel at
         exec or discovery, or from /proc). A process's stdin and stdout are one
         conversation with the one that launched it, whatever they are made
@@ -182,6 +184,9 @@ class McpDecoder:
         inherits the server's stdin but got its own stdout does not take the
         server's stdin away."""
         fds = (stdin, stdout)
+        if ppid:
+            self._parent[pid] = ppid
+            _bound(self._parent)
         ends = tuple((fd.dev, fd.inode) if fd.kind in _LOCAL and fd.inode else None for fd in fds)
         if ends == (None, None):
             self._stdio.pop(pid, None)
@@ -473,7 +478,8 @@ class McpDecoder:
         elif s.transport == "stdio":
             # the channel the server really reads its requests from, else what its fd 0 is
             read = s.chans.get((server, "read"))
-            client, how = self.ident.stdio_client(server, {"stdin": read} if read else s.stdio)
+            client, how = self.ident.stdio_client(server, {"stdin": read} if read else s.stdio,
+                                                  self._parent.get(server, 0))
         else:
             return None
         if client is None:

@@ -125,7 +125,7 @@ class Pipeline:
                 self.http.sock(ev)
             return
         if t is StdioEvent:
-            self.mcp.stdio(ev.pid, ev.stdin, ev.stdout)
+            self.mcp.stdio(ev.pid, ev.stdin, ev.stdout, ev.ppid)
             return
         if t is ExecEvent and ev.argv:
             ev.argv = self.redactor.argv(ev.argv)   # written as they are: secrets on command lines out

@@ -346,10 +346,12 @@ class Identifier:
             cur = st.ppid
         return out
 
-    def stdio_client(self, server_pid: int, stdio: dict | None) -> tuple[int | None, str]:
+    def stdio_client(self, server_pid: int, stdio: dict | None, ppid: int = 0) -> tuple[int | None, str]:
         """The process at the other end of a server's stdin: the nearest
         ancestor holding the write end of its pipe (or the peer socket of its
-        socketpair), else its parent. (pid, how it was found)."""
+        socketpair), else its parent. (pid, how it was found). ppid: the
+        server's parent as the kernel saw it, for a server already gone (a
+        quick death, or a kill by the policy, before this was asked)."""
         if not self.procfs:
             return None, "no /proc"
         inp = (stdio or {}).get("stdin") or {}
@@ -359,20 +361,23 @@ class Identifier:
             want = (f"pipe:[{inode}]", os.O_WRONLY)
         elif kind == "unix" and peer:
             want = (f"socket:[{peer}]", None)
+        gone = ""
         try:
             cur = read_stat(server_pid).ppid
         except (ProcessLookupError, ValueError, IndexError, OSError):
-            return None, "the server is gone"
+            if not ppid:
+                return None, "the server is gone"
+            cur, gone = ppid, " (the server had exited: from its parent as the kernel saw it)"
         parent, seen = cur, {server_pid}
         while want is not None and cur > 1 and cur not in seen and len(seen) <= _CHAIN_MAX:
             seen.add(cur)
             if _holds(cur, *want):
-                return cur, "holds the other end of the server's stdin"
+                return cur, "holds the other end of the server's stdin" + gone
             try:
                 cur = read_stat(cur).ppid
             except (ProcessLookupError, ValueError, IndexError, OSError):
                 break
-        return (parent if parent > 1 else None), "the server's parent"
+        return (parent if parent > 1 else None), "the server's parent" + gone
 
 
 def _holds(pid: int, target: str, access: int | None) -> bool:
