@@ -329,7 +329,8 @@ def test_the_default_rules_pass_their_shipped_cases():
     p = subprocess.run([MW, "detect", "--test"], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "PASS  triggers" in p.stdout and "PASS  near_misses" in p.stdout and "PASS  identity" in p.stdout
-    assert "5 of 5 cases passed" in p.stderr
+    assert "PASS  declared" in p.stdout and "PASS  declared_near" in p.stdout
+    assert "7 of 7 cases passed" in p.stderr
 
 
 def test_a_failing_case_is_reported_and_fails_the_run(tmp_path):

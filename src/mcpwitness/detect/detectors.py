@@ -18,8 +18,8 @@ before it. Rules (rules.py) read them as fields:
   novelty.*   a server's kernel activity against its own past, across its tools:
               new_destination, first_egress, new_program, new_write_dir
   tooldefs.*  a tools/list answer against the server's earlier ones: changed, added, diff
-  decl.*      what the tool's annotations declare (read_only, closed_world...), on its
-              calls' kernel events
+  decl.*      what the tool's definition declares (read_only, closed_world... from its
+              annotations; runs_commands from its name or description), on its calls' kernel events
 
 Every detector works on record times (ktime_ns), never on the wall clock, so
 a replayed file gives the same facts as the live run. State is bounded (LRU).
@@ -640,9 +640,13 @@ class ToolDefs:
                 "diff": diff or None}
 
     def annotations(self, server: str | None, tool: str | None) -> dict | None:
-        d = (self.servers.get(server) or {}).get(tool) if server and tool else None
-        a = d[1].get("annotations") if d else None
+        a = (self.definition(server, tool) or {}).get("annotations")
         return a if isinstance(a, dict) else None
+
+    def definition(self, server: str | None, tool: str | None) -> dict | None:
+        """The tool's last definition (description, inputSchema, annotations), None if never listed."""
+        d = (self.servers.get(server) or {}).get(tool) if server and tool else None
+        return d[1] if d and isinstance(d[1], dict) else None
 
 
 def _canonical(v) -> str:
@@ -671,13 +675,40 @@ def _tool_diff(name: str, old: dict, new: dict) -> str:
     return f"{name}: " + ", ".join(parts)
 
 
-def _declared(ann: dict | None) -> dict | None:
-    """What a tool's annotations declare, as facts (null: the server declared nothing)."""
-    if ann is None:
+# a tool that says it runs commands: a word of its name, or its description or title
+_COMMAND_WORDS = frozenset(("shell", "bash", "sh", "zsh", "terminal", "cmd", "command", "commands", "subprocess",
+                            "powershell", "pwsh", "console"))
+_COMMAND_TEXT = re.compile(
+    r"(?i)\b(?:run|runs|running|execute|executes|executing|exec)\s+(?:(?:a|an|the|any|arbitrary|one|given)\s+)*"
+    r"(?:shell\s+|system\s+|terminal\s+|bash\s+)?(?:commands?|command\s+lines?|shell|scripts?|bash)\b"
+    r"|\bshell\s+commands?\b|\bthrough\s+/bin/(?:ba)?sh\b|\bin\s+a\s+(?:shell|terminal)\b")
+
+
+def runs_commands(name: str | None, definition: dict | None) -> bool:
+    """What a tool's name, description or annotations' title say: it runs commands."""
+    words = re.split(r"[_\-.\s]+|(?<=[a-z])(?=[A-Z])", name or "")
+    if any(w.lower() in _COMMAND_WORDS for w in words if w) or (name or "").lower() == "exec":
+        return True
+    d = definition or {}
+    ann = d.get("annotations") if isinstance(d.get("annotations"), dict) else {}
+    text = " ".join(str(t) for t in (d.get("description"), ann.get("title")) if isinstance(t, str))
+    text = text[:4000]
+    # "does not run commands", "never executes shell commands": said, but not of itself
+    return any(not re.search(r"(?i)\b(?:not|never|no|cannot|can't|won't|doesn't)\s+(?:\w+\s+)?$",
+                             text[max(0, m.start() - 24):m.start()])
+               for m in _COMMAND_TEXT.finditer(text))
+
+
+def _declared(defn: dict | None, tool: str | None = None) -> dict | None:
+    """What a tool's definition declares, as facts (null: the tool was never listed): its
+    annotations (read_only, closed_world...), and whether it says it runs commands."""
+    if defn is None:
         return None
+    ann = defn.get("annotations") if isinstance(defn.get("annotations"), dict) else {}
     return {"read_only": ann.get("readOnlyHint") is True, "destructive": ann.get("destructiveHint") is True,
             "closed_world": ann.get("openWorldHint") is False, "open_world": ann.get("openWorldHint") is True,
-            "annotations": _short_text(ann, 200)}
+            "runs_commands": runs_commands(tool, defn),
+            "annotations": _short_text(ann, 200) if ann else None}
 
 
 # --- all of them, over the record stream ---------------------------------------
@@ -871,6 +902,10 @@ class Detectors:
             facts = {"call": c.as_facts(), "rate": rate}
             if method in ("tools/call", "prompts/get", "resources/read") and isinstance(params, dict):
                 facts["args"] = self.args.observe(c.arguments, s.roots)
+                if method == "tools/call":
+                    d = _declared(self.tooldefs.definition(c.server, c.tool), c.tool)
+                    if d is not None:
+                        facts["decl"] = d
             return facts
         if kind in ("response", "error"):
             if direction == C2S:  # the client answering the server: roots/list
@@ -933,7 +968,7 @@ class Detectors:
             n = self.novelty.observe(c.server, rtype, ev)
             if n is not None:
                 facts["novelty"] = n
-            d = _declared(self.tooldefs.annotations(c.server, c.tool))
+            d = _declared(self.tooldefs.definition(c.server, c.tool), c.tool)
             if d is not None:
                 facts["decl"] = d
         return facts
