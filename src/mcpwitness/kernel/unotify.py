@@ -203,7 +203,16 @@ def resolve(tid: int, tgid: int, path: str, dirfd: int | None) -> str:
     for own, real in (("/proc/thread-self", f"/proc/{tgid}/task/{tid}"), ("/proc/self", f"/proc/{tgid}")):
         if path == own or path.startswith(own + "/"):
             path = real + path[len(own):]
-    out = os.path.realpath(path)
+    # the directory must exist for the kernel to get as far as the file (a missing one is its own
+    # ENOENT, which realpath's lexical `..` would hide); the last component is followed if a link
+    parent, name = os.path.split(path)
+    try:
+        base = os.path.realpath(parent or "/", strict=True)
+    except OSError:
+        raise Unsure("a directory on the path does not exist") from None
+    out = os.path.join(base, name) if name not in ("", ".", "..") else os.path.realpath(path)
+    if os.path.islink(out):
+        out = os.path.realpath(out)
     parts = out.split("/")
     if len(parts) > 3 and parts[1] == "proc" and (parts[3] in _MAGIC or (parts[3] == "task" and len(parts) > 5
                                                                             and parts[5] in _MAGIC)):
