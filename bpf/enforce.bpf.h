@@ -230,7 +230,8 @@ static __always_inline __u32 path_verdict(struct mw_policy *pol, __u32 scope, co
 		k->path[n] = 0;
 		k->prefixlen = 32 + (n + 1) * 8;
 	}
-	if (!(access & MW_ACC_CONNECT) && mw_proc_self()) {
+	/* the /proc/ test inline first: every other path costs no call and no lookups */
+	if (!(access & MW_ACC_CONNECT) && k->path[1] == 'p' && k->path[5] == '/' && mw_proc_self()) {
 		__u32 one = 1;
 		struct mw_pkey *self = bpf_map_lookup_elem(&pkeybuf, &one);
 		if (self)
