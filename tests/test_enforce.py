@@ -124,13 +124,19 @@ policies:
 """
 
 
-@pytest.mark.matrix("enforce: SIGKILL fallback")
-def test_denied_open_and_exec_are_stopped_by_the_fallback(tmp_path):
+def secret_and_allowed(tmp_path):
+    """A directory with a key the policies deny (DENY_SECRET), and a file they allow."""
     secret = tmp_path / "secret"
     secret.mkdir()
     (secret / "key").write_text("TOPSECRET")
     allowed = tmp_path / "allowed.txt"
     allowed.write_text("fine")
+    return secret, allowed
+
+
+@pytest.mark.matrix("enforce: SIGKILL fallback")
+def test_denied_open_and_exec_are_stopped_by_the_fallback(tmp_path):
+    secret, allowed = secret_and_allowed(tmp_path)
 
     async def calls(c, results):
         for argv in (["cat", str(allowed)], ["cat", str(secret / "key")], ["sh", "-c", "echo from-shell"]):
@@ -174,11 +180,7 @@ def test_denied_open_create_and_exec_refused_by_seccomp_and_the_server_serves_on
     """Without BPF LSM, run's seccomp filter refuses the call (EPERM) instead of killing the
     process: the server's own denied read is an error in that call, the next call is served, a
     refused O_CREAT leaves no file, and the record names the mechanism."""
-    secret = tmp_path / "secret"
-    secret.mkdir()
-    (secret / "key").write_text("TOPSECRET")
-    allowed = tmp_path / "allowed.txt"
-    allowed.write_text("fine")
+    secret, allowed = secret_and_allowed(tmp_path)
     planted = secret / "planted"
 
     async def calls(c, results):
@@ -678,11 +680,7 @@ def test_lsm_refuses_before_the_action(tmp_path):
     EPERM instead of being killed. Each refusal is in its call's record with
     its lsm/ mechanism."""
     lsm_or_skip()
-    secret = tmp_path / "secret"
-    secret.mkdir()
-    (secret / "key").write_text("TOPSECRET")
-    allowed = tmp_path / "allowed.txt"
-    allowed.write_text("fine")
+    secret, allowed = secret_and_allowed(tmp_path)
     created = secret / "new.txt"
 
     async def calls(c, results):
