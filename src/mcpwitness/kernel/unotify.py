@@ -53,6 +53,7 @@ AT_FDCWD = -100
 O_ACCMODE, O_WRONLY, O_RDWR = 0o3, 0o1, 0o2
 O_CREAT, O_TRUNC, O_APPEND, O_PATH = 0o100, 0o1000, 0o2000, 0o10000000
 PATH_MAX = 4096
+ALLOWED_TTL = 2.0   # seconds an allowed absolute path stays allowed for the same process and policy
 
 # per architecture: (AUDIT_ARCH_*, {syscall number: (name, index of the path argument, index of the
 # dirfd argument or None, index of the flags argument or None)}); x32 numbers carry bit 30
@@ -258,13 +259,14 @@ class Supervisor:
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._mntns = self._ns("self")
         self._compiled: dict[int, tuple] = {}
+        self._allowed: dict[tuple, tuple] = {}  # (tgid, start, absolute path, access) -> (policy, when)
         self._stop = False
         self._thread: threading.Thread | None = None
 
     @staticmethod
-    def _ns(pid) -> int | None:
+    def _ns(pid) -> str | None:
         try:
-            return os.stat(f"/proc/{pid}/ns/mnt").st_ino
+            return os.readlink(f"/proc/{pid}/ns/mnt")
         except OSError:
             return None
 
@@ -339,13 +341,21 @@ class Supervisor:
     # --- the loop -------------------------------------------------------------
     def _loop(self) -> None:
         buf = bytearray(NOTIF.size)
+        have: set = set()
+        p = select.poll()
+        p.register(self._wake_r, select.POLLIN)
         while not self._stop:
             with self._lock:
-                fds = list(self._listeners)
-            p = select.poll()
-            p.register(self._wake_r, select.POLLIN)
-            for fd in fds:
-                p.register(fd, select.POLLIN)
+                fds = set(self._listeners)
+            if fds != have:
+                for fd in have - fds:
+                    try:
+                        p.unregister(fd)
+                    except (KeyError, ValueError):
+                        pass
+                for fd in fds - have:
+                    p.register(fd, select.POLLIN)
+                have = fds
             try:
                 ready = p.poll(1000)
             except InterruptedError:
@@ -411,9 +421,12 @@ class Supervisor:
         if call is None:
             raise Unsure(f"syscall {nr} is not one this layer judges")
         name, path_arg, dirfd_arg, flags_arg = call
-        st = self._status(tid)
-        tgid = int(st["Tgid"])
-        entry = self.kernel.tracked_one(tgid)
+        # the tracking map is keyed by process: a thread's id is not in it, its process's is
+        entry = self.kernel.tracked_one(tid)
+        tgid = tid
+        if entry is None:
+            tgid = self._tgid(tid)
+            entry = self.kernel.tracked_one(tgid) if tgid != tid else None
         if entry is None:
             return 0, None                      # not tracked (yet): the kernel judges
         start_ns, root, depth, ancestors, _, slot = entry
@@ -452,10 +465,19 @@ class Supervisor:
         exec_ = name.startswith("exec")
         if exec_ and name == "execveat" and args[4] & 0x1000 and not raw:  # AT_EMPTY_PATH: the fd itself
             raise Unsure("execveat of a descriptor")
-        path = resolve(tid, tgid, raw, dirfd)
         access = ACC_EXEC if exec_ else open_access(flags)
         if not access:
             return 0, None
+        # an absolute path this process was just allowed, under the same policy: allowed again (a
+        # symlink changed since then is the kernel's to judge: its fallback stays behind)
+        key = (tgid, start_ns, raw, access) if raw.startswith("/") and not exec_ else None
+        now = time.monotonic()
+        if key is not None:
+            hit = self._allowed.get(key)
+            if hit is not None and hit[0] is pol and now - hit[1] < ALLOWED_TTL:
+                self.counts["allowed_cached"] += 1
+                return 0, None
+        path = resolve(tid, tgid, raw, dirfd)
         # what the kernel fails by itself (no such file, an exec of no regular file) it fails with its
         # own errno, as with BPF LSM, which is never asked then: a search along PATH or an import
         # path goes on as it would
@@ -465,9 +487,27 @@ class Supervisor:
         for p in judged:
             rule, denied = path_decide(pol, p, access, pid=tgid, tid=tid, entries=self._entries(pol))
             if denied:
-                return errno.EPERM, self._event(tid, st, start_ns, root, ancestors[:depth], slot, rule, denied,
-                                               "exec" if exec_ else "open", p, flags)
+                return errno.EPERM, self._event(tid, self._status(tid), start_ns, root, ancestors[:depth], slot,
+                                               rule, denied, "exec" if exec_ else "open", p, flags)
+        if key is not None:
+            if len(self._allowed) >= 4096:
+                self._allowed.clear()
+            self._allowed[key] = (pol, now)
         return 0, None
+
+    @staticmethod
+    def _tgid(tid: int) -> int:
+        """A thread's process id, from the head of its status (Tgid is its fourth line)."""
+        try:
+            fd = os.open(f"/proc/{tid}/status", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                head = os.read(fd, 512)
+            finally:
+                os.close(fd)
+            i = head.index(b"\nTgid:")
+            return int(head[i + 6:head.index(b"\n", i + 6)])
+        except (OSError, ValueError):
+            raise Unsure("the caller is gone") from None
 
     def _entries(self, pol) -> list:
         """The policy's compiled path entries, once per policy object (a reload makes new ones)."""
