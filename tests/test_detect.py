@@ -84,6 +84,11 @@ def calls(recs, tool, **args):
             and all((r["arguments"] or {}).get(k) == v for k, v in args.items())]
 
 
+def sh_call(recs):
+    """The trigger session's call of `run` that starts sh."""
+    return next(c for c in calls(recs, "run") if (c["arguments"] or {}).get("argv", [None])[0] == "sh")
+
+
 def session_of(recs):
     ids = {r["session"] for r in recs if r["type"] == "session"}
     assert len(ids) == 1
@@ -138,7 +143,9 @@ def trig(env):
         await c.call_tool("connect_all", {"targets": [f"127.0.0.2:{b.port}"]})
         await c.call_tool("read_file", {"path": "/tmp/../etc/hostname"})
         await c.call_tool("read_file", {"path": "/etc/passwd"})
-        await c.call_tool("shell", {"command": "echo hi; cat /etc/hostname"})
+        # `run` says it runs a program with no shell: its sh and the shell syntax are told (the
+        # `shell` tool says it runs command lines: see the `declared` fixture)
+        await c.call_tool("run", {"argv": ["sh", "-c", "echo hi; cat /etc/hostname"]})
         await c.call_tool("run", {"argv": ["curl", "--version"]})
         await c.call_tool("run", {"argv": ["perl", "-e", "print 1"]})
         await c.call_tool("echo", {"text": words(10000, 1)})
@@ -223,7 +230,7 @@ def test_sensitive_argument_near_miss(near):
 
 
 def test_shell_meta_triggers(trig):
-    c = calls(trig, "shell")[0]
+    c = sh_call(trig)
     a = one_alert(trig, "Shell metacharacters in tool arguments", c)
     assert "; cat" in a["output"]
 
@@ -330,7 +337,7 @@ def test_first_write_near_miss(near):
 
 
 def test_shell_exec_triggers(trig):
-    one_alert(trig, "Tool ran a shell", calls(trig, "shell")[0])
+    one_alert(trig, "Tool ran a shell", sh_call(trig))
 
 
 def test_shell_exec_near_miss(near):

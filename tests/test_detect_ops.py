@@ -157,7 +157,7 @@ def test_prometheus_scrapes_alert_counter(tmp_path):
     async def main():
         async with client(t) as c:
             await c.call_tool("read_file", {"path": "/etc/passwd"})
-            await c.call_tool("shell", {"command": "true; cat /dev/null"})
+            await c.call_tool("run", {"argv": ["sh", "-c", "true; cat /dev/null"]})
             await anyio.sleep(0.5)
             with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5) as r:
                 seen["text"] = r.read().decode()
