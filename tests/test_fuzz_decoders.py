@@ -468,3 +468,19 @@ def test_replay_judges_or_counts_every_line(edits):
     bad: Counter = Counter()
     list(replay(lines, engine, bad, Counter()))
     assert engine.stats["records"] + sum(bad.values()) == sum(1 for x in lines if x.strip())
+
+
+def test_a_session_record_with_a_damaged_session_field_is_judged():
+    """Found by the replay property above: a session record whose `session` is a list (not
+    hashable) raised out of the engine; now it is judged like any other damaged record."""
+    from collections import Counter
+
+    from mcpwitness.decode.flags import Flagger
+    from mcpwitness.detect.engine import Engine, RuleSource, replay
+    doc = next(dict(r) for r in RECORDED if r.get("type") == "session" and r.get("principal"))
+    doc["session"] = []
+    src = RuleSource()
+    engine = Engine(src, Flagger(), ruleset=src.load())
+    bad: Counter = Counter()
+    list(replay([json.dumps(doc).encode()], engine, bad, Counter()))
+    assert engine.stats["records"] == 1 and not bad

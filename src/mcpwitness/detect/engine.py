@@ -146,9 +146,9 @@ class Engine:
             if t is None or t == "alert":
                 continue
             n += 1
-            if t == "session":
-                self._container_of(r)
             try:
+                if t == "session":
+                    self._container_of(r)
                 facts = observe(r, t)
             except Exception as e:  # a detector must not stop the pipeline
                 self.stats["detector_errors"] += 1
@@ -176,15 +176,18 @@ class Engine:
 
     def _container_of(self, r) -> None:
         """Remember the container a session's server runs in (its `ends`)."""
+        sid = _get(r, "session")
+        if not isinstance(sid, str):   # a damaged record (replay): nothing to remember it by
+            return
         p = _get(r, "principal")
         if isinstance(p, dict) and p.get("id"):
-            self._principals[_get(r, "session")] = p["id"]
+            self._principals[sid] = p["id"]
             if len(self._principals) > 10000:
                 self._principals.popitem(last=False)
         end = next((e for e in _get(r, "ends") or () if isinstance(e, dict) and e.get("role") == "server"), None)
         if end is None or not end.get("container"):
             return
-        self._containers[_get(r, "session")] = _container(end)
+        self._containers[sid] = _container(end)
         if len(self._containers) > 10000:
             self._containers.popitem(last=False)
 
