@@ -60,8 +60,17 @@ def slots(kvm: bool) -> int:
     return max(1, (os.cpu_count() or 1) // (guest_cpus(kvm) if kvm else 1))
 
 
-def vng(image: str, rwdir: str, command: str, kvm: bool, log: str, timeout: float) -> int | None:
-    """Boot image, run command in it; returns vng's status, None on timeout (the guest is killed)."""
+# a guest whose tests have not started by then is stuck at boot (seen: an early panic halts the
+# guest, which then waits out the whole run's timeout); killed, and retried once (died_at_boot)
+BOOT_DEADLINE = {"kvm": 180, "tcg": 600}
+_PANIC = re.compile(r"Kernel panic - not syncing|PANIC: early exception|^\[[ 0-9.]+\] kernel BUG at", re.M)
+
+
+def vng(image: str, rwdir: str, command: str, kvm: bool, log: str, timeout: float,
+        started: str | None = None) -> int | None:
+    """Boot image, run command in it; returns vng's status, None on timeout (the guest is killed).
+    With started (a file the command writes once its tests begin): a guest that panics, or has not
+    written it within BOOT_DEADLINE, is killed at once rather than at the timeout."""
     cpus = guest_cpus(kvm)
     argv = [os.path.join(VENV_BIN, "vng"), "-r", image, "--force-9p", "--rwdir", rwdir,
             "--memory", "4G", "--cpus", str(cpus), "--verbose", "--exec", command]
@@ -75,12 +84,20 @@ def vng(image: str, rwdir: str, command: str, kvm: bool, log: str, timeout: floa
     with open(log, "wb") as out:
         p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
                              cwd=ROOT, start_new_session=True)
-        try:
-            return p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)  # the session we started: vng and its QEMU
-            p.wait()
-            return None
+        end, boot_end = time.monotonic() + timeout, time.monotonic() + BOOT_DEADLINE["kvm" if kvm else "tcg"]
+        while True:
+            try:
+                return p.wait(timeout=min(5.0, max(0.1, end - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                pass
+            now = time.monotonic()
+            stuck = False
+            if started is not None and not os.path.exists(started):
+                stuck = now > boot_end or bool(_PANIC.search(_read(log) or ""))
+            if now >= end or stuck:
+                os.killpg(p.pid, signal.SIGKILL)  # the session we started: vng and its QEMU
+                p.wait()
+                return None
 
 
 def kvm_works(image: str) -> bool:
@@ -114,13 +131,29 @@ def _read(path: str) -> str | None:
         return None
 
 
+# vng hands the guest its command on the kernel command line, which x86 caps at 2048 bytes: 6.1
+# panics at boot past it (fortify, in start_kernel), before any test. Long values go in files.
+COMMAND_MAX = 1500
+
+
 def guest_command(out: str, slow: int, tests: list[str], env: dict[str, str]) -> str:
     script = os.path.join(ROOT, "scripts", "guest-tests")
+    env = dict(env)
+    plan = env.pop("MW_MATRIX_ELSEWHERE", None)
+    if plan is not None:  # what this guest leaves to another: a file in its output directory
+        path = os.path.join(out, "elsewhere.json")
+        with open(path, "w") as f:
+            f.write(plan)
+        env["MW_MATRIX_ELSEWHERE_FILE"] = path
     extra = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
     # a session of its own, no terminal: the guest's console is a tty, and `run` leaves a SIGINT
     # to the terminal when it is the foreground of one (the tests send theirs by pid)
-    return (f"MW_TEST_SLOW={slow} MW_TEST_TIMEOUT={GUEST_TEST_TIMEOUT} {extra} "
-            f"setsid -w {script} {out} {' '.join(tests)} < /dev/null")
+    cmd = (f"MW_TEST_SLOW={slow} MW_TEST_TIMEOUT={GUEST_TEST_TIMEOUT} {extra} "
+           f"setsid -w {script} {out} {' '.join(tests)} < /dev/null")
+    if len(cmd) > COMMAND_MAX:
+        raise SystemExit(f"kernel-matrix: the guest's command is {len(cmd)} bytes, over {COMMAND_MAX}: the kernel "
+                         "command line it travels on would be cut or panic the guest; pass fewer --tests")
+    return cmd
 
 
 def attempt(name: str, image: str | None, kvm: bool, tests: list[str], timeout: float,
@@ -140,7 +173,8 @@ def attempt(name: str, image: str | None, kvm: bool, tests: list[str], timeout: 
         except subprocess.TimeoutExpired:
             status = None
     else:
-        status = vng(image, out, cmd, kvm, os.path.join(out, "console.log"), timeout)
+        status = vng(image, out, cmd, kvm, os.path.join(out, "console.log"), timeout,
+                     started=os.path.join(out, "started"))
     with open(os.path.join(out, "vng.json"), "w") as f:
         json.dump({"status": status, "timed_out": status is None, "seconds": round(time.monotonic() - t0)}, f)
     return load(out)

@@ -42,10 +42,14 @@ def pytest_collection_modifyitems(config, items):
 
 def _leave_to_other_guests(config, items):
     """In a guest of the kernel matrix: the matrix tests scripts/kernel_matrix.py leaves to another
-    guest of the same run (MW_MATRIX_ELSEWHERE, {test glob: that guest}, from tests/kernels/*.yaml
+    guest of the same run (MW_MATRIX_ELSEWHERE_FILE, a JSON file {test glob: that guest}, from tests/kernels/*.yaml
     `leave_to`) are deselected here and written to the results as "elsewhere", so the judge knows
     they were left, not lost, and checks that the other guest ran them."""
-    plan = json.loads(os.environ.get("MW_MATRIX_ELSEWHERE") or "{}")
+    text = os.environ.get("MW_MATRIX_ELSEWHERE") or ""
+    if os.environ.get("MW_MATRIX_ELSEWHERE_FILE"):  # what kernel_matrix.py writes (the command line is short)
+        with open(os.environ["MW_MATRIX_ELSEWHERE_FILE"]) as f:
+            text = f.read()
+    plan = json.loads(text or "{}")
     if not plan:
         return
     sys.path.insert(0, os.path.join(ROOT, "scripts"))

@@ -285,6 +285,37 @@ def test_a_guest_deselects_what_it_leaves_and_writes_it_down(tmp_path):
                      "reason": "debian13-6.12", "seconds": 0}] and rows[0]["feature"], rows
 
 
+def test_each_guests_command_fits_the_kernel_command_line(tmp_path):
+    """vng passes the guest's command on the kernel command line (x86: 2048 bytes; 6.1 panicked at
+    boot with the full plan inline, before any test, and the run waited out its timeout). The plan
+    of what a guest leaves goes in a file; the command of every guest of a full run stays short."""
+    plan = km.leave_plan(["debian12-6.1", "debian13-6.12", "debian11-5.10"])
+    assert plan, "a full run shares tests out"
+    for name, left in plan.items():
+        out = tmp_path / name
+        out.mkdir()
+        env = {"MW_MATRIX_ELSEWHERE": json.dumps(left)}
+        cmd = km.guest_command(str(out), km.SLOW["tcg"], km.ONLY.get(name, []), env)
+        assert len(cmd) <= km.COMMAND_MAX and "MW_MATRIX_ELSEWHERE=" not in cmd, (name, len(cmd))
+        assert json.loads((out / "elsewhere.json").read_text()) == left
+        assert f"MW_MATRIX_ELSEWHERE_FILE={out / 'elsewhere.json'}" in cmd
+    with pytest.raises(SystemExit, match="over"):
+        km.guest_command(str(tmp_path), 20, ["tests/test_x.py::t" + "x" * 80] * 30, {})
+
+
+def test_a_guest_reads_what_it_leaves_from_the_plan_file(tmp_path):
+    out, plan = tmp_path / "results.jsonl", tmp_path / "elsewhere.json"
+    tree = "tests/test_tree.py::test_whole_tree_is_followed_and_nothing_else"
+    plan.write_text(json.dumps({tree: "debian13-6.12"}))
+    env = {**os.environ, "MW_MATRIX_RESULTS": str(out), "MW_MATRIX_ELSEWHERE_FILE": str(plan)}
+    env.pop("MW_MATRIX_ELSEWHERE", None)
+    p = subprocess.run([sys.executable, "-m", "pytest", "-m", "matrix", "--collect-only", "-q", "-p",
+                        "no:cacheprovider", "tests/test_tree.py"], capture_output=True, text=True, cwd=ROOT,
+                       timeout=300, env=env)
+    assert p.returncode in (0, 5), p.stdout + p.stderr
+    assert tree not in p.stdout and json.loads(out.read_text().splitlines()[0])["outcome"] == km.ELSEWHERE
+
+
 def test_the_test_command_refuses_to_run_without_root(tmp_path):
     """As another user every kernel test would skip and pytest would exit 0: scripts/test says so
     and stops before it installs or runs anything."""
@@ -293,3 +324,23 @@ def test_the_test_command_refuses_to_run_without_root(tmp_path):
                        cwd=str(tmp_path))
     assert p.returncode == 2, p.stdout + p.stderr
     assert "run it as root" in p.stderr and "prove nothing" in p.stderr and p.stdout == ""
+
+
+@pytest.mark.parametrize("console", ["PANIC: early exception 0x06 IP 10:ffffffff85a1e1db error 0\n", "booting...\n"])
+def test_a_guest_stuck_at_boot_is_killed_at_once_not_at_the_timeout(tmp_path, monkeypatch, console):
+    """A stand-in for vng that prints a console and never starts the tests: killed when the console
+    shows a panic, or when the boot deadline passes, rather than at the run's timeout."""
+    import time
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "vng").write_text(f"#!/bin/sh\nprintf '%s' {json.dumps(console)}\nexec sleep 600\n")
+    (fake / "vng").chmod(0o755)
+    monkeypatch.setattr(km, "VENV_BIN", str(fake))
+    monkeypatch.setattr(km, "BOOT_DEADLINE", {"kvm": 8, "tcg": 8})
+    t0 = time.monotonic()
+    st = km.vng("image", str(tmp_path), "true", False, str(tmp_path / "console.log"), 300,
+                started=str(tmp_path / "started"))
+    took = time.monotonic() - t0
+    assert st is None and took < 60, took
+    if console.startswith("PANIC"):
+        assert took < 8, "a panic is seen before the deadline"
