@@ -144,24 +144,13 @@ print(",".join(res))
 """
 
 
-@pytest.mark.kernel
-def test_the_supervisor_answers_a_filtered_child(tmp_path):
-    """A child under the filter: the denied read and create fail with EPERM (the create makes no
-    file), the allowed read works, a missing file is the kernel's own ENOENT; one refusal event each."""
-    import sys
-    secret = tmp_path / "secret"
-    secret.mkdir()
-    (secret / "key").write_text("k")
-    ok = tmp_path / "ok"
-    ok.write_text("fine")
-    pol = policy.parse(f'policies:\n  - name: files\n    mode: enforce\n    files: {{deny: ["{secret}/**"]}}\n').policies[0]
-    sup = unotify.Supervisor(_Kernel(), _Enforcer(pol), lambda t: "t")
+def _filtered(sup, argv):
+    """Run argv with the filter installed before its exec (as spawn_tracked does); its stdout."""
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     go_r, go_w = os.pipe()
     out_r, out_w = os.pipe()
-    argv = [sys.executable, "-c", CHILD, str(ok), str(secret / "key"), str(secret / "new"), str(tmp_path / "missing")]
     pid = os.fork()
-    if pid == 0:  # the filter first, then wait for the supervisor, then exec (as spawn_tracked does)
+    if pid == 0:
         try:
             parent.close()
             os.close(go_w)
@@ -179,13 +168,68 @@ def test_the_supervisor_answers_a_filtered_child(tmp_path):
     sup.add(fd, pid, said)
     os.write(go_w, b"x")
     os.close(go_w)
+    with os.fdopen(out_r) as f:
+        out = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, out
+    return out
+
+
+OPENAT2 = """
+import ctypes, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+res = []
+for path, resolve in ((sys.argv[1], 0), (sys.argv[2], 0x10)):
+    how = ctypes.create_string_buffer(struct.pack("=QQQ", os.O_RDONLY, 0, resolve), 24)
+    dirfd = os.open(sys.argv[3], os.O_RDONLY | os.O_DIRECTORY)
+    fd = libc.syscall(437, dirfd, path.encode(), how, ctypes.c_size_t(24))
+    res.append("ok" if fd >= 0 else os.strerror(ctypes.get_errno()))
+    if fd >= 0:
+        os.close(fd)
+print(",".join(res))
+"""
+
+
+@pytest.mark.kernel
+def test_openat2_is_judged_and_resolve_in_root_left_to_the_kernel(tmp_path):
+    """openat2 reads its flags from struct open_how: a denied read refused; under RESOLVE_IN_ROOT
+    the dirfd is the root, resolved otherwise than the agent can: left to the kernel."""
+    import sys
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "key").write_text("k")
+    jail = tmp_path / "jail"
+    inside = jail / str(secret).lstrip("/")     # the secret's own path, under the jail's root
+    inside.mkdir(parents=True)
+    (inside / "key").write_text("not the secret")
+    pol = policy.parse(f'policies:\n  - name: files\n    mode: enforce\n    files: {{deny: ["{secret}/**"]}}\n').policies[0]
+    sup = unotify.Supervisor(_Kernel(), _Enforcer(pol), lambda t: "t")
     try:
-        with os.fdopen(out_r) as f:
-            out = f.read()
-        _, status = os.waitpid(pid, 0)
+        out = _filtered(sup, [sys.executable, "-c", OPENAT2, str(secret / "key"), str(secret / "key"), str(jail)])
     finally:
         sup.close()
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert out.strip() == f"{os.strerror(errno.EPERM)},ok", out
+    assert sup.stats()["left_to_kernel_why"].get("openat2 with RESOLVE_IN_ROOT") == 1
+
+
+@pytest.mark.kernel
+def test_the_supervisor_answers_a_filtered_child(tmp_path):
+    """A child under the filter: the denied read and create fail with EPERM (the create makes no
+    file), the allowed read works, a missing file is the kernel's own ENOENT; one refusal event each."""
+    import sys
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "key").write_text("k")
+    ok = tmp_path / "ok"
+    ok.write_text("fine")
+    pol = policy.parse(f'policies:\n  - name: files\n    mode: enforce\n    files: {{deny: ["{secret}/**"]}}\n').policies[0]
+    sup = unotify.Supervisor(_Kernel(), _Enforcer(pol), lambda t: "t")
+    argv = [sys.executable, "-c", CHILD, str(ok), str(secret / "key"), str(secret / "new"), str(tmp_path / "missing")]
+    try:
+        out = _filtered(sup, argv)
+    finally:
+        sup.close()
     assert out.strip() == ",".join(["ok", os.strerror(errno.EPERM), os.strerror(errno.EPERM),
                                     os.strerror(errno.ENOENT)]), out
     assert not (secret / "new").exists()

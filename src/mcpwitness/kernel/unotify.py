@@ -53,6 +53,7 @@ AT_FDCWD = -100
 O_ACCMODE, O_WRONLY, O_RDWR = 0o3, 0o1, 0o2
 O_CREAT, O_TRUNC, O_APPEND, O_PATH = 0o100, 0o1000, 0o2000, 0o10000000
 PATH_MAX = 4096
+RESOLVE_IN_ROOT = 0x10
 ALLOWED_TTL = 2.0   # seconds an allowed absolute path stays allowed for the same process and policy
 
 # per architecture: (AUDIT_ARCH_*, {syscall number: (name, index of the path argument, index of the
@@ -450,10 +451,12 @@ class Supervisor:
             raw = _read_str(mem, args[path_arg])
             flags = 0
             if name == "openat2":
-                try:
-                    flags = struct.unpack("=Q", os.pread(mem, 8, args[2]))[0]
+                try:  # struct open_how: flags, mode, resolve
+                    flags, _, how = struct.unpack("=QQQ", os.pread(mem, 24, args[2]))
                 except (OSError, struct.error):
                     raise Unsure("cannot read open_how") from None
+                if how & RESOLVE_IN_ROOT:   # the dirfd is the root: resolved otherwise than here
+                    raise Unsure("openat2 with RESOLVE_IN_ROOT")
             elif flags_arg is not None:
                 flags = args[flags_arg]
             elif name == "creat":
