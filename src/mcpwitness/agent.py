@@ -265,7 +265,7 @@ class Agent:
         if type(batch) is Flush:
             return self.pipeline.events(self.supervisor.take(batch.before))
         recs = records(batch) if isinstance(batch, bytes) else batch
-        if self.supervisor is None:
+        if self.supervisor is None or not self.supervisor.waiting():  # nothing to merge: the plain path
             return self.pipeline.feed(recs)
         return self.pipeline.events(self.supervisor.merged(self.pipeline.decoder.feed(recs)))
 

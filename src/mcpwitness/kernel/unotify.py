@@ -308,6 +308,10 @@ class Supervisor:
             for fd in self._listeners:
                 os.close(fd)
             self._listeners.clear()
+        if self._wake_r >= 0 and (self._thread is None or not self._thread.is_alive()):
+            for fd in (self._wake_r, self._wake_w):
+                os.close(fd)
+            self._wake_r = self._wake_w = -1
 
     def waiting(self) -> bool:
         return bool(self._pending)
