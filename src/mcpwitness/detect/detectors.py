@@ -616,6 +616,20 @@ class ToolDefs:
 
     def __init__(self):
         self.servers = _Lru(5000)     # server label -> {tool name: (digest, definition)}
+        self._decl = _Lru(20000)      # (tool name, digest) -> its decl facts, worked out once
+
+    def declared(self, server: str | None, tool: str | None) -> dict | None:
+        """The decl facts of a tool's last definition (None if never listed), once per definition:
+        asked on every kernel event of its calls."""
+        d = (self.servers.get(server) or {}).get(tool) if server and tool else None
+        if not d or not isinstance(d[1], dict):
+            return None
+        key = (tool, d[0])
+        got = self._decl.get(key)
+        if got is None:
+            got = _declared(d[1], tool)
+            self._decl.put(key, got)
+        return got
 
     def observe(self, server: str, result) -> dict | None:
         tools = result.get("tools") if isinstance(result, dict) else None
@@ -638,15 +652,6 @@ class ToolDefs:
                          [f"{n}: new tool ({_short_text((defs[n][1] or {}).get('description'))})" for n in added])
         return {"known": True, "tools": len(defs), "changed": changed or None, "added": added or None,
                 "diff": diff or None}
-
-    def annotations(self, server: str | None, tool: str | None) -> dict | None:
-        a = (self.definition(server, tool) or {}).get("annotations")
-        return a if isinstance(a, dict) else None
-
-    def definition(self, server: str | None, tool: str | None) -> dict | None:
-        """The tool's last definition (description, inputSchema, annotations), None if never listed."""
-        d = (self.servers.get(server) or {}).get(tool) if server and tool else None
-        return d[1] if d and isinstance(d[1], dict) else None
 
 
 def _canonical(v) -> str:
@@ -903,7 +908,7 @@ class Detectors:
             if method in ("tools/call", "prompts/get", "resources/read") and isinstance(params, dict):
                 facts["args"] = self.args.observe(c.arguments, s.roots)
                 if method == "tools/call":
-                    d = _declared(self.tooldefs.definition(c.server, c.tool), c.tool)
+                    d = self.tooldefs.declared(c.server, c.tool)
                     if d is not None:
                         facts["decl"] = d
             return facts
@@ -968,7 +973,7 @@ class Detectors:
             n = self.novelty.observe(c.server, rtype, ev)
             if n is not None:
                 facts["novelty"] = n
-            d = _declared(self.tooldefs.definition(c.server, c.tool), c.tool)
+            d = self.tooldefs.declared(c.server, c.tool)
             if d is not None:
                 facts["decl"] = d
         return facts
